@@ -1,0 +1,52 @@
+"""The dataset interface: images in [0, 1] with stable ids, a content hash and fixed splits."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A batch of images (K, 1, n, n) float32 in [0, 1], each with a stable id like 'brain/z083'.
+
+    `content_hash` is the sha256 of the ids and the float32 bytes, so a row can name exactly
+    the data it was measured on. `skipped` lists (file, reason) for inputs that were not loaded.
+    """
+
+    name: str
+    split: str
+    ids: list[str]
+    images: torch.Tensor
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.shape[1] != 1:
+            raise ValueError(f"{self.name}: images must be (K, 1, n, n), got {tuple(self.images.shape)}")
+        if len(self.ids) != self.images.shape[0]:
+            raise ValueError(f"{self.name}: {len(self.ids)} ids for {self.images.shape[0]} images")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for image_id, img in zip(self.ids, self.images):
+            h.update(image_id.encode())
+            h.update(img.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def subset(self, indices) -> "ImageSet":
+        indices = list(indices)
+        return ImageSet(self.name, self.split, [self.ids[i] for i in indices],
+                        self.images[indices], self.source, list(self.skipped))
