@@ -1,0 +1,1 @@
+"""Analysis: DuckDB views over the store, estimators, figures and the evidence report."""

@@ -1,0 +1,35 @@
+"""The `survey` command line: one Typer sub-app per command group; commands stay thin."""
+
+from __future__ import annotations
+
+import typer
+
+from survey import __version__
+from survey.cli import datasets, physics, run, zoo
+
+app = typer.Typer(
+    name="survey",
+    help="Large statistical tests of the stability of deep-learning image reconstruction.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(physics.app, name="physics")
+app.add_typer(zoo.app, name="zoo")
+app.command("run")(run.run)
+app.command("status")(run.status)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stability-survey {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Large statistical tests of the stability of deep-learning image reconstruction."""

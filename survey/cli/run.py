@@ -1,0 +1,57 @@
+"""`survey run` and `survey status`: run a study into the store, and see how far it got."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def run(
+    study: Path = typer.Argument(..., help="Study file (TOML), e.g. tasks/quick.toml."),
+    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, else an "
+                                                        "embedded local cluster on loopback)."),
+) -> None:
+    """Run every unit of STUDY not yet in the store; rerunning resumes where it stopped."""
+    import time
+
+    from survey.engine.scheduler import run_study
+    from survey.spec import load_study
+
+    spec = load_study(study)
+    console = Console()
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task(spec.name, total=None, rows=0, rate="-", failed=0)
+
+        def on_progress(p: dict) -> None:
+            rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
+            progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
+                            failed=p["failed"])
+
+        summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress)
+    console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
+                  f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}")
+    for unit_id, message in summary.failures[:10]:
+        console.print(f"[red]failed[/red] {unit_id}: {message}")
+
+
+def status(
+    study: Path = typer.Argument(..., help="Study file (TOML)."),
+    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
+) -> None:
+    """Done / pending / failed units per network and task."""
+    from survey.engine.progress import study_status
+    from survey.spec import load_study
+
+    spec = load_study(study)
+    table = Table("network", "task", "done", "pending", "failed", title=f"{spec.name} in {store or spec.store}")
+    for row in study_status(spec, store or spec.store):
+        table.add_row(row["network"], row["task"], str(row["done"]), str(row["pending"]), str(row["failed"]))
+    Console().print(table)

@@ -1,0 +1,75 @@
+"""`survey zoo ...`: the trained networks, their recipes and cards."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="The network zoo: list, train and evaluate networks.", no_args_is_help=True)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+@app.command("list")
+def list_zoo() -> None:
+    """Name, operator, sampling, parameter count, test PSNR of network / H / reference, weights hash."""
+    from survey.nets.zoo import ZOO, load_card
+
+    table = Table("name", "operator", "sampling", "dataset", "params", "PSNR net", "PSNR H", "PSNR ref", "sha256")
+    for name, e in ZOO.items():
+        card = load_card(name) or {}
+        m = card.get("test_metrics", {})
+        sampling = ", ".join(f"{k}={v}" for k, v in e.physics.items() if k not in ("kind", "seed"))
+        table.add_row(name, e.physics["kind"], sampling, e.dataset, _fmt(card.get("parameters")),
+                      _fmt(m.get("psnr_net")), _fmt(m.get("psnr_H")), _fmt(m.get("psnr_reference")),
+                      (card.get("weights_sha256") or "untrained")[:12])
+    Console(width=200).print(table)
+
+
+@app.command("train")
+def train_cmd(
+    name: str = typer.Argument(..., help="Zoo network name (see `survey zoo list`)."),
+    steps: int = typer.Option(None, help="Override the recipe's step count (for quick trials)."),
+    seed: int = typer.Option(0, help="Training seed."),
+    device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+) -> None:
+    """Train NAME by its recipe and write its weights and model card into the package."""
+    from survey.nets.train import train
+
+    def log(step: int, loss: float, seconds: float) -> None:
+        typer.echo(f"step {step:5d}  loss {loss:.5f}  {seconds:6.0f} s")
+
+    card = train(name, steps=steps, seed=seed, device=device, log=log)
+    m = card["test_metrics"]
+    typer.echo(f"{name}: test PSNR net {m['psnr_net']:.2f} dB, H {m['psnr_H']:.2f} dB, "
+               f"reference {m.get('psnr_reference', float('nan')):.2f} dB; {card['wall_time_s']:.0f} s; "
+               f"sha256 {card['weights_sha256'][:12]}")
+
+
+@app.command("eval")
+def eval_cmd(
+    name: str = typer.Argument(..., help="Zoo network name."),
+    dataset: str = typer.Option(None, help="Dataset to evaluate on (default: the network's own)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    count: int = typer.Option(None, help="Number of images (default: all)."),
+) -> None:
+    """Mean PSNR/SSIM of network NAME, of H and of the reference on a dataset split."""
+    import torch
+
+    from survey.data import load_dataset
+    from survey.nets.train import evaluate
+    from survey.nets.zoo import entry, load_network
+    from survey.solvers import make_reference
+
+    net, physics = load_network(name)
+    images = load_dataset(dataset or entry(name).dataset, split=split, size=physics.size, count=count)
+    metrics = evaluate(net, physics, images.images, reference=make_reference(physics),
+                       generator=torch.Generator().manual_seed(1))
+    table = Table("method", "PSNR (dB)", "SSIM")
+    for key in ("net", "H", "reference"):
+        table.add_row(key, _fmt(metrics[f"psnr_{key}"]), f"{metrics[f'ssim_{key}']:.3f}")
+    Console().print(f"{name} on {images.name}/{split} ({len(images)} images)")
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""The survey engine: Ray actors per network, a bounded scheduler, streaming into the store."""

@@ -1,0 +1,55 @@
+"""Turn a study's network entries into handles a Ray worker can rebuild on its own device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from survey.nets.byo import FactorySource, build_network, check_network, resolve_factory
+from survey.spec import NetworkSpec
+
+
+@dataclass(frozen=True)
+class NetworkHandle:
+    """Picklable recipe for one network: a zoo name, or a resolved bring-your-own factory plus physics."""
+
+    name: str
+    zoo: bool
+    physics: dict
+    factory: FactorySource | None = None
+
+    def build(self, device: str | torch.device = "cpu"):
+        """(net in eval mode, physics) on `device`."""
+        from survey.physics import make_physics
+
+        if self.zoo:
+            from survey.nets.zoo import load_network
+            return load_network(self.name, device)
+        physics = make_physics(**self.physics).to(device)
+        net = build_network(self.factory).to(device)
+        check_network(self.name, net, physics, device)
+        return net, physics
+
+    def weights_sha256(self) -> str | None:
+        import hashlib
+        if self.zoo:
+            from survey.nets.zoo import load_card
+            return (load_card(self.name) or {}).get("weights_sha256")
+        if self.factory is not None and self.factory.weights is not None:
+            return hashlib.sha256(self.factory.weights).hexdigest()
+        if self.factory is not None and self.factory.source is not None:
+            return hashlib.sha256(self.factory.source).hexdigest()
+        return None
+
+
+def resolve_network(spec: NetworkSpec, base_dir: Path) -> NetworkHandle:
+    """Check a network entry on the driver (files exist, zoo weights trained) and make its handle."""
+    if spec.factory is None:
+        from survey.nets.zoo import entry, is_trained
+        if not is_trained(spec.name):
+            raise ValueError(f"zoo network {spec.name!r} is not trained; run `survey zoo train {spec.name}`")
+        return NetworkHandle(spec.name, True, dict(entry(spec.name).physics))
+    src = resolve_factory(spec.name, spec.factory, base_dir, spec.weights, spec.kwargs)
+    return NetworkHandle(spec.name, False, dict(spec.physics), src)

@@ -1,0 +1,36 @@
+"""How far a study got: done / pending / failed units per network and task, from the ledger."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from survey.plan import plan
+from survey.spec import Study
+from survey.store import Store
+
+
+def study_status(study: Study, store_dir: Path | str) -> list[dict]:
+    """One dict per (network, task): done, pending, failed (failed = last attempt failed, not redone)."""
+    from survey.engine.scheduler import load_images
+
+    store = Store(store_dir)
+    sizes = set()
+    from survey.engine.networks import resolve_network
+    for spec in study.networks:
+        sizes.add(resolve_network(spec, study.base_dir).physics["size"])
+    _, ids, _ = load_images(study, {min(sizes)})
+    units = plan(study, {name: len(v) for name, v in ids.items()})
+    ledger = store.ledger() if store.root.exists() else None
+    last: dict[str, str] = {}
+    if ledger is not None:
+        for uid, status, t in sorted(zip(ledger.column("unit_id").to_pylist(), ledger.column("status").to_pylist(),
+                                         ledger.column("finished_at").to_pylist()), key=lambda r: r[2]):
+            last[uid] = "ok" if (last.get(uid) == "ok" or status == "ok") else status
+    counts: Counter = Counter()
+    for u in units:
+        state = {"ok": "done", "failed": "failed"}.get(last.get(u.unit_id), "pending")
+        counts[(u.network, u.task, state)] += 1
+    keys = sorted({(u.network, u.task) for u in units})
+    return [{"network": n, "task": t, "done": counts[(n, t, "done")], "pending": counts[(n, t, "pending")],
+             "failed": counts[(n, t, "failed")]} for n, t in keys]

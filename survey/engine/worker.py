@@ -1,0 +1,76 @@
+"""The Ray actor: holds one network, its operator and the reference solver on its device, runs units."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from survey.engine.networks import NetworkHandle
+
+
+@dataclass
+class UnitOutcome:
+    """What a unit sends back: rows and kept tensors, or the error it raised."""
+
+    unit: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class SurveyWorker:
+    """One copy of a network on one device. Created as a Ray actor by the scheduler (or used in-process)."""
+
+    def __init__(self, handle: NetworkHandle, device: str = "auto", threads: int = 1):
+        torch.set_flush_denormal(True)
+        torch.set_num_threads(max(1, int(threads)))
+        from survey.solvers import make_reference
+
+        self.device = pick_device(device)
+        self.handle = handle
+        self.net, self.physics = handle.build(self.device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.reference = make_reference(self.physics)
+
+    def describe(self) -> dict[str, Any]:
+        import platform
+        import socket
+        name = torch.cuda.get_device_name() if self.device.startswith("cuda") else platform.processor() or "cpu"
+        return {"device": self.device, "device_name": name, "host": socket.gethostname(),
+                "torch": torch.__version__}
+
+    def run(self, units: list[dict[str, Any]], images: dict[str, np.ndarray],
+            ids: dict[str, list[str]]) -> list[UnitOutcome]:
+        """Run each unit; a unit that raises yields an outcome with its error, the others go on."""
+        from tasks import TaskContext, generator_for, make_task
+
+        outcomes = []
+        for unit in units:
+            start = time.perf_counter()
+            try:
+                lo, hi = unit["image_start"], unit["image_stop"]
+                x = torch.from_numpy(np.array(images[unit["dataset"]][lo:hi])).to(self.device)
+                ctx = TaskContext(net=self.net, physics=self.physics, images=x,
+                                  image_ids=ids[unit["dataset"]][lo:hi], reference=self.reference,
+                                  network=unit["network"], dataset=unit["dataset"], unit_id=unit["unit_id"])
+                task = make_task(unit["task"], **unit["params"])
+                result = task(ctx, generator_for(unit["unit_id"], self.device))
+                tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
+                outcomes.append(UnitOutcome(unit, result.rows, tensors, None, time.perf_counter() - start))
+            except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on
+                outcomes.append(UnitOutcome(unit, error=traceback.format_exc(limit=8),
+                                            seconds=time.perf_counter() - start))
+        return outcomes

@@ -1,0 +1,171 @@
+"""Bring your own network: a factory named in a study file, optional weights, checked on a probe input.
+
+`factory = "package.module:callable"` or `"path/to/file.py:callable"` (relative to the study file).
+A file factory travels as source text (`FactorySource`), so remote Ray workers that lack the file can
+still build the network. TorchScript (`.pt`/`.ts` via torch.jit.load) and torch.export (`.pt2`)
+archives are accepted as `factory = "archive:path/to/model.pt2"`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class NetworkLoadError(ValueError):
+    """A bring-your-own network that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class FactorySource:
+    """A resolved factory: a module path, a file's source text, or an exported archive's bytes."""
+
+    name: str                   # network name in the study
+    kind: str                   # "module", "file" or "archive"
+    target: str                 # module name, file name, or archive file name
+    attribute: str | None       # callable name (module/file)
+    source: bytes | None = None  # file source or archive bytes
+    weights: bytes | None = None
+    weights_name: str | None = None
+    kwargs: tuple = ()
+
+
+def resolve_factory(name: str, factory: str, base_dir: Path, weights: str | None = None,
+                    kwargs: dict | None = None) -> FactorySource:
+    """Read everything a worker needs to rebuild network `name` (on the driver, before any work)."""
+    weights_bytes = None
+    if weights is not None:
+        wpath = (base_dir / weights).resolve()
+        if not wpath.is_file():
+            raise NetworkLoadError(f"network {name!r}: weights file {wpath} not found")
+        weights_bytes = wpath.read_bytes()
+    kw = tuple(sorted((kwargs or {}).items()))
+    if factory.startswith("archive:"):
+        apath = (base_dir / factory.removeprefix("archive:")).resolve()
+        if not apath.is_file():
+            raise NetworkLoadError(f"network {name!r}: archive {apath} not found")
+        return FactorySource(name, "archive", apath.name, None, apath.read_bytes(), weights_bytes,
+                             weights and Path(weights).name, kw)
+    if ":" not in factory:
+        raise NetworkLoadError(f"network {name!r}: factory {factory!r} must look like 'module:callable' "
+                               "or 'file.py:callable'")
+    target, attribute = factory.rsplit(":", 1)
+    if target.endswith(".py"):
+        fpath = (base_dir / target).resolve()
+        if not fpath.is_file():
+            raise NetworkLoadError(f"network {name!r}: factory file {fpath} not found")
+        return FactorySource(name, "file", fpath.name, attribute, fpath.read_bytes(), weights_bytes,
+                             weights and Path(weights).name, kw)
+    if importlib.util.find_spec(target.split(".")[0]) is None:
+        raise NetworkLoadError(f"network {name!r}: module {target!r} not found (is it installed?)")
+    return FactorySource(name, "module", target, attribute, None, weights_bytes, weights and Path(weights).name, kw)
+
+
+def _load_module_from_source(src: FactorySource):
+    folder = Path(tempfile.mkdtemp(prefix="survey-byo-"))
+    path = folder / src.target
+    path.write_bytes(src.source)
+    mod_name = f"survey_byo_{src.name}_{abs(hash(src.source)) % 10**8}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - user code: report what it raised
+        raise NetworkLoadError(f"network {src.name!r}: importing {src.target} failed: {err!r}") from err
+    return module
+
+
+def _load_weights(src: FactorySource, net: nn.Module) -> None:
+    from safetensors.torch import load
+
+    import io
+    try:
+        if src.weights_name.endswith(".safetensors"):
+            state = load(src.weights)
+        else:
+            state = torch.load(io.BytesIO(src.weights), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise NetworkLoadError(f"network {src.name!r}: cannot read weights {src.weights_name}: {err}") from err
+    if not isinstance(state, dict):
+        raise NetworkLoadError(f"network {src.name!r}: weights {src.weights_name} are not a state dict")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:4]
+        raise NetworkLoadError(f"network {src.name!r}: weights {src.weights_name} do not match the "
+                               f"network: {' '.join(first)}") from err
+
+
+class _ArchiveNet(nn.Module):
+    """Adapter for exported archives, which take the measurements only: net(y, physics) -> module(y)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, y, physics=None):
+        return self.module(y)
+
+
+def build_network(src: FactorySource) -> nn.Module:
+    """Build (and load weights into) the network a `FactorySource` describes, in eval mode."""
+    if src.kind == "archive":
+        import io
+        buf = io.BytesIO(src.source)
+        try:
+            if src.target.endswith(".pt2"):
+                module = torch.export.load(buf).module()
+            else:
+                module = torch.jit.load(buf, map_location="cpu")
+        except Exception as err:  # noqa: BLE001
+            raise NetworkLoadError(f"network {src.name!r}: cannot load archive {src.target}: {err}") from err
+        return _ArchiveNet(module)
+    if src.kind == "file":
+        module = _load_module_from_source(src)
+    else:
+        try:
+            module = importlib.import_module(src.target)
+        except ImportError as err:
+            raise NetworkLoadError(f"network {src.name!r}: cannot import module {src.target!r}: {err}") from err
+    factory = getattr(module, src.attribute, None)
+    if factory is None or not callable(factory):
+        raise NetworkLoadError(f"network {src.name!r}: {src.target} has no callable {src.attribute!r}")
+    try:
+        net = factory(**dict(src.kwargs))
+    except TypeError as err:
+        raise NetworkLoadError(f"network {src.name!r}: calling {src.attribute}() failed: {err}") from err
+    if not isinstance(net, nn.Module):
+        raise NetworkLoadError(f"network {src.name!r}: {src.attribute}() returned {type(net).__name__}, "
+                               "not a torch.nn.Module")
+    if src.weights is not None:
+        _load_weights(src, net)
+    return net.eval()
+
+
+@torch.no_grad()
+def check_network(name: str, net: nn.Module, physics, device="cpu") -> None:
+    """Call the network on a probe (A of a smooth image); fail clearly on a wrong signature, shape or NaN."""
+    n = physics.size
+    grid = torch.linspace(-1, 1, n, device=device)
+    probe = (1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None].repeat(2, 1, 1, 1)
+    y = physics.A(probe)
+    try:
+        out = net(y, physics)
+    except TypeError as err:
+        raise NetworkLoadError(f"network {name!r}: must be callable as net(y, physics) -> image; "
+                               f"calling it raised: {err}") from err
+    if not isinstance(out, torch.Tensor):
+        raise NetworkLoadError(f"network {name!r}: returned {type(out).__name__}, not a tensor")
+    if tuple(out.shape) != (2, 1, n, n):
+        raise NetworkLoadError(f"network {name!r}: output shape {tuple(out.shape)} for a batch of 2 "
+                               f"measurements; expected (2, 1, {n}, {n})")
+    if not torch.isfinite(out).all():
+        raise NetworkLoadError(f"network {name!r}: output contains NaN or Inf on a probe input")

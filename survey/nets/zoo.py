@@ -1,0 +1,145 @@
+"""The network zoo: small re-trainings of the paper's networks, each with a recipe and a model card.
+
+Weights live next to this file in weights/NAME.safetensors with a card weights/NAME.json; both are
+produced by `survey zoo train NAME` (survey.nets.train) and loaded here with their hash checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """Everything needed to rebuild, train and evaluate one zoo network."""
+
+    name: str
+    summary: str
+    architecture: str            # key of ARCHITECTURES
+    arch_params: dict
+    physics: dict                # make_physics keyword arguments (kind first)
+    dataset: str                 # training and test data
+    steps: int                   # optimiser steps of the recipe (fixed, so training is reproducible)
+    batch: int = 16
+    lr: float = 1e-3
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _architectures() -> dict[str, type[nn.Module]]:
+    from survey.nets.automap import Automap
+    from survey.nets.cascade import Cascade
+    from survey.nets.dncnn import DnCNN
+    from survey.nets.unet import UNet
+    from survey.nets.varnet import VarNet
+
+    return {"unet": UNet, "cascade": Cascade, "varnet": VarNet, "dncnn": DnCNN, "automap": Automap}
+
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("automap", "AUTOMAP: dense layers from k-space samples, then convolutions",
+             "automap", {}, {"kind": "mri", "size": 32, "ratio": 0.6, "mask": "random-points", "seed": 0},
+             "brain", steps=3000, batch=16, lr=1e-3,
+             notes="32 x 32: its dense layers grow with the square of the pixel count."),
+    ZooEntry("dagan", "DAGAN generator: residual U-Net on |A* y|",
+             "unet", {"width": 16, "depth": 3, "input_mode": "magnitude"},
+             {"kind": "mri", "size": 64, "ratio": 0.2, "mask": "gaussian-lines", "seed": 0},
+             "brain", steps=2500, notes="Trained with the pixel loss only: no adversarial term."),
+    ZooEntry("deepmri", "Deep MRI: cascade of 5 CNNs with hard data consistency",
+             "cascade", {"blocks": 5, "layers": 5, "width": 32},
+             {"kind": "mri", "size": 64, "ratio": 0.33, "mask": "gaussian-lines", "seed": 0},
+             "brain", steps=1500),
+    ZooEntry("ell50", "FBPConvNet trained on ellipses: U-Net on the FBP of 50 views",
+             "unet", {"width": 16, "depth": 3, "input_mode": "real"},
+             {"kind": "radon", "size": 64, "views": 50}, "ellipses", steps=2000),
+    ZooEntry("med50", "FBPConvNet trained on medical images: U-Net on the FBP of 50 views",
+             "unet", {"width": 16, "depth": 3, "input_mode": "real"},
+             {"kind": "radon", "size": 64, "views": 50}, "brain", steps=2000),
+    ZooEntry("mrivn", "MRI-VN: variational network for parallel MRI",
+             "varnet", {"steps": 8, "filters": 24, "kernel": 5},
+             {"kind": "pmri", "size": 64, "ratio": 0.15, "mask": "uniform-lines", "seed": 0, "coils": 8},
+             "brain", steps=1200),
+    ZooEntry("dncnn", "DnCNN: 17-layer residual denoiser, noise 25/255",
+             "dncnn", {"depth": 17, "width": 32}, {"kind": "denoise", "size": 64, "sigma": 25 / 255},
+             "brain", steps=1500, extra={"patch": 32},
+             notes="17 layers as in DnCNN, 32 channels instead of 64 and 32 x 32 training patches for CPU time."),
+    ZooEntry("lactunet", "U-Net on the FBP for limited-angle CT (30 degree missing wedge)",
+             "unet", {"width": 16, "depth": 3, "input_mode": "real"},
+             {"kind": "radon", "size": 64, "views": 60, "angular_range": 150.0}, "brain", steps=2000),
+]}
+
+
+def zoo_names() -> list[str]:
+    return list(ZOO)
+
+
+def entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ValueError(f"unknown zoo network {name!r}; choose one of {zoo_names()}")
+    return ZOO[name]
+
+
+def build_physics(name: str):
+    from survey.physics import make_physics
+
+    return make_physics(**entry(name).physics)
+
+
+def build_network(name: str, physics=None) -> nn.Module:
+    """The untrained architecture of zoo network `name` (AUTOMAP needs its physics for the input size)."""
+    e = entry(name)
+    cls = _architectures()[e.architecture]
+    if e.architecture == "automap":
+        return cls(physics if physics is not None else build_physics(name), **e.arch_params)
+    return cls(**e.arch_params)
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_card(name: str) -> dict | None:
+    path = card_path(name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_trained(name: str) -> bool:
+    return weights_path(name).exists() and card_path(name).exists()
+
+
+def load_network(name: str, device: str | torch.device = "cpu"):
+    """Trained zoo network `name` in eval mode and its physics, on `device`; checks the weights hash."""
+    entry(name)
+    path = weights_path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"zoo network {name!r} has no weights at {path}; run `survey zoo train {name}`")
+    card = load_card(name) or {}
+    digest = file_sha256(path)
+    if card.get("weights_sha256") not in (None, digest):
+        raise ValueError(f"weights {path} have sha256 {digest[:12]}..., the card says "
+                         f"{card['weights_sha256'][:12]}...: retrain with `survey zoo train {name}`")
+    physics = build_physics(name).to(device)
+    net = build_network(name, physics)
+    net.load_state_dict(load_file(str(path), device="cpu"))
+    return net.to(device).eval(), physics

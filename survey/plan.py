@@ -1,0 +1,100 @@
+"""Expand a validated study into work units with stable ids (pure and deterministic).
+
+A unit is (network, dataset, image shard, task, one grid point of parameters, repeat). Its id is a
+sha256 of those facts and the study seed, so the same study always yields the same ids: the
+ledger can tell what is done, and any unit can be replayed alone with the same random stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from survey.spec import Study, TaskSpec
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: str
+    network: str
+    dataset: str
+    task: str
+    params: dict[str, Any] = field(hash=False)
+    image_start: int = 0
+    image_stop: int = 0
+    repeat: int = 0
+    task_index: int = 0        # position of the task in the study; tasks run in this order per stage
+
+    @property
+    def image_count(self) -> int:
+        return self.image_stop - self.image_start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit_id": self.unit_id, "network": self.network, "dataset": self.dataset, "task": self.task,
+                "params": json.dumps(self.params, sort_keys=True), "image_start": self.image_start,
+                "image_stop": self.image_stop, "repeat": self.repeat}
+
+
+def _list_valued(task_name: str) -> set[str]:
+    """Parameters whose single value is itself a list (a flat list is then one value, not a grid)."""
+    import dataclasses
+
+    from tasks import TASKS, load_tasks
+
+    load_tasks()
+    cls = TASKS[task_name]
+    declared = set(getattr(cls, "list_params", ()))
+    if dataclasses.is_dataclass(cls):
+        declared |= {f.name for f in dataclasses.fields(cls)
+                     if str(f.type).split("[")[0].strip() in ("tuple", "list", "Sequence")}
+    return declared
+
+
+def expand_grid(task: TaskSpec) -> list[dict[str, Any]]:
+    """Cartesian product over list-valued parameters; parameters that take a list need a list of lists."""
+    list_valued = _list_valued(task.name)
+    axes: list[tuple[str, list[Any]]] = []
+    for key in sorted(task.params):
+        value = task.params[key]
+        if isinstance(value, list) and (key not in list_valued or (value and isinstance(value[0], list))):
+            axes.append((key, value))
+        else:
+            axes.append((key, [value]))
+    return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def unit_id(study: Study, network: str, dataset: str, task: str, params: dict, start: int, stop: int,
+            repeat: int) -> str:
+    spec = next(d for d in study.datasets if d.name == dataset)
+    key = json.dumps({"study": study.name, "seed": study.seed, "network": network,
+                      "dataset": spec.model_dump(), "task": task, "params": params,
+                      "images": [start, stop], "repeat": repeat}, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def plan(study: Study, dataset_sizes: dict[str, int]) -> list[Unit]:
+    """All units of `study`; `dataset_sizes[name]` is the number of images the dataset spec yields."""
+    units: list[Unit] = []
+    for t_index, task in enumerate(study.tasks):
+        grid = expand_grid(task)
+        for net in study.networks:
+            if task.networks and net.name not in task.networks:
+                continue
+            for ds in study.datasets:
+                if task.datasets and ds.name not in task.datasets:
+                    continue
+                total = dataset_sizes[ds.name]
+                for params in grid:
+                    for start in range(0, total, task.images_per_unit):
+                        stop = min(start + task.images_per_unit, total)
+                        for repeat in range(task.repeats):
+                            uid = unit_id(study, net.name, ds.name, task.name, params, start, stop, repeat)
+                            units.append(Unit(uid, net.name, ds.name, task.name, params, start, stop,
+                                              repeat, t_index))
+    ids = [u.unit_id for u in units]
+    if len(set(ids)) != len(ids):
+        raise ValueError("study expands to duplicate units (identical grid points or datasets?)")
+    return units

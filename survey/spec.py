@@ -1,0 +1,161 @@
+"""Study files (TOML): validated into a `Study`, with errors that name the file, the field and the value."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run; the message names file, field and value."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkSpec(_Model):
+    """A zoo network by `name`, or a bring-your-own network by `factory` plus its `physics`."""
+
+    name: str
+    factory: str | None = None           # "package.module:callable" or "path/to/file.py:callable"
+    weights: str | None = None           # safetensors or a state dict (loaded with weights_only=True)
+    physics: dict[str, Any] | None = None  # make_physics keywords, for bring-your-own networks
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _zoo_or_factory(self) -> "NetworkSpec":
+        if self.factory is None:
+            from survey.nets.zoo import zoo_names
+            if self.name not in zoo_names():
+                raise ValueError(f"unknown zoo network {self.name!r} (choose one of {zoo_names()}, "
+                                 "or give `factory` and `physics` for your own network)")
+            if self.physics is not None or self.weights is not None:
+                raise ValueError(f"zoo network {self.name!r} brings its own physics and weights; "
+                                 "remove `physics`/`weights` or give a `factory`")
+        elif self.physics is None:
+            raise ValueError(f"network {self.name!r} has a factory but no `physics` table")
+        return self
+
+
+class DatasetSpec(_Model):
+    name: str
+    split: Literal["train", "val", "test"] = "test"
+    count: int | None = Field(None, ge=1)
+    size: int | None = Field(None, ge=8)   # default: each network's own image size
+    params: dict[str, Any] = Field(default_factory=dict)   # e.g. path for folder/fastmri
+
+    @model_validator(mode="after")
+    def _known(self) -> "DatasetSpec":
+        from survey.data import dataset_names
+        if self.name not in dataset_names():
+            raise ValueError(f"unknown dataset {self.name!r}; choose one of {dataset_names()}")
+        return self
+
+
+class TaskSpec(_Model):
+    """One test; list values in `params` expand to a grid (see `survey.plan`)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    images_per_unit: int = Field(4, ge=1)
+    repeats: int = Field(1, ge=1)           # independent repetitions (seeds) per grid point and shard
+    networks: list[str] | None = None      # restrict to these networks (default: all)
+    datasets: list[str] | None = None      # restrict to these datasets (default: all)
+
+
+class EngineSpec(_Model):
+    actors_per_network: int = Field(1, ge=1)
+    max_in_flight: int = Field(2, ge=1)     # per actor
+    retries: int = Field(2, ge=0)
+    device: str = "auto"                    # auto: cuda when available, else cpu
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
+class CriterionSpec(_Model):
+    """An acceptance criterion: the upper confidence bound of P(bad) must not exceed `max_upper`."""
+
+    name: str
+    table: str
+    bad: str
+    where: str | None = None
+    by: list[str] = Field(default_factory=lambda: ["network"])
+    max_upper: float = Field(..., gt=0, le=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class Study(_Model):
+    name: str
+    seed: int = 0
+    store: str = "results"
+    description: str = ""
+    intended_use: str = ""
+    networks: list[NetworkSpec] = Field(..., min_length=1)
+    datasets: list[DatasetSpec] = Field(..., min_length=1)
+    tasks: list[TaskSpec] = Field(..., min_length=1)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    criteria: list[CriterionSpec] = Field(default_factory=list)
+    path: str | None = None                # where the study file was read from (set by load_study)
+
+    @model_validator(mode="after")
+    def _unique_and_known(self) -> "Study":
+        from tasks import task_names
+        for kind, names in (("network", [n.name for n in self.networks]),
+                            ("dataset", [d.name for d in self.datasets])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names {dupes}")
+        for i, task in enumerate(self.tasks):
+            if task.name not in task_names():
+                raise ValueError(f"tasks[{i}]: unknown task {task.name!r}; choose one of {task_names()}")
+            for field, known in (("networks", [n.name for n in self.networks]),
+                                 ("datasets", [d.name for d in self.datasets])):
+                for name in getattr(task, field) or []:
+                    if name not in known:
+                        raise ValueError(f"tasks[{i}].{field}: {name!r} is not declared in the study")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+    def digest(self) -> str:
+        """sha256 of the study's content (not its path): names the study in the `runs` table."""
+        body = self.model_dump(exclude={"path"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid study file"]
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        value = e.get("input")
+        shown = "" if isinstance(value, (dict, list)) else f" (value: {value!r})"
+        lines.append(f"  {loc or '<top>'}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_study(data: dict, path: Path | str = "<study>") -> Study:
+    path = Path(path)
+    try:
+        return Study.model_validate({**data, "path": str(path)})
+    except ValidationError as err:
+        raise StudyError(_format_error(path, err)) from None
+
+
+def load_study(path: Path | str) -> Study:
+    """Read and validate a TOML study file; raises StudyError naming file, field and value."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: study file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise StudyError(f"{path}: not valid TOML: {err}") from None
+    return parse_study(data, path.resolve())

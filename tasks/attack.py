@@ -1,0 +1,395 @@
+"""Worst-case perturbations: Algorithms 1 and 2 of Antun et al. (seeds/004, Methods).
+
+Maximise Q(r) = 1/2 ||f(y + A r) - p(x)||^2 - lam/2 ||r||^2 by gradient ascent with momentum
+
+    v <- gamma v + eta grad Q(r),   r <- r + v,   r0 = tau * Unif[0, 1]^N,
+
+with grad Q(r) = Re A* grad_u g(u) - lam r, g(u) = 1/2 ||f(u) - p(x)||^2 at u = y + A r
+(grad_u by autograd). Algorithm 2 (Radon) replaces A* by the FBP operator B = physics.H.
+p(x) = f(Ax) ("fAx") or x ("x"). With domain="measurement" the search runs on e in measurement
+space (complex for Fourier), u = y + e, and grad_u is used directly.
+
+The iteration does not converge when lam is below the squared local gain: ||r|| grows
+geometrically (NOTES.md pitfall 3). Snapshots are therefore taken when ||r|| / ||x|| first
+crosses given levels (`snapshot_levels`) as well as at fixed iterations, and the search stops
+once every snapshot has fired. Defaults (eta = tau = 1e-3) suit images in [0, 1]: the paper's
+Deep MRI setting eta = tau = 1e-2 (preset "deepmri") overshoots small norms.
+
+All images x restarts are stacked into one batch, so each network call handles B * R samples;
+the objective is the sum of per-sample objectives, whose gradient is the per-sample gradients
+as long as the network treats samples independently (it is run in eval mode).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from survey.metrics import norms, psnr, ssim
+from tasks.base import TaskContext, TaskResult, register
+
+#: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
+#: two AUTOMAP p choices relative to the table; the table is followed here.
+PRESETS: dict[str, dict[str, Any]] = {
+    "deepmri": dict(lam=1e-3, gamma=0.9, eta=1e-2, tau=1e-2, p="fAx"),
+    "automap-fig2": dict(lam=0.1, gamma=0.9, eta=1e-3, tau=1e-5, p="fAx"),
+    "automap-fig7": dict(lam=0.1, gamma=0.9, eta=1e-3, tau=1e-5, p="x"),
+    "mrivn": dict(lam=1.0, gamma=0.9, eta=5e-3, tau=1e-3, p="fAx"),
+    "med50": dict(lam=20.0, gamma=0.9, eta=5e-3, tau=5e-3, p="fAx"),
+}
+
+P_CHOICES = ("fAx", "x")
+DOMAINS = ("image", "measurement")
+GRADIENT_RULES = ("auto", "adjoint", "fbp")
+SUPPORTS = ("none", "foreground")
+TARGETS = ("network", "reference")
+
+
+class Snapshot(NamedTuple):
+    kind: str      # "iteration" or "level"
+    target: float  # the iteration count, or the ||r|| / ||x|| level
+
+
+class SearchResult(NamedTuple):
+    """Perturbations at each snapshot for a stacked batch of N samples.
+
+    perturbations: (S, N, *r.shape[1:]); iteration: (S, N) long, the iterate index (0 = r0);
+    reached: (S, N) bool, False when a level was never crossed (then the last iterate is kept);
+    iterations_run: how many updates were made before stopping.
+    """
+
+    snapshots: list[Snapshot]
+    perturbations: torch.Tensor
+    iteration: torch.Tensor
+    reached: torch.Tensor
+    iterations_run: int
+
+
+def snapshot_plan(iterations: int, snapshot_iterations, snapshot_levels) -> list[Snapshot]:
+    """Iteration snapshots (ascending) then level snapshots (ascending); the final iterate if none."""
+    plan = [Snapshot("iteration", float(k)) for k in sorted(set(int(k) for k in snapshot_iterations))]
+    plan += [Snapshot("level", float(v)) for v in sorted(set(float(v) for v in snapshot_levels))]
+    return plan or [Snapshot("iteration", float(iterations))]
+
+
+def _squared_error(diff: torch.Tensor) -> torch.Tensor:
+    return diff.abs().square() if torch.is_complex(diff) else diff.square()
+
+
+def search(f: Callable[[torch.Tensor], torch.Tensor], physics, x: torch.Tensor, p_target: torch.Tensor,
+           r0: torch.Tensor, *, lam: float, gamma: float, eta: float, iterations: int,
+           snapshots: list[Snapshot], domain: str = "image", gradient: str = "adjoint",
+           support: torch.Tensor | None = None) -> SearchResult:
+    """Run the momentum ascent on Q for a stacked batch; the attack's numerical core.
+
+    f: y -> image, (N, ...) measurements to (N, 1, n, n); x: (N, 1, n, n) ground truths;
+    p_target: (N, 1, n, n) the p(x) of Q; r0: (N, 1, n, n) (image domain) or measurement-shaped
+    (measurement domain) starting point; gradient: "adjoint" (Algorithm 1) or "fbp" (Algorithm 2,
+    image domain only); support: optional 0/1 mask broadcastable to r0, applied to r0 and every step.
+    A level snapshot fires at the first iterate i with ||r_i|| / ||x|| >= level (||A x|| in the
+    measurement domain); an iteration snapshot k keeps r_k.
+    """
+    y = physics.A(x)
+    scale = norms(x) if domain == "image" else norms(y)
+    r = r0 if support is None else r0 * support
+    velocity = torch.zeros_like(r)
+    count = r.shape[0]
+    kept = r.new_zeros((len(snapshots), *r.shape))
+    taken = torch.zeros(len(snapshots), count, dtype=torch.bool, device=r.device)
+    at_iteration = torch.full((len(snapshots), count), -1, dtype=torch.long, device=r.device)
+    level_rows = [s for s, snap in enumerate(snapshots) if snap.kind == "level"]
+    last_fixed = max((int(snap.target) for snap in snapshots if snap.kind == "iteration"), default=0)
+
+    def grad_q(r: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            u = (y + physics.A(r) if domain == "image" else y + r).detach().requires_grad_(True)
+            loss = 0.5 * _squared_error(f(u) - p_target).sum()
+            (grad_u,) = torch.autograd.grad(loss, u)
+        if domain == "image":
+            grad = physics.H(grad_u) if gradient == "fbp" else physics.A_adjoint(grad_u)
+            if torch.is_complex(grad) and not torch.is_complex(r):
+                grad = grad.real
+        else:
+            grad = grad_u
+        grad = grad - lam * r
+        return grad if support is None else grad * support
+
+    step = 0
+    while True:
+        ratio = norms(r) / scale
+        for s, snap in enumerate(snapshots):
+            if snap.kind == "iteration":
+                hit = torch.full_like(taken[s], step == int(snap.target))
+            else:
+                hit = (ratio >= snap.target) & ~taken[s]
+            kept[s] = torch.where(hit.view(-1, *([1] * (r.ndim - 1))), r, kept[s])
+            taken[s] |= hit
+            at_iteration[s] = torch.where(hit, torch.full_like(at_iteration[s], step), at_iteration[s])
+        if step >= iterations:
+            break
+        if step >= last_fixed and bool(taken[level_rows].all()):
+            break
+        velocity = gamma * velocity + eta * grad_q(r)
+        r = r + velocity
+        step += 1
+    # Levels never crossed keep the last iterate, flagged reached=False.
+    missing = ~taken
+    for s in range(len(snapshots)):
+        kept[s] = torch.where(missing[s].view(-1, *([1] * (r.ndim - 1))), r, kept[s])
+        at_iteration[s] = torch.where(missing[s], torch.full_like(at_iteration[s], step), at_iteration[s])
+    return SearchResult(snapshots, kept, at_iteration, taken, step)
+
+
+@contextmanager
+def _eval_mode(module: Any) -> Iterator[None]:
+    """Run `module` in eval mode (no dropout, BatchNorm statistics frozen), then restore it."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _differentiable(reference: Any) -> Any:
+    """The reference solver in its unrolled (autograd-carrying) mode, without touching the original."""
+    if hasattr(reference, "unrolled") and not reference.unrolled:
+        reference = copy.copy(reference)
+        reference.unrolled = True
+    return reference
+
+
+def foreground_support(x: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
+    """0/1 mask of pixels with |x| > threshold, grown by `dilation` pixels: (N, 1, n, n) same dtype."""
+    mask = (x.abs() > threshold).to(x.real.dtype if torch.is_complex(x) else x.dtype)
+    if dilation > 0:
+        mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
+    return mask
+
+
+@register("attack")
+@dataclass(kw_only=True)
+class Attack:
+    """Worst-case perturbation search (Algorithm 1; Algorithm 2 for Radon) with snapshots.
+
+    lam, gamma, eta, tau: Q's penalty, momentum, learning rate, r0 scale (images in [0, 1]).
+    p: "fAx" (move away from the clean reconstruction) or "x" (away from the truth).
+    domain: "image" (r in image space) or "measurement" (e in measurement space).
+    gradient: "adjoint" (Algorithm 1), "fbp" (Algorithm 2, B = physics.H), "auto" (fbp on Radon).
+    iterations: at most M updates; snapshot_iterations: iterate counts to keep; snapshot_levels:
+    ||r||/||x|| levels (||e||/||Ax|| in the measurement domain), kept at the first crossing.
+    restarts: independent r0 per image. support: "none" or "foreground" (|x| > support_threshold,
+    dilated by support_dilation pixels; image domain only). target: "network", or "reference" to
+    attack the unrolled reference solver with the same budget. keep_tensors: return r and outputs.
+    label: free text recorded in rows (set to the preset name by `Attack.preset`).
+    """
+
+    lam: float = 0.01
+    gamma: float = 0.9
+    eta: float = 1e-3
+    tau: float = 1e-3
+    p: str = "fAx"
+    domain: str = "image"
+    gradient: str = "auto"
+    iterations: int = 300
+    snapshot_iterations: tuple[int, ...] = ()
+    snapshot_levels: tuple[float, ...] = (0.01, 0.02, 0.05)
+    restarts: int = 1
+    support: str = "none"
+    support_threshold: float = 0.05
+    support_dilation: int = 2
+    target: str = "network"
+    keep_tensors: bool = True
+    label: str = ""
+
+    def __post_init__(self):
+        name = type(self).__name__
+        self.snapshot_iterations = tuple(int(k) for k in self.snapshot_iterations)
+        self.snapshot_levels = tuple(float(v) for v in self.snapshot_levels)
+        for key, choices in (("p", P_CHOICES), ("domain", DOMAINS), ("gradient", GRADIENT_RULES),
+                             ("support", SUPPORTS), ("target", TARGETS)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{name}.{key}: {getattr(self, key)!r} is not one of {list(choices)}")
+        for key in ("lam", "gamma", "support_threshold"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{name}.{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("eta", "tau"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{name}.{key} must be > 0, got {getattr(self, key)!r}")
+        for key, low in (("iterations", 0), ("restarts", 1), ("support_dilation", 0)):
+            value = getattr(self, key)
+            if int(value) != value or value < low:
+                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
+        bad = [k for k in self.snapshot_iterations if not 0 <= k <= self.iterations]
+        if bad:
+            raise ValueError(f"{name}.snapshot_iterations {bad} lie outside 0..iterations={self.iterations}")
+        if any(not v > 0 for v in self.snapshot_levels):
+            raise ValueError(f"{name}.snapshot_levels must be > 0, got {list(self.snapshot_levels)}")
+        if self.domain == "measurement" and self.gradient == "fbp":
+            raise ValueError(f"{name}: gradient='fbp' (Algorithm 2) needs domain='image'")
+        if self.domain == "measurement" and self.support != "none":
+            raise ValueError(f"{name}: support masks apply to image-domain perturbations only")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "Attack":
+        """An attack with the paper's Table 1 parameters `name` (see PRESETS), fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown attack preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], "label": name, **overrides})
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def gradient_rule(self, physics) -> str:
+        if self.gradient != "auto":
+            return self.gradient
+        return "fbp" if getattr(physics, "kind", None) == "radon" and self.domain == "image" else "adjoint"
+
+    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        physics, x_images = ctx.physics, ctx.images
+        if self.target == "reference":
+            if ctx.reference is None:
+                raise ValueError(f"{type(self).__name__}: target='reference' needs a reference solver in the context")
+            attacked = _differentiable(ctx.reference)
+        else:
+            attacked = ctx.net
+        reference = ctx.reference if self.target == "network" else None
+        x = x_images.repeat_interleave(self.restarts, dim=0)  # sample n = image * restarts + restart
+        with _eval_mode(attacked), _eval_mode(reference), torch.no_grad():
+            return self._run(ctx, attacked, reference, physics, x, generator)
+
+    def _run(self, ctx: TaskContext, attacked, reference, physics, x: torch.Tensor,
+             generator: torch.Generator) -> TaskResult:
+        def f(u: torch.Tensor) -> torch.Tensor:
+            return attacked(u, physics)
+
+        y = physics.A(x)
+        clean = f(y)
+        p_target = clean if self.p == "fAx" else x
+        r0 = self._initial(y if self.domain == "measurement" else x, generator)
+        support = (foreground_support(x, self.support_threshold, self.support_dilation)
+                   if self.support == "foreground" else None)
+        rule = self.gradient_rule(physics)
+        plan = snapshot_plan(self.iterations, self.snapshot_iterations, self.snapshot_levels)
+        found = search(f, physics, x, p_target, r0, lam=self.lam, gamma=self.gamma, eta=self.eta,
+                       iterations=self.iterations, snapshots=plan, domain=self.domain, gradient=rule,
+                       support=support)
+        columns, tensors = self._measure(found, f, reference, physics, x, y, clean)
+        return self._rows(ctx, found, columns, tensors, rule)
+
+    def _initial(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """r0 = tau * Unif[0, 1] (real and imaginary parts each for complex measurements)."""
+        real_dtype = like.real.dtype if torch.is_complex(like) else like.dtype
+        draw = torch.rand(like.shape, generator=generator, device=generator.device, dtype=real_dtype)
+        if torch.is_complex(like):
+            draw = torch.complex(draw, torch.rand(like.shape, generator=generator, device=generator.device,
+                                                  dtype=real_dtype))
+        return (self.tau * draw).to(like.device)
+
+    def _measure(self, found: SearchResult, f, reference, physics, x, y, clean):
+        """Per-snapshot metrics as (S, N) tensors, and the tensors worth keeping as (S, N, ...)."""
+        image_domain = self.domain == "image"
+        x_norm, y_norm, clean_norm = norms(x), norms(y), norms(clean)
+        fg = foreground_support(x, self.support_threshold, self.support_dilation)
+        ref_clean = reference(y, physics) if reference is not None else None
+        cols: dict[str, list[torch.Tensor]] = {}
+        keep: dict[str, list[torch.Tensor]] = {"r": [], "out": []}
+        if reference is not None:
+            keep["ref_out"] = []
+
+        def add(name: str, value: torch.Tensor) -> None:
+            cols.setdefault(name, []).append(value)
+
+        for r in found.perturbations:
+            r_image = r if image_domain else physics.H(r)
+            r_image = r_image.real if torch.is_complex(r_image) and not torch.is_complex(x) else r_image
+            shift = physics.A(r) if image_domain else r
+            u = y + shift
+            out = f(u)
+            r_norm = norms(r)
+            change = norms(out - clean)
+            add("r_norm", r_norm)
+            add("r_rel", r_norm / (x_norm if image_domain else y_norm))
+            add("Ar_norm", norms(shift))
+            add("out_change", change)
+            add("out_change_rel", change / clean_norm)
+            add("err_rel", norms(out - x) / x_norm)
+            add("psnr", psnr(out, x))
+            add("ssim", ssim(out, x))
+            add("psnr_visibility", psnr(x + r_image, x))
+            add("ratio", change / r_norm)
+            add("r_outside_frac", norms(r_image * (1 - fg)).square() / norms(r_image).square())
+            p_target = clean if self.p == "fAx" else x
+            add("objective", 0.5 * norms(out - p_target).square() - 0.5 * self.lam * r_norm.square())
+            keep["r"].append(r)
+            keep["out"].append(out)
+            if reference is not None:
+                ref_out = reference(u, physics)
+                ref_change = norms(ref_out - ref_clean)
+                add("ref_out_change", ref_change)
+                add("ref_out_change_rel", ref_change / norms(ref_clean))
+                add("ref_err_rel", norms(ref_out - x) / x_norm)
+                add("ref_psnr", psnr(ref_out, x))
+                add("ref_ssim", ssim(ref_out, x))
+                add("ref_ratio", ref_change / r_norm)
+                keep["ref_out"].append(ref_out)
+        columns = {k: torch.stack(v) for k, v in cols.items()}
+        shape = (len(found.snapshots), x.shape[0])
+        columns["psnr_clean"] = psnr(clean, x).expand(shape)
+        columns["ssim_clean"] = ssim(clean, x).expand(shape)
+        columns["err_rel_clean"] = (norms(clean - x) / x_norm).expand(shape)
+        if reference is not None:
+            columns["ref_psnr_clean"] = psnr(ref_clean, x).expand(shape)
+            columns["ref_ssim_clean"] = ssim(ref_clean, x).expand(shape)
+        return columns, {k: torch.stack(v) for k, v in keep.items()}
+
+    def _rows(self, ctx: TaskContext, found: SearchResult, columns, tensors, rule: str) -> TaskResult:
+        snapshots = found.snapshots
+        values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
+        iteration = found.iteration.cpu().tolist()
+        reached = found.reached.cpu().tolist()
+        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
+                  "attacked": self.target, "preset": self.label, "lam": float(self.lam),
+                  "gamma": float(self.gamma), "eta": float(self.eta), "tau": float(self.tau), "p": self.p,
+                  "domain": self.domain, "gradient": rule, "support": self.support,
+                  "max_iterations": int(self.iterations), "restarts": int(self.restarts),
+                  "iterations_run": int(found.iterations_run)}
+        rows: list[dict[str, Any]] = []
+        order: list[tuple[int, int]] = []
+        for b, image_id in enumerate(ctx.image_ids):
+            for restart in range(self.restarts):
+                n = b * self.restarts + restart
+                for s, snap in enumerate(snapshots):
+                    row = {**shared, "image_id": image_id, "restart": restart, "snapshot": snap.kind,
+                           "snapshot_target": snap.target, "reached": bool(reached[s][n]),
+                           "iteration": int(iteration[s][n])}
+                    row.update({k: float(v[s][n]) for k, v in values.items()})
+                    rows.append(row)
+                    order.append((s, n))
+        kept: dict[str, torch.Tensor] = {}
+        if self.keep_tensors and rows:
+            s_idx = torch.tensor([s for s, _ in order])
+            n_idx = torch.tensor([n for _, n in order])
+            kept = {k: v.detach().cpu()[s_idx, n_idx] for k, v in tensors.items()}
+        return TaskResult(rows, kept)
+
+
+@register("attack-reference")
+@dataclass(kw_only=True)
+class AttackReference(Attack):
+    """The same search on the unrolled reference solver: the reference's own worst case."""
+
+    target: str = "reference"
+
+
+__all__ = ["Attack", "AttackReference", "PRESETS", "SearchResult", "Snapshot", "foreground_support",
+           "search", "snapshot_plan"]

@@ -1,0 +1,72 @@
+"""Study files: valid ones parse, bad ones fail before any work with file, field and value named."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from survey.spec import StudyError, load_study
+
+GOOD = """
+[study]
+"""
+
+
+def write(tmp_path, body: str):
+    path = tmp_path / "study.toml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+BASE = """
+name = "t"
+seed = 3
+[[networks]]
+name = "dagan"
+[[datasets]]
+name = "shepp-logan"
+[[tasks]]
+name = "attack"
+params = { iterations = 5, lam = [0.01, 0.1] }
+"""
+
+
+def test_valid_study_parses(tmp_path):
+    study = load_study(write(tmp_path, BASE))
+    assert study.name == "t" and study.seed == 3
+    assert study.networks[0].name == "dagan"
+    assert study.tasks[0].params["lam"] == [0.01, 0.1]
+    assert study.base_dir == tmp_path
+    assert len(study.digest()) == 64
+
+
+@pytest.mark.parametrize("body, expected", [
+    (BASE.replace('name = "dagan"', 'name = "nosuchnet"'), ["networks[0]", "nosuchnet"]),
+    (BASE.replace('name = "shepp-logan"', 'name = "nosuchdata"'), ["datasets[0]", "nosuchdata"]),
+    (BASE.replace('name = "attack"', 'name = "nosuchtask"'), ["nosuchtask"]),
+    (BASE.replace("seed = 3", "seed = 'three'"), ["seed", "three"]),
+    (BASE + "\nbogus = 1\n", ["bogus"]),
+    (BASE.replace('[[datasets]]\nname = "shepp-logan"', '[[datasets]]\nname = "brain"\ncount = 0'), ["count", "0"]),
+    (BASE.replace('name = "dagan"', 'name = "mine"\nfactory = "net.py:build"'), ["mine", "physics"]),
+    ("name = 'x'\n[[networks]\n", ["not valid TOML"]),
+])
+def test_bad_study_names_field_and_value(tmp_path, body, expected):
+    path = write(tmp_path, body)
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    message = str(err.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(StudyError, match="not found"):
+        load_study(tmp_path / "absent.toml")
+
+
+def test_task_restricted_to_undeclared_network_fails(tmp_path):
+    body = BASE + 'networks = ["med50"]\n'
+    with pytest.raises(StudyError, match="med50"):
+        load_study(write(tmp_path, body))
