@@ -135,6 +135,13 @@ def fbp_filter(detectors: int, filter: str) -> tuple[int, torch.Tensor]:
     return padded, torch.from_numpy(response)
 
 
+def _convolution_matrix(response: torch.Tensor, padded: int, detectors: int) -> torch.Tensor:
+    """Symmetric Toeplitz K with y @ K == irfft(rfft(y, padded) * response)[..., :detectors]."""
+    kernel = torch.fft.irfft(response, n=padded)  # real and even: response is real and even
+    offsets = torch.arange(detectors)
+    return kernel[(offsets[:, None] - offsets[None, :]) % padded].contiguous()
+
+
 class Radon(LinearPhysics):
     """Parallel-beam Radon transform of (B, 1, n, n) images -> sinograms (B, 1, views, detectors).
 
@@ -143,10 +150,11 @@ class Radon(LinearPhysics):
 
         H(y) = dtheta * S^T (h * y),   dtheta = angular_range * pi / 180 / views (radians),
 
-    h the ramp (or Hann-windowed ramp) along the detector axis. This is the Riemann sum of the
-    continuous inversion f(x) = int_0^pi (h * R_theta f)(x . theta) dtheta, with |f| the ramp in
-    cycles per pixel; FBP of a full 180-view sinogram reproduces the image intensity (the mean
-    inside the inscribed circle of a 128 x 128 Shepp-Logan phantom is recovered to 0.01%) and
+    h the ramp (or Hann-windowed ramp) along the detector axis, with transfer function ~|f| for f in
+    cycles per pixel. This is the Riemann sum of the continuous inversion
+    f(x) = int_0^pi (h * R_theta f)(x . theta) dtheta; FBP of a full 180-view sinogram reproduces
+    the image intensity (the mean inside the inscribed circle of a 128 x 128 Shepp-Logan phantom
+    is recovered to 0.001%, a disk's interior to 0.01%) and
     equals skimage's `iradon` scale (pi / (2 views) with its filter, which is 2 x ours). For a
     limited range the same weight dtheta is used, so the missing wedge is simply missing.
     H is linear and differentiable (the operator B of the paper's Algorithm 2).
@@ -173,6 +181,8 @@ class Radon(LinearPhysics):
         self.register_buffer("matrix_t", self._host[1], persistent=False)
         self._padded, response = fbp_filter(detectors, filter)
         self.register_buffer("filter_response", response, persistent=False)
+        self.register_buffer("filter_matrix", _convolution_matrix(response, self._padded, detectors),
+                             persistent=False)
         self._casts: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -229,12 +239,15 @@ class Radon(LinearPhysics):
         return out.reshape(y.shape[0], *self.image_shape)
 
     def filtered(self, y: torch.Tensor) -> torch.Tensor:
-        """Apply the FBP filter along the detector axis (zero-padded, linear convolution)."""
+        """Apply the FBP filter along the detector axis (zero-padded, i.e. linear, convolution).
+
+        The filter is designed in the frequency domain on P >= 2 * detectors points; applying it
+        as the equivalent (detectors x detectors) Toeplitz matrix gives the same result as
+        rfft -> multiply -> irfft -> crop (checked in the tests) and was faster on CPU here.
+        """
         if self.filter == "none":
             return y
-        response = self.filter_response.to(device=y.device, dtype=y.dtype)
-        spectrum = torch.fft.rfft(y, n=self._padded, dim=-1) * response
-        return torch.fft.irfft(spectrum, n=self._padded, dim=-1)[..., : self.detectors]
+        return y @ self.filter_matrix.to(device=y.device, dtype=y.dtype)
 
     def H(self, y: torch.Tensor) -> torch.Tensor:
         """Filtered back-projection: sinograms (B, 1, views, detectors) -> images (B, 1, n, n)."""
@@ -246,7 +259,7 @@ class Radon(LinearPhysics):
 
 def _integer(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or value != int(value) or int(value) < minimum:
+            or not math.isfinite(value) or value != int(value) or int(value) < minimum:
         raise ValueError(f"radon: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
