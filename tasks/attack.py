@@ -6,7 +6,9 @@ Maximise Q(r) = 1/2 ||f(y + A r) - p(x)||^2 - lam/2 ||r||^2 by gradient ascent w
 
 with grad Q(r) = Re A* grad_u g(u) - lam r, g(u) = 1/2 ||f(u) - p(x)||^2 at u = y + A r
 (grad_u by autograd). Algorithm 2 (Radon) replaces A* by the FBP operator B = physics.H.
-p(x) = f(Ax) ("fAx") or x ("x"). With domain="measurement" the search runs on e in measurement
+p(x) = f(Ax) ("fAx") or x ("x"). As printed, Algorithm 2 leaves lam r outside eta and the paper's
+eq. (12) drops the 1/2 of g; here both algorithms take the step eta (grad - lam r) with g as above,
+so lam and eta mean the same thing for every operator. With domain="measurement" the search runs on e in measurement
 space (complex for Fourier), u = y + e, and grad_u is used directly.
 
 The iteration does not converge when lam is below the squared local gain: ||r|| grows
@@ -176,6 +178,18 @@ def foreground_support(x: torch.Tensor, threshold: float, dilation: int) -> torc
     return mask
 
 
+def measurement_support(physics, y: torch.Tensor) -> torch.Tensor:
+    """0/1 mask of the entries of y that are actually measured, broadcastable to y.
+
+    Operators that store the measurements on a full grid (Fourier: zeros off the k-space mask)
+    must not have perturbations there: those are not measurements. The measured entries are the
+    non-zeros of A A* 1 (exact zeros off the mask for Fourier; every bin that sees a pixel for Radon).
+    """
+    probe = physics.A_adjoint(torch.ones_like(y[:1]))
+    reach = physics.A(probe.real if torch.is_complex(probe) and not torch.is_complex(y) else probe).abs()
+    return (reach > 1e-6 * reach.max()).to(y.real.dtype if torch.is_complex(y) else y.dtype)
+
+
 @register("attack")
 @dataclass(kw_only=True)
 class Attack:
@@ -188,7 +202,8 @@ class Attack:
     iterations: at most M updates; snapshot_iterations: iterate counts to keep; snapshot_levels:
     ||r||/||x|| levels (||e||/||Ax|| in the measurement domain), kept at the first crossing.
     restarts: independent r0 per image. support: "none" or "foreground" (|x| > support_threshold,
-    dilated by support_dilation pixels; image domain only). target: "network", or "reference" to
+    dilated by support_dilation pixels; image domain only). Measurement-domain perturbations are
+    always confined to the measured entries (`measurement_support`). target: "network", or "reference" to
     attack the unrolled reference solver with the same budget. keep_tensors: return r and outputs.
     label: free text recorded in rows (set to the preset name by `Attack.preset`).
     """
@@ -276,8 +291,12 @@ class Attack:
         clean = f(y)
         p_target = clean if self.p == "fAx" else x
         r0 = self._initial(y if self.domain == "measurement" else x, generator)
-        support = (foreground_support(x, self.support_threshold, self.support_dilation)
-                   if self.support == "foreground" else None)
+        if self.domain == "measurement":
+            support = measurement_support(physics, y)
+        elif self.support == "foreground":
+            support = foreground_support(x, self.support_threshold, self.support_dilation)
+        else:
+            support = None
         rule = self.gradient_rule(physics)
         plan = snapshot_plan(self.iterations, self.snapshot_iterations, self.snapshot_levels)
         found = search(f, physics, x, p_target, r0, lam=self.lam, gamma=self.gamma, eta=self.eta,
@@ -392,4 +411,4 @@ class AttackReference(Attack):
 
 
 __all__ = ["Attack", "AttackReference", "PRESETS", "SearchResult", "Snapshot", "foreground_support",
-           "search", "snapshot_plan"]
+           "measurement_support", "search", "snapshot_plan"]

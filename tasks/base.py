@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -83,7 +83,6 @@ class TaskContext:
     network: str = "network"
     dataset: str = "dataset"
     unit_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.shape[1] != 1:

@@ -1,0 +1,385 @@
+"""Gaussian-ball checks around a centre: does an artefact survive random noise? (paper Fig. 2).
+
+Antun et al. (seeds/001, Fig. 2) draw e complex Gaussian in measurement space, set v = A* e rescaled
+to ||v|| = ||r|| / 4 around a worst-case perturbation r, and see the artefact of r again at
+x + r + v. Thousands of draws per centre turn that into a probability (DESIGN.md "Gaussian ball").
+
+Centre: `center="worst-case"` runs an embedded `Attack` (parameters `attack`, the same generator
+stream, so a unit replays alone from its id) and takes the snapshot where ||r|| / ||x|| first
+crosses `level` (the last iterate, flagged `center_reached=False`, if it never does); with several
+restarts the one with the largest output change is kept. `center="clean"` is r = 0.
+An attack in the measurement domain gives a measurement-space centre e_c (level = ||e_c|| / ||A x||).
+
+Draws, with s = A r (or e_c) the centre's shift of the measurements y = A x:
+  noise_domain="image":       e Gaussian in measurement space (complex for Fourier, real for Radon),
+                              v = A* e (real part for real images) rescaled to ||v|| = t,
+                              y' = y + s + A v;
+  noise_domain="measurement": e rescaled to ||e|| = t, y' = y + s + e.
+Operators whose measurements sit on a zero-filled grid (Fourier masks, attribute `sampling`) get e
+only on the sampled entries. t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
+radius * ||x|| ("relative-x"; ||A x|| for measurement noise), or t = radius ("absolute", a norm).
+
+Draw d uses its own generator seeded from (unit stream, d), so rows do not depend on `batch` and
+the first k draws are the same for any `draws >= k`. A list of radii in one unit shares the centre
+and the draw directions (common random numbers across radii).
+
+Rows: one per (image, radius, draw), see `Ball.__call__`. Tensors: the centre is one per image,
+not per draw, so they are returned under keys starting with `PER_IMAGE` ("per_image/r", ...), whose
+first axis is the image index in the context, recorded in each row as `image_index` (not the row
+index that `TaskResult.tensors` otherwise uses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+from survey.metrics import norms, psnr, ssim
+from tasks.attack import Attack
+from tasks.base import TaskContext, TaskResult, make_task, register, seed_from_id
+
+CENTERS = ("worst-case", "clean")
+NOISE_DOMAINS = ("image", "measurement")
+RADIUS_KINDS = ("relative-r", "relative-x", "absolute")
+#: Attack parameters the ball sets itself.
+RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target")
+#: Prefix of tensor keys indexed by the rows' `image_index` instead of the row index.
+PER_IMAGE = "per_image/"
+
+
+@contextmanager
+def _eval_mode(module: Any) -> Iterator[None]:
+    """Run `module` in eval mode (samples independent of their batch), then restore it."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def draw_seeds(generator: torch.Generator, draws: int) -> list[int]:
+    """One 63-bit seed per draw, derived from one number taken from `generator`."""
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    return [seed_from_id(f"ball:{base}:{d}") for d in range(draws)]
+
+
+def measured_support(physics) -> torch.Tensor | None:
+    """Bool mask of the measurement entries that are really sampled (broadcasts against y), or None
+    when every entry is a measurement (Radon, identity)."""
+    sampling = getattr(physics, "sampling", None)
+    return sampling if isinstance(sampling, torch.Tensor) else None
+
+
+def gaussian_directions(seeds: list[int], like: torch.Tensor, support: torch.Tensor | None = None,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard Gaussian draws shaped (len(seeds), *like.shape), dtype and device of `like`.
+
+    Complex `like` gives complex Gaussian entries (independent real and imaginary parts); entries
+    outside `support` are zero. `device`: where the per-draw generators run (default like's device).
+    """
+    device = torch.device(device) if device is not None else like.device
+    draws = []
+    for seed in seeds:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        draws.append(torch.randn(like.shape, generator=gen, dtype=like.dtype, device=device))
+    e = torch.stack(draws).to(like.device)
+    return e if support is None else e * support.to(like.device)
+
+
+class Centre(NamedTuple):
+    """r: (B, ...) the centre, image- or measurement-shaped; domain: "image" or "measurement";
+    info: per image, the columns describing how the centre was found."""
+
+    r: torch.Tensor
+    domain: str
+    info: list[dict[str, Any]]
+
+
+@register("ball")
+@dataclass(kw_only=True)
+class Ball:
+    """Gaussian-ball test around a worst-case perturbation (or the clean image).
+
+    center: "worst-case" or "clean"; level: ||r|| / ||x|| of the attack snapshot used as centre.
+    attack: keyword parameters of the embedded `Attack` (a "preset" key picks a Table 1 set);
+    snapshots, target and tensor keeping are set by the ball.
+    noise_domain: "image" (v = A* e) or "measurement" (e); radius: one value or a list of values
+    (one unit, shared centre and directions); radius_kind: "relative-r", "relative-x", "absolute".
+    draws: draws per (image, radius); batch: at most this many samples per network call (but at
+    least one draw of every image and radius). with_reference: also run the reference solver on the
+    first `reference_draws` draws. bad_threshold: optional, rows get bad = out_change_rel >= it.
+    keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
+    """
+
+    center: str = "worst-case"
+    level: float = 0.02
+    attack: dict[str, Any] = field(default_factory=dict)
+    noise_domain: str = "image"
+    radius: float | tuple[float, ...] = 0.25
+    radius_kind: str = "relative-r"
+    draws: int = 1000
+    batch: int = 128
+    with_reference: bool = False
+    reference_draws: int = 64
+    bad_threshold: float | None = None
+    keep_tensors: bool = True
+
+    table = "ball"
+    #: Takes a flat list as one value (several radii in one unit); a list of lists is a grid.
+    list_params = ("radius",)
+
+    def __post_init__(self):
+        name = type(self).__name__
+        for key, choices in (("center", CENTERS), ("noise_domain", NOISE_DOMAINS), ("radius_kind", RADIUS_KINDS)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{name}.{key}: {getattr(self, key)!r} is not one of {list(choices)}")
+        radii = self.radius if isinstance(self.radius, (list, tuple)) else (self.radius,)
+        try:
+            radii = tuple(float(v) for v in radii)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}.radius must be a number or a list of numbers, got {self.radius!r}") from None
+        if not radii or any(not v >= 0 for v in radii):
+            raise ValueError(f"{name}.radius must be one or more numbers >= 0, got {self.radius!r}")
+        self.radius = radii if isinstance(self.radius, (list, tuple)) else radii[0]
+        if not self.level > 0:
+            raise ValueError(f"{name}.level must be > 0, got {self.level!r}")
+        for key, low in (("draws", 1), ("batch", 1), ("reference_draws", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
+            setattr(self, key, int(value))
+        if self.bad_threshold is not None and not self.bad_threshold >= 0:
+            raise ValueError(f"{name}.bad_threshold must be >= 0 or None, got {self.bad_threshold!r}")
+        if self.center == "clean" and self.radius_kind == "relative-r":
+            raise ValueError(f"{name}: center='clean' has r = 0, so radius_kind='relative-r' is meaningless; "
+                             "use 'relative-x' or 'absolute'")
+        if not isinstance(self.attack, dict):
+            raise ValueError(f"{name}.attack must be a table of Attack parameters, got {self.attack!r}")
+        reserved = sorted(set(self.attack) & set(RESERVED_ATTACK_KEYS))
+        if reserved:
+            raise ValueError(f"{name}.attack: {reserved} are set by the ball (use Ball.level for the snapshot)")
+        attack = self.attack_task()  # validates the attack parameters now, not inside a worker
+        if (self.center == "worst-case" and attack.domain == "measurement" and self.noise_domain == "image"
+                and self.radius_kind == "relative-r"):
+            raise ValueError(f"{name}: a measurement-domain centre has no image norm ||r||; with "
+                             "radius_kind='relative-r' use noise_domain='measurement'")
+
+    @property
+    def radii(self) -> tuple[float, ...]:
+        return self.radius if isinstance(self.radius, tuple) else (self.radius,)
+
+    def attack_task(self) -> Attack:
+        """The embedded attack: `attack` parameters with one level snapshot at `level`."""
+        params = {**self.attack, "snapshot_levels": [self.level], "snapshot_iterations": [], "keep_tensors": True}
+        return make_task("attack", **params)
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # -- the centre ---------------------------------------------------------------------------
+    def _centre(self, ctx: TaskContext, generator: torch.Generator) -> Centre:
+        x = ctx.images
+        if self.center == "clean":
+            info = {"center_reached": None, "center_iteration": None, "center_restart": None,
+                    "attack_iterations_run": None, "center_psnr_visibility": None}
+            return Centre(torch.zeros_like(x), "image", [dict(info) for _ in range(x.shape[0])])
+        attack = self.attack_task()
+        # The reference's numbers at the snapshot are not needed: the ball computes its own.
+        rows, tensors = attack(dataclasses.replace(ctx, reference=None), generator)
+        restarts = attack.restarts
+        picked, info = [], []
+        for b in range(x.shape[0]):
+            candidates = [n for n in range(b * restarts, (b + 1) * restarts)
+                          if rows[n]["snapshot"] == "level" and rows[n]["snapshot_target"] == float(self.level)]
+            best = max(candidates, key=lambda n: rows[n]["out_change_rel"])
+            row = rows[best]
+            picked.append(best)
+            info.append({"center_reached": bool(row["reached"]), "center_iteration": int(row["iteration"]),
+                         "center_restart": int(row["restart"]),
+                         "attack_iterations_run": int(row["iterations_run"]),
+                         "center_psnr_visibility": float(row["psnr_visibility"])})
+        r = tensors["r"][picked].to(x.device)
+        return Centre(r, attack.domain, info)
+
+    # -- the test -----------------------------------------------------------------------------
+    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        """Rows, one per (image, radius, draw), image-major then radius then draw, with columns:
+
+        image_id, image_index, center, center_domain, level, radius_kind, radius, target_norm, draw,
+        noise_norm (||v|| or ||e||), noise_rel (over ||x|| or ||A x||), r_norm, r_rel (||r||/||x||,
+        ||e_c||/||A x|| for a measurement centre), center_change_rel = ||f(y+s) - f(y)|| / ||f(y)||,
+        out_change_rel = ||f(y') - f(y)|| / ||f(y)||, persist_rel = ||f(y') - f(y+s)|| /
+        ||f(y+s) - f(y)||, artefact_cos (cosine of f(y') - f(y) with f(y+s) - f(y)), err_rel =
+        ||f(y') - x|| / ||x||, psnr, ssim, psnr_clean, psnr_center, bad; has_reference with
+        ref_out_change_rel, ref_err_rel, ref_psnr (None where the reference was not run), and
+        ref_center_change_rel, ref_psnr_clean; centre facts center_reached, center_iteration,
+        center_restart, attack_iterations_run, center_psnr_visibility. persist_rel and artefact_cos
+        are None for a clean centre.
+        """
+        centre = self._centre(ctx, generator)
+        seeds = draw_seeds(generator, self.draws)
+        reference = ctx.reference if self.with_reference else None
+        if self.with_reference and reference is None:
+            raise ValueError(f"{type(self).__name__}: with_reference=True needs a reference solver in the context")
+        with _eval_mode(ctx.net), _eval_mode(reference), torch.inference_mode():
+            return self._run(ctx, reference, centre, seeds, generator.device)
+
+    def _run(self, ctx: TaskContext, reference, centre: Centre, seeds: list[int],
+             draw_device: torch.device) -> TaskResult:
+        physics, x = ctx.physics, ctx.images
+        real_images = not torch.is_complex(x)
+
+        def f(u: torch.Tensor) -> torch.Tensor:
+            return ctx.net(u, physics)
+
+        def ref(u: torch.Tensor) -> torch.Tensor:
+            return torch.cat([reference(part, physics) for part in u.split(self.batch)])
+
+        count = x.shape[0]
+        y = physics.A(x)
+        shift = physics.A(centre.r) if centre.domain == "image" else centre.r
+        y_centre = y + shift
+        clean, at_centre = f(y), f(y_centre)
+        artefact = at_centre - clean
+        x_norm, y_norm, clean_norm = norms(x), norms(y), norms(clean)
+        artefact_norm = norms(artefact)
+        image_noise = self.noise_domain == "image"
+
+        if self.radius_kind == "relative-r":
+            scale = norms(centre.r) if image_noise else norms(shift)
+        elif self.radius_kind == "relative-x":
+            scale = x_norm if image_noise else y_norm
+        else:
+            scale = torch.ones_like(x_norm)
+        radii = torch.tensor(self.radii, dtype=x_norm.dtype, device=x.device)
+        targets = scale[:, None] * radii[None, :]  # (B, R)
+        n_radii = len(self.radii)
+        m_shape, i_shape = tuple(y.shape[1:]), tuple(x.shape[1:])
+        m_ones, i_ones = (1,) * len(m_shape), (1,) * len(i_shape)
+        support = measured_support(physics)
+        chunk = max(1, self.batch // (count * n_radii))
+        with_ref = reference is not None and self.reference_draws > 0
+        ref_clean = ref(y) if reference is not None else None
+        ref_centre = ref(y_centre) if reference is not None else None
+
+        cols: dict[str, list[torch.Tensor]] = {}
+        first_out = None
+
+        def add(name: str, value: torch.Tensor, drawn: int) -> None:
+            cols.setdefault(name, []).append(value.reshape(count, n_radii, drawn))
+
+        for start in range(0, self.draws, chunk):
+            stop = min(self.draws, start + chunk)
+            drawn = stop - start
+            e = gaussian_directions(seeds[start:stop], y, support, draw_device)  # (c, B, *m)
+            e = e.transpose(0, 1).reshape(count * drawn, *m_shape)
+            if image_noise:
+                v = physics.A_adjoint(e)
+                v = v.real if real_images and torch.is_complex(v) else v
+                unit = v / norms(v).view(-1, *i_ones)
+                unit_shift = physics.A(unit)
+            else:
+                unit = e / norms(e).view(-1, *m_ones)
+                unit_shift = unit
+            t = targets.view(count, n_radii, 1, *m_ones)
+            u = y_centre.view(count, 1, 1, *m_shape) + t * unit_shift.view(count, 1, drawn, *m_shape)
+            u = u.reshape(-1, *m_shape)
+            out = f(u)
+            if first_out is None:
+                first_out = out.view(count, n_radii, drawn, *i_shape)[:, :, 0]
+            n = out.shape[0]
+
+            def per_sample(z: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B * R * c, ...)
+                return z.view(count, 1, 1, *z.shape[1:]).expand(count, n_radii, drawn, *z.shape[1:]).reshape(
+                    n, *z.shape[1:])
+
+            noise_norm = targets[:, :, None] * norms(unit).view(count, 1, drawn)
+            x_s = per_sample(x)
+            moved = out - per_sample(clean)
+            moved_norm = norms(moved)
+            add("noise_norm", noise_norm, drawn)
+            add("noise_rel", noise_norm / (x_norm if image_noise else y_norm).view(count, 1, 1), drawn)
+            add("out_change_rel", moved_norm / per_sample(clean_norm), drawn)
+            add("persist_rel", norms(out - per_sample(at_centre)) / per_sample(artefact_norm), drawn)
+            inner = (moved.conj() * per_sample(artefact)).real.reshape(n, -1).sum(dim=1)
+            add("artefact_cos", inner / (moved_norm * per_sample(artefact_norm)), drawn)
+            add("err_rel", norms(out - x_s) / per_sample(x_norm), drawn)
+            add("psnr", psnr(out, x_s), drawn)
+            add("ssim", ssim(out, x_s), drawn)
+            if with_ref and start < self.reference_draws:
+                kept = min(stop, self.reference_draws) - start
+                u_ref = u.view(count, n_radii, drawn, *m_shape)[:, :, :kept].reshape(-1, *m_shape)
+                ref_out = ref(u_ref)
+                k = ref_out.shape[0]
+                x_r = x.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(k, *i_shape)
+                ref_c = ref_clean.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(
+                    k, *i_shape)
+                for name, value in (("ref_out_change_rel", norms(ref_out - ref_c) / norms(ref_c)),
+                                    ("ref_err_rel", norms(ref_out - x_r) / norms(x_r)),
+                                    ("ref_psnr", psnr(ref_out, x_r))):
+                    cols.setdefault(name, []).append(value.reshape(count, n_radii, kept))
+
+        columns = {k: torch.cat(v, dim=2).cpu().tolist() for k, v in cols.items()}
+        per_image = {
+            "r_norm": norms(centre.r), "r_rel": norms(centre.r) / (x_norm if centre.domain == "image" else y_norm),
+            "center_change_rel": artefact_norm / clean_norm, "psnr_clean": psnr(clean, x),
+            "psnr_center": psnr(at_centre, x)}
+        if reference is not None:
+            per_image["ref_center_change_rel"] = norms(ref_centre - ref_clean) / norms(ref_clean)
+            per_image["ref_psnr_clean"] = psnr(ref_clean, x)
+        image_values = {k: v.cpu().tolist() for k, v in per_image.items()}
+        target_values = targets.cpu().tolist()
+        rows = self._rows(ctx, centre, columns, image_values, target_values)
+        tensors: dict[str, torch.Tensor] = {}
+        if self.keep_tensors:
+            tensors = {f"{PER_IMAGE}r": centre.r, f"{PER_IMAGE}clean_out": clean,
+                       f"{PER_IMAGE}center_out": at_centre, f"{PER_IMAGE}first_draw_out": first_out}
+            tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+        return TaskResult(rows, tensors)
+
+    def _rows(self, ctx: TaskContext, centre: Centre, columns: dict[str, list], image_values: dict[str, list],
+              target_values: list[list[float]]) -> list[dict[str, Any]]:
+        clean_centre = self.center == "clean"
+        attack_params = "" if clean_centre else json.dumps(self.attack_task().params(), sort_keys=True)
+        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
+                  "center": self.center, "center_domain": centre.domain,
+                  "level": None if clean_centre else float(self.level), "attack": attack_params,
+                  "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,
+                  "bad_threshold": None if self.bad_threshold is None else float(self.bad_threshold)}
+        ref_names = ("ref_out_change_rel", "ref_err_rel", "ref_psnr")
+        draw_names = ("noise_norm", "noise_rel", "out_change_rel", "err_rel", "psnr", "ssim")
+        rows: list[dict[str, Any]] = []
+        for b, image_id in enumerate(ctx.image_ids):
+            image = {**shared, "image_id": image_id, "image_index": b, **centre.info[b],
+                     **{k: float(v[b]) for k, v in image_values.items()}}
+            image.setdefault("ref_center_change_rel", None)
+            image.setdefault("ref_psnr_clean", None)
+            for k, radius in enumerate(self.radii):
+                for d in range(self.draws):
+                    row = {**image, "radius": radius, "target_norm": float(target_values[b][k]), "draw": d}
+                    row.update({name: float(columns[name][b][k][d]) for name in draw_names})
+                    for name in ("persist_rel", "artefact_cos"):
+                        row[name] = None if clean_centre else float(columns[name][b][k][d])
+                    has_ref = "ref_psnr" in columns and d < self.reference_draws
+                    row["has_reference"] = has_ref
+                    for name in ref_names:
+                        row[name] = float(columns[name][b][k][d]) if has_ref else None
+                    row["bad"] = (None if self.bad_threshold is None
+                                  else bool(row["out_change_rel"] >= self.bad_threshold))
+                    rows.append(row)
+        return rows
+
+
+__all__ = ["Ball", "CENTERS", "Centre", "NOISE_DOMAINS", "PER_IMAGE", "RADIUS_KINDS", "draw_seeds",
+           "gaussian_directions", "measured_support"]

@@ -1,0 +1,259 @@
+"""Structural insertions: is a small detail drawn into the image still there after reconstruction?
+
+For each image x a detail d = contrast * profile (tasks.symbols: card symbols, text, a heart,
+tumour-like blobs) is drawn at a chosen position, and the network f and the reference see
+y_d = A(x + d) and y = A x. The detail's footprint in the output, f(y_d) - f(y), is compared with d:
+
+- corr: Pearson correlation of f(y_d) - f(y) with d over the detail's mask grown by `corr_margin`
+  pixels (inside the bare mask a solid glyph is constant, where a correlation is undefined; the
+  margin adds its edge, so corr measures whether the shape comes back). 0 when the output did not
+  change at all there.
+- contrast_ratio: mean of f(y_d) - f(y) over the mask divided by `contrast` (1 = full contrast).
+- local_psnr / local_ssim: f(y_d) against x + d in the detail's bounding box padded by
+  `window_pad` pixels (at least 11 x 11, the SSIM window; data range 1).
+- recovered: corr >= corr_threshold and contrast_ratio >= contrast_threshold. This is the stated
+  criterion of the survey (defaults 0.5 and 0.5: the detail's shape is more than half explained
+  and at least half of its contrast survives); the same columns prefixed ref_ for the reference.
+
+Positions: "random-tissue" draws the detail's centre uniformly among placements whose whole mask
+lies in tissue (x > tissue_threshold); when no such placement exists, among those with the most
+mask pixels in tissue (the row's inside_tissue says how much). "random": uniform over placements
+inside the image; "center"; or a fixed [row, col] of the detail's centre pixel. `count`
+independent placements per image, each its own sample x + d and its own row (column `draw`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from survey.metrics import psnr, ssim
+from tasks.attack import _eval_mode
+from tasks.base import TaskContext, TaskResult, register
+from tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
+
+POSITIONS = ("random-tissue", "random", "center")
+#: Side of the SSIM window of survey.metrics.ssim: local windows are at least this large.
+MIN_WINDOW = 11
+
+
+def masked_correlation(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of a and b over the pixels where `region` is True: (N, ...) x3 -> (N,).
+
+    0 where either has no variation over the region.
+    """
+    w = region.to(a.dtype).flatten(1)
+    a, b = a.flatten(1), b.flatten(1)
+    count = w.sum(1, keepdim=True).clamp_min(1)
+    ca = (a - (a * w).sum(1, keepdim=True) / count) * w
+    cb = (b - (b * w).sum(1, keepdim=True) / count) * w
+    denominator = (ca.square().sum(1) * cb.square().sum(1)).sqrt()
+    covariance = (ca * cb).sum(1)
+    return torch.where(denominator > 0, covariance / denominator.clamp_min(torch.finfo(a.dtype).tiny),
+                       torch.zeros_like(covariance))
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Bool mask (N, 1, n, n) grown by `pixels` in every direction (a square structuring element)."""
+    if pixels <= 0:
+        return mask
+    grown = F.max_pool2d(mask.to(torch.float32), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown > 0
+
+
+def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Windows (N, 1, height, width) of images (N, 1, n, n) with per-sample top-left corners (N,)."""
+    device = images.device
+    rows = (top.to(device)[:, None] + torch.arange(height, device=device))[:, :, None]
+    cols = (left.to(device)[:, None] + torch.arange(width, device=device))[:, None, :]
+    batch = torch.arange(images.shape[0], device=device)[:, None, None]
+    return images[batch, 0, rows, cols].unsqueeze(1)
+
+
+@register("insertion")
+@dataclass(kw_only=True)
+class Insertion:
+    """Draw a structural detail into each image and measure whether the reconstruction keeps it.
+
+    detail: one of tasks.symbols.DETAILS; size: the detail's bounding-box height in pixels;
+    contrast: added intensity at the detail's peak (images are in [0, 1]; may be negative);
+    position: "random-tissue", "random", "center" or [row, col] (the detail's centre pixel);
+    count: independent placements per image; tissue_threshold: tissue is x > this;
+    text / aspect / angle: the string of "text", the width/height ratio and rotation (degrees) of
+    "ellipse"; corr_threshold / contrast_threshold: the recovery criterion (module docstring);
+    corr_margin: pixels added around the mask for corr; window_pad: padding of the local window;
+    keep_tensors: return x + d, the outputs and the masks.
+    """
+
+    table = "insertions"
+    list_params = ("position",)
+
+    detail: str = "spade"
+    size: int = 12
+    contrast: float = 0.3
+    position: Any = "random-tissue"
+    count: int = 1
+    tissue_threshold: float = 0.1
+    text: str = DEFAULT_TEXT
+    aspect: float = 0.7
+    angle: float = 0.0
+    corr_threshold: float = 0.5
+    contrast_threshold: float = 0.5
+    corr_margin: int = 2
+    window_pad: int = 4
+    keep_tensors: bool = True
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if self.detail not in DETAILS:
+            raise ValueError(f"{name}.detail: {self.detail!r} is not one of {list(DETAILS)}")
+        for key, low in (("size", 3), ("count", 1), ("corr_margin", 0), ("window_pad", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
+            setattr(self, key, int(value))
+        if isinstance(self.contrast, bool) or not isinstance(self.contrast, (int, float)) \
+                or not math.isfinite(self.contrast) or self.contrast == 0:
+            raise ValueError(f"{name}.contrast must be a non-zero number, got {self.contrast!r}")
+        if isinstance(self.position, str):
+            if self.position not in POSITIONS:
+                raise ValueError(f"{name}.position: {self.position!r} is not one of {list(POSITIONS)} "
+                                 "or a [row, col] pair")
+        else:
+            try:
+                row, col = (int(v) for v in self.position)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}.position must be one of {list(POSITIONS)} or a [row, col] pair of "
+                                 f"integers, got {self.position!r}") from None
+            self.position = (row, col)
+        if not self.aspect > 0:
+            raise ValueError(f"{name}.aspect must be > 0, got {self.aspect!r}")
+        self.stamp()  # a detail that cannot be drawn fails here, not inside a worker
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def stamp(self) -> Stamp:
+        return make_stamp(self.detail, self.size, text=self.text, aspect=float(self.aspect), angle=float(self.angle))
+
+    def position_label(self) -> str:
+        return self.position if isinstance(self.position, str) else f"{self.position[0]},{self.position[1]}"
+
+    # -- placement ---------------------------------------------------------------------------------
+
+    def centres(self, x: torch.Tensor, stamp: Stamp, generator: torch.Generator) -> torch.Tensor:
+        """Centre pixels (N, 2) long for the N images x (N, 1, n, n), drawn with `generator`."""
+        h, w = stamp.shape
+        n = x.shape[-1]
+        if h > n or w > x.shape[-2]:
+            raise ValueError(f"a {self.detail!r} of size {self.size} is {h} x {w} pixels and does not fit in "
+                             f"{x.shape[-2]} x {n} images")
+        count, rows_free, cols_free = x.shape[0], x.shape[-2] - h + 1, n - w + 1
+        offset = torch.tensor([h // 2, w // 2])
+        if not isinstance(self.position, str):
+            centre = torch.tensor(self.position)
+            top_left = centre - offset
+            if top_left[0] < 0 or top_left[1] < 0 or top_left[0] >= rows_free or top_left[1] >= cols_free:
+                raise ValueError(f"Insertion.position {list(self.position)}: a {h} x {w} detail centred there "
+                                 f"leaves the {x.shape[-2]} x {n} image")
+            return centre.expand(count, 2).clone()
+        if self.position == "center":
+            return (torch.tensor([(rows_free - 1) // 2, (cols_free - 1) // 2]) + offset).expand(count, 2).clone()
+        if self.position == "random":
+            allowed = torch.ones(count, rows_free * cols_free, dtype=torch.bool)
+        else:
+            allowed = self._tissue_placements(x, stamp).flatten(1).cpu()
+        draw = torch.rand(count, rows_free * cols_free, generator=generator, device=generator.device,
+                          dtype=torch.float64).cpu()
+        choice = torch.where(allowed, draw, torch.full_like(draw, -1.0)).argmax(1)
+        return torch.stack([choice // cols_free, choice % cols_free], dim=1) + offset
+
+    def _tissue_placements(self, x: torch.Tensor, stamp: Stamp) -> torch.Tensor:
+        """(N, rows_free, cols_free) bool: top-left corners with the most mask pixels in tissue."""
+        tissue = (x.real if torch.is_complex(x) else x) > self.tissue_threshold
+        kernel = torch.as_tensor(stamp.mask, dtype=torch.float32, device=x.device)[None, None]
+        inside = F.conv2d(tissue.to(torch.float32), kernel)[:, 0].round()  # mask pixels in tissue
+        best = inside.flatten(1).amax(1).view(-1, 1, 1)
+        return inside >= best
+
+    # -- run ---------------------------------------------------------------------------------------
+
+    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        with _eval_mode(ctx.net), _eval_mode(ctx.reference), torch.no_grad():
+            return self._run(ctx, generator)
+
+    def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        physics, images = ctx.physics, ctx.images
+        real_dtype = images.real.dtype if torch.is_complex(images) else images.dtype
+        stamp = self.stamp()
+        x = images.repeat_interleave(self.count, dim=0)  # sample k = image * count + draw
+        centres = self.centres(x, stamp, generator)
+        profile, mask = paste(stamp, centres, x.shape[-1], dtype=real_dtype, device=x.device)
+        d = self.contrast * profile
+        x_d = x + d
+        y, y_d = physics.A(images), physics.A(x_d)
+
+        clean = _real(ctx.net(y, physics)).repeat_interleave(self.count, dim=0)
+        out = _real(ctx.net(y_d, physics))
+        columns = self._measure(out, clean, x_d, d, mask, centres, stamp)
+        kept = {"x_d": x_d, "out": out, "mask": mask}
+        if ctx.reference is not None:
+            ref_clean = _real(ctx.reference(y, physics)).repeat_interleave(self.count, dim=0)
+            ref_out = _real(ctx.reference(y_d, physics))
+            ref_columns = self._measure(ref_out, ref_clean, x_d, d, mask, centres, stamp)
+            columns.update({f"ref_{k}": v for k, v in ref_columns.items()})
+            kept["ref_out"] = ref_out
+        tissue = (x.real if torch.is_complex(x) else x) > self.tissue_threshold
+        columns["inside_tissue"] = (tissue & mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
+        columns["detail_pixels"] = mask.flatten(1).sum(1)
+        return self._rows(ctx, columns, centres, kept)
+
+    def _measure(self, out, clean, x_d, d, mask, centres, stamp: Stamp) -> dict[str, torch.Tensor]:
+        """Per-sample recovery metrics (N,) of reconstructions `out` of x + d given `clean` = f(A x)."""
+        change = out - clean
+        pixels = mask.flatten(1).sum(1).to(out.dtype)
+        corr = masked_correlation(change, d, dilate(mask, self.corr_margin))
+        contrast_ratio = (change * mask).flatten(1).sum(1) / pixels / self.contrast
+        h, w = stamp.shape
+        n_rows, n_cols = x_d.shape[-2:]
+        win_h = min(n_rows, max(h + 2 * self.window_pad, MIN_WINDOW))
+        win_w = min(n_cols, max(w + 2 * self.window_pad, MIN_WINDOW))
+        top = (centres[:, 0] - h // 2 - (win_h - h) // 2).clamp(0, n_rows - win_h)
+        left = (centres[:, 1] - w // 2 - (win_w - w) // 2).clamp(0, n_cols - win_w)
+        local_out, local_truth = crop(out, top, left, win_h, win_w), crop(x_d, top, left, win_h, win_w)
+        recovered = (corr >= self.corr_threshold) & (contrast_ratio >= self.contrast_threshold)
+        return {"corr": corr, "contrast_ratio": contrast_ratio, "local_psnr": psnr(local_out, local_truth),
+                "local_ssim": ssim(local_out, local_truth), "psnr": psnr(out, x_d), "recovered": recovered}
+
+    def _rows(self, ctx: TaskContext, columns: dict[str, torch.Tensor], centres: torch.Tensor,
+              kept: dict[str, torch.Tensor]) -> TaskResult:
+        values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
+        centre_rows, centre_cols = centres[:, 0].tolist(), centres[:, 1].tolist()
+        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
+                  "detail": self.detail, "size": self.size, "contrast": float(self.contrast),
+                  "position": self.position_label(), "corr_threshold": float(self.corr_threshold),
+                  "contrast_threshold": float(self.contrast_threshold)}
+        if self.detail == "text":
+            shared["text"] = self.text
+        rows = []
+        for k in range(len(centre_rows)):
+            row = {**shared, "image_id": ctx.image_ids[k // self.count], "draw": k % self.count,
+                   "centre_row": int(centre_rows[k]), "centre_col": int(centre_cols[k])}
+            for key, value in values.items():
+                v = value[k]
+                row[key] = v if isinstance(v, (bool, int)) else float(v)
+            rows.append(row)
+        tensors = {k: v.detach().cpu() for k, v in kept.items()} if self.keep_tensors else {}
+        return TaskResult(rows, tensors)
+
+
+def _real(image: torch.Tensor) -> torch.Tensor:
+    """Networks return real images; a complex output is compared by its magnitude, like the metrics."""
+    return image.abs() if torch.is_complex(image) else image
+
+
+__all__ = ["Insertion", "POSITIONS", "crop", "dilate", "masked_correlation"]
