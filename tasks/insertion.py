@@ -8,7 +8,9 @@ y_d = A(x + d) and y = A x. The detail's footprint in the output, f(y_d) - f(y),
   pixels (inside the bare mask a solid glyph is constant, where a correlation is undefined; the
   margin adds its edge, so corr measures whether the shape comes back). 0 when the output did not
   change at all there.
-- contrast_ratio: mean of f(y_d) - f(y) over the mask divided by `contrast` (1 = full contrast).
+- contrast_ratio: mean of f(y_d) - f(y) over the mask divided by the mean of d over the mask
+  (1 = full contrast kept). For a two-level detail this is the mean change / `contrast`; the mean
+  of d is used so that anti-aliased edges and smooth blobs also score exactly 1 when recovered.
 - local_psnr / local_ssim: f(y_d) against x + d in the detail's bounding box padded by
   `window_pad` pixels (at least 11 x 11, the SSIM window; data range 1).
 - recovered: corr >= corr_threshold and contrast_ratio >= contrast_threshold. This is the stated
@@ -20,6 +22,8 @@ lies in tissue (x > tissue_threshold); when no such placement exists, among thos
 mask pixels in tissue (the row's inside_tissue says how much). "random": uniform over placements
 inside the image; "center"; or a fixed [row, col] of the detail's centre pixel. `count`
 independent placements per image, each its own sample x + d and its own row (column `draw`).
+Operators with a noise model (`physics.noisy`, the denoising operator with sigma > 0) get one
+noise draw e per sample, shared by y = A x + e and y_d = A(x + d) + e.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,12 +118,15 @@ class Insertion:
             raise ValueError(f"{name}.detail: {self.detail!r} is not one of {list(DETAILS)}")
         for key, low in (("size", 3), ("count", 1), ("corr_margin", 0), ("window_pad", 0)):
             value = getattr(self, key)
-            if isinstance(value, bool) or int(value) != value or value < low:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
                 raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
             setattr(self, key, int(value))
-        if isinstance(self.contrast, bool) or not isinstance(self.contrast, (int, float)) \
-                or not math.isfinite(self.contrast) or self.contrast == 0:
-            raise ValueError(f"{name}.contrast must be a non-zero number, got {self.contrast!r}")
+        for key in ("contrast", "tissue_threshold", "corr_threshold", "contrast_threshold", "aspect", "angle"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}.{key} must be a finite number, got {value!r}")
+        if self.contrast == 0:
+            raise ValueError(f"{name}.contrast must be non-zero (the detail's added intensity), got 0")
         if isinstance(self.position, str):
             if self.position not in POSITIONS:
                 raise ValueError(f"{name}.position: {self.position!r} is not one of {list(POSITIONS)} "
@@ -148,18 +156,18 @@ class Insertion:
     def centres(self, x: torch.Tensor, stamp: Stamp, generator: torch.Generator) -> torch.Tensor:
         """Centre pixels (N, 2) long for the N images x (N, 1, n, n), drawn with `generator`."""
         h, w = stamp.shape
-        n = x.shape[-1]
-        if h > n or w > x.shape[-2]:
+        n_rows, n_cols = x.shape[-2:]
+        if h > n_rows or w > n_cols:
             raise ValueError(f"a {self.detail!r} of size {self.size} is {h} x {w} pixels and does not fit in "
-                             f"{x.shape[-2]} x {n} images")
-        count, rows_free, cols_free = x.shape[0], x.shape[-2] - h + 1, n - w + 1
+                             f"{n_rows} x {n_cols} images")
+        count, rows_free, cols_free = x.shape[0], n_rows - h + 1, n_cols - w + 1
         offset = torch.tensor([h // 2, w // 2])
         if not isinstance(self.position, str):
             centre = torch.tensor(self.position)
             top_left = centre - offset
             if top_left[0] < 0 or top_left[1] < 0 or top_left[0] >= rows_free or top_left[1] >= cols_free:
                 raise ValueError(f"Insertion.position {list(self.position)}: a {h} x {w} detail centred there "
-                                 f"leaves the {x.shape[-2]} x {n} image")
+                                 f"leaves the {n_rows} x {n_cols} image")
             return centre.expand(count, 2).clone()
         if self.position == "center":
             return (torch.tensor([(rows_free - 1) // 2, (cols_free - 1) // 2]) + offset).expand(count, 2).clone()
@@ -175,7 +183,7 @@ class Insertion:
     def _tissue_placements(self, x: torch.Tensor, stamp: Stamp) -> torch.Tensor:
         """(N, rows_free, cols_free) bool: top-left corners with the most mask pixels in tissue."""
         tissue = (x.real if torch.is_complex(x) else x) > self.tissue_threshold
-        kernel = torch.as_tensor(stamp.mask, dtype=torch.float32, device=x.device)[None, None]
+        kernel = torch.from_numpy(stamp.mask.astype(np.float32)).to(x.device)[None, None]
         inside = F.conv2d(tissue.to(torch.float32), kernel)[:, 0].round()  # mask pixels in tissue
         best = inside.flatten(1).amax(1).view(-1, 1, 1)
         return inside >= best
@@ -195,14 +203,20 @@ class Insertion:
         profile, mask = paste(stamp, centres, x.shape[-1], dtype=real_dtype, device=x.device)
         d = self.contrast * profile
         x_d = x + d
-        y, y_d = physics.A(images), physics.A(x_d)
+        noise = _measurement_noise(physics, x, generator)
+        if noise is None:  # noiseless: f(A x) once per image
+            y, y_d = physics.A(images), physics.A(x_d)
+            repeat = self.count
+        else:  # the same noise draw with and without the detail, so the difference isolates d
+            y, y_d = physics.A(x) + noise, physics.A(x_d) + noise
+            repeat = 1
 
-        clean = _real(ctx.net(y, physics)).repeat_interleave(self.count, dim=0)
+        clean = _real(ctx.net(y, physics)).repeat_interleave(repeat, dim=0)
         out = _real(ctx.net(y_d, physics))
         columns = self._measure(out, clean, x_d, d, mask, centres, stamp)
         kept = {"x_d": x_d, "out": out, "mask": mask}
         if ctx.reference is not None:
-            ref_clean = _real(ctx.reference(y, physics)).repeat_interleave(self.count, dim=0)
+            ref_clean = _real(ctx.reference(y, physics)).repeat_interleave(repeat, dim=0)
             ref_out = _real(ctx.reference(y_d, physics))
             ref_columns = self._measure(ref_out, ref_clean, x_d, d, mask, centres, stamp)
             columns.update({f"ref_{k}": v for k, v in ref_columns.items()})
@@ -215,9 +229,8 @@ class Insertion:
     def _measure(self, out, clean, x_d, d, mask, centres, stamp: Stamp) -> dict[str, torch.Tensor]:
         """Per-sample recovery metrics (N,) of reconstructions `out` of x + d given `clean` = f(A x)."""
         change = out - clean
-        pixels = mask.flatten(1).sum(1).to(out.dtype)
         corr = masked_correlation(change, d, dilate(mask, self.corr_margin))
-        contrast_ratio = (change * mask).flatten(1).sum(1) / pixels / self.contrast
+        contrast_ratio = (change * mask).flatten(1).sum(1) / (d * mask).flatten(1).sum(1)
         h, w = stamp.shape
         n_rows, n_cols = x_d.shape[-2:]
         win_h = min(n_rows, max(h + 2 * self.window_pad, MIN_WINDOW))
@@ -249,6 +262,13 @@ class Insertion:
             rows.append(row)
         tensors = {k: v.detach().cpu() for k, v in kept.items()} if self.keep_tensors else {}
         return TaskResult(rows, tensors)
+
+
+def _measurement_noise(physics, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """sigma * e for operators with a noise model (`noisy`, e.g. denoising) and sigma > 0, else None."""
+    if not hasattr(physics, "noisy") or not getattr(physics, "sigma", 0.0) > 0:
+        return None
+    return physics.noisy(torch.zeros_like(x), generator)
 
 
 def _real(image: torch.Tensor) -> torch.Tensor:

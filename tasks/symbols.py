@@ -188,8 +188,8 @@ def paste(stamp: Stamp, centres: torch.Tensor, image_size: int, *, dtype: torch.
         raise ValueError(f"a {h} x {w} detail centred at {tuple(centres[k].tolist())} does not fit in a "
                          f"{image_size} x {image_size} image")
     count = centres.shape[0]
-    profile = torch.as_tensor(stamp.profile, dtype=dtype, device=device)
-    mask = torch.as_tensor(stamp.mask, device=device)
+    profile = torch.from_numpy(stamp.profile.copy()).to(device=device, dtype=dtype)
+    mask = torch.from_numpy(stamp.mask.copy()).to(device)
     images = torch.zeros(count, 1, image_size, image_size, dtype=dtype, device=device)
     masks = torch.zeros(count, 1, image_size, image_size, dtype=torch.bool, device=device)
     rows = (top.to(device)[:, None] + torch.arange(h, device=device))[:, :, None]  # (N, h, 1)

@@ -1,0 +1,161 @@
+"""Sampling sweeps: nested operators, the right levels in the rows, failures recorded, replayable."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from survey.physics import make_physics
+from survey.solvers.cs import make_reference
+from tasks import make_task
+from tasks.base import TaskContext, generator_for
+from tasks.sweep import Sweep
+
+N = 32
+
+
+def smooth_phantom(n: int = N, count: int = 2) -> torch.Tensor:
+    """Smooth head-like images (count, 1, n, n) in [0, 1]: a soft-edged disc with a Gaussian patch."""
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    images = []
+    for k in range(count):
+        r = ((yy - n / 2) ** 2 + (xx - n / 2 + k) ** 2).sqrt()
+        disc = torch.sigmoid((0.38 * n - r) / 1.0)
+        patch = 0.35 * torch.exp(-((yy - 0.4 * n) ** 2 + (xx - (0.55 - 0.05 * k) * n) ** 2) / (0.01 * n * n))
+        images.append(disc * (0.45 + patch))
+    return torch.stack(images)[:, None].float()
+
+
+def zero_filled(y, physics):
+    """The easy reconstruction as a "network": |H(y)|, what h_psnr scores."""
+    h = physics.H(y)
+    return h.abs() if torch.is_complex(h) else h
+
+
+class BoundNet(nn.Module):
+    """AUTOMAP-like: a dense layer sized for the sampled values of one mask; other masks break its shapes."""
+
+    def __init__(self, physics):
+        super().__init__()
+        m = int(physics.sampling.sum())
+        self.n = physics.size
+        self.dense = nn.Linear(2 * m, self.n * self.n)
+
+    def forward(self, y, physics):
+        samples = torch.view_as_real(y.reshape(y.shape[0], -1)[:, physics.sampling.flatten()]).flatten(1)
+        return self.dense(samples.to(self.dense.weight.dtype)).reshape(-1, 1, self.n, self.n)
+
+
+def context(physics, net=zero_filled, images=None, reference=None, unit_id="unit-0") -> TaskContext:
+    images = smooth_phantom() if images is None else images
+    return TaskContext(net=net, physics=physics, images=images, image_ids=[f"img{k}" for k in range(len(images))],
+                       reference=reference, unit_id=unit_id)
+
+
+def run(task, ctx):
+    return task(ctx, generator_for(ctx.unit_id))
+
+
+@pytest.mark.parametrize("mask", ["gaussian-lines", "random-points", "radial"])
+def test_masks_of_increasing_ratio_are_nested(mask):
+    physics = make_physics("mri", size=N, ratio=0.25, mask=mask, seed=3)
+    levels = Sweep(ratios=[0.1, 0.2, 0.4, 0.7, 1.0]).levels(physics)
+    masks = [level.physics.mask for level in levels]
+    ratios = [level.value for level in levels]
+    assert ratios == sorted(ratios) and ratios[-1] == 1.0
+    for small, large in zip(masks, masks[1:]):
+        assert bool((small <= large).all()) and int(small.sum()) < int(large.sum())
+    at_train = [level for level in levels if level.at_train]
+    assert len(at_train) == 1 and torch.equal(at_train[0].physics.mask, physics.mask)
+
+
+def test_rows_carry_achieved_requested_and_training_ratios():
+    physics = make_physics("mri", size=N, ratio=0.25, mask="gaussian-lines", seed=0)
+    result = run(make_task("sweep", ratios=[0.1, 0.5, 1.0]), context(physics))
+    # 0.25 (the network's own) is added to the three requested levels.
+    assert len(result.rows) == 2 * 4
+    assert [r["requested_ratio"] for r in result.rows[::2]] == [0.1, 0.25, 0.5, 1.0]
+    for row in result.rows:
+        assert row["train_ratio"] == physics.ratio == 0.25
+        assert row["axis"] == "ratio" and row["value"] == row["ratio"]
+        assert abs(row["ratio"] - row["requested_ratio"]) <= 0.5 / N  # within half a line
+        assert row["at_train"] == (row["requested_ratio"] == 0.25)
+        assert row["error"] == "" and math.isfinite(row["psnr"])
+        assert row["psnr"] == pytest.approx(row["h_psnr"])  # the zero-filled "network" is H
+    assert [r["image_id"] for r in result.rows[:2]] == ["img0", "img1"]
+    full = [r for r in result.rows if r["ratio"] == 1.0]
+    assert all(r["psnr"] > 100 for r in full)  # full sampling: H inverts A
+
+
+def test_the_reference_improves_with_more_samples():
+    physics = make_physics("mri", size=N, ratio=0.25, mask="gaussian-lines", seed=0)
+    reference = make_reference(physics, iterations=20)
+    result = run(make_task("sweep", ratios=[0.1, 1.0], include_train=False), context(physics, reference=reference))
+    low = {r["image_id"]: r for r in result.rows if r["requested_ratio"] == 0.1}
+    full = {r["image_id"]: r for r in result.rows if r["requested_ratio"] == 1.0}
+    for image_id in low:
+        assert full[image_id]["ref_psnr"] > low[image_id]["ref_psnr"] + 10
+        assert full[image_id]["ref_ssim"] > low[image_id]["ref_ssim"]
+
+
+def test_radon_sweeps_views_and_improves_with_them():
+    physics = make_physics("radon", size=N, views=16)
+    reference = make_reference(physics, iterations=10)
+    result = run(make_task("sweep", views=[4, 45]), context(physics, reference=reference))
+    assert [r["views"] for r in result.rows[::2]] == [4, 16, 45]
+    for row in result.rows:
+        assert row["train_views"] == 16 and row["axis"] == "views" and row["physics"] == "radon"
+        assert row["at_train"] == (row["views"] == 16)
+    by_views = {r["views"]: r for r in result.rows if r["image_id"] == "img0"}
+    assert by_views[45]["h_psnr"] > by_views[4]["h_psnr"] + 3
+    assert by_views[45]["ref_psnr"] > by_views[4]["ref_psnr"]
+
+
+def test_a_network_bound_to_its_mask_fails_elsewhere_and_the_error_is_recorded():
+    physics = make_physics("mri", size=N, ratio=0.25, mask="random-points", seed=0)
+    torch.manual_seed(0)
+    reference = make_reference(physics, iterations=5)
+    result = run(make_task("sweep", ratios=[0.1, 0.5], keep_tensors=True),
+                 context(physics, net=BoundNet(physics), reference=reference))
+    for row in result.rows:
+        assert math.isfinite(row["ref_psnr"]) and math.isfinite(row["h_psnr"])
+        if row["at_train"]:
+            assert row["error"] == "" and math.isfinite(row["psnr"])
+        else:
+            assert row["error"].startswith("RuntimeError") and math.isnan(row["psnr"]) and math.isnan(row["ssim"])
+    assert result.tensors["out"].shape == (len(result.rows), 1, N, N)
+    assert result.tensors["ref_out"].shape == (len(result.rows), 1, N, N)
+
+
+def test_denoise_sweeps_sigma_and_replays_identically_by_unit_id():
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    task = make_task("sweep", sigmas=[0.0, 0.05, 0.2])
+    first = run(task, context(physics, unit_id="unit-a"))
+    again = run(task, context(physics, unit_id="unit-a"))
+    other = run(task, context(physics, unit_id="unit-b"))
+    assert first.rows == again.rows
+    assert [r["sigma"] for r in first.rows[::2]] == [0.2, 0.1, 0.05, 0.0]  # noisiest first
+    assert all(r["train_sigma"] == 0.1 for r in first.rows)
+    psnr = [r["h_psnr"] for r in first.rows if r["image_id"] == "img0"]
+    assert psnr == sorted(psnr) and math.isinf(psnr[-1])  # less noise, better; sigma 0 is exact
+    assert [r["h_psnr"] for r in first.rows if r["sigma"] > 0] != [r["h_psnr"] for r in other.rows if r["sigma"] > 0]
+
+
+def test_mri_sweeps_replay_identically_and_parameters_are_checked():
+    physics = make_physics("mri", size=N, ratio=0.25, mask="gaussian-lines", seed=0)
+    task = make_task("sweep", ratios=[0.2, 0.6])
+    assert run(task, context(physics)).rows == run(task, context(physics)).rows
+    assert Sweep.table == "sweeps" and set(Sweep.list_params) == {"ratios", "views", "sigmas"}
+    with pytest.raises(ValueError, match="ratios"):
+        make_task("sweep", ratios=[0.5, 1.5])
+    with pytest.raises(ValueError, match="views"):
+        make_task("sweep", views=[10, 2.5])
+    with pytest.raises(ValueError, match="sigmas"):
+        make_task("sweep", sigmas=[-0.1])
+    with pytest.raises(ValueError, match="ratios"):
+        make_task("sweep", ratios=0.5)
+    with pytest.raises(ValueError, match="non-empty `views`"):
+        run(make_task("sweep", views=[]), context(make_physics("radon", size=N, views=8)))
