@@ -208,6 +208,8 @@ class Attack:
     label: free text recorded in rows (set to the preset name by `Attack.preset`).
     """
 
+    table = "attacks"  # store table (a class attribute, not a parameter)
+
     lam: float = 0.01
     gamma: float = 0.9
     eta: float = 1e-3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import datasets, physics, run, zoo
+from survey.cli import datasets, demo, physics, run, zoo
 
 app = typer.Typer(
     name="survey",
@@ -19,6 +19,7 @@ app.add_typer(physics.app, name="physics")
 app.add_typer(zoo.app, name="zoo")
 app.command("run")(run.run)
 app.command("status")(run.status)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:

@@ -21,9 +21,15 @@ from survey.solvers.cs import DEFAULT_PARAMS, CSReconstructor
 _BASE = dict(lam_w=1e-3, lam_tv=2e-3, iterations=200, wavelet="db2", levels=3, eps=1e-2)
 
 
-def measure(physics: LinearPhysics, images: torch.Tensor, noise_std: float = 0.0,
+def measure(physics: LinearPhysics, images: torch.Tensor, noise_std: float | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """y = A x + noise_std * (complex) standard Gaussian noise, per measurement entry."""
+    """y = A x + noise_std * e, e standard (complex) Gaussian per measurement entry.
+
+    noise_std None: the operator's own noise level `physics.sigma` when it has one (denoising),
+    else 0 (noiseless measurements, as the survey's unperturbed data).
+    """
+    if noise_std is None:
+        noise_std = float(getattr(physics, "sigma", 0.0))
     y = physics.A(images)
     if noise_std > 0:
         noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
@@ -32,13 +38,16 @@ def measure(physics: LinearPhysics, images: torch.Tensor, noise_std: float = 0.0
 
 
 def tune(physics: LinearPhysics, images: torch.Tensor, grid: dict[str, list], *,
-         base: dict | None = None, noise_std: float = 0.0,
+         base: dict | None = None, noise_std: float | None = None, tolerance_db: float = 0.0,
          generator: torch.Generator | None = None) -> tuple[dict, list[dict]]:
     """Best CS parameters for `physics` on `images` (K, 1, n, n) in [0, 1], and the full table.
 
     grid: parameter name -> candidate values (names as in DEFAULT_PARAMS); the others come from
-    `base` (default DEFAULT_PARAMS[physics.kind]). Returns (best params dict, rows sorted by mean
+    `base` (default DEFAULT_PARAMS[physics.kind]); noise as in `measure`. Returns (best params dict, rows sorted by mean
     PSNR, best first; each row = the params plus psnr_mean, psnr_min, and h_psnr_mean of Re H(y)).
+    tolerance_db > 0 returns instead the most regularised point (largest lam_w + lam_tv) whose mean
+    PSNR is within tolerance_db of the top: noiseless data favour the weakest regularisation, but
+    the reference must stay stable under perturbed data, so near-ties go to more regularisation.
     """
     base = dict(base if base is not None else DEFAULT_PARAMS.get(getattr(physics, "kind", None), _BASE))
     unknown = set(grid) - set(_BASE)
@@ -59,7 +68,9 @@ def tune(physics: LinearPhysics, images: torch.Tensor, grid: dict[str, list], *,
         rows.append({**params, "psnr_mean": float(scores.mean()), "psnr_min": float(scores.min()),
                      "h_psnr_mean": h_psnr})
     rows.sort(key=lambda row: row["psnr_mean"], reverse=True)
-    best = {name: rows[0][name] for name in _BASE}
+    near_top = [row for row in rows if row["psnr_mean"] >= rows[0]["psnr_mean"] - tolerance_db]
+    chosen = max(near_top, key=lambda row: row["lam_w"] + row["lam_tv"]) if tolerance_db > 0 else rows[0]
+    best = {name: chosen[name] for name in _BASE}
     return best, rows
 
 

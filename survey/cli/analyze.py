@@ -1,0 +1,174 @@
+"""`survey query` and `survey estimate`: read-only SQL over the store, and probabilities with intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+QUERY_FORMATS = ("table", "csv", "json", "parquet")
+ESTIMATE_FORMATS = ("table", "json")
+_DISPLAY_ROWS = 200
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(1)
+
+
+def _param_value(text: str) -> Any:
+    """A --param value: a JSON number, true, false or null when it reads as one, else the string itself
+    (quote it as JSON, '"3"', to pass a number as text)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float, str)) else text
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = None, more: int = 0) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    console = Console(width=max(160, Console().width))
+    console.print(table)
+    if more:
+        console.print(f"... {more} more rows (use --format csv/json/parquet with --out for all)")
+
+
+def query(
+    sql: str = typer.Argument(..., help="One read-only SQL statement over the store's views "
+                                        "(ball, attacks, sweeps, insertions, runs, ledger ...)."),
+    store: Path = typer.Option(Path("results"), "--store", help="Results directory."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (parquet needs --out)."),
+    param: list[str] = typer.Option(None, "--param", help="Value for the next ? / $1 placeholder (repeat; "
+                                                          "numbers as JSON, '\"3\"' for the text 3)."),
+    out: Path = typer.Option(None, "--out", help="Write the result to this file instead of the terminal."),
+) -> None:
+    """Run one read-only SQL query over the store (SELECT, WITH, DESCRIBE, SUMMARIZE, EXPLAIN).
+
+    Files outside the store cannot be read, and nothing can be written.
+    """
+    from analysis.db import query as run_query
+
+    if fmt not in QUERY_FORMATS:
+        _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and out is None:
+        _fail("--format parquet needs --out FILE")
+    params = [_param_value(p) for p in param] if param else None
+    try:
+        frame = run_query(store, sql, params)
+    except ValueError as exc:
+        _fail(str(exc))
+    if fmt == "table":
+        if out is not None:
+            _fail("--format table prints to the terminal; use csv, json or parquet with --out")
+        shown = frame.head(_DISPLAY_ROWS)
+        _print_table([str(c) for c in frame.columns], shown.astype(object).values.tolist(),
+                     more=len(frame) - len(shown))
+        return
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out)
+    else:
+        text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", date_format="iso",
+                                                                             indent=2)
+        if out is None:
+            typer.echo(text.rstrip("\n"))
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text if text.endswith("\n") else text + "\n")
+    typer.echo(f"wrote {len(frame)} rows to {out}", err=True)
+
+
+def estimate(
+    table: str = typer.Option(..., "--table", help="Table to count in: ball, attacks, sweeps, insertions ..."),
+    bad: str = typer.Option(None, "--bad", help="SQL predicate for a bad outcome, e.g. "
+                                                "\"out_change_rel >= 0.1\" (per curve: \"slope < 0\", the default)."),
+    by: str = typer.Option(None, "--by", help="Comma-separated group columns, e.g. network,radius."),
+    where: str = typer.Option(None, "--where", help="SQL predicate selecting the rows to count."),
+    confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the intervals."),
+    per: str = typer.Option("row", "--per", help="Unit counted: row; image (bad if any of its rows is); "
+                                                 "curve (sweeps: per-image slope, y_start, y_end, y_peak ...)."),
+    slopes: bool = typer.Option(False, "--slopes", help="Instead: mean per-image slope of psnr vs ratio with a "
+                                                        "bootstrap interval (sweeps)."),
+    n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    store: Path = typer.Option(Path("results"), "--store", help="Results directory."),
+) -> None:
+    """Probability of a bad outcome per group, with Clopper-Pearson, Wilson and image-bootstrap intervals."""
+    from analysis.estimate import estimate as run_estimate
+    from analysis.estimate import sweep_slopes
+
+    if fmt not in ESTIMATE_FORMATS:
+        _fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
+    groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
+    try:
+        if slopes:
+            rows = sweep_slopes(store, table=table, by=groups, where=where, confidence=confidence,
+                                n_boot=n_boot, seed=seed)
+        else:
+            rows = run_estimate(store, table, bad, where=where, by=groups, per=per, confidence=confidence,
+                                n_boot=n_boot, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no rows matched")
+        return
+    title = (f"{table}: mean slope" if slopes else f"{table}: P({bad or 'slope < 0'})") + f" at {confidence:g}"
+    if slopes:
+        columns = list(rows[0])
+        _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
+    else:
+        _print_estimates(rows, title)
+
+
+def _interval(row: dict[str, Any]) -> str:
+    low, high = row["ci_low"], row["ci_high"]
+    return f"[{'-' if low is None else f'{low:.4g}'}, {'-' if high is None else f'{high:.4g}'}]"
+
+
+def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
+    """One line per group: counts, then each method's interval side by side; notes below."""
+    from analysis.estimate import FIXED_KEYS, METHODS
+
+    groups = [c for c in rows[0] if c not in FIXED_KEYS]
+    lines: dict[tuple, dict[str, Any]] = {}
+    notes: dict[str, int] = {}
+    for row in rows:
+        key = tuple(row[c] for c in groups)
+        line = lines.setdefault(key, {**{c: row[c] for c in groups}, "n": row["n"], "k": row["k"], "p": row["p"],
+                                      "clusters": row["clusters"], "check": row["rule_of_three"]})
+        line[row["method"]] = _interval(row)
+        if row["method"] != "bootstrap":
+            line["interval"] = row["interval"]
+        if row["note"]:
+            notes[f"{row['method']}: {row['note']}"] = notes.get(f"{row['method']}: {row['note']}", 0) + 1
+    columns = [*groups, "n", "k", "p", *METHODS, "interval", "check", "clusters"]
+    _print_table(columns, [[line.get(c) for c in columns] for line in lines.values()], title=title)
+    if any(line["check"] is not None for line in lines.values()):
+        Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
+    for note, count in notes.items():
+        Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False)

@@ -1,0 +1,6 @@
+"""`python -m survey.cli.main` runs the CLI (used where the console script is not on PATH)."""
+
+from survey.cli import app
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,109 @@
+"""The engine end to end on real Ray: study -> units on actors -> Parquet store, resume, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from survey.engine.scheduler import run_study
+from survey.spec import load_study
+from survey.store import Store
+from tests.conftest import write_study
+
+STUDY = """
+name = "tiny"
+seed = 7
+store = "results"
+
+[[networks]]
+name = "tiny"
+factory = "tiny_net.py:build"
+kwargs = {{ fail_batch = {fail_batch} }}
+physics = {{ kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }}
+
+[[datasets]]
+name = "ellipses"
+split = "test"
+count = {count}
+
+[[tasks]]
+name = "attack"
+images_per_unit = {per_unit}
+params = {{ iterations = {iterations}, lam = [0.01, 0.1], eta = 0.01, tau = 0.001, snapshot_levels = [0.05] }}
+
+[engine]
+actors_per_network = 2
+max_in_flight = 2
+retries = 1
+"""
+
+
+def _rows(store_dir, table="attacks"):
+    files = sorted((store_dir / table).rglob("*.parquet"))
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def test_run_resume_and_store(tmp_path, ray_local):
+    path = write_study(tmp_path, STUDY.format(fail_batch=0, count=6, per_unit=2, iterations=4))
+    study = load_study(path)
+    store_dir = tmp_path / "results"
+    summary = run_study(study, store_dir=store_dir)
+    assert summary.planned == 6 and summary.done == 6 and summary.failed == 0
+    rows = _rows(store_dir)
+    assert len(rows) == summary.rows > 0
+    assert {r["network"] for r in rows} == {"tiny"}
+    assert len({r["unit_id"] for r in rows}) == 6
+    assert len({r["image_id"] for r in rows}) == 6
+    runs = pq.read_table(next((store_dir / "runs").glob("*.parquet"))).to_pylist()
+    assert runs[0]["study"] == "tiny" and runs[0]["study_sha256"] == study.digest()
+    assert "torch" in runs[0]["packages"] and runs[0]["datasets_sha256"]
+    # every row refers to its kept tensors by path and hash
+    assert all((store_dir / r["tensor_file"]).exists() for r in rows)
+    again = run_study(study, store_dir=store_dir)
+    assert again.skipped == 6 and again.done == 0
+    assert len(_rows(store_dir)) == len(rows)
+
+
+def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
+    # 4 images, 3 per unit: the first shard (3 images) always fails, the second (1 image) succeeds
+    path = write_study(tmp_path, STUDY.format(fail_batch=3, count=4, per_unit=3, iterations=3))
+    summary = run_study(load_study(path), store_dir=tmp_path / "results")
+    assert summary.done == 2 and summary.failed == 2
+    ledger = Store(tmp_path / "results").ledger().to_pylist()
+    failed = [e for e in ledger if e["status"] == "failed"]
+    assert len(failed) == 2
+    assert all("TinyNet refuses batches of 3" in e["error"] for e in failed)
+    assert all(e["attempts"] == 2 for e in failed)  # retried once, then recorded
+
+
+@pytest.mark.slow
+def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
+    path = write_study(tmp_path, STUDY.format(fail_batch=0, count=12, per_unit=1, iterations=30))
+    store_dir = tmp_path / "results"
+    cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((store_dir / "_ledger").glob("part-*.parquet")):
+        time.sleep(0.5)
+    assert proc.poll() is None, "the survey finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = Store(store_dir).finished_units()
+    assert 0 < len(partial) < 24
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ledger = [e for e in Store(store_dir).ledger().to_pylist() if e["status"] == "ok"]
+    assert sorted(e["unit_id"] for e in ledger) == sorted({e["unit_id"] for e in ledger})
+    assert len(ledger) == 24
+    rows = _rows(store_dir)
+    keys = [(r["unit_id"], r["image_id"], r.get("restart"), r.get("snapshot"), r.get("iteration")) for r in rows]
+    assert len(keys) == len(set(keys)), "rows were duplicated"
+    assert {r["unit_id"] for r in rows} == {e["unit_id"] for e in ledger}
