@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import datasets, demo, physics, run, zoo
+from survey.cli import analyze, datasets, demo, physics, run, zoo
 
 app = typer.Typer(
     name="survey",
@@ -20,6 +20,8 @@ app.add_typer(zoo.app, name="zoo")
 app.command("run")(run.run)
 app.command("status")(run.status)
 app.command("demo")(demo.demo)
+app.command("query")(analyze.query)
+app.command("estimate")(analyze.estimate)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,190 @@
+"""SQL over the results store: an in-memory DuckDB with one view per table, locked to read-only.
+
+Views (created when the directory holds at least one Parquet file):
+    <table>  for every `<store>/<table>/network=<name>/part-*.parquet` directory (attacks, ball, ...),
+             read with hive_partitioning and union_by_name (fragments may differ in columns);
+    runs     provenance, one row per run (`<store>/runs/part-*.parquet`);
+    ledger   finished / failed units (`<store>/_ledger/part-*.parquet`).
+
+The sandbox has two layers. The engine: after the views exist, `enable_external_access=false` with
+`allowed_directories=[<store>/]` and `lock_configuration=true`, so no statement can read a file
+outside the store, reach the network, load extensions or undo the settings. The statement check:
+only SELECT-like statements (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those, and a
+few read-only PRAGMAs) run; COPY, CREATE, INSERT, ATTACH, INSTALL, LOAD, SET, EXPORT ... are refused,
+since the engine alone would still allow writing inside the store.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+
+LEDGER_DIR = "_ledger"
+RUNS_DIR = "runs"
+TENSORS_DIR = "tensors"
+
+#: PRAGMAs that only read the catalog; everything else is refused.
+READ_ONLY_PRAGMAS = frozenset({"show_tables", "show_tables_expanded", "table_info", "show", "version",
+                               "database_size", "storage_info", "functions", "collations", "platform"})
+_GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:\([^)]*\)\s*)?(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
+_PRAGMA_NAME = re.compile(r"^\s*PRAGMA\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
+
+
+class QueryError(ValueError):
+    """A statement was refused by the sandbox, or DuckDB could not run it (message says which)."""
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal: single quotes doubled (DuckDB cannot bind parameters inside CREATE VIEW)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """A quoted SQL identifier: double quotes doubled."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def _root(store: Path | str) -> Path:
+    root = Path(store).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"store {str(store)!r}: no such directory")
+    if _GLOB_CHARS.search(str(root)):
+        raise ValueError(f"store path {str(root)!r} contains a glob character (* ? [ ] {{ }}); DuckDB would "
+                         "expand it in read_parquet: move or rename the store")
+    return root
+
+
+def _has_parquet(directory: Path, recursive: bool) -> bool:
+    pattern = "**/*.parquet" if recursive else "*.parquet"
+    return any(not p.name.startswith(".tmp-") for p in directory.glob(pattern))
+
+
+def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
+    """View name -> (Parquet glob, hive partitioning) for every table directory holding data."""
+    root = _root(store)
+    sources: dict[str, tuple[str, bool]] = {}
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = path.name
+        if name.startswith((".", "_")) or name in (TENSORS_DIR, RUNS_DIR):
+            continue
+        if _has_parquet(path, recursive=True):
+            sources[name] = (f"{path.as_posix()}/**/*.parquet", True)
+    for name, sub in (("runs", RUNS_DIR), ("ledger", LEDGER_DIR)):
+        if (root / sub).is_dir() and _has_parquet(root / sub, recursive=False):
+            sources[name] = (f"{(root / sub).as_posix()}/*.parquet", False)
+    return sources
+
+
+def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per table of `store`, then locked down.
+
+    With `sandbox` (the default) the connection can afterwards read only files under the store and
+    cannot change its configuration; run user SQL through `query` for the statement check as well.
+    """
+    root = _root(store)
+    con = duckdb.connect(":memory:")
+    try:
+        for name, (pattern, hive) in view_sources(root).items():
+            options = "hive_partitioning=true, union_by_name=true" if hive else "union_by_name=true"
+            con.execute(f"CREATE VIEW {sql_identifier(name)} AS "
+                        f"SELECT * FROM read_parquet({sql_string(pattern)}, {options})")
+        if sandbox:
+            con.execute(f"SET allowed_directories=[{sql_string(root.as_posix() + '/')}]")
+            con.execute("SET autoinstall_known_extensions=false")
+            con.execute("SET autoload_known_extensions=false")
+            con.execute("SET allow_community_extensions=false")
+            con.execute("SET enable_external_access=false")
+            con.execute("SET lock_configuration=true")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the views over the store."""
+    return [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                                      "ORDER BY view_name").fetchall()]
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """Column names of one view; ValueError naming the views there are when it does not exist."""
+    known = tables(con)
+    if table not in known:
+        raise ValueError(f"table {table!r} is not in the store; tables there: {known}")
+    return [r[0] for r in con.execute(f"DESCRIBE {sql_identifier(table)}").fetchall()]
+
+
+def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise QueryError unless `sql` is exactly one read-only statement."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the SQL: {exc}") from None
+    if len(statements) != 1:
+        raise QueryError(f"give exactly one statement, got {len(statements)}")
+    statement = statements[0]
+    kind = statement.type.name
+    if kind == "SELECT":
+        return
+    if kind == "EXPLAIN":
+        # EXPLAIN ANALYZE executes its statement: check what is being explained.
+        inner = _EXPLAIN.sub("", statement.query, count=1)
+        if inner == statement.query:
+            raise QueryError("cannot read the EXPLAIN statement; write EXPLAIN [ANALYZE] SELECT ...")
+        return check_statement(con, inner)
+    if kind == "PRAGMA":
+        match = _PRAGMA_NAME.match(statement.query)
+        name = match.group(1).lower() if match else "?"
+        if name in READ_ONLY_PRAGMAS:
+            return
+        raise QueryError(f"PRAGMA {name} is refused: only read-only pragmas run here "
+                         f"({', '.join(sorted(READ_ONLY_PRAGMAS))})")
+    kind = "INSTALL/LOAD" if kind == "LOAD" else kind
+    raise QueryError(f"{kind} statements are refused: the store is read-only here; "
+                     "only SELECT / WITH / DESCRIBE / SUMMARIZE / EXPLAIN run")
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
+            *, fetch: str = "df", store: Path | str | None = None):
+    """Check and run one read-only statement with bound parameters; DuckDB errors become QueryError.
+
+    fetch: "df" (pandas DataFrame), "arrow" (pyarrow Table) or "numpy" (dict of column -> array).
+    """
+    if fetch not in ("df", "arrow", "numpy"):
+        raise ValueError(f"fetch must be 'df', 'arrow' or 'numpy', got {fetch!r}")
+    check_statement(con, sql)
+    try:
+        relation = con.sql(sql, params=params if params is not None else None)
+        if relation is None:
+            raise QueryError("the statement returned no result")
+        if fetch == "arrow":
+            return relation.to_arrow_table()
+        return relation.df() if fetch == "df" else relation.fetchnumpy()
+    except duckdb.PermissionException as exc:
+        where = f" {Path(store).resolve()}" if store is not None else ""
+        raise QueryError(f"refused: the query reads or writes a file outside the store{where} "
+                         f"(only the store's own files can be read) -- {exc}") from None
+    except duckdb.Error as exc:
+        raise QueryError(f"{type(exc).__name__}: {exc}") from None
+
+
+def query(store: Path | str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
+          *, arrow: bool = False):
+    """Run one read-only SQL statement over the store; a pandas DataFrame (or pyarrow Table with `arrow`).
+
+    params: values for `?` / `$1` placeholders (a list) or `$name` placeholders (a dict), bound by DuckDB.
+    """
+    con = connect(store)
+    try:
+        return execute(con, sql, params, fetch="arrow" if arrow else "df", store=store)
+    finally:
+        con.close()
+
+
+__all__ = ["QueryError", "check_statement", "columns", "connect", "execute", "query", "sql_identifier",
+           "sql_string", "tables", "view_sources"]
