@@ -119,6 +119,8 @@ class Ball:
     draws: draws per (image, radius); batch: at most this many samples per network call (but at
     least one draw of every image and radius). with_reference: also run the reference solver on the
     first `reference_draws` draws. bad_threshold: optional, rows get bad = out_change_rel >= it.
+    with_ssim: also SSIM per draw (off by default: on CPU `survey.metrics.ssim` costs about as much
+    as a small U-Net's forward pass; rows then hold None).
     keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
     """
 
@@ -133,6 +135,7 @@ class Ball:
     with_reference: bool = False
     reference_draws: int = 64
     bad_threshold: float | None = None
+    with_ssim: bool = False
     keep_tensors: bool = True
 
     table = "ball"
@@ -227,11 +230,11 @@ class Ball:
         center_restart, attack_iterations_run, center_psnr_visibility. persist_rel and artefact_cos
         are None for a clean centre.
         """
-        centre = self._centre(ctx, generator)
-        seeds = draw_seeds(generator, self.draws)
         reference = ctx.reference if self.with_reference else None
         if self.with_reference and reference is None:
             raise ValueError(f"{type(self).__name__}: with_reference=True needs a reference solver in the context")
+        centre = self._centre(ctx, generator)
+        seeds = draw_seeds(generator, self.draws)
         with _eval_mode(ctx.net), _eval_mode(reference), torch.inference_mode():
             return self._run(ctx, reference, centre, seeds, generator.device)
 
@@ -316,7 +319,8 @@ class Ball:
             add("artefact_cos", inner / (moved_norm * per_sample(artefact_norm)), drawn)
             add("err_rel", norms(out - x_s) / per_sample(x_norm), drawn)
             add("psnr", psnr(out, x_s), drawn)
-            add("ssim", ssim(out, x_s), drawn)
+            if self.with_ssim:
+                add("ssim", ssim(out, x_s), drawn)
             if with_ref and start < self.reference_draws:
                 kept = min(stop, self.reference_draws) - start
                 u_ref = u.view(count, n_radii, drawn, *m_shape)[:, :, :kept].reshape(-1, *m_shape)
@@ -358,7 +362,7 @@ class Ball:
                   "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,
                   "bad_threshold": None if self.bad_threshold is None else float(self.bad_threshold)}
         ref_names = ("ref_out_change_rel", "ref_err_rel", "ref_psnr")
-        draw_names = ("noise_norm", "noise_rel", "out_change_rel", "err_rel", "psnr", "ssim")
+        draw_names = ("noise_norm", "noise_rel", "out_change_rel", "err_rel", "psnr")
         rows: list[dict[str, Any]] = []
         for b, image_id in enumerate(ctx.image_ids):
             image = {**shared, "image_id": image_id, "image_index": b, **centre.info[b],
@@ -369,6 +373,7 @@ class Ball:
                 for d in range(self.draws):
                     row = {**image, "radius": radius, "target_norm": float(target_values[b][k]), "draw": d}
                     row.update({name: float(columns[name][b][k][d]) for name in draw_names})
+                    row["ssim"] = float(columns["ssim"][b][k][d]) if self.with_ssim else None
                     for name in ("persist_rel", "artefact_cos"):
                         row[name] = None if clean_centre else float(columns[name][b][k][d])
                     has_ref = "ref_psnr" in columns and d < self.reference_draws

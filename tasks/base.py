@@ -100,7 +100,9 @@ class TaskContext:
 
 class TaskResult(NamedTuple):
     """rows: one dict of plain scalars/strings per measurement; tensors: name -> tensor whose
-    first axis is aligned with `rows` (tensors[name][k] belongs to rows[k])."""
+    first axis is aligned with `rows` (tensors[name][k] belongs to rows[k], stored as the row's
+    `tensor_index`), except names starting with "per_image/", indexed by the rows' `image_index`
+    (one tensor per image, e.g. the ball's centre r shared by thousands of draws)."""
 
     rows: list[dict[str, Any]]
     tensors: dict[str, torch.Tensor]
