@@ -10,11 +10,14 @@ such an image raises ValueError with the reason, which the loaders record in `Im
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from survey.data.base import ImageSet
 
 DEFAULT_PERCENTILE = 99.5
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -28,7 +31,8 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights for RGB -> luminance
 # ---------------------------------------------------------------- geometry and intensity
 
 def square(image: torch.Tensor, fit: str = "crop") -> torch.Tensor:
-    """(..., h, w) -> (..., s, s): centre crop to s = min(h, w), or zero-pad to s = max(h, w)."""
+    """(..., h, w) -> (..., s, s): centre crop to s = min(h, w), or pad to s = max(h, w) with the
+    smallest value present (the background, whatever the units)."""
     h, w = image.shape[-2:]
     if fit == "crop":
         s = min(h, w)
@@ -37,7 +41,7 @@ def square(image: torch.Tensor, fit: str = "crop") -> torch.Tensor:
     if fit == "pad":
         s = max(h, w)
         top, left = (s - h) // 2, (s - w) // 2
-        return F.pad(image, (left, s - w - left, top, s - h - top))
+        return F.pad(image, (left, s - w - left, top, s - h - top), value=float(image.min()))
     raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
 
 
@@ -101,10 +105,11 @@ def display_slice(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
     """2-D slice of an RAS-oriented volume, laid out for display.
 
     Rows run from the top of the second remaining axis down (anterior up for axial slices,
-    superior up for sagittal and coronal ones); columns follow the first remaining axis
-    (patient's left on the image's left, the neurological convention).
+    superior up for sagittal and coronal ones); columns follow the first remaining axis in
+    increasing order (axial and coronal: the patient's left on the image's left, the neurological
+    convention; sagittal: anterior on the right).
     """
-    s = np.take(volume, index, axis=axis)
+    s = volume[(slice(None),) * axis + (index,)]  # a view; np.take would copy the volume
     return np.ascontiguousarray(s.T[::-1])
 
 
@@ -114,6 +119,29 @@ def tissue_fraction(slices: np.ndarray, level: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- splits
+
+@dataclass
+class Scan:
+    """Every usable image of a user's files with the split each belongs to, before choosing one."""
+
+    ids: list[str]
+    images: list[torch.Tensor]   # each (1, size, size)
+    splits: list[str]
+    skipped: list[tuple[str, str]]
+    source: str
+
+    def counts(self) -> dict[str, int]:
+        return {s: self.splits.count(s) for s in ("train", "val", "test")}
+
+    def select(self, name: str, split: str, hint: str) -> ImageSet:
+        """The ImageSet of one split; ValueError (with the counts and `hint`) when it is empty."""
+        chosen = [i for i, s in enumerate(self.splits) if s == split]
+        if not chosen:
+            raise ValueError(f"{name} ({self.source}): no image in split {split!r}; images per split: "
+                             f"{self.counts()} (pass {hint} to use every image as test data)")
+        return ImageSet(name, split, [self.ids[i] for i in chosen], torch.stack([self.images[i] for i in chosen]),
+                        self.source, list(self.skipped))
+
 
 def hash_split(key: str) -> str:
     """Stable split of a key: sha256(key) mod 10 -> 0 test, 1 val, 2..9 train (10% / 10% / 80%)."""
@@ -202,7 +230,8 @@ def read_dicom(path: Path) -> tuple[list[np.ndarray], dict]:
     stack = a if frames > 1 else a[None]
     if stack.ndim != 3:
         raise ValueError(f"DICOM pixel array has unexpected shape {tuple(a.shape)}")
-    info = {"modality": str(ds.get("Modality", "")), "photometric": photometric, "frames": frames}
+    info = {"modality": str(ds.get("Modality", "")), "photometric": photometric, "frames": frames,
+            "series": str(ds.get("SeriesInstanceUID", "")) or None}
     return list(stack), info
 
 

@@ -29,11 +29,12 @@ MODIFIED_SHEPP_LOGAN = (
 
 
 def shepp_logan(size: int, supersample: int = 4) -> torch.Tensor:
-    """The phantom as float32 (1, 1, size, size) in [0, 1] (skull 1, brain 0.2, ventricles 0)."""
+    """The phantom as float32 (1, 1, size, size), max 1 (skull 1, brain 0.2, ventricles 0 at 64 px and up)."""
     t = torch.tensor(MODIFIED_SHEPP_LOGAN, dtype=torch.float32)[None]  # (1, 10, 6)
     image = rasterise_ellipses(t[..., 0], t[..., 1:3], t[..., 3:5], t[..., 5] * (math.pi / 180), size,
                                supersample)
-    return image.clamp_(0.0, 1.0)
+    # below ~64 px the thin skull covers no pixel fully; rescale so every size spans [0, 1]
+    return (image.clamp_(0.0, 1.0) / image.max()).clamp_(0.0, 1.0)
 
 
 def load(split: str = "test", size: int = 64) -> ImageSet:

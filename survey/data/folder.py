@@ -1,0 +1,146 @@
+"""A user's own images: a folder (searched recursively, in sorted order) or a single file.
+
+Read: DICOM (.dcm/.dicom, and files without extension that carry the DICM marker; multi-frame files
+give one image per frame), NIfTI (.nii/.nii.gz, reoriented to RAS; a 3-D volume gives every slice
+along `axis`: 0 sagittal, 1 coronal, 2 axial), PNG/TIFF/JPEG (RGB -> luminance; multi-page TIFF gives
+one image per page) and NumPy .npy (2-D, or a 3-D stack sliced along `npy_axis`, default 0;
+complex -> magnitude). In stacks, slices with almost no signal (fewer than `min_tissue` of the
+pixels above 5% of the stack's range) are dropped. Each image is centre-cropped (`fit="crop"`) or
+padded (`fit="pad"`) to a square, resized and scaled to [0, 1] (see survey.data.io).
+
+Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Splits: by
+sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being the file (so the slices of
+one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series stored as one file per
+slice stays together); `split_mode="test"` puts every image in 'test' instead.
+Files that cannot be used are listed in `ImageSet.skipped` as (file, reason); a folder with no
+usable image at all raises ValueError with those reasons.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from survey.data import io
+from survey.data.base import ImageSet
+
+SPLIT_MODES = ("hash", "test")
+MAX_REASONS_SHOWN = 20
+
+
+def list_files(root: Path, pattern: str | None) -> list[tuple[Path, str]]:
+    """(file, relative posix path) in sorted order; hidden files and folders are ignored."""
+    if root.is_file():
+        files = [(root, root.name)]
+    else:
+        files = []
+        for p in root.rglob("*"):
+            rel = p.relative_to(root)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                files.append((p, rel.as_posix()))
+        files.sort(key=lambda item: item[1])
+    if pattern:
+        files = [(p, rel) for p, rel in files if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(p.name, pattern)]
+    return files
+
+
+def non_empty(slices: list[np.ndarray], min_tissue: float) -> list[int]:
+    """Indices of the 2-D slices with at least min_tissue of their pixels above 5% of the stack's
+    range (its minimum to the 99.5th percentile of its finite values); complex -> magnitude."""
+    slices = [np.abs(s) if np.iscomplexobj(s) else np.asarray(s, dtype=np.float64) for s in slices]
+    values = np.concatenate([s.ravel() for s in slices])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no finite values")
+    lo, hi = float(values.min()), float(np.percentile(values, io.DEFAULT_PERCENTILE))
+    if hi <= lo:
+        hi = float(values.max())
+    if hi <= lo:
+        return []
+    level = lo + 0.05 * (hi - lo)
+    with np.errstate(invalid="ignore"):
+        return [i for i, s in enumerate(slices) if (s > level).mean() >= min_tissue]
+
+
+def read_slices(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[list[np.ndarray], bool, str | None]:
+    """(2-D arrays, is_stack, DICOM series uid) of one file; ValueError with the reason if unusable."""
+    if kind == "dicom":
+        frames, info = io.read_dicom(path)
+        return frames, len(frames) > 1, info.get("series")
+    if kind == "raster":
+        pages = io.read_raster(path)
+        return pages, len(pages) > 1, None
+    if kind == "nifti":
+        data = io.read_nifti(path)
+        if data.ndim == 2:
+            return [data], False, None
+        if data.ndim != 3:
+            raise ValueError(f"expected a 2-D image or 3-D volume, got shape {tuple(data.shape)}")
+        return [io.display_slice(data, i, axis) for i in range(data.shape[axis])], True, None
+    data = io.read_numpy(path)
+    if data.dtype.kind not in "biufc":
+        raise ValueError(f"unsupported array dtype {data.dtype}")
+    if data.ndim == 2:
+        return [data], False, None
+    if data.ndim != 3:
+        raise ValueError(f"expected a 2-D image or 3-D stack, got shape {tuple(data.shape)}")
+    if not -3 <= npy_axis < 3:
+        raise ValueError(f"npy_axis must be 0, 1 or 2, got {npy_axis}")
+    return list(np.moveaxis(data, npy_axis, 0)), True, None
+
+
+def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | None = None,
+         split_mode: str = "hash", fit: str = "crop", min_tissue: float = 0.01,
+         percentile: float = io.DEFAULT_PERCENTILE) -> io.Scan:
+    """Read every usable image under `path` (see the module docstring); raises if there is none."""
+    root = io.require_path(path, "folder")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"folder: axis must be 0, 1 or 2, got {axis}")
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"folder: split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+    files = list_files(root, pattern)
+    out = io.Scan([], [], [], [], f"user files (path={root})")
+    for file, rel in files:
+        kind = io.file_kind(file)
+        if kind is None:
+            out.skipped.append((rel, f"unsupported file type {''.join(file.suffixes) or '(no extension)'!r}"))
+            continue
+        try:
+            slices, is_stack, series = read_slices(file, kind, axis=axis, npy_axis=npy_axis)
+            keep = range(len(slices))
+            if is_stack:
+                keep = non_empty(slices, min_tissue)
+                if len(keep) < len(slices):
+                    out.skipped.append((rel, f"{len(slices) - len(keep)} of {len(slices)} slices empty "
+                                             f"(< {min_tissue:g} of pixels with signal), dropped"))
+        except (ValueError, OSError) as exc:
+            out.skipped.append((rel, str(exc)))
+            continue
+        split = "test" if split_mode == "test" else io.hash_split(f"series:{series}" if series else rel)
+        for i in keep:
+            image_id = f"folder/{rel}#{i}" if is_stack else f"folder/{rel}"
+            try:
+                out.images.append(io.prepare_image(slices[i], size, fit=fit, percentile=percentile))
+            except ValueError as exc:
+                out.skipped.append((f"{rel}#{i}" if is_stack else rel, str(exc)))
+                continue
+            out.ids.append(image_id)
+            out.splits.append(split)
+    if not out.ids:
+        reasons = "\n".join(f"  {f}: {r}" for f, r in out.skipped[:MAX_REASONS_SHOWN])
+        more = len(out.skipped) - MAX_REASONS_SHOWN
+        raise ValueError(f"folder {str(root)!r}: no usable image among {len(files)} files"
+                         + (f":\n{reasons}" if reasons else "")
+                         + (f"\n  ... and {more} more" if more > 0 else ""))
+    return out
+
+
+def load(split: str = "test", size: int = 64, *, path=None, axis: int = 2, npy_axis: int = 0,
+         pattern: str | None = None, split_mode: str = "hash", fit: str = "crop",
+         min_tissue: float = 0.01, percentile: float = io.DEFAULT_PERCENTILE) -> ImageSet:
+    """The images of split `split` under `path` (see the module docstring)."""
+    found = scan(path, size, axis=axis, npy_axis=npy_axis, pattern=pattern, split_mode=split_mode,
+                 fit=fit, min_tissue=min_tissue, percentile=percentile)
+    return found.select("folder", split, "split_mode='test'")

@@ -1,0 +1,251 @@
+"""Datasets: the [0, 1] image contract, determinism, splits, and reading users' files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from survey.data import io, load_dataset
+from survey.data.catalog import describe
+
+SIZE = 32
+
+
+def check_contract(images, size=SIZE):
+    x = images.images
+    assert x.dtype == torch.float32 and x.ndim == 4 and x.shape[1:] == (1, size, size)
+    assert len(images.ids) == len(set(images.ids)) == x.shape[0] > 0
+    assert torch.isfinite(x).all()
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert torch.equal(x.amax(dim=(1, 2, 3)), torch.ones(x.shape[0]))   # every image reaches 1
+    assert isinstance(images.source, str) and images.source
+
+
+BUILTIN = [("ellipses", {"n_train": 6, "n_val": 3, "n_test": 4}), ("shepp-logan", {}), ("brain", {}),
+           ("dicom-samples", {})]
+
+
+@pytest.mark.parametrize("name,params", BUILTIN, ids=[b[0] for b in BUILTIN])
+def test_builtin_loaders_follow_the_contract_and_are_deterministic(name, params):
+    first = load_dataset(name, split="test", size=SIZE, **params)
+    second = load_dataset(name, split="test", size=SIZE, **params)
+    check_contract(first)
+    assert all(i.startswith(f"{name}/") for i in first.ids)
+    assert first.ids == second.ids and first.content_hash == second.content_hash
+
+
+def test_ellipses_image_depends_only_on_seed_and_index():
+    few = load_dataset("ellipses", split="train", size=SIZE, n_train=3)
+    many = load_dataset("ellipses", split="train", size=SIZE, n_train=8)
+    assert few.ids == ["ellipses/000000", "ellipses/000001", "ellipses/000002"]
+    assert torch.equal(few.images, many.images[:3])
+    other_seed = load_dataset("ellipses", split="train", size=SIZE, n_train=3, seed=1)
+    assert not torch.equal(few.images, other_seed.images)
+    assert len({img.numpy().tobytes() for img in many.images}) == 8      # all different
+    assert float((many.images == 0).float().mean()) > 0.2                # background outside the ellipses
+
+
+def test_ellipses_splits_are_disjoint():
+    splits = {s: load_dataset("ellipses", split=s, size=16, n_train=20, n_val=5, n_test=5) for s in
+              ("train", "val", "test")}
+    assert [len(v) for v in splits.values()] == [20, 5, 5]
+    ids = [set(v.ids) for v in splits.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    hashes = {img.numpy().tobytes() for v in splits.values() for img in v.images}
+    assert len(hashes) == 30
+
+
+def test_shepp_logan_has_the_standard_layout():
+    img = load_dataset("shepp-logan", split="test", size=64).images[0, 0]
+    assert float(img[32, 2]) == 0.0                            # outside the head
+    assert abs(float(img[21, 32]) - 0.3) < 1e-6                # the large ellipse above the centre
+    assert float(img[32, 39]) < 1e-6 and float(img[32, 25]) < 1e-6  # the two ventricles (right, left)
+    assert abs(float(img[45, 32]) - 0.2) < 1e-6                # brain matter
+    with pytest.raises(ValueError, match="single test image"):
+        load_dataset("shepp-logan", split="train")
+
+
+def test_brain_slices_are_real_tissue_split_by_z():
+    sets = {s: load_dataset("brain", split=s, size=SIZE) for s in ("train", "val", "test")}
+    ids = [i for v in sets.values() for i in v.ids]
+    assert len(ids) == len(set(ids)) > 100
+    for split, rule in (("test", 0), ("val", 1)):
+        assert all(int(i.split("/z")[1]) % 5 == rule for i in sets[split].ids)
+    assert all(int(i.split("/z")[1]) % 5 > 1 for i in sets["train"].ids)
+    for v in sets.values():
+        check_contract(v)
+        tissue = (v.images > 0.1).float().mean(dim=(1, 2, 3))
+        assert float(tissue.min()) > 0.05
+        border = torch.cat([v.images[..., 0, :], v.images[..., -1, :], v.images[..., 0], v.images[..., -1]], -1)
+        assert float(border.max()) < 0.05                    # background all round the head
+    mid = sets["test"].images[len(sets["test"]) // 2, 0]
+    assert float((mid - mid.flip(-1)).abs().mean()) < 0.08   # a symmetric template, left-right
+
+
+def test_dicom_samples_hold_real_ct_and_mr_in_test_only():
+    images = load_dataset("dicom-samples", split="test", size=SIZE)
+    assert {"dicom-samples/CT_small", "dicom-samples/MR_small"} <= set(images.ids)
+    assert images.skipped == []
+    with pytest.raises(ValueError, match="only a 'test' split"):
+        load_dataset("dicom-samples", split="train")
+
+
+# ---------------------------------------------------------------- user folders
+
+def write_dicom(path, pixels: np.ndarray, modality="CT"):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 12)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def ramp(h=20, w=24):
+    return np.add.outer(np.arange(h), 2 * np.arange(w)).astype(np.float64)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    from PIL import Image
+    import nibabel as nib
+
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:, 10:, 0] = 200                                       # a red right half
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    np.save(tmp_path / "plane.npy", ramp())
+    volume = np.zeros((16, 18, 5), np.float32)                 # (x, y, z) in RAS
+    volume[:, :, 1:4] = 1.0
+    volume[12:, 14:, 1:4] = 5.0                                # a bright right-anterior corner
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "head.nii.gz")
+    (tmp_path / "scans").mkdir()
+    write_dicom(tmp_path / "scans" / "ct.dcm", 1000 + ramp(24, 24))
+    write_dicom(tmp_path / "scans" / "IM0001", 1000 + ramp(24, 24).T)   # DICOM without an extension
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    np.save(tmp_path / "line.npy", np.arange(5.0))
+    np.save(tmp_path / "zeros.npy", np.zeros((8, 8)))
+    (tmp_path / "notes.dcm").write_text("this is not DICOM\n")
+    return tmp_path
+
+
+def test_folder_loads_good_files_and_reports_bad_ones(mixed_folder):
+    images = load_dataset("folder", split="test", size=SIZE, path=str(mixed_folder), split_mode="test")
+    check_contract(images)
+    assert images.ids == ["folder/head.nii.gz#1", "folder/head.nii.gz#2", "folder/head.nii.gz#3",
+                          "folder/photo.png", "folder/plane.npy", "folder/scans/IM0001", "folder/scans/ct.dcm"]
+    reasons = dict(images.skipped)
+    assert set(reasons) == {"broken.png", "line.npy", "zeros.npy", "notes.dcm", "head.nii.gz"}
+    assert "not a readable image" in reasons["broken.png"]
+    assert "2-D" in reasons["line.npy"] and "(5,)" in reasons["line.npy"]
+    assert "constant" in reasons["zeros.npy"]
+    assert "DICOM" in reasons["notes.dcm"]
+    assert "2 of 5 slices empty" in reasons["head.nii.gz"]
+
+    by_id = dict(zip(images.ids, images.images))
+    assert torch.allclose(by_id["folder/plane.npy"], io.prepare_image(ramp(), SIZE))
+    assert torch.allclose(by_id["folder/scans/ct.dcm"], io.prepare_image(ramp(24, 24), SIZE), atol=1e-6)
+    photo = by_id["folder/photo.png"][0]                      # red -> luminance, left half black
+    assert float(photo[:, :SIZE // 2 - 2].max()) == 0.0 and float(photo[:, SIZE // 2 + 2:].min()) == 1.0
+    axial = by_id["folder/head.nii.gz#2"][0]                   # anterior up, patient's right on the right
+    assert float(axial[:4, -4:].min()) == 1.0 and float(axial[-4:, :4].max()) < 0.5
+
+
+def test_folder_hash_split_keeps_a_volume_together_and_is_disjoint(mixed_folder):
+    from survey.data.folder import scan
+
+    found = scan(mixed_folder, SIZE)
+    assert found.ids == scan(mixed_folder, SIZE).ids
+    split_of = dict(zip(found.ids, found.splits))
+    assert len({split_of[f"folder/head.nii.gz#{z}"] for z in (1, 2, 3)}) == 1
+    assert split_of["folder/plane.npy"] == io.hash_split("plane.npy")
+    loaded = {}
+    for split in ("train", "val", "test"):
+        try:
+            loaded[split] = set(load_dataset("folder", split=split, size=SIZE, path=mixed_folder).ids)
+        except ValueError as exc:
+            assert "no image in split" in str(exc)
+            loaded[split] = set()
+    assert sum(len(v) for v in loaded.values()) == len(found.ids) == len(set().union(*loaded.values()))
+
+
+def test_folder_without_usable_images_raises_with_reasons(tmp_path):
+    (tmp_path / "a.dcm").write_text("nope")
+    np.save(tmp_path / "b.npy", np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="no usable image") as err:
+        load_dataset("folder", path=tmp_path)
+    assert str(tmp_path) in str(err.value) and "a.dcm" in str(err.value) and "NaN" in str(err.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_dataset("folder", path=tmp_path / "missing")
+    with pytest.raises(ValueError, match="needs a path"):
+        load_dataset("folder")
+
+
+# ---------------------------------------------------------------- fastMRI
+
+def centred_fft2(x: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def test_fastmri_reads_reconstructions_and_multicoil_kspace(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.2, 1.0, (2, 40, 32))                 # (slices, h, w), tall like fastMRI
+    maps = rng.normal(size=(4, 40, 32)) + 1j * rng.normal(size=(4, 40, 32))
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(axis=0))           # sum_c |s_c|^2 = 1, so RSS = |x|
+    kspace = centred_fft2(maps[None] * truth[:, None]).astype(np.complex64)
+    with h5py.File(tmp_path / "multicoil.h5", "w") as f:
+        f["kspace"] = kspace
+    with h5py.File(tmp_path / "recon.h5", "w") as f:
+        f["reconstruction_rss"] = truth[:, 4:36, :].astype(np.float32)
+        f["kspace"] = kspace                                    # ignored: the reconstruction comes first
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["ismrmrd_header"] = np.zeros(3)
+    with h5py.File(tmp_path / "flat.h5", "w") as f:
+        f["kspace"] = np.zeros((2, 8, 8))
+
+    images = load_dataset("fastmri", split="test", size=SIZE, path=tmp_path, split_mode="test")
+    check_contract(images)
+    assert images.ids == ["fastmri/multicoil.h5#0", "fastmri/multicoil.h5#1", "fastmri/recon.h5#0",
+                          "fastmri/recon.h5#1"]
+    for s in range(2):
+        expected = io.prepare_image(truth[s], SIZE)            # centre crop 40 x 32 -> 32 x 32
+        assert torch.allclose(images.images[s], expected, atol=1e-5)
+        assert torch.allclose(images.images[2 + s], expected, atol=1e-5)
+    reasons = dict(images.skipped)
+    assert "no reconstruction_rss" in reasons["empty.h5"] and "must be complex" in reasons["flat.h5"]
+
+    single = load_dataset("fastmri", size=SIZE, path=tmp_path / "multicoil.h5", split_mode="test")
+    assert single.ids == images.ids[:2]
+    with pytest.raises(ValueError, match="no usable slice"):
+        load_dataset("fastmri", path=tmp_path / "empty.h5", split_mode="test")
+
+
+def test_singlecoil_kspace_gives_the_magnitude_image():
+    from survey.data.fastmri import kspace_to_image
+
+    x = np.random.default_rng(1).normal(size=(12, 10)) + 1j
+    assert np.allclose(kspace_to_image(centred_fft2(x)), np.abs(x))
+
+
+# ---------------------------------------------------------------- catalog
+
+def test_describe_reports_counts_and_source(mixed_folder):
+    ell = describe("ellipses", size=16)
+    assert ell["counts"] == {"train": 2000, "val": 100, "test": 100} and "seed=0" in ell["source"]
+    assert describe("shepp-logan", size=16)["counts"] == {"train": 0, "val": 0, "test": 1}
+    assert describe("folder")["counts"] is None
+    folder = describe("folder", size=16, path=mixed_folder)
+    assert sum(folder["counts"].values()) == 7 and str(mixed_folder) in folder["source"]
+    with pytest.raises(ValueError, match="unknown dataset"):
+        describe("nope")
