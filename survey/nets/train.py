@@ -91,7 +91,7 @@ def train(name: str, *, steps: int | None = None, seed: int = 0, device: str = "
         optimiser.step()
         schedule.step()
         if log is not None and (step % 100 == 0 or step == steps - 1):
-            log(step, float(loss), time.perf_counter() - start)
+            log(step, loss.item(), time.perf_counter() - start)
     wall = time.perf_counter() - start
     net.eval()
     reference = make_reference(physics)
