@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -51,25 +53,19 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    name: str = typer.Argument(..., help="Zoo network name."),
-    dataset: str = typer.Option(None, help="Dataset to evaluate on (default: the network's own)."),
+    name: str = typer.Argument(..., help="Zoo network name, or a network declared in --study."),
+    dataset: str = typer.Option(None, help="Dataset to evaluate on (default: the network's own, or the "
+                                           "study's first)."),
     split: str = typer.Option("test", help="train, val or test."),
     count: int = typer.Option(None, help="Number of images (default: all)."),
+    study: Path = typer.Option(None, "--study", help="Study file declaring NAME (bring-your-own networks)."),
 ) -> None:
     """Mean PSNR/SSIM of network NAME, of H and of the reference on a dataset split."""
-    import torch
+    from survey.nets.evaluation import evaluate_network
 
-    from survey.data import load_dataset
-    from survey.nets.train import evaluate
-    from survey.nets.zoo import entry, load_network
-    from survey.solvers import make_reference
-
-    net, physics = load_network(name)
-    images = load_dataset(dataset or entry(name).dataset, split=split, size=physics.size, count=count)
-    metrics = evaluate(net, physics, images.images, reference=make_reference(physics),
-                       generator=torch.Generator().manual_seed(1))
+    result = evaluate_network(name, study=study, dataset=dataset, split=split, count=count)
     table = Table("method", "PSNR (dB)", "SSIM")
     for key in ("net", "H", "reference"):
-        table.add_row(key, _fmt(metrics[f"psnr_{key}"]), f"{metrics[f'ssim_{key}']:.3f}")
-    Console().print(f"{name} on {images.name}/{split} ({len(images)} images)")
+        table.add_row(key, _fmt(result.metrics[f"psnr_{key}"]), f"{result.metrics[f'ssim_{key}']:.3f}")
+    Console().print(f"{name} on {result.dataset}/{split} ({result.count} images)")
     Console().print(table)
