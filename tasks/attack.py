@@ -205,6 +205,7 @@ class Attack:
     dilated by support_dilation pixels; image domain only). Measurement-domain perturbations are
     always confined to the measured entries (`measurement_support`). target: "network", or "reference" to
     attack the unrolled reference solver with the same budget. keep_tensors: return r and outputs.
+    with_reference: also reconstruct every snapshot with the reference solver (the ref_* columns).
     label: free text recorded in rows (set to the preset name by `Attack.preset`).
     """
 
@@ -226,6 +227,7 @@ class Attack:
     support_dilation: int = 2
     target: str = "network"
     keep_tensors: bool = True
+    with_reference: bool = True
     label: str = ""
 
     def __post_init__(self):
@@ -279,7 +281,7 @@ class Attack:
             attacked = _differentiable(ctx.reference)
         else:
             attacked = ctx.net
-        reference = ctx.reference if self.target == "network" else None
+        reference = ctx.reference if self.target == "network" and self.with_reference else None
         x = x_images.repeat_interleave(self.restarts, dim=0)  # sample n = image * restarts + restart
         with _eval_mode(attacked), _eval_mode(reference), torch.no_grad():
             return self._run(ctx, attacked, reference, physics, x, generator)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import analyze, datasets, demo, physics, run, zoo
+from survey.cli import analyze, datasets, demo, physics, report, run, zoo
 
 app = typer.Typer(
     name="survey",
@@ -22,6 +22,7 @@ app.command("status")(run.status)
 app.command("demo")(demo.demo)
 app.command("query")(analyze.query)
 app.command("estimate")(analyze.estimate)
+app.command("report")(report.report)
 
 
 def _version(value: bool) -> None:

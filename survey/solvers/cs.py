@@ -18,7 +18,8 @@ the sum and keeps every iteration a fixed, differentiable map, so `unrolled=True
 that attacks can differentiate with respect to y. Warm start: Re H(y). Iterations are fixed (no
 stopping rule), so a batch gives exactly the per-image results.
 
-Defaults per operator kind come from `survey.solvers.tuning.tune`; see DEFAULT_PARAMS.
+Defaults per operator kind (DEFAULT_PARAMS) come from `survey.solvers.tuning.tune` on brain
+validation slices; the grids and the full results are in that module's docstring.
 """
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ from survey.solvers.wavelets import Wavelet2D
 
 #: Defaults per physics kind, chosen by `survey.solvers.tuning.tune` (grid and table in its docstring).
 DEFAULT_PARAMS: dict[str, dict] = {
-    "mri": dict(lam_w=1e-3, lam_tv=2e-3, iterations=200, wavelet="db2", levels=3, eps=1e-2),
-    "pmri": dict(lam_w=1e-3, lam_tv=2e-3, iterations=200, wavelet="db2", levels=3, eps=1e-2),
-    "radon": dict(lam_w=1e-3, lam_tv=2e-3, iterations=200, wavelet="db2", levels=3, eps=1e-2),
-    "denoise": dict(lam_w=1e-3, lam_tv=2e-3, iterations=200, wavelet="db2", levels=3, eps=1e-2),
+    # 64 x 64 brain (val), 25% gaussian lines: 29.9 dB vs zero-filled 24.1 dB.
+    "mri": dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3, eps=3e-3),
+    # 8 coils, 15% uniform lines: 28.7 dB vs coil-combined zero filling 23.3 dB.
+    "pmri": dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3, eps=3e-3),
+    # 50 views, tuned at 1% measurement noise: 33.7 dB vs FBP 29.5 dB (noiseless: 36.3 vs 32.1).
+    "radon": dict(lam_w=1e-4, lam_tv=3e-4, iterations=200, wavelet="db2", levels=3, eps=3e-3),
+    # sigma = 25/255: 27.7 dB vs the noisy image 20.2 dB.
+    "denoise": dict(lam_w=2e-2, lam_tv=8e-2, iterations=200, wavelet="db2", levels=3, eps=3e-3),
 }
 
 _PARAM_NAMES = ("lam_w", "lam_tv", "iterations", "wavelet", "levels", "eps")
@@ -59,7 +64,7 @@ class CSReconstructor(nn.Module):
     """
 
     def __init__(self, *, lam_w: float, lam_tv: float, iterations: int = 200, wavelet: str = "db2",
-                 levels: int = 3, eps: float = 1e-2, unrolled: bool = False,
+                 levels: int = 3, eps: float = 3e-3, unrolled: bool = False,
                  operator_norm: float | None = None):
         super().__init__()
         for name, value in (("lam_w", lam_w), ("lam_tv", lam_tv)):
@@ -78,6 +83,16 @@ class CSReconstructor(nn.Module):
         self.wavelet = Wavelet2D(wavelet, levels)
         self._norms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def __getstate__(self) -> dict:
+        # The per-operator norm cache holds weak references, which cannot be pickled (Ray, deepcopy).
+        state = dict(self.__dict__)
+        state["_norms"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._norms = weakref.WeakKeyDictionary()
+
     @property
     def params(self) -> dict:
         """The hyper-parameters as a plain dict (for rows and reports)."""
@@ -95,8 +110,9 @@ class CSReconstructor(nn.Module):
             self._norms[physics] = float(physics.norm()) ** 2
         return self._norms[physics]
 
-    def lipschitz(self, physics: LinearPhysics) -> float:
-        """Lipschitz constant of the smooth part's gradient (normalised data term has constant 1)."""
+    @property
+    def lipschitz(self) -> float:
+        """Lipschitz constant of the smooth part's gradient (the normalised data term contributes 1)."""
         return 1.0 + tv.GRADIENT_NORM_SQUARED * self.lam_tv / self.eps
 
     def forward(self, y: torch.Tensor, physics: LinearPhysics) -> torch.Tensor:
@@ -105,7 +121,7 @@ class CSReconstructor(nn.Module):
 
     def _fista(self, y: torch.Tensor, physics: LinearPhysics) -> torch.Tensor:
         s = self.norm_squared(physics)
-        step = 1.0 / self.lipschitz(physics)
+        step = 1.0 / self.lipschitz
         z = physics.H(y)
         z = z.real if torch.is_complex(z) else z
         if z.ndim != 4 or z.shape[1] != 1:

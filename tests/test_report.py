@@ -1,0 +1,281 @@
+"""The evidence report on a real store (tiny networks on real Ray): numbers match `estimate`, images exist
+and load in a headless browser, missing tables read "not run", the CLI command writes and prints it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from analysis.estimate import estimate
+from analysis.report import (DEFINITIONS, build_report, evaluate_criteria, format_interval, format_number,
+                             overall_verdict)
+from survey.cli.report import report
+from survey.spec import load_study
+from tests.conftest import write_study
+
+STUDY = """
+name = "report-test"
+seed = 5
+store = "results"
+description = "Two small residual CNNs on Cartesian MRI."
+intended_use = "Reconstruction of 32 x 32 MRI slices from undersampled Cartesian k-space (test fixture)."
+
+[[networks]]
+name = "tiny-a"
+factory = "tiny_net.py:build"
+physics = { kind = "mri", size = 32, ratio = 0.5, mask = "uniform-lines", seed = 0 }
+
+[[networks]]
+name = "tiny-b"
+factory = "tiny_net.py:build"
+physics = { kind = "mri", size = 32, ratio = 0.3, mask = "gaussian-lines", seed = 0 }
+
+[[datasets]]
+name = "ellipses"
+split = "test"
+count = 4
+
+[[tasks]]
+name = "attack"
+images_per_unit = 4
+params = { iterations = 40, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels = [0.01, 0.03] }
+
+[[tasks]]
+name = "ball"
+images_per_unit = 4
+params = { level = 0.02, radius = [0.25, 1.0], draws = 10, batch = 80, attack = { iterations = 40, eta = 0.05 } }
+
+[[tasks]]
+name = "insertion"
+images_per_unit = 4
+params = { detail = "heart", size = 10, contrast = 0.4, count = 2 }
+
+[[tasks]]
+name = "sweep"
+images_per_unit = 4
+params = { ratios = [0.2, 0.5, 1.0] }
+
+[[criteria]]
+name = "Output moves less than 5% at 1% perturbations"
+table = "attacks"
+bad = "out_change_rel >= 0.05"
+where = "snapshot = 'level' AND snapshot_target = 0.01"
+max_upper = 0.6
+
+[[criteria]]
+name = "Artefact does not persist"
+table = "ball"
+bad = "artefact_cos >= 0.5"
+max_upper = 0.2
+"""
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class _Tables(HTMLParser):
+    """Collects the text of every table row (list of cell texts) and every <img> src."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(html: str) -> _Tables:
+    parser = _Tables()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="session")
+def study_store(tmp_path_factory, ray_local):
+    """(study, store) after running the study above on the embedded Ray cluster."""
+    from survey.engine.scheduler import run_study
+
+    folder = tmp_path_factory.mktemp("report_study")
+    study = load_study(write_study(folder, STUDY))
+    summary = run_study(study, store_dir=folder / "results")
+    assert summary.failed == 0 and summary.done == summary.planned
+    return study, folder / "results"
+
+
+@pytest.fixture(scope="session")
+def built(study_store, tmp_path_factory):
+    study, store = study_store
+    out = tmp_path_factory.mktemp("report") / "quick"
+    index = build_report(store, out, study)
+    return study, store, index
+
+
+def test_report_is_self_contained_and_every_image_exists(built):
+    _, _, index = built
+    html = index.read_text()
+    parsed = _parse(html)
+    assert len(parsed.images) >= 8
+    for src in parsed.images:
+        assert not src.startswith(("/", "http", "file:")), src
+        assert (index.parent / src).is_file(), src
+    assert not re.search(r"<link[^>]+stylesheet|<script[^>]+src=", html)  # CSS and scripts inline
+    for title in ("Device under test", "Intended use", "Methods and parameters", "Acceptance criteria",
+                  "Results with confidence intervals", "Worst cases found", "Limitations", "Provenance"):
+        assert title in html
+    assert "undersampled Cartesian k-space (test fixture)" in html
+    assert "not run" not in html.lower()  # every table was run here
+
+
+def test_report_numbers_are_the_numbers_of_estimate(built):
+    study, store, index = built
+    html = index.read_text()
+    rows = _parse(html).rows
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    checked = 0
+    for definition in DEFINITIONS:
+        by = ["network", *definition.by]
+        expected = estimate(store, definition.table, definition.bad, where=definition.where, by=by,
+                            per=definition.per, x=definition.x, y=definition.y)
+        assert expected, definition.key
+        assert data["estimates"][definition.key]["network"] == json.loads(json.dumps(expected, default=str))
+        lines = {}
+        for e in expected:
+            lines.setdefault(tuple(e[c] for c in by), {})[e["method"]] = e
+        for key, methods in lines.items():
+            cp, wilson = methods["clopper-pearson"], methods["wilson"]
+            line = [*(format_number(v) if isinstance(v, float) else str(v) for v in key), "network",
+                    str(cp["n"]), str(cp["k"]), format_number(cp["p"]), format_interval(cp["ci_low"], cp["ci_high"]),
+                    format_interval(wilson["ci_low"], wilson["ci_high"])]
+            assert any(r[:len(line)] == line for r in rows), (definition.key, line)
+            checked += 1
+    assert checked >= 10
+
+
+def test_printed_commands_reproduce_the_tables_with_survey_estimate(built):
+    from survey.cli.analyze import estimate as estimate_command
+
+    _, store, index = built
+    html = index.read_text()
+    commands = [unescape(c) for c in re.findall(r'<pre class="command">(.*?)</pre>', html, re.S)]
+    amplification = next(c for c in commands if "2 * r_rel" in c)
+    argv = shlex.split(amplification)
+    assert argv[:2] == ["survey", "estimate"]
+    app = typer.Typer()
+    app.command()(estimate_command)
+    result = CliRunner().invoke(app, [*argv[2:], "--format", "json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    assert printed == data["estimates"]["attack-amplification"]["network"]
+
+
+def test_acceptance_verdicts_follow_the_clopper_pearson_upper_bound(built):
+    study, store, index = built
+    results = evaluate_criteria(store, study.criteria)
+    assert [r.name for r in results] == [c.name for c in study.criteria]
+    for criterion, result in zip(study.criteria, results):
+        upper = [e["ci_high"] for e in estimate(store, criterion.table, criterion.bad, where=criterion.where,
+                                                by=criterion.by) if e["method"] == "clopper-pearson"]
+        assert len(result.groups) == len(upper) == 2  # one group per network
+        assert result.status == ("pass" if max(upper) <= criterion.max_upper else "fail")
+    # the ball's artefact persists almost surely around a worst case: its criterion fails
+    assert results[1].status == "fail" and overall_verdict(results) == "fail"
+    rows = _parse(index.read_text()).rows
+    verdicts = [r[-1] for r in rows if r and r[0] == study.criteria[1].name]
+    assert verdicts == ["FAIL", "FAIL"]
+
+
+def test_missing_tables_read_not_run_and_the_recorded_study_is_used(study_store, tmp_path):
+    _, store = study_store
+    partial = tmp_path / "partial"
+    shutil.copytree(store, partial)
+    for table in ("ball", "insertions", "sweeps"):
+        shutil.rmtree(partial / table)
+    index = build_report(partial, tmp_path / "out")  # no study given: the runs table's copy is used
+    html = index.read_text()
+    for table in ("ball", "insertions", "sweeps"):
+        assert f"Not run: the store holds no &#39;{table}&#39; table." in html
+    assert "undersampled Cartesian k-space (test fixture)" in html  # intended use from runs.study_json
+    assert "NOT RUN" in html  # the ball criterion cannot be judged
+    assert all((index.parent / src).is_file() for src in _parse(html).images)
+
+
+def test_cli_report_writes_and_prints_index(study_store, tmp_path, monkeypatch):
+    study, store = study_store
+    partial = tmp_path / "partial"
+    shutil.copytree(store, partial, ignore=shutil.ignore_patterns("ball", "insertions", "sweeps"))
+    monkeypatch.chdir(tmp_path)
+    index = report(study=Path(study.path), store=partial)  # direct call, as `survey demo` does
+    assert index == Path("reports") / "report-test" / "index.html" and index.is_file()
+    app = typer.Typer()
+    app.command()(report)
+    result = CliRunner().invoke(app, ["--store", str(partial), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(tmp_path / "cli" / "index.html")
+    missing = CliRunner().invoke(app, ["--store", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "no such directory" in missing.output
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_a_headless_browser(built, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the browser check needs it")
+    _, _, index = built
+    url = index.resolve().as_uri()
+    shot = tmp_path / "report.png"
+    flags = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,3000", url],
+                   capture_output=True, timeout=60, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (3000, 1200) and pixels.std() > 20
+    dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-images-loaded="all"' in body, body
+    count = int(re.search(r'data-image-count="(\d+)"', body).group(1))
+    assert count == len(_parse(index.read_text()).images)
+
+
+def test_an_empty_store_gives_a_report_of_sections_not_run(tmp_path):
+    (tmp_path / "store").mkdir()
+    html = build_report(tmp_path / "store", tmp_path / "out").read_text()
+    for table in ("attacks", "ball", "insertions", "sweeps"):
+        assert f"Not run: the store holds no &#39;{table}&#39; table." in html
+    assert "NO CRITERIA" in html and "provenance unknown" in html
+    assert _parse(html).images == []
