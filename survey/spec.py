@@ -86,6 +86,7 @@ class CriterionSpec(_Model):
     bad: str
     where: str | None = None
     by: list[str] = Field(default_factory=lambda: ["network"])
+    per: Literal["row", "image", "curve"] = "row"   # unit of counting (see analysis.estimate)
     max_upper: float = Field(..., gt=0, le=1)
     confidence: float = Field(0.95, gt=0, lt=1)
 
