@@ -307,7 +307,7 @@ class CriterionResult:
 
 def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None) -> list[CriterionResult]:
     """Judge each criterion (CriterionSpec or dict): pass when every group's Clopper-Pearson upper bound
-    of P(bad) is <= max_upper; computed by `estimate` with per="row", as `survey estimate` does."""
+    of P(bad) is <= max_upper; computed by `estimate` with the criterion's `per`, as `survey estimate` does."""
     from survey.spec import CriterionSpec
 
     own = con is None
@@ -319,14 +319,14 @@ def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None) -> l
             c = raw if isinstance(raw, CriterionSpec) else CriterionSpec(**raw)
             result = CriterionResult(c.name, c.table, c.bad, c.where, list(c.by), c.max_upper, c.confidence,
                                      "not run", command=estimate_command(c.table, c.bad, where=c.where, by=c.by,
-                                                                         per="row", store=Path(store),
+                                                                         per=c.per, store=Path(store),
                                                                          confidence=c.confidence))
             results.append(result)
             if c.table not in known:
                 result.message = f"the store holds no {c.table!r} table"
                 continue
             try:
-                rows = estimate(con, c.table, c.bad, where=c.where, by=c.by, confidence=c.confidence)
+                rows = estimate(con, c.table, c.bad, where=c.where, by=c.by, per=c.per, confidence=c.confidence)
             except ValueError as exc:
                 result.status, result.message = "error", str(exc)
                 continue

@@ -70,3 +70,24 @@ def test_task_restricted_to_undeclared_network_fails(tmp_path):
     body = BASE + 'networks = ["med50"]\n'
     with pytest.raises(StudyError, match="med50"):
         load_study(write(tmp_path, body))
+
+
+@pytest.mark.parametrize("name", ["quick.toml", "paper.toml"])
+def test_example_studies_validate_and_plan(name):
+    from pathlib import Path
+
+    from survey.plan import plan
+    from tasks import make_task
+
+    study = load_study(Path(__file__).parents[1] / "tasks" / name)
+    units = plan(study, {d.name: d.count or 24 for d in study.datasets})
+    assert units
+    for unit in {(u.task, repr(sorted(u.params.items()))): u for u in units}.values():
+        make_task(unit.task, **unit.params)  # every grid point is a valid task
+    if name == "paper.toml":
+        assert len(study.networks) == 6
+        attack_images = sum(u.image_count for u in units if u.task == "attack")
+        assert attack_images >= 1000
+        ball_draws = sum(u.image_count * u.params["draws"] * len(u.params["radius"])
+                         for u in units if u.task == "ball")
+        assert ball_draws >= 100_000
