@@ -37,3 +37,16 @@ def main(
                                  help="Print the version and exit."),
 ) -> None:
     """Large statistical tests of the stability of deep-learning image reconstruction."""
+
+
+def run_cli() -> None:
+    """Console-script entry: user errors (bad study, unknown name, bad file) print one clear line, exit 2."""
+    import sys
+
+    from rich.console import Console
+
+    try:
+        app()
+    except (ValueError, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)
