@@ -65,6 +65,9 @@ def test_run_resume_and_store(tmp_path, ray_local):
     assert "torch" in runs[0]["packages"] and runs[0]["datasets_sha256"]
     # every row refers to its kept tensors by path and hash
     assert all((store_dir / r["tensor_file"]).exists() for r in rows)
+    from survey.engine.progress import study_status
+    assert study_status(study, store_dir) == [{"network": "tiny", "task": "attack", "done": 6, "pending": 0,
+                                               "failed": 0}]
     again = run_study(study, store_dir=store_dir)
     assert again.skipped == 6 and again.done == 0
     assert len(_rows(store_dir)) == len(rows)
@@ -80,6 +83,12 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
     assert len(failed) == 2
     assert all("TinyNet refuses batches of 3" in e["error"] for e in failed)
     assert all(e["attempts"] == 2 for e in failed)  # retried once, then recorded
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+    result = CliRunner().invoke(app, ["status", str(path), "--store", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "│ 2    │ 0       │ 2      │" in result.output
 
 
 @pytest.mark.slow
