@@ -108,7 +108,7 @@ def train(name: str, *, steps: int | None = None, seed: int = 0, device: str = "
         "dataset": e.dataset, "train_split": {"name": "train", "count": len(train_set),
                                               "content_hash": train_set.content_hash},
         "test_split": {"name": "test", "count": len(test_set), "content_hash": test_set.content_hash},
-        "recipe": {"steps": steps, "batch": e.batch, "lr": e.lr, "loss": "mse", "optimiser": "adam+cosine",
+        "recipe": {"steps": steps, "epochs": round(steps * e.batch / len(train_set), 1), "batch": e.batch, "lr": e.lr, "loss": "mse", "optimiser": "adam+cosine",
                    "augmentation": "flips, 90-degree rotations", "seed": seed, **e.extra},
         "wall_time_s": round(wall, 1), "device": str(device), "host_cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "test_metrics": metrics, "notes": e.notes,
