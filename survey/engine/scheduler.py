@@ -173,68 +173,135 @@ def _provenance(study: Study, handles: dict[str, NetworkHandle], hashes: dict[st
             "datasets_sha256": json.dumps(hashes), "study_json": json.dumps(study.model_dump(), default=str)}
 
 
+def _gpu_share(study: Study) -> float:
+    """GPUs per actor: the study's setting, else an even share of one GPU when the cluster has GPUs."""
+    eng = study.engine
+    if eng.gpus_per_actor:
+        return eng.gpus_per_actor
+    if eng.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0:
+        return 1.0 / eng.actors_per_network
+    return 0.0
+
+
+#: An actor that dies mid-call (node lost, out of memory) sends its units back to the queue; a unit
+#: whose calls kill actors this many times is recorded as failed (it may be what kills them).
+MAX_CRASHES = 5
+#: Seconds to wait for a restarting actor when no other actor of its network is alive.
+RECOVERY_TIMEOUT = 600.0
+
+
+class _Pool:
+    """The actors of every network, their health, and the calls in flight."""
+
+    def __init__(self, study: Study, handles: dict[str, NetworkHandle], networks):
+        eng = study.engine
+        gpus = _gpu_share(study)
+        device = eng.device if eng.device != "auto" or gpus == 0 else "cuda"
+        self.remote = ray.remote(max_restarts=3, max_task_retries=0)(SurveyWorker)
+        self.options = dict(num_cpus=eng.cpus_per_actor, num_gpus=gpus)
+        self.args = {name: (handles[name], device, max(1, int(eng.cpus_per_actor))) for name in networks}
+        self.actors = {name: [self._start(name) for _ in range(eng.actors_per_network)] for name in networks}
+        self.healthy = {(name, i): True for name, pool in self.actors.items() for i in range(len(pool))}
+        self.load: dict[tuple[str, int], int] = defaultdict(int)
+        self.calls: dict[ray.ObjectRef, tuple[str, int, list[dict]]] = {}
+        self.pings: dict[ray.ObjectRef, tuple[str, int]] = {}
+
+    def _start(self, name: str):
+        return self.remote.options(**self.options).remote(*self.args[name])
+
+    def describe(self) -> dict[str, dict]:
+        return dict(zip(self.actors, ray.get([pool[0].describe.remote() for pool in self.actors.values()])))
+
+    def submit(self, queues: dict[str, deque], max_in_flight: int, units_per_call: int, refs: dict) -> None:
+        for name, queue in queues.items():
+            for i, actor in enumerate(self.actors[name]):
+                while queue and self.healthy[(name, i)] and self.load[(name, i)] < max_in_flight:
+                    batch = [queue.popleft() for _ in range(min(units_per_call, len(queue)))]
+                    ref = actor.run.remote(batch, *refs[name])
+                    self.calls[ref] = (name, i, batch)
+                    self.load[(name, i)] += 1
+
+    def recovering(self, name: str, i: int) -> None:
+        """The actor died mid-call: take no work until a ping says it is back (Ray restarts it)."""
+        if self.healthy[(name, i)]:
+            self.healthy[(name, i)] = False
+            self.pings[self.actors[name][i].describe.remote()] = (name, i)
+
+    def ping_returned(self, ref) -> None:
+        name, i = self.pings.pop(ref)
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:  # out of restarts: start a fresh actor in its place
+            self.actors[name][i] = self._start(name)
+            self.pings[self.actors[name][i].describe.remote()] = (name, i)
+            return
+        self.healthy[(name, i)] = True
+
+    def any_healthy(self, name: str) -> bool:
+        return any(self.healthy[(name, i)] for i in range(len(self.actors[name])))
+
+
 def _run_units(study, store, handles, images, ids, hashes, todo: list[Unit], run_id, summary, on_progress,
                units_per_call) -> None:
     eng = study.engine
-    device = eng.device if eng.device != "auto" else None
-    gpus = eng.gpus_per_actor if eng.gpus_per_actor else (
-        1.0 / eng.actors_per_network if ray.cluster_resources().get("GPU", 0) > 0 and device in (None, "cuda")
-        else 0.0)
-    remote_worker = ray.remote(max_restarts=3, max_task_retries=0)(SurveyWorker)
-    by_network: dict[str, deque] = defaultdict(deque)
+    queues: dict[str, deque] = defaultdict(deque)
     for unit in todo:
-        by_network[unit.network].append(unit.to_dict() | {"params": unit.params, "attempt": 1})
+        queues[unit.network].append(unit.to_dict() | {"params": unit.params, "attempt": 1, "crashes": 0})
     image_refs = {size: ray.put(imgs) for size, imgs in images.items()}
     ids_ref = ray.put(ids)
-    actors: dict[str, list] = {}
-    for name in by_network:
-        actors[name] = [remote_worker.options(num_cpus=eng.cpus_per_actor, num_gpus=gpus).remote(
-            handles[name], eng.device if gpus == 0 or eng.device != "auto" else "cuda",
-            max(1, int(eng.cpus_per_actor))) for _ in range(eng.actors_per_network)]
-    worker_info = dict(zip(actors, ray.get([pool[0].describe.remote() for pool in actors.values()])))
-    store.write_run(_provenance(study, handles, hashes, run_id, worker_info))
+    refs = {name: (image_refs[handles[name].physics["size"]], ids_ref) for name in queues}
+    pool = _Pool(study, handles, list(queues))
+    store.write_run(_provenance(study, handles, hashes, run_id, pool.describe()))
     writer = _Writer(store)
-    in_flight: dict[ray.ObjectRef, tuple[str, int, list[dict]]] = {}
-    load: dict[tuple[str, int], int] = defaultdict(int)
-
-    def submit() -> None:
-        for name, queue in by_network.items():
-            size = handles[name].physics["size"]
-            for i, actor in enumerate(actors[name]):
-                while queue and load[(name, i)] < eng.max_in_flight:
-                    batch = [queue.popleft() for _ in range(min(units_per_call, len(queue)))]
-                    ref = actor.run.remote(batch, image_refs[size], ids_ref)
-                    in_flight[ref] = (name, i, batch)
-                    load[(name, i)] += 1
-
     total = len(todo)
-    submit()
+
+    def fail(unit: dict, error: str, seconds: float = 0.0) -> None:
+        writer.add_failed(UnitOutcome(unit, error=error, seconds=seconds), run_id)
+        summary.failed += 1
+        summary.failures.append((unit["unit_id"], error.strip().splitlines()[-1]))
+
+    pool.submit(queues, eng.max_in_flight, units_per_call, refs)
     try:
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+        while pool.calls or any(queues.values()):
+            stalled = not pool.calls
+            ready, _ = ray.wait(list(pool.calls) + list(pool.pings), num_returns=1,
+                                timeout=RECOVERY_TIMEOUT if stalled else None)
+            if not ready:  # every actor with work left is down and none came back
+                for name, queue in queues.items():
+                    while queue:
+                        fail(queue.popleft(), f"no live actor for network {name!r} within {RECOVERY_TIMEOUT:.0f} s")
+                break
             ref = ready[0]
-            name, i, batch = in_flight.pop(ref)
-            load[(name, i)] -= 1
-            try:
-                outcomes = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
-                outcomes = [UnitOutcome(u, error=f"actor died: {err}") for u in batch]
-            for outcome in outcomes:
-                unit = outcome.unit
-                if outcome.error is None:
-                    writer.add_ok(outcome, run_id)
-                    summary.done += 1
-                    summary.rows += len(outcome.rows)
-                elif unit["attempt"] <= eng.retries:
-                    by_network[name].append({**unit, "attempt": unit["attempt"] + 1})
-                else:
-                    writer.add_failed(outcome, run_id)
-                    summary.failed += 1
-                    summary.failures.append((unit["unit_id"], outcome.error.strip().splitlines()[-1]))
-            writer.maybe_flush()
-            submit()
-            if on_progress is not None:
-                on_progress({"done": summary.done + summary.failed, "total": total, "rows": summary.rows,
-                             "failed": summary.failed})
+            if ref in pool.pings:
+                pool.ping_returned(ref)
+            else:
+                name, i, batch = pool.calls.pop(ref)
+                pool.load[(name, i)] -= 1
+                try:
+                    outcomes = ray.get(ref)
+                except ray.exceptions.RayError as err:  # the actor died or is restarting
+                    pool.recovering(name, i)
+                    for unit in batch:
+                        unit = {**unit, "crashes": unit["crashes"] + 1}
+                        if unit["crashes"] >= MAX_CRASHES:
+                            fail(unit, f"the actor running this unit died {MAX_CRASHES} times: {err}")
+                        else:
+                            queues[name].appendleft(unit)
+                    outcomes = []
+                for outcome in outcomes:
+                    unit = outcome.unit
+                    if outcome.error is None:
+                        writer.add_ok(outcome, run_id)
+                        summary.done += 1
+                        summary.rows += len(outcome.rows)
+                    elif unit["attempt"] <= eng.retries:
+                        queues[name].append({**unit, "attempt": unit["attempt"] + 1})
+                    else:
+                        fail(unit, outcome.error, outcome.seconds)
+                writer.maybe_flush()
+                if on_progress is not None:
+                    on_progress({"done": summary.done + summary.failed, "total": total, "rows": summary.rows,
+                                 "failed": summary.failed})
+            pool.submit(queues, eng.max_in_flight, units_per_call, refs)
     finally:
         writer.flush()

@@ -71,7 +71,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              notes="6 steps of 16 learned 5 x 5 filters (MRI-VN: 10 steps, 48 filters of 11 x 11), for CPU time."),
     ZooEntry("dncnn", "DnCNN: 17-layer residual denoiser, noise 25/255",
              "dncnn", {"depth": 17, "width": 32}, {"kind": "denoise", "size": 64, "sigma": 25 / 255},
-             "brain", steps=1200, batch=8, extra={"patch": 32},
+             "brain", steps=5000, batch=16, extra={"patch": 32},
              notes="17 layers as in DnCNN, 32 channels instead of 64 and 32 x 32 training patches for CPU time."),
     ZooEntry("lactunet", "U-Net on the FBP for limited-angle CT (30 degree missing wedge)",
              "unet", {"width": 16, "depth": 3, "input_mode": "real"},

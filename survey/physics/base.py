@@ -51,8 +51,12 @@ class LinearPhysics(nn.Module):
     @torch.no_grad()
     def norm(self, n_iter: int = 100, tol: float = 1e-6, generator: torch.Generator | None = None,
              dtype: torch.dtype = torch.float64) -> float:
-        """Operator norm ||A||_2 (largest singular value) by power iteration on A*A."""
+        """Operator norm ||A||_2 (largest singular value) by power iteration on A*A.
+
+        Deterministic: the start vector comes from `generator`, seeded with 0 when none is given.
+        """
         device = next((b.device for b in self.buffers()), torch.device("cpu"))
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         x = torch.randn((1, *self.image_shape), generator=generator, dtype=dtype).to(device)
         x = x / x.norm()
         sigma2 = 0.0
