@@ -15,22 +15,26 @@ from torch import nn
 class TinyNet(nn.Module):
     """A small residual CNN on Re H(y); raises on batches of `fail_batch` images (a faulty network)."""
 
-    def __init__(self, fail_batch: int = 0):
+    def __init__(self, fail_batch: int = 0, crash_batch: int = 0):
         super().__init__()
         torch.manual_seed(0)
         self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 1, 3, padding=1))
         self.fail_batch = fail_batch
+        self.crash_batch = crash_batch
 
     def forward(self, y, physics):
         if self.fail_batch and y.shape[0] == self.fail_batch:
             raise RuntimeError(f"TinyNet refuses batches of {self.fail_batch}")
+        if self.crash_batch and y.shape[0] == self.crash_batch:
+            import os
+            os._exit(1)  # the whole worker process dies, as on a segfault or an OOM kill
         h = physics.H(y)
         h = h.real if torch.is_complex(h) else h
         return h + 0.1 * self.body(h)
 
 
-def build(fail_batch: int = 0):
-    return TinyNet(fail_batch)
+def build(fail_batch: int = 0, crash_batch: int = 0):
+    return TinyNet(fail_batch, crash_batch)
 '''
 
 

@@ -24,7 +24,7 @@ store = "results"
 [[networks]]
 name = "tiny"
 factory = "tiny_net.py:build"
-kwargs = {{ fail_batch = {fail_batch} }}
+kwargs = {{ fail_batch = {fail_batch}, crash_batch = {crash_batch} }}
 physics = {{ kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }}
 
 [[datasets]]
@@ -50,7 +50,7 @@ def _rows(store_dir, table="attacks"):
 
 
 def test_run_resume_and_store(tmp_path, ray_local):
-    path = write_study(tmp_path, STUDY.format(fail_batch=0, count=6, per_unit=2, iterations=4))
+    path = write_study(tmp_path, STUDY.format(crash_batch=0, fail_batch=0, count=6, per_unit=2, iterations=4))
     study = load_study(path)
     store_dir = tmp_path / "results"
     summary = run_study(study, store_dir=store_dir)
@@ -75,7 +75,7 @@ def test_run_resume_and_store(tmp_path, ray_local):
 
 def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
     # 4 images, 3 per unit: the first shard (3 images) always fails, the second (1 image) succeeds
-    path = write_study(tmp_path, STUDY.format(fail_batch=3, count=4, per_unit=3, iterations=3))
+    path = write_study(tmp_path, STUDY.format(crash_batch=0, fail_batch=3, count=4, per_unit=3, iterations=3))
     summary = run_study(load_study(path), store_dir=tmp_path / "results")
     assert summary.done == 2 and summary.failed == 2
     ledger = Store(tmp_path / "results").ledger().to_pylist()
@@ -93,7 +93,7 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
 
 @pytest.mark.slow
 def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
-    path = write_study(tmp_path, STUDY.format(fail_batch=0, count=12, per_unit=1, iterations=30))
+    path = write_study(tmp_path, STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=30))
     store_dir = tmp_path / "results"
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -116,3 +116,14 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
     keys = [(r["unit_id"], r["image_id"], r.get("restart"), r.get("snapshot"), r.get("iteration")) for r in rows]
     assert len(keys) == len(set(keys)), "rows were duplicated"
     assert {r["unit_id"] for r in rows} == {e["unit_id"] for e in ledger}
+
+
+def test_unit_that_kills_its_actor_is_failed_after_restarts_and_the_rest_finish(tmp_path, ray_local):
+    # 4 images, 3 per unit: shards of 3 images kill the worker process; the last shard (1 image) is fine
+    body = STUDY.format(crash_batch=3, fail_batch=0, count=4, per_unit=3, iterations=3) + "max_crashes = 2\n"
+    summary = run_study(load_study(write_study(tmp_path, body)), store_dir=tmp_path / "results")
+    assert summary.done == 2 and summary.failed == 2
+    ledger = Store(tmp_path / "results").ledger().to_pylist()
+    failed = [e for e in ledger if e["status"] == "failed"]
+    assert len(failed) == 2 and all("died 2 times" in e["error"] for e in failed)
+    assert len(_rows(tmp_path / "results")) > 0

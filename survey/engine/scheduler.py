@@ -183,9 +183,9 @@ def _gpu_share(study: Study) -> float:
     return 0.0
 
 
-#: An actor that dies mid-call (node lost, out of memory) sends its units back to the queue; a unit
-#: whose calls kill actors this many times is recorded as failed (it may be what kills them).
-MAX_CRASHES = 5
+# An actor that dies mid-call (node lost, out of memory) sends its units back to the queue without
+# spending their retries; a unit whose calls kill `engine.max_crashes` actors is recorded as failed
+# (it may be what kills them).
 #: Seconds to wait for a restarting actor when no other actor of its network is alive.
 RECOVERY_TIMEOUT = 600.0
 
@@ -204,6 +204,8 @@ class _Pool:
         self.healthy = {(name, i): True for name, pool in self.actors.items() for i in range(len(pool))}
         self.load: dict[tuple[str, int], int] = defaultdict(int)
         self.calls: dict[ray.ObjectRef, tuple[str, int, list[dict]]] = {}
+        self.order: dict[ray.ObjectRef, int] = {}          # submission order of each call
+        self.culprit: dict[tuple[str, int], int] = {}      # the call that was running when an actor died
         self.pings: dict[ray.ObjectRef, tuple[str, int]] = {}
 
     def _start(self, name: str):
@@ -219,13 +221,20 @@ class _Pool:
                     batch = [queue.popleft() for _ in range(min(units_per_call, len(queue)))]
                     ref = actor.run.remote(batch, *refs[name])
                     self.calls[ref] = (name, i, batch)
+                    self.order[ref] = len(self.order)
                     self.load[(name, i)] += 1
 
-    def recovering(self, name: str, i: int) -> None:
-        """The actor died mid-call: take no work until a ping says it is back (Ray restarts it)."""
-        if self.healthy[(name, i)]:
-            self.healthy[(name, i)] = False
-            self.pings[self.actors[name][i].describe.remote()] = (name, i)
+    def died_running(self, ref, name: str, i: int) -> bool:
+        """Call `ref` failed because its actor died. Take no work to that actor until a ping says it is
+        back (Ray restarts it). True when `ref` was the call running at the time (calls to an actor run
+        in submission order, so the oldest outstanding one); the others only waited behind it."""
+        key = (name, i)
+        if self.healthy[key]:
+            self.healthy[key] = False
+            self.pings[self.actors[name][i].describe.remote()] = key
+            outstanding = [self.order[r] for r, (n, j, _) in self.calls.items() if (n, j) == key]
+            self.culprit[key] = min([self.order[ref], *outstanding])
+        return self.order.pop(ref) == self.culprit[key]
 
     def ping_returned(self, ref) -> None:
         name, i = self.pings.pop(ref)
@@ -236,9 +245,7 @@ class _Pool:
             self.pings[self.actors[name][i].describe.remote()] = (name, i)
             return
         self.healthy[(name, i)] = True
-
-    def any_healthy(self, name: str) -> bool:
-        return any(self.healthy[(name, i)] for i in range(len(self.actors[name])))
+        self.culprit.pop((name, i), None)
 
 
 def _run_units(study, store, handles, images, ids, hashes, todo: list[Unit], run_id, summary, on_progress,
@@ -279,12 +286,13 @@ def _run_units(study, store, handles, images, ids, hashes, todo: list[Unit], run
                 pool.load[(name, i)] -= 1
                 try:
                     outcomes = ray.get(ref)
+                    pool.order.pop(ref, None)
                 except ray.exceptions.RayError as err:  # the actor died or is restarting
-                    pool.recovering(name, i)
+                    running = pool.died_running(ref, name, i)
                     for unit in batch:
-                        unit = {**unit, "crashes": unit["crashes"] + 1}
-                        if unit["crashes"] >= MAX_CRASHES:
-                            fail(unit, f"the actor running this unit died {MAX_CRASHES} times: {err}")
+                        unit = {**unit, "crashes": unit["crashes"] + int(running)}
+                        if unit["crashes"] >= eng.max_crashes:
+                            fail(unit, f"the actor running this unit died {eng.max_crashes} times: {err}")
                         else:
                             queues[name].appendleft(unit)
                     outcomes = []
