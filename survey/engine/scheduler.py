@@ -6,8 +6,10 @@ from __future__ import annotations
 import getpass
 import json
 import platform
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -140,11 +142,11 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
               on_progress: Callable[[dict], None] | None = None, units_per_call: int = 1) -> RunSummary:
     """Run every unit of `study` that the store's ledger does not hold yet; returns a summary."""
     started = time.perf_counter()
-    store = Store.open(store_dir or study.store)
     handles = {spec.name: resolve_network(spec, study.base_dir) for spec in study.networks}
     sizes = {h.physics["size"] for h in handles.values()}
     images, ids, hashes = load_images(study, sizes)
     units = plan(study, {name: len(v) for name, v in ids.items()})
+    store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
     done = store.finished_units()
     todo = [u for u in units if u.unit_id not in done]
     summary = RunSummary(store.root, len(units), len(units) - len(todo))
@@ -152,13 +154,27 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         return summary
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{study.digest()[:8]}"
     started_ray = connect(address)
+    previous = _terminate_as_interrupt()
     try:
         _run_units(study, store, handles, images, ids, hashes, todo, run_id, summary, on_progress, units_per_call)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if started_ray:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _terminate_as_interrupt():
+    """Let SIGTERM stop a survey like Ctrl-C (flush finished units, shut Ray down); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _provenance(study: Study, handles: dict[str, NetworkHandle], hashes: dict[str, str], run_id: str,
@@ -186,6 +202,13 @@ def _gpu_share(study: Study) -> float:
 # An actor that dies mid-call (node lost, out of memory) sends its units back to the queue without
 # spending their retries; a unit whose calls kill `engine.max_crashes` actors is recorded as failed
 # (it may be what kills them).
+def _cpu_share(requested: float, actors: int) -> float:
+    """CPUs per actor: as requested, scaled down (fractions allowed) so that every actor of every
+    network fits on the cluster at once; otherwise an actor would wait forever for a free CPU."""
+    total = ray.cluster_resources().get("CPU", 1.0)
+    return min(requested, total / actors)
+
+
 #: Seconds to wait for a restarting actor when no other actor of its network is alive.
 RECOVERY_TIMEOUT = 600.0
 
@@ -197,9 +220,10 @@ class _Pool:
         eng = study.engine
         gpus = _gpu_share(study)
         device = eng.device if eng.device != "auto" or gpus == 0 else "cuda"
+        cpus = _cpu_share(eng.cpus_per_actor, eng.actors_per_network * len(networks))
         self.remote = ray.remote(max_restarts=3, max_task_retries=0)(SurveyWorker)
-        self.options = dict(num_cpus=eng.cpus_per_actor, num_gpus=gpus)
-        self.args = {name: (handles[name], device, max(1, int(eng.cpus_per_actor))) for name in networks}
+        self.options = dict(num_cpus=cpus, num_gpus=gpus)
+        self.args = {name: (handles[name], device, max(1, round(cpus))) for name in networks}
         self.actors = {name: [self._start(name) for _ in range(eng.actors_per_network)] for name in networks}
         self.healthy = {(name, i): True for name, pool in self.actors.items() for i in range(len(pool))}
         self.load: dict[tuple[str, int], int] = defaultdict(int)
