@@ -127,3 +127,32 @@ def test_unit_that_kills_its_actor_is_failed_after_restarts_and_the_rest_finish(
     failed = [e for e in ledger if e["status"] == "failed"]
     assert len(failed) == 2 and all("died 2 times" in e["error"] for e in failed)
     assert len(_rows(tmp_path / "results")) > 0
+
+
+def test_more_networks_than_cpus_all_run(tmp_path, ray_local):
+    """Three networks (three modalities) on a 2-CPU cluster: actors get CPU shares so all of them fit."""
+    body = """
+    name = "three"
+    [[networks]]
+    name = "a"
+    factory = "tiny_net.py:build"
+    physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines" }
+    [[networks]]
+    name = "b"
+    factory = "tiny_net.py:build"
+    physics = { kind = "radon", size = 16, views = 12 }
+    [[networks]]
+    name = "c"
+    factory = "tiny_net.py:build"
+    physics = { kind = "denoise", size = 16, sigma = 0.05 }
+    [[datasets]]
+    name = "ellipses"
+    count = 2
+    [[tasks]]
+    name = "attack"
+    images_per_unit = 2
+    params = { iterations = 3, snapshot_levels = [0.5], with_reference = false }
+    """
+    summary = run_study(load_study(write_study(tmp_path, body)), store_dir=tmp_path / "results")
+    assert summary.done == 3 and summary.failed == 0
+    assert {r["network"] for r in _rows(tmp_path / "results")} == {"a", "b", "c"}
