@@ -74,6 +74,7 @@ class EngineSpec(_Model):
     max_in_flight: int = Field(2, ge=1)     # per actor
     retries: int = Field(2, ge=0)            # extra attempts for a unit that raises
     max_crashes: int = Field(5, ge=1)        # a unit whose calls kill this many actors is recorded as failed
+    flush_seconds: float = Field(5.0, gt=0)  # finished units reach the store (rows, then ledger) this often
     device: str = "auto"                    # auto: cuda when available, else cpu
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)

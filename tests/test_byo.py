@@ -63,7 +63,7 @@ def test_torchscript_and_export_archives(tmp_path):
 BAD_SIGNATURE = TINY_NET.replace("def forward(self, y, physics):", "def forward(self, y, physics, extra):")
 WRONG_SHAPE = TINY_NET.replace("return h + 0.1 * self.body(h)", "return (h + 0.1 * self.body(h))[..., :8]")
 NAN_OUT = TINY_NET.replace("return h + 0.1 * self.body(h)", "return h * float('nan')")
-NOT_MODULE = TINY_NET.replace("return TinyNet(fail_batch)", "return lambda y, physics: y")
+NOT_MODULE = TINY_NET.replace("return TinyNet(fail_batch, crash_batch)", "return lambda y, physics: y")
 
 
 @pytest.mark.parametrize("factory, source, message", [
@@ -78,6 +78,7 @@ NOT_MODULE = TINY_NET.replace("return TinyNet(fail_batch)", "return lambda y, ph
     ("net.py:build", "raise ImportError('broken import')", "importing net.py failed"),
 ])
 def test_clear_errors(tmp_path, factory, source, message):
+    assert source != TINY_NET or message in ("has no callable 'nope'", "must look like")  # each case is broken
     if source is not None:
         _file_net(tmp_path, source)
     with pytest.raises(NetworkLoadError) as err:

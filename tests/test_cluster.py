@@ -30,13 +30,14 @@ count = 16
 [[tasks]]
 name = "attack"
 images_per_unit = 1
-params = { iterations = 40, eta = 0.01, tau = 0.001, snapshot_levels = [0.5] }
+params = { iterations = 300, eta = 0.01, tau = 0.001, snapshot_levels = [100.0] }
 
 [engine]
 actors_per_network = 2
 max_in_flight = 1
 retries = 3
 cpus_per_actor = 1
+flush_seconds = 0.2
 """
 
 

@@ -93,7 +93,9 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
 
 @pytest.mark.slow
 def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
-    path = write_study(tmp_path, STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=30))
+    body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=400)
+    body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
+    path = write_study(tmp_path, body)
     store_dir = tmp_path / "results"
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}

@@ -283,7 +283,7 @@ def _run_units(study, store, handles, images, ids, hashes, todo: list[Unit], run
     refs = {name: (image_refs[handles[name].physics["size"]], ids_ref) for name in queues}
     pool = _Pool(study, handles, list(queues))
     store.write_run(_provenance(study, handles, hashes, run_id, pool.describe()))
-    writer = _Writer(store)
+    writer = _Writer(store, flush_seconds=eng.flush_seconds)
     total = len(todo)
 
     def fail(unit: dict, error: str, seconds: float = 0.0) -> None:
