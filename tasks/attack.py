@@ -5,7 +5,11 @@ Maximise Q(r) = 1/2 ||f(y + A r) - p(x)||^2 - lam/2 ||r||^2 by gradient ascent w
     v <- gamma v + eta grad Q(r),   r <- r + v,   r0 = tau * Unif[0, 1]^N,
 
 with grad Q(r) = Re A* grad_u g(u) - lam r, g(u) = 1/2 ||f(u) - p(x)||^2 at u = y + A r
-(grad_u by autograd). Algorithm 2 (Radon) replaces A* by the FBP operator B = physics.H.
+(grad_u by autograd). Algorithm 2 (Radon) replaces A* by the FBP operator B = physics.H, scaled by
+||A||^2: B approximates the pseudo-inverse, B ~ A*/||A||^2 (||A|| ~ 56 for 50 views at 64 x 64), so
+the unscaled B makes steps thousands of times shorter than A* and r barely moves (measured: ||r||/||x||
+0.0015 after 200 iterations at eta = 1e-3). Scaled, B keeps its direction and eta means the same for
+both algorithms and every operator.
 p(x) = f(Ax) ("fAx") or x ("x"). As printed, Algorithm 2 leaves lam r outside eta and the paper's
 eq. (12) drops the 1/2 of g; here both algorithms take the step eta (grad - lam r) with g as above,
 so lam and eta mean the same thing for every operator. With domain="measurement" the search runs on e in measurement
@@ -20,6 +24,18 @@ Deep MRI setting eta = tau = 1e-2 (preset "deepmri") overshoots small norms.
 All images x restarts are stacked into one batch, so each network call handles B * R samples;
 the objective is the sum of per-sample objectives, whose gradient is the per-sample gradients
 as long as the network treats samples independently (it is run in eval mode).
+
+Measured on our zoo (4 test images each, default settings, eta = 1e-3, 300 iterations at most; mean
+relative output change ||f(A(x+r)) - f(Ax)|| / ||f(Ax)|| at the snapshot where ||r|| / ||x|| first
+passes 2%, network against the compressed-sensing reference on the same perturbed data):
+
+    automap (MRI, 32 x 32)   0.119 vs 0.023  (5.2x)     ell50 (CT, 50 views)      0.043 vs 0.021 (2.1x)
+    deepmri (MRI)            0.058 vs 0.028  (2.1x)     med50 (CT, 50 views)      0.038 vs 0.022 (1.7x)
+    dagan   (MRI)            0.043 vs 0.027  (1.6x)     lactunet (CT, 150 deg)    0.033 vs 0.019 (1.7x)
+    mrivn   (parallel MRI)   0.048 vs 0.029  (1.7x)     dncnn (denoising)         0.021 vs 0.018 (1.1x)
+
+so every reconstruction network amplifies its worst case well beyond the reference, AUTOMAP most;
+the denoiser does not (its worst case is barely worse than TV denoising's response).
 """
 
 from __future__ import annotations
@@ -99,6 +115,7 @@ def search(f: Callable[[torch.Tensor], torch.Tensor], physics, x: torch.Tensor, 
     """
     y = physics.A(x)
     scale = norms(x) if domain == "image" else norms(y)
+    fbp_scale = physics.norm() ** 2 if gradient == "fbp" else 1.0
     r = r0 if support is None else r0 * support
     velocity = torch.zeros_like(r)
     count = r.shape[0]
@@ -114,7 +131,7 @@ def search(f: Callable[[torch.Tensor], torch.Tensor], physics, x: torch.Tensor, 
             loss = 0.5 * _squared_error(f(u) - p_target).sum()
             (grad_u,) = torch.autograd.grad(loss, u)
         if domain == "image":
-            grad = physics.H(grad_u) if gradient == "fbp" else physics.A_adjoint(grad_u)
+            grad = fbp_scale * physics.H(grad_u) if gradient == "fbp" else physics.A_adjoint(grad_u)
             if torch.is_complex(grad) and not torch.is_complex(r):
                 grad = grad.real
         else:

@@ -343,14 +343,14 @@ def test_radon_uses_algorithm_2():
     attack = Attack(lam=0.01, eta=1e-4, tau=1e-3, iterations=25, snapshot_iterations=[1, 25], snapshot_levels=[])
     rows, tensors = attack(ctx, generator_for("radon"))
     assert {r["gradient"] for r in rows} == {"fbp"} and {r["physics"] for r in rows} == {"radon"}
-    # The first update is eta * (B grad_u g - lam r0) with B = FBP (velocity starts at 0).
+    # The first update is eta * (B grad_u g - lam r0) with B = ||A||^2 FBP (velocity starts at 0).
     x = ctx.images
     r0 = attack.tau * torch.rand(x.shape, generator=generator_for("radon"), dtype=DTYPE)
     u = (physics.A(x + r0)).requires_grad_(True)
     with torch.no_grad():
         p_target = net(physics.A(x), physics)
     (grad_u,) = torch.autograd.grad(0.5 * (net(u, physics) - p_target).square().sum(), u)
-    expected = r0 + attack.eta * (physics.H(grad_u) - attack.lam * r0)
+    expected = r0 + attack.eta * (physics.norm() ** 2 * physics.H(grad_u) - attack.lam * r0)
     torch.testing.assert_close(tensors["r"][0::2], expected, rtol=1e-8, atol=1e-12)
     assert all(r["ratio"] > 0 and math.isfinite(r["psnr"]) for r in rows)
     adjoint = Attack(lam=0.01, eta=1e-4, tau=1e-3, iterations=1, snapshot_iterations=[1], snapshot_levels=[],

@@ -53,10 +53,20 @@ class LinearPhysics(nn.Module):
              dtype: torch.dtype = torch.float64) -> float:
         """Operator norm ||A||_2 (largest singular value) by power iteration on A*A.
 
-        Deterministic: the start vector comes from `generator`, seeded with 0 when none is given.
+        Deterministic: the start vector comes from `generator`, seeded with 0 when none is given; that
+        default result is cached on the operator (operators are not changed in place).
         """
+        key = (n_iter, tol, dtype)
+        cache = self.__dict__.setdefault("_norm_cache", {})
+        if generator is None and key in cache:
+            return cache[key]
+        value = self._power_iteration(n_iter, tol, generator or torch.Generator().manual_seed(0), dtype)
+        if generator is None:
+            cache[key] = value
+        return value
+
+    def _power_iteration(self, n_iter: int, tol: float, generator: torch.Generator, dtype: torch.dtype) -> float:
         device = next((b.device for b in self.buffers()), torch.device("cpu"))
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         x = torch.randn((1, *self.image_shape), generator=generator, dtype=dtype).to(device)
         x = x / x.norm()
         sigma2 = 0.0
