@@ -1,0 +1,65 @@
+"""The README's main job end to end, as a user runs it: `survey demo` on the real quick study leaves
+Parquet tables for all four tests and an evidence report whose figures render in a real browser."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tests.test_report import CHROMIUM_FLAGS, _chromium
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    store, reports = root / "results", root / "reports"
+    result = subprocess.run([sys.executable, "-m", "survey.cli.main", "demo", "--store", str(store),
+                             "--reports", str(reports)], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return store, reports / "quick" / "index.html", result.stdout
+
+
+def test_demo_leaves_tables_for_all_four_tests(demo):
+    store, index, stdout = demo
+    assert str(index) in stdout.replace("\n", "")
+    for table in ("attacks", "ball", "insertions", "sweeps", "runs"):
+        rows = sum(pq.read_metadata(f).num_rows for f in (store / table).rglob("*.parquet"))
+        assert rows > 0, table
+    networks = {p.name for p in (store / "attacks").iterdir()}
+    assert networks == {"network=dagan", "network=med50", "network=dncnn"}
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_demo_report_screenshot_shows_the_figures(demo, tmp_path):
+    _, index, _ = demo
+    html = index.read_text()
+    figures = re.findall(r'<figure class="image" id="(figure-\d+)">', html)
+    assert len(figures) >= 6  # instability, ball, sweep, insertion figures and image grids
+    # A copy of the page with its text and tables folded away, so that the figures fit in one screenshot
+    # (a headless screenshot is limited to ~8000 px; the full report is longer).
+    figures_only = index.with_name("figures-only.html")
+    hide = "<style>table, p, pre, ul, ol, h1, h2, h3, figcaption, .summary, dl {display: none !important}</style>"
+    figures_only.write_text(html.replace("</head>", hide + "</head>", 1))
+    flags = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    url = figures_only.resolve().as_uri()
+    dom = subprocess.run([*flags, "--window-size=1200,1000", "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-images-loaded="all"' in body
+    boxes = [tuple(map(int, b.split(","))) for b in re.search(r'data-image-boxes="([^"]+)"', body).group(1).split(";")]
+    assert len(boxes) >= len(figures)
+    height = min(max(y + h for _, y, _, h in boxes) + 20, 8000)
+    shot = tmp_path / "figures.png"
+    subprocess.run([*flags, f"--screenshot={shot}", f"--window-size=1200,{height}", url],
+                   capture_output=True, timeout=60, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    shown = [box for box in boxes if box[1] + box[3] <= pixels.shape[0]]
+    assert len(shown) >= 6
+    for x, y, w, h in shown:  # every figure in the screenshot shows a drawn image, not blank page
+        assert pixels[y:y + h, x:x + w].std() > 20, (x, y, w, h)
