@@ -41,16 +41,14 @@ the denoiser does not (its worst case is barely worse than TV denoising's respon
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from survey.metrics import norms, psnr, ssim
-from tasks.base import TaskContext, TaskResult, register
+from tasks.base import TaskContext, TaskResult, eval_mode, register
 
 #: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
 #: two AUTOMAP p choices relative to the table; the table is followed here.
@@ -163,20 +161,6 @@ def search(f: Callable[[torch.Tensor], torch.Tensor], physics, x: torch.Tensor, 
         kept[s] = torch.where(missing[s].view(-1, *([1] * (r.ndim - 1))), r, kept[s])
         at_iteration[s] = torch.where(missing[s], torch.full_like(at_iteration[s], step), at_iteration[s])
     return SearchResult(snapshots, kept, at_iteration, taken, step)
-
-
-@contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
-    """Run `module` in eval mode (no dropout, BatchNorm statistics frozen), then restore it."""
-    if not isinstance(module, nn.Module):
-        yield
-        return
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _differentiable(reference: Any) -> Any:
@@ -300,7 +284,7 @@ class Attack:
             attacked = ctx.net
         reference = ctx.reference if self.target == "network" and self.with_reference else None
         x = x_images.repeat_interleave(self.restarts, dim=0)  # sample n = image * restarts + restart
-        with _eval_mode(attacked), _eval_mode(reference), torch.no_grad():
+        with eval_mode(attacked), eval_mode(reference), torch.no_grad():
             return self._run(ctx, attacked, reference, physics, x, generator)
 
     def _run(self, ctx: TaskContext, attacked, reference, physics, x: torch.Tensor,

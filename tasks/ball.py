@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 
 from survey.metrics import norms, psnr, ssim
 from tasks.attack import Attack
-from tasks.base import TaskContext, TaskResult, make_task, register, seed_from_id
+from tasks.base import TaskContext, TaskResult, eval_mode, make_task, register, seed_from_id
 
 CENTERS = ("worst-case", "clean")
 NOISE_DOMAINS = ("image", "measurement")
@@ -51,20 +49,6 @@ RADIUS_KINDS = ("relative-r", "relative-x", "absolute")
 RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target")
 #: Prefix of tensor keys indexed by the rows' `image_index` instead of the row index.
 PER_IMAGE = "per_image/"
-
-
-@contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
-    """Run `module` in eval mode (samples independent of their batch), then restore it."""
-    if not isinstance(module, nn.Module):
-        yield
-        return
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def draw_seeds(generator: torch.Generator, draws: int) -> list[int]:
@@ -235,7 +219,7 @@ class Ball:
             raise ValueError(f"{type(self).__name__}: with_reference=True needs a reference solver in the context")
         centre = self._centre(ctx, generator)
         seeds = draw_seeds(generator, self.draws)
-        with _eval_mode(ctx.net), _eval_mode(reference), torch.inference_mode():
+        with eval_mode(ctx.net), eval_mode(reference), torch.inference_mode():
             return self._run(ctx, reference, centre, seeds, generator.device)
 
     def _run(self, ctx: TaskContext, reference, centre: Centre, seeds: list[int],

@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
+from torch import nn
 
 #: task name -> task class; filled by `@register(name)` when a task module is imported.
 TASKS: dict[str, type] = {}
@@ -108,6 +110,21 @@ class TaskResult(NamedTuple):
     tensors: dict[str, torch.Tensor]
 
 
+@contextmanager
+def eval_mode(module: Any) -> Iterator[None]:
+    """Run `module` in eval mode (no dropout, BatchNorm statistics frozen, so samples do not depend on
+    their batch), then restore its mode; anything that is not an nn.Module passes through."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def seed_from_id(unit_id: str) -> int:
     """A 63-bit seed from the sha256 of a unit id (stable across processes and machines)."""
     digest = hashlib.sha256(unit_id.encode("utf-8")).digest()
@@ -124,4 +141,4 @@ def generator_for(unit_id: str, device: torch.device | str = "cpu") -> torch.Gen
 
 
 __all__ = ["TASKS", "register", "make_task", "task_names", "TaskContext", "TaskResult",
-           "seed_from_id", "generator_for"]
+           "seed_from_id", "generator_for", "eval_mode"]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import psnr, ssim
-from tasks.attack import _eval_mode
+from tasks.base import eval_mode
 from tasks.base import TaskContext, TaskResult, register
 from tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
 
@@ -191,7 +191,7 @@ class Insertion:
     # -- run ---------------------------------------------------------------------------------------
 
     def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
-        with _eval_mode(ctx.net), _eval_mode(ctx.reference), torch.no_grad():
+        with eval_mode(ctx.net), eval_mode(ctx.reference), torch.no_grad():
             return self._run(ctx, generator)
 
     def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:

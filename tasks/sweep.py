@@ -34,7 +34,7 @@ import torch
 
 from survey.metrics import psnr, ssim
 from survey.physics import make_physics
-from tasks.attack import _eval_mode
+from tasks.base import eval_mode
 from tasks.base import TaskContext, TaskResult, register
 
 DEFAULT_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -151,7 +151,7 @@ class Sweep:
     # -- run ---------------------------------------------------------------------------------------
 
     def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
-        with _eval_mode(ctx.net), _eval_mode(ctx.reference), torch.no_grad():
+        with eval_mode(ctx.net), eval_mode(ctx.reference), torch.no_grad():
             return self._run(ctx, generator)
 
     def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:

@@ -18,11 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 import ray
-import torch
 
 from survey.engine.cluster import connect
 from survey.engine.networks import NetworkHandle, resolve_network
-from survey.engine.worker import SurveyWorker, UnitOutcome, pick_device
+from survey.engine.worker import SurveyWorker, UnitOutcome
 from survey.plan import Unit, plan
 from survey.spec import Study
 from survey.store import Store
