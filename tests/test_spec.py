@@ -72,7 +72,7 @@ def test_task_restricted_to_undeclared_network_fails(tmp_path):
         load_study(write(tmp_path, body))
 
 
-@pytest.mark.parametrize("name", ["quick.toml", "paper.toml"])
+@pytest.mark.parametrize("name", ["quick.toml", "paper.toml", "paper-reduced.toml"])
 def test_example_studies_validate_and_plan(name):
     from pathlib import Path
 
