@@ -8,11 +8,6 @@ import pytest
 
 from survey.spec import StudyError, load_study
 
-GOOD = """
-[study]
-"""
-
-
 def write(tmp_path, body: str):
     path = tmp_path / "study.toml"
     path.write_text(textwrap.dedent(body))

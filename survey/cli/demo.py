@@ -14,12 +14,8 @@ def demo(
     reports: Path = typer.Option(Path("reports"), "--reports", help="Where the HTML report goes."),
 ) -> None:
     """Run tasks/quick.toml on an embedded local Ray cluster into ./results, then write its report."""
+    from survey.cli.report import report
     from survey.cli.run import run
 
     run(QUICK, store=store, address=None)
-    try:
-        from survey.cli.report import report
-    except ImportError:
-        typer.echo("report: not available yet; query the store with `survey query`")
-        return
     report(study=QUICK, store=store, out=reports / "quick")

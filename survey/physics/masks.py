@@ -48,24 +48,25 @@ def make_mask(kind: str, size: int, ratio: float, seed: int = 0,
     return torch.from_numpy(chosen.reshape(size, size))
 
 
+def integer(name: str, value, minimum: int) -> int:
+    """`value` as an int >= minimum, or a ValueError naming `name` and the value."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer (at least {minimum}), got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _check(kind: str, size: int, ratio: float, seed: int,
            center_fraction: float | None) -> tuple[int, int, float]:
     if kind not in MASK_KINDS:
         raise ValueError(f"unknown mask kind {kind!r}; choose one of {list(MASK_KINDS)}")
-    try:
-        size = operator.index(size)
-    except TypeError:
-        raise ValueError(f"mask size must be an integer, got {size!r}") from None
-    if size < 4:
-        raise ValueError(f"mask size must be at least 4, got {size}")
+    size = integer("mask size", size, minimum=4)
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 < ratio <= 1.0:
         raise ValueError(f"sampling ratio must be a number in (0, 1], got {ratio!r}")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"mask seed must be a non-negative integer, got {seed!r}") from None
-    if seed < 0:
-        raise ValueError(f"mask seed must be a non-negative integer, got {seed}")
+    seed = integer("mask seed", seed, minimum=0)
     if center_fraction is None:
         center_fraction = DEFAULT_CENTER_FRACTION[kind]
     if isinstance(center_fraction, bool) or not isinstance(center_fraction, numbers.Real) \

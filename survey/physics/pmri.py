@@ -8,11 +8,10 @@ H = A* (coil-combined zero filling) reconstructs exactly from fully sampled data
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 
-from survey.physics.masks import make_mask
+from survey.physics.masks import integer, make_mask
 from survey.physics.mri import FourierSampled, check_image, fft2c, fft_ready, ifft2c
 
 #: Coil centres lie on a circle of this radius (fraction of n) around the image centre.
@@ -102,13 +101,7 @@ class ParallelMRI(FourierSampled):
 
 
 def _check_coils(coils: int) -> int:
-    try:
-        coils = operator.index(coils)
-    except TypeError:
-        raise ValueError(f"coils must be a positive integer, got {coils!r}") from None
-    if coils < 1:
-        raise ValueError(f"coils must be a positive integer, got {coils}")
-    return coils
+    return integer("coils", coils, minimum=1)
 
 
 def build(size: int = 64, ratio: float = 0.15, mask: str = "uniform-lines", seed: int = 0, coils: int = 8,
