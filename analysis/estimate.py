@@ -13,9 +13,9 @@ Counting units (`per`):
     row    every row is a trial; bootstrap clusters are images, (network, dataset, image_id).
     image  an image is bad when any of its rows is (bool_or): e.g. attacks, "some perturbation with
            r_rel <= eps moves the output by >= delta".
-    curve  sweeps: one curve (x = ratio, y = psnr by default) per image; the predicate sees the
-           per-image summary columns slope (OLS dy/dx), y_start, y_end, y_peak, x_peak, points,
-           e.g. "slope < 0" or "y_end < y_peak" (the quality falls as samples grow).
+    curve  sweeps: one curve (x = value, the level on the row's axis; y = psnr by default) per image;
+           the predicate sees the per-image summary columns slope (OLS dy/dx), y_start, y_end,
+           y_peak, x_peak, points, e.g. "slope < 0" or "y_end < y_peak" (the quality falls as samples grow).
 
 The SQL does the grouping (DuckDB, per-cluster counts k_i, n_i fetched once); the bootstrap is
 vectorised numpy over those counts, so 10^7 rows cost about one scan.
@@ -254,7 +254,7 @@ def _group_index(frame, by: list[str]) -> tuple[np.ndarray, list[tuple]]:
 
 def estimate(store, table: str, bad: str | None = None, *, where: str | None = None,
              by: Sequence[str] = (), per: str = "row", confidence: float = 0.95, n_boot: int = 2000,
-             seed: int = 0, cluster: Sequence[str] | None = None, x: str = "ratio",
+             seed: int = 0, cluster: Sequence[str] | None = None, x: str = "value",
              y: str = "psnr") -> list[dict[str, Any]]:
     """Per group of `by`, the probability that `bad` holds, with three intervals (one row per method).
 
@@ -345,9 +345,10 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
 
 
 def sweep_slopes(store, *, table: str = "sweeps", by: Sequence[str] = (), where: str | None = None,
-                 x: str = "ratio", y: str = "psnr", confidence: float = 0.95, n_boot: int = 2000,
+                 x: str = "value", y: str = "psnr", confidence: float = 0.95, n_boot: int = 2000,
                  seed: int = 0, cluster: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Mean per-image OLS slope of `y` against `x` (dB per unit sampling ratio for psnr vs ratio).
+    """Mean per-image OLS slope of `y` against `x` (sweeps' `value`: the sampling ratio, view count or noise
+    level of the row's axis; dB per unit ratio for psnr against a ratio sweep).
 
     One curve per (by..., network, dataset, image_id); repeated points at one x are averaged; curves
     with fewer than two x values are left out. The interval is a percentile bootstrap over curves.

@@ -58,7 +58,7 @@ class Definition:
     reference_bad: str | None = None
     reference_where: str | None = None
     reference_column: str | None = None
-    x: str = "ratio"
+    x: str = "value"
     y: str = "psnr"
     reference_y: str | None = None
     unit: str = "row"
@@ -138,8 +138,8 @@ def format_interval(low: Any, high: Any) -> str:
 
 
 def estimate_command(table: str, bad: str | None, *, where: str | None, by: Sequence[str], per: str,
-                     store: Path, confidence: float = CONFIDENCE) -> str:
-    """The `survey estimate` command line that prints the same numbers."""
+                     store: Path, confidence: float = CONFIDENCE, x: str = "value", y: str = "psnr") -> str:
+    """The `survey estimate` command line that prints the same numbers (x, y: curve axes, per="curve")."""
     parts = ["survey", "estimate", "--table", table]
     if bad is not None:
         parts += ["--bad", bad]
@@ -149,6 +149,8 @@ def estimate_command(table: str, bad: str | None, *, where: str | None, by: Sequ
         parts += ["--by", ",".join(by)]
     if per != "row":
         parts += ["--per", per]
+    if per == "curve":
+        parts += [*(["--x", x] if x != "value" else []), *(["--y", y] if y != "psnr" else [])]
     if confidence != 0.95:
         parts += ["--confidence", f"{confidence:g}"]
     parts += ["--store", str(store)]
@@ -195,12 +197,12 @@ class _Doc:
         return blocks
 
     def table(self, caption: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-              note: str | None = None, command: str | None = None, status_column: int | None = None,
+              note: str | None = None, commands: Sequence[str] = (), status_column: int | None = None,
               numeric: Sequence[int] = (), wrap: bool = False) -> dict[str, Any]:
         self.tables += 1
         cells = [[c if isinstance(c, str) else format_number(c) for c in row] for row in rows]
         return {"kind": "table", "number": self.tables, "caption": caption, "columns": list(columns),
-                "rows": cells, "note": note, "command": command, "status_column": status_column,
+                "rows": cells, "note": note, "commands": list(commands), "status_column": status_column,
                 "numeric": list(numeric), "wrap": wrap}
 
     def figure(self, paths: Sequence[Path], caption: str) -> dict[str, Any]:
@@ -380,7 +382,21 @@ def definition_estimates(con, definition: Definition, by: Sequence[str]) -> dict
     return found
 
 
-def _estimate_table(doc: _Doc, definition: Definition, by: Sequence[str], found: dict[str, list]) -> dict:
+def definition_commands(definition: Definition, by: Sequence[str], found: dict[str, list],
+                        store: Path) -> dict[str, str]:
+    """{"network": command, "reference": command (when estimated)}: `survey estimate` lines printing `found`."""
+    common = dict(by=by, per=definition.per, store=store, x=definition.x)
+    commands = {"network": estimate_command(definition.table, definition.bad, where=definition.where, y=definition.y,
+                                            **common)}
+    if found["reference"]:
+        bad = definition.bad if definition.per == "curve" else definition.reference_bad
+        commands["reference"] = estimate_command(definition.table, bad, where=definition.reference_where,
+                                                 y=definition.reference_y or definition.y, **common)
+    return commands
+
+
+def _estimate_table(doc: _Doc, definition: Definition, by: Sequence[str], found: dict[str, list],
+                    commands: dict[str, str]) -> dict:
     columns = [*by, "solver", "n", "k", "p", "95% Clopper–Pearson", "95% Wilson", "95% image bootstrap"]
     lines: dict[tuple, dict[str, Any]] = {}
     for solver, rows in (("network", found["network"]), ("reference (CS)", found["reference"])):
@@ -394,13 +410,11 @@ def _estimate_table(doc: _Doc, definition: Definition, by: Sequence[str], found:
              line["p"], line.get("clopper-pearson", "–"), line.get("wilson", "–"), line.get("bootstrap", "–")]
             for line in ordered]
     y_note = f" (curves: x = {definition.x}, y = {definition.y})" if definition.per == "curve" else ""
-    command = estimate_command(definition.table, definition.bad, where=definition.where, by=by, per=definition.per,
-                               store=Path(doc.data["store"]))
     return doc.table(f"{definition.title}: P(bad) per {definition.unit}, bad = {definition.bad}"
                      f"{' where ' + definition.where if definition.where else ''}{y_note}.",
                      columns, body, numeric=range(len(by) + 1, len(columns)),
                      note=_table_note(definition, found),
-                     command=command)
+                     commands=list(commands.values()))
 
 
 def _table_note(definition: Definition, found: dict[str, list]) -> str:
@@ -558,8 +572,8 @@ def _criteria_section(doc: _Doc, results: list[CriterionResult]) -> None:
     blocks.append(_p(f"A criterion passes when, for every group, the upper bound of the {CONFIDENCE:.0%} "
                      "Clopper–Pearson interval for P(bad) is at most the stated limit. The bound is exact: "
                      "one-sided when no bad outcome was seen (then 1 − α^(1/n)), otherwise the upper end of the "
-                     "two-sided interval, which is conservative. Every row is a trial (per = row), as in "
-                     "`survey estimate`."))
+                     "two-sided interval, which is conservative. Trials are counted per the criterion's `per` (row, "
+                     "image or sweep curve), as in `survey estimate`."))
     rows = []
     for r in results:
         if not r.groups:
@@ -569,10 +583,10 @@ def _criteria_section(doc: _Doc, results: list[CriterionResult]) -> None:
             group = ", ".join(f"{c}={g.get(c)}" for c in r.by) or "all"
             rows.append([r.name, r.table, r.bad, r.where or "–", group, g["n"], g["k"], g["p"], g["ci_high"],
                          format_number(r.max_upper), "PASS" if g["passed"] else "FAIL"])
-    commands = "\n".join(r.command for r in results)
     blocks.append(doc.table("Acceptance criteria from the study file, judged per group.",
                             ["criterion", "table", "bad", "where", "group", "n", "k", "p", "upper bound", "limit",
-                             "verdict"], rows, status_column=10, numeric=range(5, 10), command=commands))
+                             "verdict"], rows, status_column=10, numeric=range(5, 10),
+                            commands=[r.command for r in results]))
     for r in results:
         if r.message:
             blocks.append(_p(f"{r.name}: {r.status} — {r.message}", "not-run"))
@@ -596,11 +610,12 @@ def _results_section(doc: _Doc, con, known: list[str]) -> dict[str, Any]:
         except ValueError as exc:
             blocks.append(_p(f"Could not be estimated on this store: {exc}", "not-run"))
             continue
-        computed[definition.key] = {"by": by, **found}
+        commands = definition_commands(definition, by, found, Path(doc.data["store"]))
+        computed[definition.key] = {"by": by, **found, "commands": commands}
         if not found["network"]:
             blocks.append(_p("No rows matched this definition.", "not-run"))
             continue
-        blocks.append(_estimate_table(doc, definition, by, found))
+        blocks.append(_estimate_table(doc, definition, by, found, commands))
         figure = _definition_figure(doc, definition, con, found)
         if figure is not None:
             blocks.append(figure)
@@ -917,7 +932,8 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
     finally:
         con.close()
     data = {"criteria": [{"name": r.name, "status": r.status, "groups": r.groups} for r in results],
-            "estimates": {k: {"by": v["by"], "network": v["network"], "reference": v["reference"]}
+            "estimates": {k: {"by": v["by"], "network": v["network"], "reference": v["reference"],
+                              "commands": v["commands"]}
                           for k, v in computed.items()}}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -934,5 +950,5 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
 
 
 __all__ = ["CONFIDENCE", "CRITERION_METHOD", "CriterionResult", "DEFINITIONS", "Definition", "build_report",
-           "definition_estimates", "estimate_command", "evaluate_criteria", "format_interval", "format_number",
+           "definition_commands", "definition_estimates", "estimate_command", "evaluate_criteria", "format_interval", "format_number",
            "overall_verdict"]

@@ -125,7 +125,8 @@ def store(tmp_path: Path) -> Path:
         trend = -20.0 if net == "unet" else 10.0
         noise = np.random.default_rng(1).normal(0, 0.1, 20)
         _write(root, "sweeps", net, {"network": [net] * 20, "dataset": ["brain"] * 20,
-                                     "image_id": np.repeat([f"s{i}" for i in range(5)], 4), "ratio": ratios,
+                                     "image_id": np.repeat([f"s{i}" for i in range(5)], 4), "axis": ["ratio"] * 20,
+                                     "value": ratios, "ratio": ratios,
                                      "psnr": 30 + trend * ratios + noise})
     return root
 

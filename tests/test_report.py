@@ -184,21 +184,29 @@ def test_report_numbers_are_the_numbers_of_estimate(built):
 
 
 def test_printed_commands_reproduce_the_tables_with_survey_estimate(built):
+    """Every table's commands (network and reference rows) print exactly the report's estimates."""
     from survey.cli.analyze import estimate as estimate_command
 
     _, store, index = built
     html = index.read_text()
-    commands = [unescape(c) for c in re.findall(r'<pre class="command">(.*?)</pre>', html, re.S)]
-    amplification = next(c for c in commands if "2 * r_rel" in c)
-    argv = shlex.split(amplification)
-    assert argv[:2] == ["survey", "estimate"]
+    printed_in_html = {unescape(c) for c in re.findall(r'<pre class="command">(.*?)</pre>', html, re.S)}
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
     app = typer.Typer()
     app.command()(estimate_command)
-    result = CliRunner().invoke(app, [*argv[2:], "--format", "json"])
-    assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
-    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
-    assert printed == data["estimates"]["attack-amplification"]["network"]
+    checked = set()
+    for key, found in data["estimates"].items():
+        for solver, command in found["commands"].items():
+            assert command in printed_in_html, (key, solver)
+            argv = shlex.split(command)
+            assert argv[:2] == ["survey", "estimate"]
+            result = CliRunner().invoke(app, [*argv[2:], "--format", "json"])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.output) == found[solver], (key, solver)
+            checked.add((key, solver))
+    # both solvers of the attack, insertion and sweep tables, including the per-curve axes
+    assert {("attack-amplification", "reference"), ("insertion-lost", "reference"),
+            ("sweep-falls", "network"), ("sweep-falls", "reference")} <= checked
+    assert "--y ref_psnr" in data["estimates"]["sweep-falls"]["commands"]["reference"]
 
 
 def test_acceptance_verdicts_follow_the_clopper_pearson_upper_bound(built):

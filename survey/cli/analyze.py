@@ -108,8 +108,12 @@ def estimate(
     confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the intervals."),
     per: str = typer.Option("row", "--per", help="Unit counted: row; image (bad if any of its rows is); "
                                                  "curve (sweeps: per-image slope, y_start, y_end, y_peak ...)."),
-    slopes: bool = typer.Option(False, "--slopes", help="Instead: mean per-image slope of psnr vs ratio with a "
+    slopes: bool = typer.Option(False, "--slopes", help="Instead: mean per-image slope of y against x with a "
                                                         "bootstrap interval (sweeps)."),
+    x: str = typer.Option("value", "--x", help="Curve abscissa for --per curve and --slopes (sweeps: value, the "
+                                               "level on the row's axis; or ratio, views, sigma)."),
+    y: str = typer.Option("psnr", "--y", help="Curve ordinate for --per curve and --slopes (psnr, ref_psnr, ssim, "
+                                              "h_psnr ...)."),
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
@@ -124,11 +128,11 @@ def estimate(
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     try:
         if slopes:
-            rows = sweep_slopes(store, table=table, by=groups, where=where, confidence=confidence,
+            rows = sweep_slopes(store, table=table, by=groups, where=where, x=x, y=y, confidence=confidence,
                                 n_boot=n_boot, seed=seed)
         else:
             rows = run_estimate(store, table, bad, where=where, by=groups, per=per, confidence=confidence,
-                                n_boot=n_boot, seed=seed)
+                                n_boot=n_boot, seed=seed, x=x, y=y)
     except ValueError as exc:
         _fail(str(exc))
     if fmt == "json":
@@ -137,7 +141,7 @@ def estimate(
     if not rows:
         typer.echo("no rows matched")
         return
-    title = (f"{table}: mean slope" if slopes else f"{table}: P({bad or 'slope < 0'})") + f" at {confidence:g}"
+    title = (f"{table}: mean slope of {y} against {x}" if slopes else f"{table}: P({bad or 'slope < 0'})") + f" at {confidence:g}"
     if slopes:
         columns = list(rows[0])
         _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
