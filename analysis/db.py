@@ -58,9 +58,13 @@ def _root(store: Path | str) -> Path:
     return root
 
 
+#: Finished fragments only: a survey writing to the store meanwhile has temporary files (".tmp-...") that
+#: come and go, and reading one would fail the whole query.
+FRAGMENT_GLOB = "part-*.parquet"
+
+
 def _has_parquet(directory: Path, recursive: bool) -> bool:
-    pattern = "**/*.parquet" if recursive else "*.parquet"
-    return any(not p.name.startswith(".tmp-") for p in directory.glob(pattern))
+    return any(directory.glob(f"**/{FRAGMENT_GLOB}" if recursive else FRAGMENT_GLOB))
 
 
 def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
@@ -72,10 +76,10 @@ def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
         if name.startswith((".", "_")) or name in (TENSORS_DIR, RUNS_DIR):
             continue
         if _has_parquet(path, recursive=True):
-            sources[name] = (f"{path.as_posix()}/**/*.parquet", True)
+            sources[name] = (f"{path.as_posix()}/**/{FRAGMENT_GLOB}", True)
     for name, sub in (("runs", RUNS_DIR), ("ledger", LEDGER_DIR)):
         if (root / sub).is_dir() and _has_parquet(root / sub, recursive=False):
-            sources[name] = (f"{(root / sub).as_posix()}/*.parquet", False)
+            sources[name] = (f"{(root / sub).as_posix()}/{FRAGMENT_GLOB}", False)
     return sources
 
 

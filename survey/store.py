@@ -35,7 +35,7 @@ def _partition_value(value: str) -> str:
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = path.with_name(f".tmp-{path.name}.partial")  # matches no reader's *.parquet glob
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 

@@ -62,6 +62,20 @@ def test_views_per_table_with_union_by_name_and_hive(store: Path):
     assert query(store, "SELECT status FROM ledger")["status"].tolist() == ["ok"]
 
 
+def test_files_being_written_by_a_running_survey_are_not_read(store: Path):
+    """A survey writes `.tmp-part-*` files and renames them; a query meanwhile must neither fail on one
+    (half-written, or gone by the time DuckDB opens it) nor count it."""
+    for folder in (store / "ball" / "network=unet", store / "_ledger", store / "runs"):
+        (folder / f".tmp-part-{uuid.uuid4().hex}.parquet").write_bytes(b"PAR1 half written")
+    (store / "sweeps" / "network=unet").mkdir(parents=True)
+    (store / "sweeps" / "network=unet" / ".tmp-part-x.parquet").write_bytes(b"PAR1")
+    assert query(store, "SELECT count(*) AS n FROM ball")["n"].tolist() == [4]
+    assert query(store, "SELECT count(*) AS n FROM ledger")["n"].tolist() == [1]
+    con = connect(store)
+    assert "sweeps" not in tables(con)  # only a temporary file: no table yet
+    con.close()
+
+
 def test_bound_parameters(store: Path):
     frame = query(store, "SELECT image_id FROM ball WHERE network = ? AND psnr > ? ORDER BY 1", ["unet", 25])
     assert frame["image_id"].tolist() == ["a"]
