@@ -153,13 +153,19 @@ class Insertion:
 
     # -- placement ---------------------------------------------------------------------------------
 
+    def check_image_size(self, n_rows: int, n_cols: int, stamp: Stamp | None = None) -> None:
+        """Raise ValueError when the detail does not fit in n_rows x n_cols images (the engine asks before
+        scheduling, so an impossible study fails at once instead of once per unit)."""
+        h, w = (stamp or self.stamp()).shape
+        if h > n_rows or w > n_cols:
+            raise ValueError(f"a {self.detail!r} of size {self.size} is {h} x {w} pixels and does not fit in "
+                             f"{n_rows} x {n_cols} images")
+
     def centres(self, x: torch.Tensor, stamp: Stamp, generator: torch.Generator) -> torch.Tensor:
         """Centre pixels (N, 2) long for the N images x (N, 1, n, n), drawn with `generator`."""
         h, w = stamp.shape
         n_rows, n_cols = x.shape[-2:]
-        if h > n_rows or w > n_cols:
-            raise ValueError(f"a {self.detail!r} of size {self.size} is {h} x {w} pixels and does not fit in "
-                             f"{n_rows} x {n_cols} images")
+        self.check_image_size(n_rows, n_cols, stamp)
         count, rows_free, cols_free = x.shape[0], n_rows - h + 1, n_cols - w + 1
         offset = torch.tensor([h // 2, w // 2])
         if not isinstance(self.position, str):

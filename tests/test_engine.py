@@ -158,3 +158,19 @@ def test_more_networks_than_cpus_all_run(tmp_path, ray_local):
     summary = run_study(load_study(write_study(tmp_path, body)), store_dir=tmp_path / "results")
     assert summary.done == 3 and summary.failed == 0
     assert {r["network"] for r in _rows(tmp_path / "results")} == {"a", "b", "c"}
+
+
+def test_a_task_that_cannot_fit_the_images_fails_the_study_before_anything_runs(tmp_path):
+    """Text 53 pixels wide on 16 x 16 images: refused up front, naming the task and the network, instead of
+    being retried once per unit for the whole survey; nothing is written."""
+    from survey.spec import StudyError
+
+    text = STUDY.format(crash_batch=0, fail_batch=0, count=2, per_unit=2, iterations=2) + """
+[[tasks]]
+name = "insertion"
+params = { detail = "text", size = 6 }
+"""
+    path = write_study(tmp_path, text)
+    with pytest.raises(StudyError, match=r"\[\[tasks\]\] #2 \(insertion\) on network 'tiny'.*6 x 53 pixels.*16 x 16"):
+        run_study(load_study(path), store_dir=tmp_path / "results")
+    assert not (tmp_path / "results").exists()

@@ -23,7 +23,7 @@ from survey.engine.cluster import connect
 from survey.engine.networks import NetworkHandle, resolve_network
 from survey.engine.worker import SurveyWorker, UnitOutcome
 from survey.plan import Unit, plan
-from survey.spec import Study
+from survey.spec import Study, StudyError
 from survey.store import Store
 
 
@@ -145,6 +145,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     sizes = {h.physics["size"] for h in handles.values()}
     images, ids, hashes = load_images(study, sizes)
     units = plan(study, {name: len(v) for name, v in ids.items()})
+    preflight(study, units, handles)
     store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
     done = store.finished_units()
     todo = [u for u in units if u.unit_id not in done]
@@ -163,6 +164,32 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def preflight(study: Study, units: list[Unit], handles: dict[str, NetworkHandle]) -> None:
+    """Build each distinct (task, parameters, network) of the plan once and ask the task whether it fits
+    the network's images (`check_image_size`, where a task has one); raises StudyError listing every
+    pair that can never run, before anything is scheduled or written."""
+    from tasks.base import make_task
+
+    problems: list[str] = []
+    seen: set[tuple] = set()
+    for unit in units:
+        key = (unit.task_index, unit.network, json.dumps(unit.params, sort_keys=True, default=str))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check = getattr(make_task(unit.task, **unit.params), "check_image_size", None)
+            if check is not None:
+                size = int(handles[unit.network].physics["size"])
+                check(size, size)
+        except ValueError as exc:
+            problems.append(f"[[tasks]] #{unit.task_index + 1} ({unit.task}) on network {unit.network!r}: {exc}")
+    if problems:
+        shown = "\n  ".join(dict.fromkeys(problems))
+        raise StudyError(f"{study.path}: {len(problems)} task / network pair(s) can never run (restrict the "
+                         f"task's `networks`, or change its parameters):\n  {shown}")
 
 
 def _terminate_as_interrupt():
