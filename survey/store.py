@@ -8,10 +8,14 @@ Layout under the store root:
 Every file is written under a temporary name and renamed. A unit's ledger row is written after its
 rows, so a crash leaves at worst row fragments no ledger row names; `Store.open` removes those
 orphans, and rerunning the study redoes exactly the units the ledger lacks: no loss, no duplicates.
+One writer at a time: `Store.open` takes an exclusive lock on `<root>/.lock` (released when the store
+is closed or its process dies, even by SIGKILL), because removing orphans under a running survey would
+delete the fragments it is writing. Readers (queries, reports, status) need no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -26,6 +30,7 @@ from safetensors.torch import save_file
 
 LEDGER = "_ledger"
 TENSORS = "tensors"
+LOCK = ".lock"
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -51,18 +56,44 @@ def _table_from_rows(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
+class StoreBusy(ValueError):
+    """Another process is writing to this store."""
+
+
 class Store:
     """A results directory: append rows per (table, network), record units in the ledger."""
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self._lock: int | None = None
 
     @classmethod
     def open(cls, root: Path | str) -> "Store":
+        """The store for writing: locked against a second writer, orphans of a crashed run removed."""
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
+        store._acquire_lock()
         store.remove_orphans()
         return store
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreBusy(f"store {str(self.root)!r} is being written by another survey run (pid {holder}); "
+                            "wait for it to finish or stop it, or pass another --store") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock = fd
+
+    def close(self) -> None:
+        """Release the writer's lock (also released if the process dies)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # -- ledger -----------------------------------------------------------------------------
     def ledger(self) -> pa.Table | None:

@@ -147,21 +147,25 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     units = plan(study, {name: len(v) for name, v in ids.items()})
     preflight(study, units, handles)
     store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
-    done = store.finished_units()
-    todo = [u for u in units if u.unit_id not in done]
-    summary = RunSummary(store.root, len(units), len(units) - len(todo))
-    if not todo:
-        return summary
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{study.digest()[:8]}"
-    started_ray = connect(address)
-    previous = _terminate_as_interrupt()
     try:
-        _run_units(study, store, handles, images, ids, hashes, todo, run_id, summary, on_progress, units_per_call)
+        done = store.finished_units()
+        todo = [u for u in units if u.unit_id not in done]
+        summary = RunSummary(store.root, len(units), len(units) - len(todo))
+        if not todo:
+            return summary
+        run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{study.digest()[:8]}"
+        started_ray = connect(address)
+        previous = _terminate_as_interrupt()
+        try:
+            _run_units(study, store, handles, images, ids, hashes, todo, run_id, summary, on_progress,
+                       units_per_call)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if started_ray:
+                ray.shutdown()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if started_ray:
-            ray.shutdown()
+        store.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
