@@ -856,13 +856,20 @@ def _provenance_section(doc: _Doc, runs: list[dict[str, Any]], con, known) -> No
                                     "networks without weights).", ["network", "sha256"],
                                     [[k, str(v or "–")] for k, v in weights.items()], wrap=True))
     if "ledger" in known:
-        frame = execute(con, "SELECT task, network, count(*) FILTER (WHERE status = 'ok') AS ok, "
-                             "count(*) FILTER (WHERE status <> 'ok') AS failed, sum(rows) AS rows_, "
-                             "round(sum(seconds), 1) AS seconds FROM ledger GROUP BY ALL ORDER BY ALL")
+        # each unit's latest entry counts (a retry supersedes a failure; forgotten units are pending again)
+        frame = execute(con, "WITH latest AS (SELECT unit_id, arg_max(task, finished_at) AS task, "
+                             "arg_max(network, finished_at) AS network, arg_max(status, finished_at) AS status, "
+                             "arg_max(rows, finished_at) AS rows, arg_max(seconds, finished_at) AS seconds "
+                             "FROM ledger GROUP BY unit_id) "
+                             "SELECT task, network, count(*) FILTER (WHERE status = 'ok') AS ok, "
+                             "count(*) FILTER (WHERE status = 'failed') AS failed, "
+                             "sum(rows) FILTER (WHERE status = 'ok') AS rows_, "
+                             "round(sum(seconds) FILTER (WHERE status = 'ok'), 1) AS seconds FROM latest "
+                             "WHERE status IN ('ok', 'failed') GROUP BY ALL ORDER BY ALL")
         body = [[r.task, r.network, int(r.ok), int(r.failed), int(r.rows_ or 0), float(r.seconds or 0.0)]
                 for r in frame.itertuples(index=False)]
-        blocks.append(doc.table("Work units per task and network from the ledger (failed units are retried on a "
-                                "rerun of the study).", ["task", "network", "units ok", "units failed", "rows",
+        blocks.append(doc.table("Work units per task and network from the ledger, by each unit's latest attempt "
+                                "(failed units are retried on a rerun of the study).", ["task", "network", "units ok", "units failed", "rows",
                                                          "seconds"], body, numeric=range(2, 6)))
 
 

@@ -19,11 +19,13 @@ import fcntl
 import hashlib
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save_file
@@ -102,21 +104,24 @@ class Store:
             return None
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
-    def finished_units(self) -> set[str]:
-        """Units whose rows are safely stored (status ok); failed units are tried again on a rerun."""
+    def latest_entries(self) -> dict[str, dict[str, Any]]:
+        """unit_id -> its latest ledger entry (by finished_at): a later entry supersedes an earlier one
+        (a retry after a failure, a unit forgotten, fragments rewritten by `forget`)."""
         table = self.ledger()
         if table is None:
-            return set()
-        return {u for u, s in zip(table.column("unit_id").to_pylist(), table.column("status").to_pylist())
-                if s == "ok"}
+            return {}
+        entries = sorted(enumerate(table.to_pylist()), key=lambda e: (e[1].get("finished_at") or 0.0, e[0]))
+        return {entry["unit_id"]: entry for _, entry in entries}
+
+    def finished_units(self) -> set[str]:
+        """Units whose rows are safely stored (latest status ok); failed and forgotten units are run again."""
+        return {u for u, entry in self.latest_entries().items() if entry["status"] == "ok"}
 
     def fragment_names(self) -> set[str]:
-        table = self.ledger()
-        if table is None:
-            return set()
+        """Fragments named by the latest ledger entries: the rows a reader should see."""
         names: set[str] = set()
-        for entry in table.column("fragments").to_pylist():
-            names.update(entry or [])
+        for entry in self.latest_entries().values():
+            names.update(entry.get("fragments") or [])
         return names
 
     def remove_orphans(self) -> list[Path]:
@@ -160,6 +165,47 @@ class Store:
         entries = list(entries)
         if entries:
             _atomic_write_table(_table_from_rows(entries), self.root / LEDGER / f"part-{uuid.uuid4().hex}.parquet")
+
+    def forget(self, unit_ids: Iterable[str], reason: str) -> int:
+        """Retract finished units so that the next run redoes them; returns how many were forgotten.
+
+        Their rows leave every fragment (fragments they share with other units are rewritten under new
+        names), their tensors are deleted, and the ledger records them as "forgotten" with `reason`.
+        Crash-safe in this order: new fragments (orphans until named), one ledger write naming them,
+        then deletion of the old files, which no latest entry names any more (`remove_orphans` would).
+        """
+        latest = self.latest_entries()
+        targets = sorted({u for u in unit_ids if u in latest and latest[u]["status"] == "ok"})
+        if not targets:
+            return 0
+        gone = set(targets)
+        affected = sorted({f for u in targets for f in latest[u].get("fragments") or []})
+        renamed: dict[str, str | None] = {}
+        for rel in affected:
+            path = self.root / rel
+            if not path.exists():
+                renamed[rel] = None
+                continue
+            table = pq.read_table(path)
+            kept = table.filter(pc.invert(pc.is_in(table["unit_id"], value_set=pa.array(targets))))
+            renamed[rel] = None
+            if kept.num_rows:
+                renamed[rel] = f"{Path(rel).parent.as_posix()}/part-{uuid.uuid4().hex}.parquet"
+                _atomic_write_table(kept, self.root / renamed[rel])
+        now = time.time()
+        entries = [{**latest[u], "status": "forgotten", "fragments": [], "error": reason, "finished_at": now}
+                   for u in targets]
+        for unit_id, entry in latest.items():
+            fragments = entry.get("fragments") or []
+            if unit_id not in gone and entry["status"] == "ok" and any(f in renamed for f in fragments):
+                moved = [renamed.get(f, f) for f in fragments]
+                entries.append({**entry, "fragments": [f for f in moved if f is not None], "finished_at": now})
+        self.record_units(entries)
+        for rel in affected:
+            (self.root / rel).unlink(missing_ok=True)
+        for unit_id in gone:
+            (self.root / TENSORS / f"{unit_id}.safetensors").unlink(missing_ok=True)
+        return len(targets)
 
     def write_run(self, row: dict[str, Any]) -> str:
         """Append one provenance row to the `runs` table."""

@@ -4,7 +4,8 @@ The paper's third instability (seeds/004, "more samples, worse image"): a networ
 sampling ratio is run, unchanged, on nested sampling patterns of increasing size. For each level
 the operator of the same kind, mask kind and seed as the network's own is built at that level,
 y = A_level x is measured, and the network f(y, A_level), the reference solver and the easy
-linear reconstruction H(y) are scored against x.
+linear reconstruction H(y) are scored against x. The reference keeps the weights it has on the
+training operator at every level (`CSReconstructor.weights_fixed_at`): more samples, same prior.
 
 Axes by physics kind:
 - Fourier ("mri", "pmri", anything with `at_ratio`): `ratios`, sampled fraction of k-space.
@@ -160,6 +161,10 @@ class Sweep:
         rows: list[dict[str, Any]] = []
         kept: dict[str, list[torch.Tensor]] = {"out": [], "ref_out": []}
         levels = self.levels(ctx.physics)
+        # the reference keeps the weights of the training operator at every level (more data, same prior)
+        reference = ctx.reference
+        if hasattr(reference, "weights_fixed_at"):
+            reference = reference.weights_fixed_at(ctx.physics)
         noise = None
         if levels[0].axis == "sigma":  # one draw shared by every level: common random numbers
             real = x.real.dtype if torch.is_complex(x) else x.dtype
@@ -180,8 +185,8 @@ class Sweep:
                 out = torch.full_like(x, math.nan)
             columns["psnr"], columns["ssim"] = psnr(out, x), ssim(out, x)
             kept["out"].append(out)
-            if ctx.reference is not None:
-                ref_out = _real(ctx.reference(y, op))
+            if reference is not None:
+                ref_out = _real(reference(y, op))
                 columns["ref_psnr"], columns["ref_ssim"] = psnr(ref_out, x), ssim(ref_out, x)
                 kept["ref_out"].append(ref_out)
             values = {k: v.detach().cpu().tolist() for k, v in columns.items()}

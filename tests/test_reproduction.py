@@ -108,3 +108,18 @@ def test_committed_paper_report_renders_in_a_headless_browser(tmp_path):
                          capture_output=True, text=True, timeout=90, check=True).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert 'data-images-loaded="all"' in body, body
+
+
+@pytest.mark.skipif(not (ROOT / STORE).is_dir(), reason=f"needs the store: survey run tasks/paper-reduced.toml ({STORE}/)")
+def test_committed_paper_report_numbers_are_survey_estimate_on_the_store(monkeypatch):
+    """Where the paper study's store exists (it is not committed), every table of the committed report is
+    what its printed `survey estimate` command gives on it."""
+    monkeypatch.chdir(ROOT)
+    html = REPORT.read_text()
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    for key, found in data["estimates"].items():
+        for solver, command in found["commands"].items():
+            argv = shlex.split(command)
+            result = CliRunner().invoke(app, [*argv[1:], "--format", "json"])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.output) == found[solver], (key, solver)

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -85,3 +87,82 @@ def test_the_lock_of_a_killed_writer_is_released(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     Store.open(tmp_path).close()
+
+
+def _units(tmp_path):
+    """u1 and u2 share one fragment, u3 has its own; each unit kept a tensor file."""
+    store = Store.open(tmp_path)
+    shared = store.write_rows("sweeps", "n", [{"unit_id": "u1", "v": 1}, {"unit_id": "u2", "v": 2},
+                                               {"unit_id": "u1", "v": 3}])
+    alone = store.write_rows("sweeps", "n", [{"unit_id": "u3", "v": 4}])
+    for unit in ("u1", "u2", "u3"):
+        store.write_tensors(unit, {"out": torch.zeros(2)})
+    common = {"status": "ok", "network": "n", "task": "sweep", "dataset": "ellipses"}
+    store.record_units([{"unit_id": "u1", **common, "fragments": [shared], "finished_at": 1.0, "rows": 2},
+                        {"unit_id": "u2", **common, "fragments": [shared], "finished_at": 1.0, "rows": 1},
+                        {"unit_id": "u3", **common, "fragments": [alone], "finished_at": 2.0, "rows": 1}])
+    return store, shared, alone
+
+
+def _rows_on_disk(root):
+    return sorted((r["unit_id"], r["v"]) for f in (root / "sweeps").rglob("part-*.parquet")
+                  for r in pq.read_table(f).to_pylist())
+
+
+def test_forget_retracts_rows_and_tensors_and_the_units_are_pending_again(tmp_path):
+    store, shared, alone = _units(tmp_path)
+    assert store.forget(["u1", "absent"], reason="sweep reference fixed") == 1
+    assert store.finished_units() == {"u2", "u3"}
+    assert _rows_on_disk(tmp_path) == [("u2", 2), ("u3", 4)]   # u1's rows left the shared fragment
+    assert not (tmp_path / shared).exists() and (tmp_path / alone).exists()
+    assert not (tmp_path / "tensors" / "u1.safetensors").exists()
+    assert (tmp_path / "tensors" / "u2.safetensors").exists()
+    latest = store.latest_entries()
+    assert latest["u1"]["status"] == "forgotten" and latest["u1"]["error"] == "sweep reference fixed"
+    assert latest["u2"]["fragments"] != [shared] and store.fragment_names() == {*latest["u2"]["fragments"], alone}
+    store.close()
+    Store.open(tmp_path).close()   # nothing is an orphan: the rewritten fragment is named
+    assert _rows_on_disk(tmp_path) == [("u2", 2), ("u3", 4)]
+    # a rerun's new ok entry supersedes the forgotten one
+    again = Store.open(tmp_path)
+    again.record_units([{"unit_id": "u1", "status": "ok", "fragments": [], "finished_at": time.time() + 1}])
+    assert again.finished_units() == {"u1", "u2", "u3"}
+    again.close()
+
+
+def test_a_crash_inside_forget_leaves_a_consistent_store(tmp_path, monkeypatch):
+    """Killed after the ledger write but before the old fragment is deleted: the next writer's open removes
+    it as an orphan, so no row is seen twice."""
+    store, shared, _ = _units(tmp_path)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        store.forget(["u1"], reason="test")
+    monkeypatch.undo()
+    assert (tmp_path / shared).exists()          # the old fragment is still there ...
+    store.close()
+    Store.open(tmp_path).close()
+    assert _rows_on_disk(tmp_path) == [("u2", 2), ("u3", 4)]   # ... until the next open removes it
+
+
+def test_cli_forget_lists_then_forgets(tmp_path):
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+    from tests.conftest import write_study
+
+    store, _, _ = _units(tmp_path / "results")
+    store.close()
+    study = write_study(tmp_path, 'name = "s"\nstore = "results"\n[[networks]]\nname = "dagan"\n'
+                                  '[[datasets]]\nname = "ellipses"\n[[tasks]]\nname = "sweep"\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["forget", str(study), "--store", str(tmp_path / "results"), "--reason", "r"])
+    assert result.exit_code != 0 and "--network, --task and/or --dataset" in str(result.exception)
+    result = runner.invoke(app, ["forget", str(study), "--store", str(tmp_path / "results"), "--reason", "r",
+                                 "--task", "sweep"])
+    assert result.exit_code == 0 and "3 finished units (4 rows) match; pass --yes" in result.output
+    assert Store(tmp_path / "results").finished_units() == {"u1", "u2", "u3"}   # a dry run changes nothing
+    result = runner.invoke(app, ["forget", str(study), "--store", str(tmp_path / "results"), "--reason", "r",
+                                 "--task", "sweep", "--network", "n", "--yes"])
+    assert result.exit_code == 0 and "forgot 3 units" in result.output
+    assert Store(tmp_path / "results").finished_units() == set()
+    assert _rows_on_disk(tmp_path / "results") == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from survey.metrics import psnr
 from survey.physics import make_physics
 from survey.solvers.cs import make_reference
 from tasks import make_task
@@ -112,6 +113,11 @@ def test_radon_sweeps_views_and_improves_with_them():
     by_views = {r["views"]: r for r in result.rows if r["image_id"] == "img0"}
     assert by_views[45]["h_psnr"] > by_views[4]["h_psnr"] + 3
     assert by_views[45]["ref_psnr"] > by_views[4]["ref_psnr"]
+    # the reference keeps the weights of the 16-view operator at 45 views (not those of its own norm)
+    x, wide = smooth_phantom()[:1], make_physics("radon", size=N, views=45)
+    fixed = float(psnr(reference.weights_fixed_at(physics)(wide.A(x), wide), x))
+    relative = float(psnr(reference(wide.A(x), wide), x))
+    assert by_views[45]["ref_psnr"] == pytest.approx(fixed, abs=1e-4) and abs(fixed - relative) > 1e-3
 
 
 def test_a_network_bound_to_its_mask_fails_elsewhere_and_the_error_is_recorded():

@@ -55,3 +55,38 @@ def status(
     for row in study_status(spec, store or spec.store):
         table.add_row(row["network"], row["task"], str(row["done"]), str(row["pending"]), str(row["failed"]))
     Console().print(table)
+
+
+def forget(
+    study: Path = typer.Argument(..., help="Study file (TOML)."),
+    network: list[str] = typer.Option(None, "--network", help="Only units of this network (repeat for more)."),
+    task: list[str] = typer.Option(None, "--task", help="Only units of this task (repeat for more)."),
+    dataset: list[str] = typer.Option(None, "--dataset", help="Only units of this dataset (repeat for more)."),
+    reason: str = typer.Option(..., "--reason", help="Why they are retracted; recorded in the ledger."),
+    yes: bool = typer.Option(False, "--yes", help="Forget them; without it, only say what would be forgotten."),
+    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
+) -> None:
+    """Retract finished units (their rows and tensors) so that the next `survey run` redoes them, e.g. after
+    a fix to a task. Needs at least one of --network, --task, --dataset."""
+    from survey.spec import load_study
+    from survey.store import Store
+
+    if not (network or task or dataset):
+        raise ValueError("survey forget: name the units with --network, --task and/or --dataset")
+    spec = load_study(study)
+    root = Path(store or spec.store)
+    if not root.is_dir():
+        raise ValueError(f"store {str(root)!r}: no such directory")
+    chosen = [e for e in Store(root).latest_entries().values()
+              if e["status"] == "ok" and (not network or e.get("network") in network)
+              and (not task or e.get("task") in task) and (not dataset or e.get("dataset") in dataset)]
+    rows = sum(int(e.get("rows") or 0) for e in chosen)
+    if not yes:
+        typer.echo(f"{len(chosen)} finished units ({rows} rows) match; pass --yes to forget them")
+        return
+    writer = Store.open(root)
+    try:
+        count = writer.forget([e["unit_id"] for e in chosen], reason)
+    finally:
+        writer.close()
+    typer.echo(f"forgot {count} units ({rows} rows) in {root}; `survey run {study}` redoes them")

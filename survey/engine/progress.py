@@ -11,7 +11,8 @@ from survey.store import Store
 
 
 def study_status(study: Study, store_dir: Path | str) -> list[dict]:
-    """One dict per (network, task): done, pending, failed (failed = last attempt failed, not redone)."""
+    """One dict per (network, task): done, pending, failed (from each unit's latest ledger entry; a forgotten
+    unit is pending again)."""
     from survey.engine.scheduler import load_images
 
     store = Store(store_dir)
@@ -21,12 +22,8 @@ def study_status(study: Study, store_dir: Path | str) -> list[dict]:
         sizes.add(resolve_network(spec, study.base_dir).physics["size"])
     _, ids, _ = load_images(study, {min(sizes)})
     units = plan(study, {name: len(v) for name, v in ids.items()})
-    ledger = store.ledger() if store.root.exists() else None
-    last: dict[str, str] = {}
-    if ledger is not None:
-        for uid, status, t in sorted(zip(ledger.column("unit_id").to_pylist(), ledger.column("status").to_pylist(),
-                                         ledger.column("finished_at").to_pylist()), key=lambda r: r[2]):
-            last[uid] = "ok" if (last.get(uid) == "ok" or status == "ok") else status
+    latest = store.latest_entries() if store.root.exists() else {}
+    last = {unit_id: entry["status"] for unit_id, entry in latest.items()}
     counts: Counter = Counter()
     for u in units:
         state = {"ok": "done", "failed": "failed"}.get(last.get(u.unit_id), "pending")
