@@ -262,16 +262,17 @@ def perturbation_maps(store: Path | str, rows: Sequence[Mapping[str, Any]], out:
 
 
 def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
-              truths: Mapping[str, torch.Tensor] | None = None, svg: bool = False) -> list[Path]:
+              truths: Mapping[tuple[str, str], torch.Tensor] | None = None, svg: bool = False) -> list[Path]:
     """Gaussian-ball persistence, one line per row (one centre each): f(y), f(y + A r), one draw
     f(y + A r + A v), and the artefacts f(y + A r) - f(y) and f(y + A r + A v) - f(y) on a shared
-    diverging scale. truths: image_id -> x, for an extra x + r panel when the centre is image-domain.
+    diverging scale. truths: (network, image_id) -> x, for an extra x + r panel when the centre is
+    image-domain (keyed by network too: networks of one study may see one image at different sizes).
     """
     _theme()
     if not rows:
         raise ValueError("ball_grid needs at least one row")
     truths = truths or {}
-    lead = 1 if any(r["image_id"] in truths for r in rows) else 0
+    lead = 1 if any((r["network"], r["image_id"]) in truths for r in rows) else 0
     ncols = 5 + lead
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols + 0.6, 2.0 * len(rows) + 0.3), squeeze=False)
     for i, row in enumerate(rows):
@@ -284,7 +285,7 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
         lim = float(max(np.abs(a1).max(), np.abs(a2).max())) or 1.0
         head = i == 0
         if lead:
-            x = truths.get(row["image_id"])
+            x = truths.get((row["network"], row["image_id"]))
             xr = _as_image(x) + _as_image(k["r"]) if x is not None and k["r"].shape == k["clean_out"].shape else None
             _panel(axes[i, 0], xr, "x + r" if head else "")
         _panel(axes[i, lead], clean, "f(y)" if head else "", f"PSNR {_fmt(row.get('psnr_clean'))} dB")

@@ -757,7 +757,7 @@ def _worst_ball(doc: _Doc, con, truths: _Truths, store: Path, blocks: list) -> b
         size = int(figures.row_tensors(store, row, ("clean_out",))["clean_out"].shape[-1])
         x = truths.get(row["dataset"], row["image_id"], size)
         if x is not None:
-            x_by_id[row["image_id"]] = x
+            x_by_id[(row["network"], row["image_id"])] = x
     blocks.append({"kind": "h3", "text": "Gaussian ball around the worst case"})
     paths = figures.ball_grid(store, rows, _figure_path(doc, "ball_examples"), truths=x_by_id, svg=doc.svg)
     blocks.append(doc.figure(paths, f"Per network, the centre with the largest artefact at radius ||v|| = {radius:g} "
