@@ -906,7 +906,8 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
     """
     import jinja2
 
-    store = Path(store).expanduser().resolve()
+    given = Path(store).expanduser()   # printed commands name the store as given: run them from the same folder
+    store = given.resolve()
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
@@ -919,7 +920,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         runs = _runs(con)
         info = _study_info(study, runs)
         doc = _Doc(out)
-        doc.data["store"] = str(store)
+        doc.data["store"] = str(given)
         doc.svg = svg
         truths = _Truths(info, runs)
         _device_section(doc, info, runs, con)
@@ -929,7 +930,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         if info.get("description"):
             use.append(_p(info["description"]))
         _methods_section(doc, info, con, known)
-        results = evaluate_criteria(store, info.get("criteria") or [], con=con)
+        results = evaluate_criteria(given, info.get("criteria") or [], con=con)
         _criteria_section(doc, results)
         computed = _results_section(doc, con, known)
         _worst_section(doc, con, known, truths, store)
@@ -947,7 +948,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
                              trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("report.html.j2").render(
         title=f"Stability evidence report: {info.get('name') or store.name}",
-        study=info, store=str(store), summary=summary, sections=doc.sections,
+        study=info, store=str(given), summary=summary, sections=doc.sections,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         study_sha=(runs[-1].get("study_sha256") if runs else None) or (study.digest() if study is not None else None),
         data_json=json.dumps(data, default=str, sort_keys=True).replace("</", "<\\/"))
