@@ -869,8 +869,9 @@ def _provenance_section(doc: _Doc, runs: list[dict[str, Any]], con, known) -> No
         body = [[r.task, r.network, int(r.ok), int(r.failed), int(r.rows_ or 0), float(r.seconds or 0.0)]
                 for r in frame.itertuples(index=False)]
         blocks.append(doc.table("Work units per task and network from the ledger, by each unit's latest attempt "
-                                "(failed units are retried on a rerun of the study).", ["task", "network", "units ok", "units failed", "rows",
-                                                         "seconds"], body, numeric=range(2, 6)))
+                                "(failed units are retried on a rerun of the study).",
+                                ["task", "network", "units ok", "units failed", "rows", "seconds"], body,
+                                numeric=range(2, 6)))
 
 
 def _summary(results: list[CriterionResult], con, known) -> dict[str, Any]:
@@ -958,5 +959,5 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
 
 
 __all__ = ["CONFIDENCE", "CRITERION_METHOD", "CriterionResult", "DEFINITIONS", "Definition", "build_report",
-           "definition_commands", "definition_estimates", "estimate_command", "evaluate_criteria", "format_interval", "format_number",
-           "overall_verdict"]
+           "definition_commands", "definition_estimates", "estimate_command", "evaluate_criteria", "format_interval",
+           "format_number", "overall_verdict"]

@@ -40,7 +40,8 @@ physics = { kind = "mri", size = 32, ratio = 0.5, mask = "uniform-lines", seed =
 [[networks]]
 name = "tiny-b"
 factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 16, ratio = 0.3, mask = "gaussian-lines", seed = 0 }  # another size: one image id, two sizes
+# another size: one image id at two sizes in one store
+physics = { kind = "mri", size = 16, ratio = 0.3, mask = "gaussian-lines", seed = 0 }
 
 [[datasets]]
 name = "ellipses"

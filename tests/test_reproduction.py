@@ -110,7 +110,8 @@ def test_committed_paper_report_renders_in_a_headless_browser(tmp_path):
     assert 'data-images-loaded="all"' in body, body
 
 
-@pytest.mark.skipif(not (ROOT / STORE).is_dir(), reason=f"needs the store: survey run tasks/paper-reduced.toml ({STORE}/)")
+@pytest.mark.skipif(not (ROOT / STORE).is_dir(),
+                    reason=f"needs the store: survey run tasks/paper-reduced.toml ({STORE}/)")
 def test_committed_paper_report_numbers_are_survey_estimate_on_the_store(monkeypatch):
     """Where the paper study's store exists (it is not committed), every table of the committed report is
     what its printed `survey estimate` command gives on it."""

@@ -141,7 +141,8 @@ def estimate(
     if not rows:
         typer.echo("no rows matched")
         return
-    title = (f"{table}: mean slope of {y} against {x}" if slopes else f"{table}: P({bad or 'slope < 0'})") + f" at {confidence:g}"
+    asked = f"mean slope of {y} against {x}" if slopes else f"P({bad or 'slope < 0'})"
+    title = f"{table}: {asked} at {confidence:g}"
     if slopes:
         columns = list(rows[0])
         _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
