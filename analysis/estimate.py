@@ -242,6 +242,11 @@ def _python(value: Any) -> Any:
     return value
 
 
+def _in_key_order(frame, keys: list[str]):
+    """`frame` sorted by its key columns (stable; missing values last), with a fresh index."""
+    return frame.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True) if keys else frame
+
+
 def _group_index(frame, by: list[str]) -> tuple[np.ndarray, list[tuple]]:
     """Integer group id (0..G-1, groups in sorted order) per row of `frame`, and each group's values."""
     if not by:
@@ -300,7 +305,8 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
     finally:
         if owned:
             con.close()
-    frame = frame[frame["n_i"] > 0]
+    # a fixed order of clusters: the bootstrap (seeded) then does not depend on how the rows lie in fragments
+    frame = _in_key_order(frame[frame["n_i"] > 0], [c for c in frame.columns if c not in ("n_i", "k_i")])
     return _rows_from_counts(frame, by, confidence, n_boot, seed, iid=not clusters)
 
 
@@ -379,7 +385,7 @@ def sweep_slopes(store, *, table: str = "sweeps", by: Sequence[str] = (), where:
     finally:
         if owned:
             con.close()
-    frame = frame[frame["slope"].notna()]
+    frame = _in_key_order(frame[frame["slope"].notna()], keys)
     if frame.empty:
         return []
     ids, group_keys = _group_index(frame, by)
