@@ -174,3 +174,22 @@ params = { detail = "text", size = 6 }
     with pytest.raises(StudyError, match=r"\[\[tasks\]\] #2 \(insertion\) on network 'tiny'.*6 x 53 pixels.*16 x 16"):
         run_study(load_study(path), store_dir=tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+def test_forgotten_units_are_redone_by_the_next_run_with_the_same_rows(tmp_path, ray_local):
+    """`survey forget` then `survey run`: exactly the retracted units run again, and seeded units give back
+    the rows they had (no duplicates, nothing else rerun)."""
+    path = write_study(tmp_path, STUDY.format(crash_batch=0, fail_batch=0, count=4, per_unit=2, iterations=3))
+    store_dir = tmp_path / "results"
+    first = run_study(load_study(path), store_dir=store_dir)
+    assert first.done == 4
+    key = lambda r: (r["unit_id"], r["image_id"], r["lam"], r["snapshot"], r["snapshot_target"])  # noqa: E731
+    before = sorted((key(r), r["out_change_rel"]) for r in _rows(store_dir))
+    store = Store.open(store_dir)
+    chosen = sorted(store.finished_units())[:2]
+    assert store.forget(chosen, reason="test") == 2
+    store.close()
+    assert {r["unit_id"] for r in _rows(store_dir)}.isdisjoint(chosen)
+    again = run_study(load_study(path), store_dir=store_dir)
+    assert again.done == 2 and again.skipped == 2
+    assert sorted((key(r), r["out_change_rel"]) for r in _rows(store_dir)) == before
