@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.db import QueryError, columns, connect, execute, sql_identifier
+from survey.analysis.db import QueryError, columns, connect, execute, sql_identifier
 
 METHODS = ("clopper-pearson", "wilson", "bootstrap")
 PER = ("row", "image", "curve")
@@ -263,7 +263,7 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
              y: str = "psnr") -> list[dict[str, Any]]:
     """Per group of `by`, the probability that `bad` holds, with three intervals (one row per method).
 
-    store: the store directory, or a connection from `analysis.db.connect`.
+    store: the store directory, or a connection from `survey.analysis.db.connect`.
     bad / where: SQL boolean expressions over the table's columns; `where` filters rows before any
         per-image aggregation; for per="curve", `bad` is over the curve columns slope, y_start, y_end,
         y_peak, x_peak, points (default "slope < 0"). Units where `bad` is NULL are not counted.

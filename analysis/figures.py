@@ -6,8 +6,8 @@ figures take it as an argument (the report reloads it from the study's dataset d
 its content hash) and leave its panel out when it is None. The clean reconstruction f(A x) is not
 stored by the attack either; its PSNR (a row column) is printed instead.
 
-Plot functions take plain data (pandas frames from `analysis.db.query`, estimate rows from
-`analysis.estimate.estimate`) and return the paths they wrote: [png] or [png, svg].
+Plot functions take plain data (pandas frames from `survey.analysis.db.query`, estimate rows from
+`survey.analysis.estimate.estimate`) and return the paths they wrote: [png] or [png, svg].
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-#: Prefix of tensor keys indexed by the row's `image_index` (tasks.ball.PER_IMAGE), not `tensor_index`.
+#: Prefix of tensor keys indexed by the row's `image_index` (survey.tasks.ball.PER_IMAGE), not `tensor_index`.
 PER_IMAGE = "per_image/"
 DPI = 130
 #: PSNR above this (exact recovery, e.g. H(y) at full sampling) is drawn at the limit.

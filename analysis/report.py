@@ -2,7 +2,7 @@
 
 Sections: summary (acceptance verdicts), device under test, intended use, methods and their
 parameters, acceptance criteria, results with intervals, worst cases found (images), limitations,
-provenance. Every probability comes from `analysis.estimate.estimate` on the same store, so each
+provenance. Every probability comes from `survey.analysis.estimate.estimate` on the same store, so each
 table matches `survey estimate` run with the command printed under it. Tables that the store does
 not hold are reported as "not run".
 
@@ -27,9 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import figures
-from analysis.db import connect, execute, sql_identifier, tables as view_names
-from analysis.estimate import estimate
+from survey.analysis import figures
+from survey.analysis.db import connect, execute, sql_identifier, tables as view_names
+from survey.analysis.estimate import estimate
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONFIDENCE = 0.95
@@ -663,7 +663,7 @@ def _definition_figure(doc: _Doc, definition: Definition, con, found) -> dict | 
 
 def _pooled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pool estimate rows over every group column except network (counts added, CP recomputed)."""
-    from analysis.estimate import clopper_pearson
+    from survey.analysis.estimate import clopper_pearson
 
     counts: dict[str, list[int]] = {}
     for r in rows:

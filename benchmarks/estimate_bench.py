@@ -1,4 +1,4 @@
-"""Time `analysis.estimate.estimate` on synthetic Gaussian-ball rows (default 10^7) in a temporary store.
+"""Time `survey.analysis.estimate.estimate` on synthetic Gaussian-ball rows (default 10^7) in a temporary store.
 
     .venv/bin/python benchmarks/estimate_bench.py [--rows 10000000] [--images 500] [--networks 4]
 
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.estimate import estimate  # noqa: E402
+from survey.analysis.estimate import estimate  # noqa: E402
 
 
 def _labels(values: list[str], indices: np.ndarray) -> pa.DictionaryArray:

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from benchmarks.common import machine, setup, timed
-from tasks import TaskContext, generator_for, make_task
+from survey.tasks import TaskContext, generator_for, make_task
 
 
 def attack_ratio(net, physics, images, ids, iterations: int) -> tuple[float, float]:

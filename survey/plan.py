@@ -42,7 +42,7 @@ def _list_valued(task_name: str) -> set[str]:
     """Parameters whose single value is itself a list (a flat list is then one value, not a grid)."""
     import dataclasses
 
-    from tasks import TASKS, load_tasks
+    from survey.tasks import TASKS, load_tasks
 
     load_tasks()
     cls = TASKS[task_name]

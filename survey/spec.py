@@ -88,7 +88,7 @@ class CriterionSpec(_Model):
     bad: str
     where: str | None = None
     by: list[str] = Field(default_factory=lambda: ["network"])
-    per: Literal["row", "image", "curve"] = "row"   # unit of counting (see analysis.estimate)
+    per: Literal["row", "image", "curve"] = "row"   # unit of counting (see survey.analysis.estimate)
     max_upper: float = Field(..., gt=0, le=1)
     confidence: float = Field(0.95, gt=0, lt=1)
 
@@ -108,7 +108,7 @@ class Study(_Model):
 
     @model_validator(mode="after")
     def _unique_and_known(self) -> "Study":
-        from tasks import task_names
+        from survey.tasks import task_names
         for kind, names in (("network", [n.name for n in self.networks]),
                             ("dataset", [d.name for d in self.datasets])):
             dupes = sorted({n for n in names if names.count(n) > 1})

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tasks import base
-from tasks.base import TASKS, TaskContext, TaskResult, generator_for, register, seed_from_id
+from survey.tasks import base
+from survey.tasks.base import TASKS, TaskContext, TaskResult, generator_for, register, seed_from_id
 
 #: Modules whose import registers tasks; ones not written yet are skipped.
-TASK_MODULES: tuple[str, ...] = ("tasks.attack", "tasks.ball", "tasks.insertion", "tasks.sweep")
+TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion", "survey.tasks.sweep")
 
 
 def load_tasks() -> None:
@@ -26,7 +26,7 @@ def load_tasks() -> None:
 
 
 def make_task(name: str, **params):
-    """Build registered task `name` from keyword hyper-parameters; see `tasks.base.make_task`."""
+    """Build registered task `name` from keyword hyper-parameters; see `survey.tasks.base.make_task`."""
     load_tasks()
     return base.make_task(name, **params)
 

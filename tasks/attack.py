@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import norms, psnr, ssim
-from tasks.base import TaskContext, TaskResult, eval_mode, register
+from survey.tasks.base import TaskContext, TaskResult, eval_mode, register
 
 #: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
 #: two AUTOMAP p choices relative to the table; the table is followed here.

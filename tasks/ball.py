@@ -39,8 +39,8 @@ from typing import Any, NamedTuple
 import torch
 
 from survey.metrics import norms, psnr, ssim
-from tasks.attack import Attack
-from tasks.base import TaskContext, TaskResult, eval_mode, make_task, register, seed_from_id
+from survey.tasks.attack import Attack
+from survey.tasks.base import TaskContext, TaskResult, eval_mode, make_task, register, seed_from_id
 
 CENTERS = ("worst-case", "clean")
 NOISE_DOMAINS = ("image", "measurement")

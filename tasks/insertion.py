@@ -1,6 +1,6 @@
 """Structural insertions: is a small detail drawn into the image still there after reconstruction?
 
-For each image x a detail d = contrast * profile (tasks.symbols: card symbols, text, a heart,
+For each image x a detail d = contrast * profile (survey.tasks.symbols: card symbols, text, a heart,
 tumour-like blobs) is drawn at a chosen position, and the network f and the reference see
 y_d = A(x + d) and y = A x. The detail's footprint in the output, f(y_d) - f(y), is compared with d:
 
@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import psnr, ssim
-from tasks.base import eval_mode
-from tasks.base import TaskContext, TaskResult, register
-from tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
+from survey.tasks.base import eval_mode
+from survey.tasks.base import TaskContext, TaskResult, register
+from survey.tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
 
 POSITIONS = ("random-tissue", "random", "center")
 #: Side of the SSIM window of survey.metrics.ssim: local windows are at least this large.
@@ -84,7 +84,7 @@ def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: in
 class Insertion:
     """Draw a structural detail into each image and measure whether the reconstruction keeps it.
 
-    detail: one of tasks.symbols.DETAILS; size: the detail's bounding-box height in pixels;
+    detail: one of survey.tasks.symbols.DETAILS; size: the detail's bounding-box height in pixels;
     contrast: added intensity at the detail's peak (images are in [0, 1]; may be negative);
     position: "random-tissue", "random", "center" or [row, col] (the detail's centre pixel);
     count: independent placements per image; tissue_threshold: tissue is x > this;

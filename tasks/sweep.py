@@ -35,8 +35,8 @@ import torch
 
 from survey.metrics import psnr, ssim
 from survey.physics import make_physics
-from tasks.base import eval_mode
-from tasks.base import TaskContext, TaskResult, register
+from survey.tasks.base import eval_mode
+from survey.tasks.base import TaskContext, TaskResult, register
 
 DEFAULT_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 DEFAULT_VIEWS = (10, 20, 30, 45, 60, 90, 120, 180)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from survey.physics.base import LinearPhysics
-from tasks import make_task
-from tasks.attack import PRESETS, Attack, AttackReference, search, snapshot_plan
-from tasks.base import TaskContext, generator_for
+from survey.tasks import make_task
+from survey.tasks.attack import PRESETS, Attack, AttackReference, search, snapshot_plan
+from survey.tasks.base import TaskContext, generator_for
 
 N_SIDE = 16
 DTYPE = torch.float64

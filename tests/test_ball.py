@@ -12,10 +12,10 @@ from survey.physics import make_physics
 from survey.physics.base import LinearPhysics
 from survey.plan import expand_grid
 from survey.spec import TaskSpec
-from tasks import make_task
-from tasks.attack import Attack
-from tasks.ball import PER_IMAGE, Ball, draw_seeds, gaussian_directions
-from tasks.base import TaskContext, generator_for
+from survey.tasks import make_task
+from survey.tasks.attack import Attack
+from survey.tasks.ball import PER_IMAGE, Ball, draw_seeds, gaussian_directions
+from survey.tasks.base import TaskContext, generator_for
 
 N_SIDE = 16
 DTYPE = torch.float64

@@ -1,4 +1,4 @@
-"""analysis.db: views over the store, read-only sandbox, bound parameters; `survey query` via CliRunner."""
+"""survey.analysis.db: views over the store, read-only sandbox, bound parameters; `survey query` via CliRunner."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from analysis.db import QueryError, connect, query, tables
+from survey.analysis.db import QueryError, connect, query, tables
 from survey.cli import analyze
 
 

@@ -1,4 +1,4 @@
-"""analysis.estimate: interval coverage, one-sided bounds at k = 0, the image bootstrap, the SQL path, the CLI."""
+"""survey.analysis.estimate: interval coverage, one-sided bounds at k = 0, the image bootstrap, the SQL path, the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from analysis.estimate import (FIXED_KEYS, METHODS, _resampled_sums, clopper_pearson, cluster_bootstrap, estimate,
+from survey.analysis.estimate import (FIXED_KEYS, METHODS, _resampled_sums, clopper_pearson, cluster_bootstrap, estimate,
                                rule_of_three, sweep_slopes, wilson)
 from survey.cli import analyze
 

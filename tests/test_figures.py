@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import figures
+from survey.analysis import figures
 from survey.store import Store
 
 

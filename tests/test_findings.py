@@ -8,7 +8,7 @@ import pytest
 from survey.data import load_dataset
 from survey.nets.zoo import is_trained, load_network
 from survey.solvers import make_reference
-from tasks import TaskContext, generator_for, make_task
+from survey.tasks import TaskContext, generator_for, make_task
 
 
 @pytest.mark.parametrize("name, images, at_least", [

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from survey.physics import make_physics
 from survey.solvers.cs import make_reference
-from tasks import make_task
-from tasks.base import TaskContext, generator_for
-from tasks.insertion import Insertion, masked_correlation
-from tasks.symbols import DETAILS, GLYPHS, make_stamp, paste
+from survey.tasks import make_task
+from survey.tasks.base import TaskContext, generator_for
+from survey.tasks.insertion import Insertion, masked_correlation
+from survey.tasks.symbols import DETAILS, GLYPHS, make_stamp, paste
 
 N = 48
 

@@ -18,8 +18,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from analysis.estimate import estimate
-from analysis.report import (DEFINITIONS, build_report, evaluate_criteria, format_interval, format_number,
+from survey.analysis.estimate import estimate
+from survey.analysis.report import (DEFINITIONS, build_report, evaluate_criteria, format_interval, format_number,
                              overall_verdict)
 from survey.cli.report import report
 from survey.spec import load_study

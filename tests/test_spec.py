@@ -72,7 +72,7 @@ def test_example_studies_validate_and_plan(name):
     from pathlib import Path
 
     from survey.plan import plan
-    from tasks import make_task
+    from survey.tasks import make_task
 
     study = load_study(Path(__file__).parents[1] / "tasks" / name)
     units = plan(study, {d.name: d.count or 24 for d in study.datasets})

@@ -11,9 +11,9 @@ from torch import nn
 from survey.metrics import psnr
 from survey.physics import make_physics
 from survey.solvers.cs import make_reference
-from tasks import make_task
-from tasks.base import TaskContext, generator_for
-from tasks.sweep import Sweep
+from survey.tasks import make_task
+from survey.tasks.base import TaskContext, generator_for
+from survey.tasks.sweep import Sweep
 
 N = 32
 

@@ -64,7 +64,7 @@ def query(
 
     Files outside the store cannot be read, and nothing can be written.
     """
-    from analysis.db import query as run_query
+    from survey.analysis.db import query as run_query
 
     if fmt not in QUERY_FORMATS:
         _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}, got {fmt!r}")
@@ -120,8 +120,8 @@ def estimate(
     store: Path = typer.Option(Path("results"), "--store", help="Results directory."),
 ) -> None:
     """Probability of a bad outcome per group, with Clopper-Pearson, Wilson and image-bootstrap intervals."""
-    from analysis.estimate import estimate as run_estimate
-    from analysis.estimate import sweep_slopes
+    from survey.analysis.estimate import estimate as run_estimate
+    from survey.analysis.estimate import sweep_slopes
 
     if fmt not in ESTIMATE_FORMATS:
         _fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
@@ -157,7 +157,7 @@ def _interval(row: dict[str, Any]) -> str:
 
 def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
     """One line per group: counts, then each method's interval side by side; notes below."""
-    from analysis.estimate import FIXED_KEYS, METHODS
+    from survey.analysis.estimate import FIXED_KEYS, METHODS
 
     groups = [c for c in rows[0] if c not in FIXED_KEYS]
     lines: dict[tuple, dict[str, Any]] = {}

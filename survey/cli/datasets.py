@@ -36,7 +36,7 @@ def show(
     path: Path = typer.Option(None, help="Files for the `folder` and `fastmri` datasets."),
 ) -> None:
     """Write a grid of example images of dataset NAME to --out."""
-    from analysis.figures import image_grid
+    from survey.analysis.figures import image_grid
     from survey.data import load_dataset
 
     params = {"path": str(path)} if path is not None else {}

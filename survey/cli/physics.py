@@ -23,7 +23,7 @@ def show(
     dataset: str = typer.Option("shepp-logan", help="Dataset of the example image."),
 ) -> None:
     """Draw the sampling pattern (or sinogram) of operator KIND and H(Ax) of an example image."""
-    from analysis.figures import physics_panel
+    from survey.analysis.figures import physics_panel
     from survey.data import load_dataset
     from survey.physics import make_physics
 

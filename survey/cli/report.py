@@ -18,7 +18,7 @@ def report(
                                                            "reports/<study name>/).")] = None,
 ) -> Path:
     """Write the evidence report (index.html + figures/) for the store; prints the path of index.html."""
-    from analysis.report import build_report
+    from survey.analysis.report import build_report
     from survey.spec import StudyError, load_study
 
     spec = None
@@ -45,7 +45,7 @@ def report(
 
 def _recorded_name(store: Path) -> str:
     """The newest run's study name in the store, else the store folder's name."""
-    from analysis.db import query
+    from survey.analysis.db import query
 
     try:
         frame = query(store, "SELECT study FROM runs ORDER BY started_at DESC LIMIT 1")

@@ -40,7 +40,7 @@ class RunSummary:
 
 
 def table_for(task: str) -> str:
-    from tasks import TASKS, load_tasks
+    from survey.tasks import TASKS, load_tasks
     load_tasks()
     return getattr(TASKS[task], "table", task)
 
@@ -174,7 +174,7 @@ def preflight(study: Study, units: list[Unit], handles: dict[str, NetworkHandle]
     """Build each distinct (task, parameters, network) of the plan once and ask the task whether it fits
     the network's images (`check_image_size`, where a task has one); raises StudyError listing every
     pair that can never run, before anything is scheduled or written."""
-    from tasks.base import make_task
+    from survey.tasks.base import make_task
 
     problems: list[str] = []
     seen: set[tuple] = set()

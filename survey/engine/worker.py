@@ -55,7 +55,7 @@ class SurveyWorker:
     def run(self, units: list[dict[str, Any]], images: dict[str, np.ndarray],
             ids: dict[str, list[str]]) -> list[UnitOutcome]:
         """Run each unit; a unit that raises yields an outcome with its error, the others go on."""
-        from tasks import TaskContext, generator_for, make_task
+        from survey.tasks import TaskContext, generator_for, make_task
 
         outcomes = []
         for unit in units:
