@@ -22,9 +22,7 @@ from typing import Any, Sequence
 
 import duckdb
 
-LEDGER_DIR = "_ledger"
-RUNS_DIR = "runs"
-TENSORS_DIR = "tensors"
+from survey.layout import FRAGMENT_GLOB, LEDGER_DIR, RUNS_DIR, is_reserved
 
 #: PRAGMAs that only read the catalog; everything else is refused.
 READ_ONLY_PRAGMAS = frozenset({"show_tables", "show_tables_expanded", "table_info", "show", "version",
@@ -58,11 +56,8 @@ def _root(store: Path | str) -> Path:
     return root
 
 
-#: Finished fragments only: a survey writing to the store meanwhile has temporary files (".tmp-...") that
-#: come and go, and reading one would fail the whole query.
-FRAGMENT_GLOB = "part-*.parquet"
-
-
+# Finished fragments only (FRAGMENT_GLOB): a survey writing to the store meanwhile has temporary files
+# that come and go, and reading one would fail the whole query.
 def _has_parquet(directory: Path, recursive: bool) -> bool:
     return any(directory.glob(f"**/{FRAGMENT_GLOB}" if recursive else FRAGMENT_GLOB))
 
@@ -73,7 +68,7 @@ def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
     sources: dict[str, tuple[str, bool]] = {}
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
         name = path.name
-        if name.startswith((".", "_")) or name in (TENSORS_DIR, RUNS_DIR):
+        if is_reserved(name):
             continue
         if _has_parquet(path, recursive=True):
             sources[name] = (f"{path.as_posix()}/**/{FRAGMENT_GLOB}", True)

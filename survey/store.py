@@ -1,14 +1,12 @@
 """The results store: hive-partitioned Parquet fragments written atomically, plus a ledger of units.
 
-Layout under the store root:
-    <table>/network=<name>/part-<uuid>.parquet   rows of one flush (tables: attacks, ball, ...)
-    _ledger/part-<uuid>.parquet                   one row per finished or failed unit, naming its fragments
-    tensors/<unit_id>.safetensors                 tensors kept by a unit (perturbations, outputs)
+The layout under the store root (directory and file names) is defined in `survey.layout`: row
+fragments per (table, network), a ledger naming each unit's fragments, provenance rows, kept tensors.
 
 Every file is written under a temporary name and renamed. A unit's ledger row is written after its
 rows, so a crash leaves at worst row fragments no ledger row names; `Store.open` removes those
 orphans, and rerunning the study redoes exactly the units the ledger lacks: no loss, no duplicates.
-One writer at a time: `Store.open` takes an exclusive lock on `<root>/.lock` (released when the store
+One writer at a time: `Store.open` takes an exclusive lock on `<root>/.lock` (`layout.LOCK_FILE`) (released when the store
 is closed or its process dies, even by SIGKILL), because removing orphans under a running survey would
 delete the fragments it is writing. Readers (queries, reports, status) need no lock.
 """
@@ -20,7 +18,6 @@ import hashlib
 import os
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,9 +27,9 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save_file
 
-LEDGER = "_ledger"
-TENSORS = "tensors"
-LOCK = ".lock"
+from survey.layout import (FRAGMENT_GLOB, LEDGER_DIR, LOCK_FILE, PARTITION_KEY, RUNS_DIR, TEMP_PREFIX, TENSORS_DIR,
+                           fragment_name, temp_name, tensor_file)
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -42,7 +39,7 @@ def _partition_value(value: str) -> str:
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}.partial")  # matches no reader's *.parquet glob
+    tmp = path.with_name(temp_name(path.name))  # matches no reader's glob
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 
@@ -79,7 +76,7 @@ class Store:
         return store
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -99,7 +96,7 @@ class Store:
 
     # -- ledger -----------------------------------------------------------------------------
     def ledger(self) -> pa.Table | None:
-        files = sorted((self.root / LEDGER).glob("part-*.parquet"))
+        files = sorted((self.root / LEDGER_DIR).glob(FRAGMENT_GLOB))
         if not files:
             return None
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
@@ -130,10 +127,10 @@ class Store:
         removed = []
         for path in self.root.rglob("*.parquet"):
             rel = path.relative_to(self.root).as_posix()
-            if path.name.startswith(".tmp-") or ("/network=" in rel and rel not in known):
+            if path.name.startswith(TEMP_PREFIX) or (f"/{PARTITION_KEY}=" in rel and rel not in known):
                 path.unlink()
                 removed.append(path)
-        for path in self.root.rglob(".tmp-*"):
+        for path in self.root.rglob(f"{TEMP_PREFIX}*"):
             path.unlink()
             removed.append(path)
         return removed
@@ -143,7 +140,7 @@ class Store:
         """Write rows as one fragment of `table` partitioned by network; returns its store-relative path."""
         if not rows:
             return None
-        rel = f"{_partition_value(table)}/network={_partition_value(network)}/part-{uuid.uuid4().hex}.parquet"
+        rel = f"{_partition_value(table)}/{PARTITION_KEY}={_partition_value(network)}/{fragment_name()}"
         _atomic_write_table(_table_from_rows(rows), self.root / rel)
         return rel
 
@@ -151,10 +148,10 @@ class Store:
         """Save a unit's kept tensors; returns (store-relative path, sha256)."""
         if not tensors:
             return None
-        rel = f"{TENSORS}/{unit_id}.safetensors"
+        rel = tensor_file(unit_id)
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
+        tmp = path.with_name(temp_name(path.name))
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         os.replace(tmp, path)
@@ -164,7 +161,7 @@ class Store:
         """Append ledger rows: unit_id, status ('ok' or 'failed'), fragments (list of paths), error..."""
         entries = list(entries)
         if entries:
-            _atomic_write_table(_table_from_rows(entries), self.root / LEDGER / f"part-{uuid.uuid4().hex}.parquet")
+            _atomic_write_table(_table_from_rows(entries), self.root / LEDGER_DIR / fragment_name())
 
     def forget(self, unit_ids: Iterable[str], reason: str) -> int:
         """Retract finished units so that the next run redoes them; returns how many were forgotten.
@@ -190,7 +187,7 @@ class Store:
             kept = table.filter(pc.invert(pc.is_in(table["unit_id"], value_set=pa.array(targets))))
             renamed[rel] = None
             if kept.num_rows:
-                renamed[rel] = f"{Path(rel).parent.as_posix()}/part-{uuid.uuid4().hex}.parquet"
+                renamed[rel] = f"{Path(rel).parent.as_posix()}/{fragment_name()}"
                 _atomic_write_table(kept, self.root / renamed[rel])
         now = time.time()
         entries = [{**latest[u], "status": "forgotten", "fragments": [], "error": reason, "finished_at": now}
@@ -204,15 +201,15 @@ class Store:
         for rel in affected:
             (self.root / rel).unlink(missing_ok=True)
         for unit_id in gone:
-            (self.root / TENSORS / f"{unit_id}.safetensors").unlink(missing_ok=True)
+            (self.root / tensor_file(unit_id)).unlink(missing_ok=True)
         return len(targets)
 
     def write_run(self, row: dict[str, Any]) -> str:
         """Append one provenance row to the `runs` table."""
-        rel = f"runs/part-{uuid.uuid4().hex}.parquet"
+        rel = f"{RUNS_DIR}/{fragment_name()}"
         _atomic_write_table(_table_from_rows([row]), self.root / rel)
         return rel
 
     def tables(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(("_", ".")) and p.name != TENSORS)
+                      if p.is_dir() and not p.name.startswith(("_", ".")) and p.name != TENSORS_DIR)

@@ -1,0 +1,51 @@
+"""The results store's on-disk layout, named once: the writer (survey.store) and every reader
+(survey.analysis.db, survey.analysis.figures) import these names instead of spelling paths.
+
+    <table>/network=<name>/part-<uuid>.parquet   rows of one flush (tables: attacks, ball, ...)
+    _ledger/part-<uuid>.parquet                   one row per finished, failed or forgotten unit
+    runs/part-<uuid>.parquet                      provenance, one row per run
+    tensors/<unit_id>.safetensors                 tensors kept by a unit
+    .lock                                         the single writer's lock (holds its pid)
+
+Files are written as `.tmp-<name>.partial` and renamed, so a reader globbing FRAGMENT_GLOB never sees
+a half-written file.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+LEDGER_DIR = "_ledger"
+RUNS_DIR = "runs"
+TENSORS_DIR = "tensors"
+LOCK_FILE = ".lock"
+#: Hive partition key of row fragments: <table>/network=<name>/...
+PARTITION_KEY = "network"
+#: Finished fragments only (temporary files never match).
+FRAGMENT_GLOB = "part-*.parquet"
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = ".partial"
+TENSOR_SUFFIX = ".safetensors"
+#: Tensor keys starting with this hold one entry per image (indexed by the rows' `image_index`),
+#: not one per row (indexed by `tensor_index`).
+PER_IMAGE = "per_image/"
+
+
+def fragment_name() -> str:
+    """A fresh, unique fragment file name matching FRAGMENT_GLOB."""
+    return f"part-{uuid.uuid4().hex}.parquet"
+
+
+def temp_name(name: str) -> str:
+    """The temporary name a file is written under before it is renamed to `name`."""
+    return f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+
+
+def tensor_file(unit_id: str) -> str:
+    """Store-relative path of a unit's kept tensors."""
+    return f"{TENSORS_DIR}/{unit_id}{TENSOR_SUFFIX}"
+
+
+def is_reserved(directory: str) -> bool:
+    """True for store directories that are not row tables (ledger, runs, tensors, hidden ones)."""
+    return directory.startswith(("_", ".")) or directory in (TENSORS_DIR, RUNS_DIR)
