@@ -1,0 +1,40 @@
+"""Perturbation families: a registry of name -> builder taking keyword parameters.
+
+`make_family("gaussian")` returns a `Family` whose `apply(y, z, severity, physics)` maps clean
+measurements y and a standard Gaussian latent z (shape `latent_shape(physics)` per draw) to
+perturbed measurements, deterministically (DESIGN.md "How often"). Every registered family passes
+the property tests in tests/test_perturb.py.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Callable
+
+from survey.perturb.base import Family, measured_mask
+
+# name -> "module:builder"; imported lazily.
+_REGISTRY: dict[str, str] = {
+    "gaussian": "survey.perturb.gaussian:build",
+    "poisson": "survey.perturb.poisson:build",
+    "sphere": "survey.perturb.sphere:build",
+}
+
+
+def family_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _builder(name: str) -> Callable[..., Family]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown perturbation family {name!r}; choose one of {family_names()}")
+    module, attr = _REGISTRY[name].split(":")
+    return getattr(import_module(module), attr)
+
+
+def make_family(name: str, **params) -> Family:
+    """Build the family `name` from keyword parameters (e.g. sphere: domain, real_image)."""
+    return _builder(name)(**params)
+
+
+__all__ = ["Family", "family_names", "make_family", "measured_mask"]
