@@ -1,13 +1,21 @@
 """Probabilities of bad outcomes with confidence intervals, from the store.
 
 For a table, a "bad" SQL predicate, an optional `where` filter and `by` group columns, each group
-gets n (units counted), k (bad units), p = k / n and three intervals:
-    clopper-pearson  exact binomial (beta quantiles); conservative;
-    wilson           score interval; close to nominal coverage, never outside [0, 1];
-    bootstrap        percentile interval from resampling clusters (images) with replacement, so
-                     draws that are correlated within an image do not pass for independent ones.
-With k = 0 the first two give the one-sided upper bound (Clopper-Pearson: 1 - alpha^(1/n)) and the
-row carries the rule of three 3/n as a check; with k = n, the mirrored one-sided lower bound.
+gets n (units counted), k (bad units), p = k / n and four intervals, one of them marked primary
+(`primary` True, listed first; every row names it in `primary_method`): the one to report.
+    cluster-exact    the population of images: the mean over images of each image's P(bad)
+                     (Korn-Graubard on per-image proportions, image-level exact bound at the edges;
+                     survey.analysis.intervals). Primary when rows share an image.
+    clopper-pearson  exact binomial on k of n; valid when rows are independent trials. Primary when
+                     they are: one row per image, per-image counting, or no image columns.
+    wilson           score interval; approximate; assumes independent rows.
+    bootstrap        percentile interval resampling images; too narrow with few images; no bound at
+                     k = 0 or k = n.
+With k = 0 the intervals are one-sided upper bounds (Clopper-Pearson: 1 - alpha^(1/n); cluster-exact:
+1 - alpha^(1/m) over m images) and the row carries the rule of three 3/n as a check; with k = n, the
+mirrored one-sided lower bound. Each row also states its estimand (`estimand`, the population it
+speaks for), its assumption, its point estimate and the one-sided upper bound at `confidence` that
+decisions use (survey.analysis.decisions). Why this choice, with the simulation: docs/INTERVALS.md.
 
 Counting units (`per`):
     row    every row is a trial; bootstrap clusters are images, (network, dataset, image_id).
@@ -32,151 +40,30 @@ import pandas as pd
 from scipy import stats
 
 from survey.analysis.db import QueryError, columns, connect, execute, sql_identifier
+from survey.analysis.intervals import (_CHUNK_CELLS, _alpha, _chunks, _counts, _resampled_sums,  # noqa: F401
+                                       beta_bounds, clopper_pearson, cluster_bootstrap, cluster_exact,
+                                       design_n, effective_upper, iid_bootstrap, image_moments, rule_of_three, wilson)
 
-METHODS = ("clopper-pearson", "wilson", "bootstrap")
+#: the methods, in the order rows list them when cluster-exact is primary (else clopper-pearson first).
+METHODS = ("cluster-exact", "clopper-pearson", "wilson", "bootstrap")
 PER = ("row", "image", "curve")
 #: the image key; columns missing from a table are left out.
 DEFAULT_CLUSTER = ("network", "dataset", "image_id")
 #: keys of every row `estimate` returns, after the group columns.
 FIXED_KEYS = ("n", "k", "p", "ci_low", "ci_high", "method", "confidence", "interval", "rule_of_three",
-              "clusters", "note")
+              "clusters", "note", "primary", "primary_method", "point", "upper_bound", "n_eff", "df",
+              "estimand", "assumption")
 CURVE_COLUMNS = ("slope", "y_start", "y_end", "y_peak", "x_peak", "points")
-#: bootstrap work is done in chunks of at most this many resampled cluster indices.
-_CHUNK_CELLS = 1 << 22
-
-
-# -- intervals on counts (vectorised over arrays of k and n) -------------------------------------
-
-def _alpha(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    return 1.0 - confidence
-
-
-def _counts(k, n) -> tuple[np.ndarray, np.ndarray]:
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
-        raise ValueError("counts must satisfy 0 <= k <= n and n >= 1")
-    return k, n
-
-
-def clopper_pearson(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Exact interval (low, high) for k successes in n trials.
-
-    Two-sided (alpha/2 in each tail) when 0 < k < n; one-sided when k = 0 (upper bound
-    1 - alpha^(1/n), low 0) or k = n (lower bound alpha^(1/n), high 1).
-    """
-    alpha = _alpha(confidence)
-    k, n = _counts(k, n)
-    tail = np.where((k == 0) | (k == n), alpha, alpha / 2)
-    with np.errstate(invalid="ignore"):
-        low = np.where(k == 0, 0.0, stats.beta.ppf(tail, np.maximum(k, 1), n - k + 1))
-        high = np.where(k == n, 1.0, stats.beta.ppf(1 - tail, k + 1, np.maximum(n - k, 1)))
-    return low, high
-
-
-def wilson(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval (low, high); one-sided (z at 1 - alpha) when k = 0 or k = n."""
-    alpha = _alpha(confidence)
-    k, n = _counts(k, n)
-    one_sided = (k == 0) | (k == n)
-    z = np.where(one_sided, stats.norm.ppf(1 - alpha), stats.norm.ppf(1 - alpha / 2))
-    p = k / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z / denom * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    low = np.where(k == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
-    high = np.where(k == n, 1.0, np.clip(centre + half, 0.0, 1.0))
-    return low, high
-
-
-def rule_of_three(n) -> np.ndarray:
-    """3 / n: the approximate 95% upper bound on p after n trials without a bad one."""
-    return 3.0 / np.asarray(n, dtype=np.float64)
-
-
-def _chunks(n_boot: int, m: int) -> list[tuple[int, int]]:
-    """[start, stop) slices of the n_boot resamples, each at most _CHUNK_CELLS indices."""
-    step = max(1, _CHUNK_CELLS // m)
-    return [(start, min(n_boot, start + step)) for start in range(0, n_boot, step)]
-
-
-def _resampled_sums(k: np.ndarray, n: np.ndarray, n_boot: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of k and of n over n_boot resamples of the m clusters with replacement, each (n_boot,).
-
-    Clusters with equal (k, n) are interchangeable, so when there are few distinct pairs (fixed
-    draws per image, as the ball test makes them) the resample is a multinomial over the distinct
-    pairs: O(n_boot x distinct) instead of O(n_boot x m).
-    """
-    m = k.size
-    ki, ni = k.astype(np.int64), n.astype(np.int64)
-    pairs, counts = np.unique(np.stack([ki, ni], axis=1), axis=0, return_counts=True)
-    if 8 * len(pairs) <= m:
-        weights = rng.multinomial(m, counts / m, size=n_boot)
-        return (weights @ pairs[:, 0]).astype(np.float64), (weights @ pairs[:, 1]).astype(np.float64)
-    # one gather instead of two: pack (k, n) into one int64 while the sums of n fit in 32 bits
-    packed = (ki << 32) + ni if m * int(ni.max()) < 2**32 else None
-    k_sum, n_sum = np.empty(n_boot), np.empty(n_boot)
-    for start, stop in _chunks(n_boot, m):
-        idx = rng.integers(0, m, size=(stop - start, m))
-        if packed is not None:
-            total = packed[idx].sum(axis=1)
-            k_sum[start:stop], n_sum[start:stop] = total >> 32, total & 0xFFFFFFFF
-        else:
-            k_sum[start:stop], n_sum[start:stop] = ki[idx].sum(axis=1), ni[idx].sum(axis=1)
-    return k_sum, n_sum
-
-
-def cluster_bootstrap(k, n, groups=None, *, confidence: float = 0.95, n_boot: int = 2000,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval for p = sum k / sum n, resampling clusters with replacement within each group.
-
-    k, n: (C,) bad and total counts per cluster; groups: (C,) integer group ids 0..G-1 (None: one
-    group). Returns (low, high), each (G,). Clusters of one trial each (all n = 1) and groups of a
-    single cluster take exact shortcuts (binomial draws; a degenerate interval). Seeded per group.
-    """
-    alpha = _alpha(confidence)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    k, n = _counts(k, n)
-    groups = np.zeros(k.shape, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    if groups.shape != k.shape:
-        raise ValueError(f"groups has shape {groups.shape}, counts have {k.shape}")
-    n_groups = int(groups.max()) + 1 if groups.size else 0
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
-    low, high = np.empty(n_groups), np.empty(n_groups)
-    quantiles = [alpha / 2, 1 - alpha / 2]
-    for g in range(n_groups):
-        members = order[bounds[g]:bounds[g + 1]]
-        if members.size == 0:
-            low[g] = high[g] = np.nan
-            continue
-        kg, ng = k[members], n[members]
-        rng = np.random.default_rng([seed, g])
-        m = members.size
-        if np.all(ng == 1):
-            p_star = rng.binomial(m, kg.sum() / m, size=n_boot) / m
-        elif m == 1:
-            p_star = np.full(n_boot, kg[0] / ng[0])
-        else:
-            k_sum, n_sum = _resampled_sums(kg, ng, n_boot, rng)
-            p_star = k_sum / n_sum
-        low[g], high[g] = np.quantile(p_star, quantiles)
-    return low, high
-
-
-def iid_bootstrap(k, n, *, confidence: float = 0.95, n_boot: int = 2000,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval resampling independent trials: binomial draws Binomial(n, k/n) / n."""
-    alpha = _alpha(confidence)
-    k, n = _counts(k, n)
-    rng = np.random.default_rng(seed)
-    draws = rng.binomial(n.astype(np.int64)[:, None], (k / n)[:, None], size=(k.size, n_boot)) / n[:, None]
-    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=1)
-    return low, high
+#: what each method assumes, stated on its rows.
+ASSUMPTIONS = {
+    "cluster-exact": "images are independent draws from the population of images; rows within an image may be "
+                     "correlated (Korn-Graubard on per-image proportions; image-level exact bound at the edges)",
+    "clopper-pearson": "rows are independent trials: exact for one row per image or per-image counting; too narrow "
+                       "when rows share an image",
+    "wilson": "rows are independent trials; approximate (score interval)",
+    "bootstrap": "images resampled with replacement (percentile interval): too narrow with few images (10-50); "
+                 "no bound at k = 0 or k = n",
+}
 
 
 # -- SQL over the store -------------------------------------------------------------------------
@@ -261,7 +148,8 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
              by: Sequence[str] = (), per: str = "row", confidence: float = 0.95, n_boot: int = 2000,
              seed: int = 0, cluster: Sequence[str] | None = None, x: str = "value",
              y: str = "psnr") -> list[dict[str, Any]]:
-    """Per group of `by`, the probability that `bad` holds, with three intervals (one row per method).
+    """Per group of `by`, the probability that `bad` holds, with four intervals (one row per method, the
+    primary one first).
 
     store: the store directory, or a connection from `survey.analysis.db.connect`.
     bad / where: SQL boolean expressions over the table's columns; `where` filters rows before any
@@ -272,8 +160,22 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
         table has image_id; () resamples rows independently).
     Returns dicts with the `by` columns then FIXED_KEYS: n, k, p, ci_low, ci_high, method,
     confidence, interval ("two-sided", "one-sided upper", "one-sided lower"), rule_of_three (3/n when
-    k = 0, 1 - 3/n when k = n, else None), clusters (bootstrap clusters in the group), note.
+    k = 0, 1 - 3/n when k = n, else None), clusters (images in the group), note; then
+    primary (True on the one interval to report per group), primary_method ("cluster-exact" when rows
+    share an image, "clopper-pearson" when they are independent trials), point (the method's point
+    estimate: the mean of per-image proportions for cluster-exact, k / n for the others), upper_bound
+    (one-sided upper bound at `confidence`, for decisions; cluster-exact and clopper-pearson only), n_eff
+    and df (what `intervals.effective_upper` needs to recompute it at another confidence), estimand
+    ("over images of <dataset>, mean per-image probability" ...) and assumption (the method's).
     """
+    frame, clusters = _fetch_counts(store, table, bad, where=where, by=by, per=per, confidence=confidence,
+                                    cluster=cluster, x=x, y=y)
+    return _rows_from_counts(frame, list(by), confidence, n_boot, seed, iid=not clusters, per=per)
+
+
+def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: Sequence[str], per: str,
+                  confidence: float, cluster: Sequence[str] | None, x: str, y: str):
+    """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns)."""
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     if bad is None:
@@ -307,11 +209,71 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
             con.close()
     # a fixed order of clusters: the bootstrap (seeded) then does not depend on how the rows lie in fragments
     frame = _in_key_order(frame[frame["n_i"] > 0], [c for c in frame.columns if c not in ("n_i", "k_i")])
-    return _rows_from_counts(frame, by, confidence, n_boot, seed, iid=not clusters)
+    return frame, clusters
+
+
+def per_image_distribution(store, table: str, bad: str | None = None, *, where: str | None = None,
+                           by: Sequence[str] = (), levels: Sequence[float] = (0.01, 0.1, 0.5),
+                           quantiles: Sequence[float] = (0.5, 0.9, 0.99), confidence: float = 0.95,
+                           cluster: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """How P(bad) is spread over images: per group of `by` and per level in `levels`, one row.
+
+    Each image's proportion p_i = k_i / n_i of bad rows (`bad`, `where`, `cluster` as in `estimate`, rows
+    counted per row). Row keys: the `by` columns, images, rows, mean (mean of p_i), min, q<q> for each
+    quantile (e.g. q0.9), max, level, above (images with p_i > level), fraction (above / images), ci_low,
+    ci_high (exact interval for the fraction of the population of images with p_i > level, Clopper-Pearson
+    on above of images; one-sided at 0 and at all), surely_above / possibly_above (images whose own exact
+    one-sided bound at `confidence` puts P(bad) above the level / does not rule it out: p_i is itself
+    estimated from n_i rows), confidence, estimand.
+    """
+    frame, clusters = _fetch_counts(store, table, bad, where=where, by=by, per="row", confidence=confidence,
+                                    cluster=cluster, x="value", y="psnr")
+    if not clusters:
+        raise ValueError(f"per_image_distribution needs image columns: table {table!r} has no image_id; pass cluster=")
+    if any(not 0.0 <= q <= 1.0 for q in quantiles) or any(not 0.0 <= v < 1.0 for v in levels):
+        raise ValueError("quantiles must lie in [0, 1] and levels in [0, 1)")
+    if frame.empty:
+        return []
+    by = list(by)
+    alpha = 1.0 - confidence
+    ids, keys = _group_index(frame, by)
+    k_i, n_i = frame["k_i"].to_numpy(dtype=np.float64), frame["n_i"].to_numpy(dtype=np.float64)
+    own_low, own_high = beta_bounds(k_i, n_i, alpha, alpha)
+    estimands = _estimands(frame, ids, len(keys), "row", False)
+    rows = []
+    for g, key in enumerate(keys):
+        sel = ids == g
+        p_i, m = k_i[sel] / n_i[sel], int(sel.sum())
+        summary = {c: _python(v) for c, v in zip(by, key)}
+        summary.update(images=m, rows=int(n_i[sel].sum()), mean=float(p_i.mean()), min=float(p_i.min()),
+                       **{f"q{q:g}": float(np.quantile(p_i, q)) for q in quantiles}, max=float(p_i.max()))
+        for level in levels:
+            above = int(np.sum(p_i > level))
+            low, high = clopper_pearson(above, m, confidence)
+            rows.append({**summary, "level": float(level), "above": above, "fraction": above / m,
+                         "ci_low": float(low), "ci_high": float(high),
+                         "surely_above": int(np.sum(own_low[sel] > level)),
+                         "possibly_above": int(np.sum(own_high[sel] > level)), "confidence": confidence,
+                         "estimand": f"{estimands[g]}: fraction of images with P(bad) > {level:g}"})
+    return rows
+
+
+def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool) -> list[str]:
+    """Per group, the population its estimates speak for, naming the datasets where the rows have them."""
+    if iid:
+        return ["over rows, each row an independent trial (no image columns)"] * n_groups
+    if "dataset" in frame.columns:
+        names = frame.groupby(ids, sort=True)["dataset"].agg(lambda v: ", ".join(sorted({str(x) for x in v})))
+        datasets = [names.get(g, "the data") for g in range(n_groups)]
+    else:
+        datasets = ["the data"] * n_groups
+    what = {"row": "mean per-image probability", "image": "probability that an image is bad (any of its rows)",
+            "curve": "probability that an image's curve is bad"}[per]
+    return [f"over images of {d}, {what}" for d in datasets]
 
 
 def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed: int,
-                      iid: bool) -> list[dict[str, Any]]:
+                      iid: bool, per: str = "row") -> list[dict[str, Any]]:
     if frame.empty:
         return []
     ids, keys = _group_index(frame, by)
@@ -321,31 +283,54 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
     k = np.bincount(ids, weights=k_i, minlength=n_groups)
     n = np.bincount(ids, weights=n_i, minlength=n_groups)
     m = np.bincount(ids, minlength=n_groups)
-    intervals = {"clopper-pearson": clopper_pearson(k, n, confidence), "wilson": wilson(k, n, confidence)}
+    alpha = 1.0 - confidence
+    if iid:   # no images: each row its own cluster; cluster-exact is then Clopper-Pearson
+        mo = {"m": n, "mean": k / n, "n_eff": n, "df": None}
+        ce = clopper_pearson(k, n, confidence)
+    else:
+        mo = image_moments(k_i, n_i, ids)
+        ce = cluster_exact(mo["mean"], mo["var_mean"], mo["m"], mo["n_indep"], mo["df"], confidence)[:2]
+        mo["n_eff"] = design_n(mo["mean"], mo["var_mean"], mo["m"], mo["n_indep"])
+    intervals = {"cluster-exact": ce, "clopper-pearson": clopper_pearson(k, n, confidence),
+                 "wilson": wilson(k, n, confidence)}
     if iid:
         intervals["bootstrap"] = iid_bootstrap(k, n, confidence=confidence, n_boot=n_boot, seed=seed)
     else:
         intervals["bootstrap"] = cluster_bootstrap(k_i, n_i, ids, confidence=confidence, n_boot=n_boot, seed=seed)
+    # rows are independent trials when there are no images or each image gave one row
+    independent = np.full(n_groups, True) if iid else np.bincount(ids, weights=n_i > 1, minlength=n_groups) == 0
+    upper = {"cluster-exact": effective_upper(mo["mean"], mo["n_eff"], mo["df"], mo["m"], confidence),
+             "clopper-pearson": beta_bounds(k, n, alpha, alpha)[1]}
+    estimands = _estimands(frame, ids, n_groups, per, iid)
     rows = []
     for g, key in enumerate(keys):
         kg, ng = int(k[g]), int(n[g])
         side = "one-sided upper" if kg == 0 else "one-sided lower" if kg == ng else "two-sided"
         check = 3.0 / ng if kg == 0 else 1.0 - 3.0 / ng if kg == ng else None
-        for method in METHODS:
+        primary = "clopper-pearson" if independent[g] else "cluster-exact"
+        order = [primary, *(x for x in METHODS if x != primary)]
+        for method in order:
             low, high = (float(a[g]) for a in intervals[method])
             interval, note = side, None
+            point, n_eff, df = kg / ng, float(ng), None
+            if method == "cluster-exact":
+                point, n_eff = float(mo["mean"][g]), float(mo["n_eff"][g])
+                df = None if iid else float(mo["df"][g])
             if method == "bootstrap":
-                interval = "two-sided"
+                interval, n_eff = "two-sided", None
                 if kg == 0:
-                    low, high, note = 0.0, None, "no bad units: resampling cannot bound p; use clopper-pearson"
+                    low, high, note = 0.0, None, f"no bad units: resampling cannot bound p; use {primary}"
                 elif kg == ng:
-                    low, high, note = None, 1.0, "all units bad: resampling cannot bound p; use clopper-pearson"
+                    low, high, note = None, 1.0, f"all units bad: resampling cannot bound p; use {primary}"
                 elif m[g] == 1 and not iid:
                     note = "one cluster: the bootstrap interval is degenerate"
             row = {c: _python(v) for c, v in zip(by, key)}
             row.update(n=ng, k=kg, p=kg / ng, ci_low=_python(low), ci_high=_python(high), method=method,
                        confidence=confidence, interval=interval, rule_of_three=check,
-                       clusters=ng if iid else int(m[g]), note=note)
+                       clusters=ng if iid else int(m[g]), note=note, primary=method == primary,
+                       primary_method=primary, point=point,
+                       upper_bound=_python(float(upper[method][g])) if method in upper else None,
+                       n_eff=n_eff, df=df, estimand=estimands[g], assumption=ASSUMPTIONS[method])
             rows.append(row)
     return rows
 
@@ -404,5 +389,6 @@ def sweep_slopes(store, *, table: str = "sweeps", by: Sequence[str] = (), where:
     return rows
 
 
-__all__ = ["CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "cluster_bootstrap",
-           "clopper_pearson", "estimate", "iid_bootstrap", "rule_of_three", "sweep_slopes", "wilson"]
+__all__ = ["ASSUMPTIONS", "CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "cluster_bootstrap",
+           "clopper_pearson", "estimate", "iid_bootstrap", "per_image_distribution", "rule_of_three",
+           "sweep_slopes", "wilson"]

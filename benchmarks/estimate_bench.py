@@ -7,6 +7,13 @@ with per-image bad probabilities p_i ~ Beta(2, 8) and equal draws per image (--r
 then the estimate (three intervals, B = 2000 bootstrap resamples of images) is timed per network,
 per (network, radius) and per image.
 Prints the seconds and the machine.
+
+    .venv/bin/python benchmarks/estimate_bench.py --coverage [--reps 1000] [--draws 100]
+
+instead prints the coverage table of docs/INTERVALS.md: per-image P(bad) ~ Beta(p c, (1 - p) c) with
+intra-image correlation rho = 1 / (c + 1) (rho = 0: every image has P(bad) = p; rho = 1: each image is
+all-bad with probability p), m images, --draws draws per image; the share of --reps repetitions whose
+95% interval holds the population value p, per method, and the primary interval's mean width.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from survey.analysis.estimate import estimate  # noqa: E402
+from survey.analysis.intervals import (clopper_pearson, cluster_exact, cluster_t,  # noqa: E402
+                                       image_moments)
 
 
 def _labels(values: list[str], indices: np.ndarray) -> pa.DictionaryArray:
@@ -76,6 +85,56 @@ def write_ball_store(root: Path, rows: int, images: int, networks: int, files_pe
             pq.write_table(table, out, compression="zstd")
 
 
+def population_counts(rng: np.random.Generator, reps: int, m: int, draws: int, p: float,
+                      rho: float) -> np.ndarray:
+    """(reps, m) bad counts of `draws` draws per image; per-image P(bad) ~ Beta with mean p, correlation rho."""
+    if p in (0.0, 1.0) or rho == 0:
+        p_image = np.full((reps, m), p)
+    elif rho == 1:
+        p_image = (rng.random((reps, m)) < p).astype(np.float64)
+    else:
+        c = 1 / rho - 1
+        p_image = rng.beta(p * c, (1 - p) * c, size=(reps, m))
+    return rng.binomial(draws, p_image)
+
+
+def coverage_row(rng: np.random.Generator, reps: int, m: int, draws: int, p: float, rho: float,
+                 n_boot: int = 400) -> dict[str, float]:
+    """Coverage of the population value p by each method's 95% interval over `reps` repetitions."""
+    k = population_counts(rng, reps, m, draws, p, rho)
+    groups = np.repeat(np.arange(reps), m)
+    mo = image_moments(k.ravel(), np.full(k.size, draws), groups)
+    low, high, _ = cluster_exact(mo["mean"], mo["var_mean"], mo["m"], mo["n_indep"], mo["df"])
+    edge = (mo["mean"] <= 0) | (mo["mean"] >= 1)
+    t_low, t_high = cluster_t(mo["mean"], mo["var_mean"], mo["m"])
+    t_low, t_high = np.where(edge, low, t_low), np.where(edge, high, t_high)
+    cp_low, cp_high = clopper_pearson(k.sum(axis=1), m * draws)
+    idx = rng.integers(0, m, size=(n_boot, m))
+    boot = k[:, idx].sum(axis=2) / (m * draws)          # (reps, n_boot) percentile image bootstrap
+    b_low, b_high = np.quantile(boot, [0.025, 0.975], axis=1)
+    tol = 1e-12
+    covers = lambda lo, hi: float(np.mean((lo <= p + tol) & (p - tol <= hi)))  # noqa: E731
+    return {"pooled clopper-pearson": covers(cp_low, cp_high), "bootstrap (percentile)": covers(b_low, b_high),
+            "cluster-t (+ edge)": covers(t_low, t_high), "cluster-exact": covers(low, high),
+            "width": float(np.mean(high - low))}
+
+
+def coverage_table(reps: int = 1000, draws: int = 100, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    print(f"coverage of the population value by 95% intervals, {reps} repetitions, {draws} draws per image")
+    header = None
+    for m in (10, 20, 48):
+        for p in (0.0, 1e-3, 1e-2, 0.05, 0.2, 0.5, 1.0):
+            for rho in ((0.0,) if p in (0.0, 1.0) else (0.0, 0.01, 0.1, 0.5, 1.0)):
+                row = coverage_row(rng, reps, m, draws, p, rho)
+                if header is None:
+                    header = list(row)
+                    print("| m | p | rho | " + " | ".join(header) + " |")
+                    print("|" + "---|" * (3 + len(header)))
+                print(f"| {m} | {p:g} | {rho:g} | " + " | ".join(f"{row[h]:.3f}" if h != "width" else f"{row[h]:.4f}"
+                                                              for h in header) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -83,7 +142,13 @@ def main() -> None:
     parser.add_argument("--networks", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ragged", action="store_true", help="unequal draws per image (slower bootstrap)")
+    parser.add_argument("--coverage", action="store_true", help="print the interval coverage table instead")
+    parser.add_argument("--reps", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=100, help="draws per image (--coverage)")
     args = parser.parse_args()
+    if args.coverage:
+        coverage_table(args.reps, args.draws)
+        return
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs visible; python {platform.python_version()}")

@@ -148,7 +148,25 @@ def test_estimate_through_the_store(store: Path):
     cp = cascade["clopper-pearson"]
     assert cp["k"] == 0 and cp["interval"] == "one-sided upper"
     assert cp["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 40)) and cp["rule_of_three"] == pytest.approx(3 / 40)
-    assert cascade["bootstrap"]["ci_high"] is None and "clopper-pearson" in cascade["bootstrap"]["note"]
+    # the bootstrap cannot bound p at k = 0; its note names the interval to use instead: the image-level one
+    assert cascade["bootstrap"]["ci_high"] is None and "cluster-exact" in cascade["bootstrap"]["note"]
+
+    # ten draws share each image: the primary interval is for the population of images, first in each group
+    for group in (cascade, unet):
+        assert [m for m, r in group.items() if r["primary"]] == ["cluster-exact"]
+        assert all(r["primary_method"] == "cluster-exact" for r in group.values())
+        assert group["cluster-exact"]["estimand"] == "over images of brain, mean per-image probability"
+        assert all(r["assumption"] for r in group.values())
+    assert [r["method"] for r in rows][::len(METHODS)] == ["cluster-exact"] * 2
+    # k = 0 over 4 images: the image-level exact bound 1 - alpha^(1/4), not 40 independent draws' 0.072
+    ce = cascade["cluster-exact"]
+    assert ce["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 4)) and ce["interval"] == "one-sided upper"
+    assert ce["upper_bound"] == pytest.approx(1 - 0.05 ** (1 / 4)) and ce["n_eff"] == 4
+    # unet: images a, b bad in 3 of 10 draws, c, d never: per-image proportions (.3, .3, 0, 0)
+    ce = unet["cluster-exact"]
+    assert ce["point"] == pytest.approx(0.15) and ce["df"] == 1
+    assert ce["ci_low"] < low and ce["ci_high"] > high       # wider than 40 independent draws would give
+    assert unet["clopper-pearson"]["upper_bound"] == pytest.approx(float(clopper_pearson(6, 40, 0.90)[1]))
 
     # where filters rows; by may name several columns
     rows = estimate(store, "ball", "out_change_rel >= 0.1", where="network = 'unet' AND draw < 5",
@@ -202,14 +220,15 @@ def test_cli_estimate_json_keys(store: Path):
                                  "--store", str(store), "--format", "json", "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert len(rows) == 6 and {r["method"] for r in rows} == set(METHODS)
+    assert len(rows) == 2 * len(METHODS) and {r["method"] for r in rows} == set(METHODS)
+    assert sum(r["primary"] for r in rows) == 2
     assert all(list(r) == ["network", *FIXED_KEYS] for r in rows)
     result = runner.invoke(app, ["estimate", "--table", "attacks", "--per", "image", "--store", str(store),
                                  "--bad", "r_rel <= 0.02 AND out_change_rel >= 0.1"])
     assert result.exit_code == 0, result.output
     assert "clopper-pearson" in result.stdout and "one-sided upper" not in result.stdout
     result = runner.invoke(app, ["estimate", "--table", "ball", "--bad", "nope", "--store", str(store)])
-    assert result.exit_code == 1 and "nope" in result.output
+    assert result.exit_code != 0 and "nope" in result.output   # the exit status is the CLI's (survey.cli.common)
 
 
 def test_bootstrap_does_not_depend_on_how_rows_lie_in_fragments(store: Path, tmp_path: Path):
