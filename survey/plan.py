@@ -11,9 +11,10 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from survey.spec import Study, TaskSpec
+if TYPE_CHECKING:  # survey.spec validates grids with expand_grid at load
+    from survey.spec import Study, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def _list_valued(task_name: str) -> set[str]:
     return declared
 
 
-def expand_grid(task: TaskSpec) -> list[dict[str, Any]]:
+def expand_grid(task: "TaskSpec") -> list[dict[str, Any]]:
     """Cartesian product over list-valued parameters; parameters that take a list need a list of lists."""
     list_valued = _list_valued(task.name)
     axes: list[tuple[str, list[Any]]] = []
@@ -66,7 +67,7 @@ def expand_grid(task: TaskSpec) -> list[dict[str, Any]]:
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
 
 
-def unit_id(study: Study, network: str, dataset: str, task: str, params: dict, start: int, stop: int,
+def unit_id(study: "Study", network: str, dataset: str, task: str, params: dict, start: int, stop: int,
             repeat: int) -> str:
     spec = next(d for d in study.datasets if d.name == dataset)
     key = json.dumps({"study": study.name, "seed": study.seed, "network": network,
@@ -75,7 +76,7 @@ def unit_id(study: Study, network: str, dataset: str, task: str, params: dict, s
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def plan(study: Study, dataset_sizes: dict[str, int]) -> list[Unit]:
+def plan(study: "Study", dataset_sizes: dict[str, int]) -> list[Unit]:
     """All units of `study`; `dataset_sizes[name]` is the number of images the dataset spec yields."""
     units: list[Unit] = []
     for t_index, task in enumerate(study.tasks):

@@ -135,21 +135,40 @@ class Study(_Model):
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid study file"]
+    """One line: the file, then each problem's field, message and value."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
         value = e.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (value: {value!r})"
-        lines.append(f"  {loc or '<top>'}: {e['msg']}{shown}")
-    return "\n".join(lines)
+        problems.append(f"{loc or '<top>'}: {e['msg']}{shown}")
+    return f"{path}: invalid study file: " + "; ".join(problems)
+
+
+def check_task_params(study: Study, path: Path | str) -> None:
+    """Build every grid point of every task (unknown or invalid parameters raise in the task registry);
+    StudyError naming the file, the [[tasks]] entry (1-based index and task name) and what the task said."""
+    from survey.plan import expand_grid
+    from survey.tasks import make_task
+
+    for i, task in enumerate(study.tasks):
+        for params in expand_grid(task):
+            try:
+                make_task(task.name, **params)
+            except (ValueError, TypeError) as err:
+                said = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                raise StudyError(f"{path}: [[tasks]] #{i + 1} ({task.name}): {said}") from None
 
 
 def parse_study(data: dict, path: Path | str = "<study>") -> Study:
+    """Validate a study's content (fields, names, every task's parameters at every grid point)."""
     path = Path(path)
     try:
-        return Study.model_validate({**data, "path": str(path)})
+        study = Study.model_validate({**data, "path": str(path)})
     except ValidationError as err:
         raise StudyError(_format_error(path, err)) from None
+    check_task_params(study, path)
+    return study
 
 
 def load_study(path: Path | str) -> Study:

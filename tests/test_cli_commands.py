@@ -43,7 +43,8 @@ def test_physics_show_every_kind(tmp_path, args):
 
 def test_unknown_names_fail_clearly(tmp_path):
     result = runner.invoke(app, ["physics", "show", "xray", "--out", str(tmp_path / "x.png")])
-    assert result.exit_code != 0
-    assert "unknown physics kind 'xray'" in str(result.exception)
+    assert result.exit_code == 2
+    assert "unknown physics kind 'xray'" in result.stderr
     result = runner.invoke(app, ["datasets", "show", "nosuch", "--out", str(tmp_path / "x.png")])
-    assert "unknown dataset 'nosuch'" in str(result.exception)
+    assert result.exit_code == 2
+    assert "unknown dataset 'nosuch'" in result.stderr

@@ -183,6 +183,6 @@ def test_cli_query_formats(store: Path, tmp_path: Path):
 
 def test_cli_query_refusal_is_an_error_message(store: Path, outside: Path):
     result = CliRunner().invoke(_app(), ["query", f"COPY ball TO '{outside}/out.csv'", "--store", str(store)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "COPY statements are refused" in result.output
     assert not (outside / "out.csv").exists()

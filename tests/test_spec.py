@@ -79,9 +79,9 @@ def test_example_studies_validate_and_plan(name):
     assert units
     for unit in {(u.task, repr(sorted(u.params.items()))): u for u in units}.values():
         make_task(unit.task, **unit.params)  # every grid point is a valid task
-    from survey.engine.networks import resolve_network
-    from survey.engine.scheduler import preflight
-    preflight(study, units, {s.name: resolve_network(s, study.base_dir) for s in study.networks})  # fits its images
+    from survey.engine.networks import resolve_networks
+    from survey.engine.preflight import preflight
+    preflight(study, units, resolve_networks(study))  # networks answer a probe; every task fits their images
     if name == "paper.toml":
         assert len(study.networks) == 6
         attack_images = sum(u.image_count for u in units if u.task == "attack")

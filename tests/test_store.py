@@ -156,7 +156,7 @@ def test_cli_forget_lists_then_forgets(tmp_path):
                                   '[[datasets]]\nname = "ellipses"\n[[tasks]]\nname = "sweep"\n')
     runner = CliRunner()
     result = runner.invoke(app, ["forget", str(study), "--store", str(tmp_path / "results"), "--reason", "r"])
-    assert result.exit_code != 0 and "--network, --task and/or --dataset" in str(result.exception)
+    assert result.exit_code == 2 and "--network, --task and/or --dataset" in result.stderr
     result = runner.invoke(app, ["forget", str(study), "--store", str(tmp_path / "results"), "--reason", "r",
                                  "--task", "sweep"])
     assert result.exit_code == 0 and "3 finished units (4 rows) match; pass --yes" in result.output

@@ -1,4 +1,8 @@
-"""The `survey` command line: one Typer sub-app per command group; commands stay thin."""
+"""The `survey` command line: one Typer sub-app per command group; commands stay thin.
+
+Every command shares one error path and exit codes (see survey.cli.common): 0 done, 1 work failed,
+2 bad input (one line on stderr), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from survey.cli import analyze, datasets, demo, physics, report, run, zoo
 
 app = typer.Typer(
     name="survey",
-    help="Large statistical tests of the stability of deep-learning image reconstruction.",
+    help="Large statistical tests of the stability of deep-learning image reconstruction.\n\n"
+         "Example: survey run tasks/quick.toml && survey report --study tasks/quick.toml",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -37,17 +42,12 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    """Large statistical tests of the stability of deep-learning image reconstruction."""
+    """Large statistical tests of the stability of deep-learning image reconstruction.
+
+    Example: survey run tasks/quick.toml && survey report --study tasks/quick.toml
+    """
 
 
 def run_cli() -> None:
-    """Console-script entry: user errors (bad study, unknown name, bad file) print one clear line, exit 2."""
-    import sys
-
-    from rich.console import Console
-
-    try:
-        app()
-    except (ValueError, FileNotFoundError) as err:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
-        sys.exit(2)
+    """Console-script entry (each command handles its own errors: see survey.cli.common)."""
+    app()

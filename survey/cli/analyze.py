@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from survey.cli.common import StoreOption, command, fail, store_path
+
 QUERY_FORMATS = ("table", "csv", "json", "parquet")
 ESTIMATE_FORMATS = ("table", "json")
 _DISPLAY_ROWS = 200
-
-
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(1)
 
 
 def _param_value(text: str) -> Any:
@@ -51,10 +48,11 @@ def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = 
         console.print(f"... {more} more rows (use --format csv/json/parquet with --out for all)")
 
 
+@command
 def query(
     sql: str = typer.Argument(..., help="One read-only SQL statement over the store's views "
                                         "(ball, attacks, sweeps, insertions, runs, ledger ...)."),
-    store: Path = typer.Option(Path("results"), "--store", help="Results directory."),
+    store: StoreOption = None,
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (parquet needs --out)."),
     param: list[str] = typer.Option(None, "--param", help="Value for the next ? / $1 placeholder (repeat; "
                                                           "numbers as JSON, '\"3\"' for the text 3)."),
@@ -63,21 +61,20 @@ def query(
     """Run one read-only SQL query over the store (SELECT, WITH, DESCRIBE, SUMMARIZE, EXPLAIN).
 
     Files outside the store cannot be read, and nothing can be written.
+
+    Example: survey query "SELECT network, count(*) FROM attacks GROUP BY network" --store results
     """
     from survey.analysis.db import query as run_query
 
     if fmt not in QUERY_FORMATS:
-        _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}, got {fmt!r}")
+        fail(f"--format must be one of {', '.join(QUERY_FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and out is None:
-        _fail("--format parquet needs --out FILE")
+        fail("--format parquet needs --out FILE")
     params = [_param_value(p) for p in param] if param else None
-    try:
-        frame = run_query(store, sql, params)
-    except ValueError as exc:
-        _fail(str(exc))
+    frame = run_query(store_path(store), sql, params)
     if fmt == "table":
         if out is not None:
-            _fail("--format table prints to the terminal; use csv, json or parquet with --out")
+            fail("--format table prints to the terminal; use csv, json or parquet with --out")
         shown = frame.head(_DISPLAY_ROWS)
         _print_table([str(c) for c in frame.columns], shown.astype(object).values.tolist(),
                      more=len(frame) - len(shown))
@@ -99,6 +96,7 @@ def query(
     typer.echo(f"wrote {len(frame)} rows to {out}", err=True)
 
 
+@command
 def estimate(
     table: str = typer.Option(..., "--table", help="Table to count in: ball, attacks, sweeps, insertions ..."),
     bad: str = typer.Option(None, "--bad", help="SQL predicate for a bad outcome, e.g. "
@@ -117,24 +115,25 @@ def estimate(
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    store: Path = typer.Option(Path("results"), "--store", help="Results directory."),
+    store: StoreOption = None,
 ) -> None:
-    """Probability of a bad outcome per group, with Clopper-Pearson, Wilson and image-bootstrap intervals."""
+    """Probability of a bad outcome per group, with Clopper-Pearson, Wilson and image-bootstrap intervals.
+
+    Example: survey estimate --table ball --bad "out_change_rel >= 0.1" --by network,radius --store results
+    """
     from survey.analysis.estimate import estimate as run_estimate
     from survey.analysis.estimate import sweep_slopes
 
     if fmt not in ESTIMATE_FORMATS:
-        _fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
+        fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
-    try:
-        if slopes:
-            rows = sweep_slopes(store, table=table, by=groups, where=where, x=x, y=y, confidence=confidence,
-                                n_boot=n_boot, seed=seed)
-        else:
-            rows = run_estimate(store, table, bad, where=where, by=groups, per=per, confidence=confidence,
-                                n_boot=n_boot, seed=seed, x=x, y=y)
-    except ValueError as exc:
-        _fail(str(exc))
+    root = store_path(store)
+    if slopes:
+        rows = sweep_slopes(root, table=table, by=groups, where=where, x=x, y=y, confidence=confidence,
+                            n_boot=n_boot, seed=seed)
+    else:
+        rows = run_estimate(root, table, bad, where=where, by=groups, per=per, confidence=confidence,
+                            n_boot=n_boot, seed=seed, x=x, y=y)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -176,4 +175,4 @@ def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
     if any(line["check"] is not None for line in lines.values()):
         Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
     for note, count in notes.items():
-        Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False)
+        Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False, markup=False)

@@ -8,12 +8,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Image datasets: list them, draw examples.", no_args_is_help=True)
+from survey.cli.common import command
+
+app = typer.Typer(help="Image datasets: list them, draw examples.\n\nExample: survey datasets list --size 64",
+                  no_args_is_help=True)
 
 
 @app.command("list")
+@command
 def list_datasets(size: int = typer.Option(64, help="Image side in pixels.")) -> None:
-    """Name, image count per split, size and source of every dataset (reads local files only)."""
+    """Name, image count per split, size and source of every dataset (reads local files only).
+
+    Example: survey datasets list --size 64
+    """
     from survey.data import dataset_names
     from survey.data.catalog import describe
 
@@ -27,6 +34,7 @@ def list_datasets(size: int = typer.Option(64, help="Image side in pixels.")) ->
 
 
 @app.command("show")
+@command
 def show(
     name: str = typer.Argument(..., help="Dataset name (see `survey datasets list`)."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
@@ -35,7 +43,10 @@ def show(
     count: int = typer.Option(8, help="Number of images in the grid."),
     path: Path = typer.Option(None, help="Files for the `folder` and `fastmri` datasets."),
 ) -> None:
-    """Write a grid of example images of dataset NAME to --out."""
+    """Write a grid of example images of dataset NAME to --out.
+
+    Example: survey datasets show brain --out brain.png --count 8
+    """
     from survey.analysis.figures import image_grid
     from survey.data import load_dataset
 

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Forward operators: draw the mask or sinogram and H(Ax).", no_args_is_help=True)
+from survey.cli.common import command
+
+app = typer.Typer(help="Forward operators: draw the mask or sinogram and H(Ax).\n\n"
+                       "Example: survey physics show mri --ratio 0.25 --out mask.png", no_args_is_help=True)
 
 
 @app.command("show")
+@command
 def show(
     kind: str = typer.Argument(..., help="Operator kind: mri, pmri, radon or denoise."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
@@ -22,7 +26,10 @@ def show(
     seed: int = typer.Option(None, help="Mask seed."),
     dataset: str = typer.Option("shepp-logan", help="Dataset of the example image."),
 ) -> None:
-    """Draw the sampling pattern (or sinogram) of operator KIND and H(Ax) of an example image."""
+    """Draw the sampling pattern (or sinogram) of operator KIND and H(Ax) of an example image.
+
+    Example: survey physics show radon --views 30 --angular-range 150 --out radon.png
+    """
     from survey.analysis.figures import physics_panel
     from survey.data import load_dataset
     from survey.physics import make_physics

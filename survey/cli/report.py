@@ -7,38 +7,32 @@ from typing import Annotated, Optional
 
 import typer
 
+from survey.cli.common import StoreOption, command, fail, store_path
 
+
+@command
 def report(
     study: Annotated[Optional[Path], typer.Option("--study", help="Study file (TOML): intended use, tasks and "
                                                                "acceptance criteria (default: the study recorded "
                                                                "in the store's runs table).")] = None,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Results directory (default: the study's "
-                                                               "`store`, else ./results).")] = None,
+    store: StoreOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: "
                                                            "reports/<study name>/).")] = None,
 ) -> Path:
-    """Write the evidence report (index.html + figures/) for the store; prints the path of index.html."""
-    from survey.analysis.report import build_report
-    from survey.spec import StudyError, load_study
+    """Write the evidence report (index.html + figures/) for the store; prints the path of index.html.
 
-    spec = None
-    if study is not None:
-        try:
-            spec = load_study(study)
-        except StudyError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-    store = Path(store) if store is not None else Path(spec.store if spec is not None else "results")
+    Example: survey report --study tasks/quick.toml --store results --out reports/quick
+    """
+    from survey.analysis.report import build_report
+    from survey.spec import load_study
+
+    spec = load_study(study) if study is not None else None
+    store = store_path(store, spec)
     if not store.is_dir():
-        typer.echo(f"error: store {str(store)!r}: no such directory (run a study first, or pass --store)", err=True)
-        raise typer.Exit(1)
+        fail(f"store {str(store)!r}: no such directory (run a study first, or pass --store)")
     if out is None:
         out = Path("reports") / (spec.name if spec is not None else _recorded_name(store))
-    try:
-        index = build_report(store, out, spec)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    index = build_report(store, out, spec)
     typer.echo(str(index))
     return index
 

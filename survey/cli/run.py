@@ -1,4 +1,5 @@
-"""`survey run` and `survey status`: run a study into the store, and see how far it got."""
+"""`survey run`, `survey status` and `survey forget`: run a study into the store, see how far it got,
+retract units so that they run again."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, store_path
 
-def run(
-    study: Path = typer.Argument(..., help="Study file (TOML), e.g. tasks/quick.toml."),
-    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
-    address: str = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, else an "
-                                                        "embedded local cluster on loopback)."),
-) -> None:
-    """Run every unit of STUDY not yet in the store; rerunning resumes where it stopped."""
+
+def run_and_print(study: Path, store: Path | None = None, address: str | None = None):
+    """Run STUDY with a progress bar and print its summary; returns the `RunSummary`."""
     import time
 
     from survey.engine.scheduler import run_study
@@ -25,7 +23,7 @@ def run(
     spec = load_study(study)
     console = Console()
     t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         bar = progress.add_task(spec.name, total=None, rows=0, rate="-", failed=0)
@@ -37,26 +35,53 @@ def run(
 
         summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress)
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
-                  f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}")
+                  f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
+                  markup=False, highlight=False)
     for unit_id, message in summary.failures[:10]:
-        console.print(f"[red]failed[/red] {unit_id}: {message}")
+        console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red")
+    return summary
 
 
+@command
+def run(
+    study: Path = typer.Argument(..., help="Study file (TOML), e.g. tasks/quick.toml."),
+    store: StoreOption = None,
+    address: str = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, else an "
+                                                        "embedded local cluster on loopback)."),
+) -> None:
+    """Run every unit of STUDY not yet in the store; rerunning resumes where it stopped.
+
+    Exits 0 when every unit finished, 1 when some failed (rerun to retry them), 2 on a bad study or
+    network (nothing runs), 130 when interrupted (finished units are kept).
+
+    Example: survey run tasks/quick.toml --store results
+    """
+    summary = run_and_print(study, store, address)
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@command
 def status(
     study: Path = typer.Argument(..., help="Study file (TOML)."),
-    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
+    store: StoreOption = None,
 ) -> None:
-    """Done / pending / failed units per network and task."""
+    """Done / pending / failed units per network and task.
+
+    Example: survey status tasks/quick.toml --store results
+    """
     from survey.engine.progress import study_status
     from survey.spec import load_study
 
     spec = load_study(study)
-    table = Table("network", "task", "done", "pending", "failed", title=f"{spec.name} in {store or spec.store}")
-    for row in study_status(spec, store or spec.store):
+    root = store_path(store, spec)
+    table = Table("network", "task", "done", "pending", "failed", title=f"{spec.name} in {root}")
+    for row in study_status(spec, root):
         table.add_row(row["network"], row["task"], str(row["done"]), str(row["pending"]), str(row["failed"]))
     Console().print(table)
 
 
+@command
 def forget(
     study: Path = typer.Argument(..., help="Study file (TOML)."),
     network: list[str] = typer.Option(None, "--network", help="Only units of this network (repeat for more)."),
@@ -64,19 +89,22 @@ def forget(
     dataset: list[str] = typer.Option(None, "--dataset", help="Only units of this dataset (repeat for more)."),
     reason: str = typer.Option(..., "--reason", help="Why they are retracted; recorded in the ledger."),
     yes: bool = typer.Option(False, "--yes", help="Forget them; without it, only say what would be forgotten."),
-    store: Path = typer.Option(None, "--store", help="Results directory (default: the study's `store`)."),
+    store: StoreOption = None,
 ) -> None:
     """Retract finished units (their rows and tensors) so that the next `survey run` redoes them, e.g. after
-    a fix to a task. Needs at least one of --network, --task, --dataset."""
+    a fix to a task. Needs at least one of --network, --task, --dataset.
+
+    Example: survey forget tasks/quick.toml --task ball --reason "ball criterion fixed" --yes
+    """
     from survey.spec import load_study
     from survey.store import Store
 
     if not (network or task or dataset):
-        raise ValueError("survey forget: name the units with --network, --task and/or --dataset")
+        fail("survey forget: name the units with --network, --task and/or --dataset")
     spec = load_study(study)
-    root = Path(store or spec.store)
+    root = store_path(store, spec)
     if not root.is_dir():
-        raise ValueError(f"store {str(root)!r}: no such directory")
+        fail(f"store {str(root)!r}: no such directory")
     chosen = [e for e in Store(root).latest_entries().values()
               if e["status"] == "ok" and (not network or e.get("network") in network)
               and (not task or e.get("task") in task) and (not dataset or e.get("dataset") in dataset)]

@@ -8,7 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="The network zoo: list, train and evaluate networks.", no_args_is_help=True)
+from survey.cli.common import command
+
+app = typer.Typer(help="The network zoo: list, train and evaluate networks.\n\nExample: survey zoo list",
+                  no_args_is_help=True)
 
 
 def _fmt(value) -> str:
@@ -16,8 +19,12 @@ def _fmt(value) -> str:
 
 
 @app.command("list")
+@command
 def list_zoo() -> None:
-    """Name, operator, sampling, parameter count, test PSNR of network / H / reference, weights hash."""
+    """Name, operator, sampling, parameter count, test PSNR of network / H / reference, weights hash.
+
+    Example: survey zoo list
+    """
     from survey.nets.zoo import ZOO, load_card
 
     table = Table("name", "operator", "sampling", "dataset", "params", "PSNR net", "PSNR H", "PSNR ref", "sha256")
@@ -32,13 +39,17 @@ def list_zoo() -> None:
 
 
 @app.command("train")
+@command
 def train_cmd(
     name: str = typer.Argument(..., help="Zoo network name (see `survey zoo list`)."),
     steps: int = typer.Option(None, help="Override the recipe's step count (for quick trials)."),
     seed: int = typer.Option(0, help="Training seed."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
 ) -> None:
-    """Train NAME by its recipe and write its weights and model card into the package."""
+    """Train NAME by its recipe and write its weights and model card into the package.
+
+    Example: survey zoo train dagan --steps 200
+    """
     from survey.nets.train import train
 
     def log(step: int, loss: float, seconds: float) -> None:
@@ -52,6 +63,7 @@ def train_cmd(
 
 
 @app.command("eval")
+@command
 def eval_cmd(
     name: str = typer.Argument(..., help="Zoo network name, or a network declared in --study."),
     dataset: str = typer.Option(None, help="Dataset to evaluate on (default: the network's own, or the "
@@ -60,12 +72,21 @@ def eval_cmd(
     count: int = typer.Option(None, help="Number of images (default: all)."),
     study: Path = typer.Option(None, "--study", help="Study file declaring NAME (bring-your-own networks)."),
 ) -> None:
-    """Mean PSNR/SSIM of network NAME, of H and of the reference on a dataset split."""
-    from survey.nets.evaluation import evaluate_network
+    """Mean PSNR/SSIM of network NAME, of H and of the reference on a dataset split.
 
-    result = evaluate_network(name, study=study, dataset=dataset, split=split, count=count)
+    Example: survey zoo eval mine --study my-study.toml --count 8
+    """
+    if study is not None:
+        from survey.engine.networks import evaluate_study_network
+        from survey.spec import load_study
+
+        result = evaluate_study_network(load_study(study), name, dataset=dataset, split=split, count=count)
+    else:
+        from survey.nets.evaluation import evaluate_zoo_network
+
+        result = evaluate_zoo_network(name, dataset=dataset, split=split, count=count)
     table = Table("method", "PSNR (dB)", "SSIM")
     for key in ("net", "H", "reference"):
         table.add_row(key, _fmt(result.metrics[f"psnr_{key}"]), f"{result.metrics[f'ssim_{key}']:.3f}")
-    Console().print(f"{name} on {result.dataset}/{split} ({result.count} images)")
+    Console().print(f"{name} on {result.dataset}/{split} ({result.count} images)", markup=False)
     Console().print(table)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from typing import Any, Mapping
 
 from survey.data import dataset_names
 from survey.data.base import SPLITS
 
 USER_FILE_DATASETS = ("folder", "fastmri")
 TEST_ONLY_DATASETS = ("shepp-logan", "dicom-samples")
+
+
+def resolve_dataset_params(params: Mapping[str, Any], base_dir: Path | str) -> dict[str, Any]:
+    """A dataset declaration's `params` with `path` made absolute against `base_dir` (the study file's
+    folder), so the same study loads the same files from any working directory or Ray worker."""
+    resolved = dict(params)
+    if "path" in resolved:
+        resolved["path"] = str((Path(base_dir) / resolved["path"]).resolve())
+    return resolved
 
 
 def describe(name: str, size: int = 64, **params) -> dict:

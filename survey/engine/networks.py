@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from survey.nets.byo import FactorySource, build_network, check_network, resolve_factory
-from survey.spec import NetworkSpec
+from survey.spec import NetworkSpec, Study
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,11 @@ class NetworkHandle:
     zoo: bool
     physics: dict
     factory: FactorySource | None = None
+
+    @property
+    def size(self) -> int:
+        """Image side (pixels) of the network's operator."""
+        return int(self.physics["size"])
 
     def build(self, device: str | torch.device = "cpu"):
         """(net in eval mode, physics) on `device`."""
@@ -53,3 +58,25 @@ def resolve_network(spec: NetworkSpec, base_dir: Path) -> NetworkHandle:
         return NetworkHandle(spec.name, True, dict(entry(spec.name).physics))
     src = resolve_factory(spec.name, spec.factory, base_dir, spec.weights, spec.kwargs)
     return NetworkHandle(spec.name, False, dict(spec.physics), src)
+
+
+def resolve_networks(study: Study) -> dict[str, NetworkHandle]:
+    """Handles of every network of `study`, by name."""
+    return {spec.name: resolve_network(spec, study.base_dir) for spec in study.networks}
+
+
+def evaluate_study_network(study: Study, name: str, *, dataset: str | None = None, split: str = "test",
+                           count: int | None = None, device: str = "cpu"):
+    """Evaluate network `name` declared in `study` (see `survey.nets.evaluation`), on the study's first
+    dataset (with its parameters) unless `dataset` is given."""
+    from survey.nets.evaluation import evaluate_network
+
+    spec = next((n for n in study.networks if n.name == name), None)
+    if spec is None:
+        raise ValueError(f"{study.path}: no network named {name!r} (declared: {[n.name for n in study.networks]})")
+    net, physics = resolve_network(spec, study.base_dir).build(device)
+    params: dict = {}
+    if dataset is None:
+        dataset, params = study.datasets[0].name, dict(study.datasets[0].params)
+    return evaluate_network(name, net, physics, dataset, split=split, count=count, params=params,
+                            base_dir=study.base_dir, device=device)

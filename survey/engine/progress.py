@@ -13,13 +13,11 @@ from survey.store import Store
 def study_status(study: Study, store_dir: Path | str) -> list[dict]:
     """One dict per (network, task): done, pending, failed (from each unit's latest ledger entry; a forgotten
     unit is pending again)."""
-    from survey.engine.scheduler import load_images
+    from survey.engine.networks import resolve_networks
+    from survey.engine.planning import load_images
 
     store = Store(store_dir)
-    sizes = set()
-    from survey.engine.networks import resolve_network
-    for spec in study.networks:
-        sizes.add(resolve_network(spec, study.base_dir).physics["size"])
+    sizes = {handle.size for handle in resolve_networks(study).values()}
     _, ids, _ = load_images(study, {min(sizes)})
     units = plan(study, {name: len(v) for name, v in ids.items()})
     latest = store.latest_entries() if store.root.exists() else {}

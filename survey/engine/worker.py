@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from survey.engine.networks import NetworkHandle
+from survey.plan import Unit
 
 
 @dataclass
 class UnitOutcome:
     """What a unit sends back: rows and kept tensors, or the error it raised."""
 
-    unit: dict[str, Any]
+    unit: Unit
     rows: list[dict[str, Any]] = field(default_factory=list)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     error: str | None = None
@@ -52,22 +53,23 @@ class SurveyWorker:
         return {"device": self.device, "device_name": name, "host": socket.gethostname(),
                 "torch": torch.__version__}
 
-    def run(self, units: list[dict[str, Any]], images: dict[str, np.ndarray],
+    def run(self, units: list[Unit], images: dict[str, np.ndarray],
             ids: dict[str, list[str]]) -> list[UnitOutcome]:
-        """Run each unit; a unit that raises yields an outcome with its error, the others go on."""
+        """Run each unit; one outcome per unit, in order; a unit that raises yields an outcome with its
+        error, the others go on."""
         from survey.tasks import TaskContext, generator_for, make_task
 
         outcomes = []
         for unit in units:
             start = time.perf_counter()
             try:
-                lo, hi = unit["image_start"], unit["image_stop"]
-                x = torch.from_numpy(np.array(images[unit["dataset"]][lo:hi])).to(self.device)
+                lo, hi = unit.image_start, unit.image_stop
+                x = torch.from_numpy(np.array(images[unit.dataset][lo:hi])).to(self.device)
                 ctx = TaskContext(net=self.net, physics=self.physics, images=x,
-                                  image_ids=ids[unit["dataset"]][lo:hi], reference=self.reference,
-                                  network=unit["network"], dataset=unit["dataset"], unit_id=unit["unit_id"])
-                task = make_task(unit["task"], **unit["params"])
-                result = task(ctx, generator_for(unit["unit_id"], self.device))
+                                  image_ids=ids[unit.dataset][lo:hi], reference=self.reference,
+                                  network=unit.network, dataset=unit.dataset, unit_id=unit.unit_id)
+                task = make_task(unit.task, **unit.params)
+                result = task(ctx, generator_for(unit.unit_id, self.device))
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
                 outcomes.append(UnitOutcome(unit, result.rows, tensors, None, time.perf_counter() - start))
             except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on

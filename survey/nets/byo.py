@@ -87,11 +87,18 @@ def _load_weights(src: FactorySource, net: nn.Module) -> None:
     from safetensors.torch import load
 
     import io
+    import pickle
+    import re
     try:
         if src.weights_name.endswith(".safetensors"):
             state = load(src.weights)
-        else:
+        else:  # weights_only: a pickle's code is never run, only tensors and plain containers load
             state = torch.load(io.BytesIO(src.weights), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(err))
+        raise NetworkLoadError(f"network {src.name!r}: weights {src.weights_name} hold pickled objects other than "
+                               f"tensors (refused, not executed{': ' + found.group(0) if found else ''}); "
+                               "save a state dict of tensors or safetensors") from err
     except Exception as err:  # noqa: BLE001
         raise NetworkLoadError(f"network {src.name!r}: cannot read weights {src.weights_name}: {err}") from err
     if not isinstance(state, dict):

@@ -1,9 +1,14 @@
-"""Evaluate a zoo or bring-your-own network against H and the reference on a dataset split."""
+"""Evaluate a network against H and the reference on a dataset split (mean PSNR / SSIM).
+
+Works on a built network: the zoo path builds its own; a network declared in a study is built by the
+engine (`survey.engine.networks.evaluate_study_network`), which knows study files.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
@@ -16,34 +21,28 @@ class Evaluation:
     metrics: dict
 
 
-def evaluate_network(name: str, *, study: Path | str | None = None, dataset: str | None = None,
-                     split: str = "test", count: int | None = None, device: str = "cpu") -> Evaluation:
-    """Mean PSNR/SSIM of network `name` (zoo, or declared in `study`), of H and of the reference."""
+def evaluate_network(name: str, net, physics, dataset: str, *, split: str = "test", count: int | None = None,
+                     params: Mapping[str, Any] | None = None, base_dir: Path | str | None = None,
+                     device: str = "cpu") -> Evaluation:
+    """Mean PSNR/SSIM of `net` (on `device`, with its `physics`), of H and of the reference on `count` images
+    of `dataset`/`split`; `params` are the dataset's keywords, a relative `path` taken from `base_dir`."""
     from survey.data import load_dataset
+    from survey.data.catalog import resolve_dataset_params
     from survey.nets.train import evaluate
     from survey.solvers import make_reference
 
-    params: dict = {}
-    if study is not None:
-        from survey.engine.networks import resolve_network
-        from survey.spec import load_study
-
-        spec = load_study(study)
-        net_spec = next((n for n in spec.networks if n.name == name), None)
-        if net_spec is None:
-            raise ValueError(f"{study}: no network named {name!r} (declared: {[n.name for n in spec.networks]})")
-        net, physics = resolve_network(net_spec, spec.base_dir).build(device)
-        if dataset is None:
-            ds = spec.datasets[0]
-            dataset, params = ds.name, dict(ds.params)
-            if "path" in params:
-                params["path"] = str((spec.base_dir / params["path"]).resolve())
-    else:
-        from survey.nets.zoo import entry, load_network
-
-        net, physics = load_network(name, device)
-        dataset = dataset or entry(name).dataset
+    params = resolve_dataset_params(params or {}, base_dir or Path.cwd())
     images = load_dataset(dataset, split=split, size=physics.size, count=count, **params)
     metrics = evaluate(net, physics, images.images.to(device), reference=make_reference(physics),
                        generator=torch.Generator().manual_seed(1))
     return Evaluation(name, dataset, len(images), metrics)
+
+
+def evaluate_zoo_network(name: str, *, dataset: str | None = None, split: str = "test", count: int | None = None,
+                         device: str = "cpu") -> Evaluation:
+    """`evaluate_network` for zoo network `name`, on its own training dataset unless `dataset` is given."""
+    from survey.nets.zoo import entry, load_network
+
+    net, physics = load_network(name, device)
+    return evaluate_network(name, net, physics, dataset or entry(name).dataset, split=split, count=count,
+                            device=device)

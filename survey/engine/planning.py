@@ -1,0 +1,49 @@
+"""What a run needs before it starts: the images of every dataset at every network's size, and the units."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from survey.engine.networks import NetworkHandle
+from survey.plan import Unit, plan
+from survey.spec import Study
+
+
+@dataclass
+class Work:
+    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size, units."""
+
+    images: dict[int, dict[str, np.ndarray]]
+    ids: dict[str, list[str]]
+    hashes: dict[str, str]
+    units: list[Unit]
+
+
+def load_images(study: Study, sizes: set[int]) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, list[str]],
+                                                          dict[str, str]]:
+    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size."""
+    from survey.data import load_dataset
+    from survey.data.catalog import resolve_dataset_params
+
+    images: dict[int, dict[str, np.ndarray]] = defaultdict(dict)
+    ids: dict[str, list[str]] = {}
+    hashes: dict[str, str] = {}
+    for ds in study.datasets:
+        params = resolve_dataset_params(ds.params, study.base_dir)
+        for size in sorted({ds.size} if ds.size else sizes):
+            imgs = load_dataset(ds.name, split=ds.split, size=size, count=ds.count, **params)
+            images[size][ds.name] = imgs.images.numpy()
+            if ds.name in ids and ids[ds.name] != imgs.ids:
+                raise ValueError(f"dataset {ds.name!r} yields different images at different sizes")
+            ids[ds.name] = imgs.ids
+            hashes[f"{ds.name}@{size}"] = imgs.content_hash
+    return images, ids, hashes
+
+
+def plan_work(study: Study, handles: dict[str, NetworkHandle]) -> Work:
+    """Load the images the networks need and expand the study into units."""
+    images, ids, hashes = load_images(study, {h.size for h in handles.values()})
+    return Work(images, ids, hashes, plan(study, {name: len(v) for name, v in ids.items()}))

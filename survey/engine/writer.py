@@ -1,0 +1,70 @@
+"""Outcomes into the store: rows per (table, network) and ledger entries, flushed every few seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from survey.engine.worker import UnitOutcome
+from survey.plan import Unit
+from survey.store import Store
+
+
+def table_for(task: str) -> str:
+    """The store table a task's rows go to (its declared `table`, else its name)."""
+    from survey.tasks import TASKS, load_tasks
+    load_tasks()
+    return getattr(TASKS[task], "table", task)
+
+
+def _entry(unit: Unit, status: str, rows: int, seconds: float, error: str | None, attempts: int,
+           run_id: str) -> dict:
+    return {"unit_id": unit.unit_id, "status": status, "network": unit.network, "dataset": unit.dataset,
+            "task": unit.task, "rows": rows, "seconds": seconds, "error": error, "attempts": attempts,
+            "run_id": run_id, "finished_at": time.time()}
+
+
+class StoreWriter:
+    """Buffers outcomes and flushes rows, then ledger entries, every few seconds (and at the end), so a
+    ledger entry never names a fragment that is not on disk."""
+
+    def __init__(self, store: Store, run_id: str, flush_seconds: float = 5.0, flush_rows: int = 20000):
+        self.store, self.run_id = store, run_id
+        self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
+        self.rows: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        self.ledger: list[dict] = []
+        self.pending_units: list[tuple[dict, tuple[str, str]]] = []
+        self.last = time.monotonic()
+        self.count = 0
+
+    def add_ok(self, outcome: UnitOutcome, attempts: int) -> None:
+        unit = outcome.unit
+        key = (table_for(unit.task), unit.network)
+        tensor_ref = self.store.write_tensors(unit.unit_id, outcome.tensors)
+        for k, row in enumerate(outcome.rows):
+            row = {**row, "unit_id": unit.unit_id, "network": unit.network, "dataset": unit.dataset,
+                   "task": unit.task, "repeat": unit.repeat, "run_id": self.run_id}
+            if tensor_ref is not None:
+                row.update(tensor_file=tensor_ref[0], tensor_sha256=tensor_ref[1], tensor_index=k)
+            self.rows[key].append(row)
+        self.count += len(outcome.rows)
+        entry = _entry(unit, "ok", len(outcome.rows), outcome.seconds, None, attempts, self.run_id)
+        self.pending_units.append((entry, key))
+
+    def add_failed(self, unit: Unit, error: str, seconds: float, attempts: int) -> None:
+        self.ledger.append({**_entry(unit, "failed", 0, seconds, error, attempts, self.run_id), "fragments": []})
+
+    def maybe_flush(self) -> None:
+        if self.count >= self.flush_rows or time.monotonic() - self.last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        fragments = {key: self.store.write_rows(key[0], key[1], rows) for key, rows in self.rows.items()}
+        for entry, key in self.pending_units:
+            self.ledger.append({**entry, "fragments": [fragments[key]] if fragments.get(key) else []})
+        self.store.record_units(self.ledger)
+        self.rows.clear()
+        self.ledger.clear()
+        self.pending_units.clear()
+        self.count = 0
+        self.last = time.monotonic()
