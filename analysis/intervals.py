@@ -164,8 +164,11 @@ def effective_upper(point, n_eff, df, m, confidence: float = 0.95) -> np.ndarray
     """One-sided upper bound at `confidence` from an estimate row's point, n_eff, df and clusters (m).
 
     df None / nan / inf: Clopper-Pearson on point * n_eff of n_eff (exact for k of n). Else cluster-exact:
-    n_eff (z / t_df)^2 at 1 - confidence, at least m."""
-    alpha = _alpha(confidence)
+    n_eff (z / t_df)^2 at 1 - confidence, at least m. confidence may be an array (one per row)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if not np.all((confidence > 0) & (confidence < 1)):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    alpha = 1.0 - confidence
     point, n_eff, m = (np.asarray(a, dtype=np.float64) for a in (point, n_eff, m))
     df = np.asarray(np.nan if df is None else df, dtype=np.float64)
     factor = np.where(np.isfinite(df), (stats.norm.ppf(1 - alpha) / stats.t.ppf(1 - alpha, np.where(

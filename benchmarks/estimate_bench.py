@@ -4,7 +4,7 @@
 
 Rows are written as a few Parquet files in the store layout (ball/network=<name>/part-*.parquet),
 with per-image bad probabilities p_i ~ Beta(2, 8) and equal draws per image (--ragged: unequal);
-then the estimate (three intervals, B = 2000 bootstrap resamples of images) is timed per network,
+then the estimate (four intervals, B = 2000 bootstrap resamples of images) is timed per network,
 per (network, radius) and per image.
 Prints the seconds and the machine.
 
@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from survey.analysis.estimate import estimate  # noqa: E402
+from survey.analysis.estimate import METHODS, estimate  # noqa: E402
 from survey.analysis.intervals import (clopper_pearson, cluster_exact, cluster_t,  # noqa: E402
                                        image_moments)
 
@@ -169,7 +169,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
             first = rows[0]
             print(f"{label:<24} best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
-                  f"({len(rows) // 3} groups; e.g. p={first['p']:.4f} n={first['n']:,} "
+                  f"({len(rows) // len(METHODS)} groups; e.g. p={first['p']:.4f} n={first['n']:,} "
                   f"clusters={first['clusters']})")
 
 

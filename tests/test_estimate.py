@@ -253,3 +253,35 @@ def test_bootstrap_does_not_depend_on_how_rows_lie_in_fragments(store: Path, tmp
         assert {k: v for k, v in a.items() if k not in numbers} == {k: v for k, v in b.items() if k not in numbers}
         # regr_slope sums in row order: equal up to rounding
         assert [a[k] for k in numbers] == pytest.approx([b[k] for k in numbers], rel=1e-12)
+
+
+def test_per_image_distribution(store: Path):
+    from survey.analysis.estimate import per_image_distribution
+
+    rows = per_image_distribution(store, "ball", "out_change_rel >= 0.1", by=["network"], levels=(0.1, 0.5))
+    unet = [r for r in rows if r["network"] == "unet"]
+    assert [r["level"] for r in unet] == [0.1, 0.5]
+    first = unet[0]
+    # images a, b bad in 3 of 10 draws, c, d never
+    assert first["images"] == 4 and first["rows"] == 40 and first["mean"] == pytest.approx(0.15)
+    assert first["min"] == 0 and first["max"] == pytest.approx(0.3) and first["q0.5"] == pytest.approx(0.15)
+    assert first["above"] == 2 and first["fraction"] == 0.5
+    low, high = clopper_pearson(2, 4)
+    assert first["ci_low"] == pytest.approx(float(low)) and first["ci_high"] == pytest.approx(float(high))
+    assert first["surely_above"] == 0 and first["possibly_above"] == 4     # 10 draws per image say little
+    assert unet[1]["above"] == 0 and unet[1]["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 4))
+    assert "over images of brain" in first["estimand"]
+
+
+def test_decisions_from_estimates(store: Path):
+    from survey.analysis.decisions import decide
+
+    rows = estimate(store, "ball", "out_change_rel >= 0.1", by=["network"], n_boot=200)
+    decisions = decide([{"name": "ball", "limit": 0.7, "rows": rows, "confidence": 0.95}])
+    assert [(d["group"], d["method"]) for d in decisions] == [({"network": "cascade"}, "cluster-exact"),
+                                                              ({"network": "unet"}, "cluster-exact")]
+    cascade = decisions[0]
+    # 4 images never bad: the one-sided image-level bound 1 - 0.05^(1/4) = 0.527
+    assert cascade["upper_bound"] == pytest.approx(1 - 0.05 ** (1 / 4)) and cascade["passed_raw"]
+    primary = {r["network"]: r for r in rows if r["primary"]}
+    assert decisions[1]["upper_bound"] == pytest.approx(primary["unet"]["upper_bound"])
