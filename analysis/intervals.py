@@ -10,10 +10,10 @@ The unit of independence is the image. Two situations:
 
 Why `cluster_exact` (simulation table and settings: docs/INTERVALS.md): over images drawn from a
 known population (per-image p ~ Beta with intra-image correlation 0..1; 10, 20, 48 images; p from 0 to
-1) it covered at >= nominal - 2 points everywhere, while the cluster-robust t interval and the
-percentile image bootstrap fall well below nominal when p is small and images differ (skewed
-per-image proportions), and pooled Clopper-Pearson (rows as independent trials) covers as little as
-20-60% once images differ. It is exact in both limits: Clopper-Pearson on all rows when images do
+1) its 95% interval covered at least 94% everywhere, while the cluster-robust t interval (down to 69%)
+and the percentile image bootstrap (down to 1%) fall well below nominal when p is small and images
+differ (skewed per-image proportions), and pooled Clopper-Pearson (rows as independent trials) covers
+0-48% once images differ. It is exact in both limits: Clopper-Pearson on all rows when images do
 not differ, Clopper-Pearson on m images when each image is all-bad or all-good, and
 1 - alpha^(1/m) / alpha^(1/m) at k = 0 / k = n.
 """
