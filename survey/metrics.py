@@ -74,11 +74,19 @@ def _gaussian_window(sigma: float, truncate: float, dtype: torch.dtype,
     return w / w.sum()
 
 
-def _blur_valid(img: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of (N, 1, H, W) keeping only fully covered pixels."""
-    k = w.numel()
-    img = F.conv2d(img, w.view(1, 1, k, 1))
-    return F.conv2d(img, w.view(1, 1, 1, k))
+def _blur_valid(stack: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of every channel of (N, C, H, W), keeping only fully covered
+    pixels: -> (N, C, H - k + 1, W - k + 1) for k taps.
+
+    All N * C planes go on the channel axis of one depthwise convolution per direction (groups =
+    planes); PyTorch's CPU path for a single-channel conv2d over a batch is several times slower.
+    """
+    n, c, height, width = stack.shape
+    k, planes = w.numel(), n * c
+    x = stack.reshape(1, planes, height, width)
+    x = F.conv2d(x, w.view(1, 1, k, 1).expand(planes, 1, k, 1).contiguous(), groups=planes)
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(planes, 1, 1, k).contiguous(), groups=planes)
+    return x.view(n, c, height - k + 1, width - k + 1)
 
 
 def ssim(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -99,18 +107,15 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch
     w = _gaussian_window(SSIM_SIGMA, SSIM_TRUNCATE, a.dtype, a.device)
     if min(height, width) < w.numel():
         raise ValueError(f"ssim: images must be at least {w.numel()} x {w.numel()}, got {height} x {width}")
-    a = a.reshape(batch * channels, 1, height, width)
-    b = b.reshape(batch * channels, 1, height, width)
-    # One filter call for the five local moments.
-    moments = _blur_valid(torch.cat([a, b, a * a, b * b, a * b], dim=0), w)
-    mu_a, mu_b, aa, bb, ab = moments.chunk(5, dim=0)
-    var_a = aa - mu_a ** 2
-    var_b = bb - mu_b ** 2
-    cov = ab - mu_a * mu_b
+    # The five local moments stacked on the channel axis: one filter call for all of them.
+    moments = _blur_valid(torch.cat([a, b, a * a, b * b, a * b], dim=1), w)
+    mu_a, mu_b, aa, bb, ab = moments.unflatten(1, (5, channels)).unbind(dim=1)
+    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)
+    # 2 mu_a mu_b + c1, 2 cov + c2; mu_a^2 + mu_b^2 + c1, var_a + var_b + c2
+    num = (2 * mu_ab + c1) * (2 * (ab - mu_ab) + c2)
+    den = (mu_aa + mu_bb + c1) * ((aa - mu_aa) + (bb - mu_bb) + c2)
     smap = num / den
     return smap.reshape(batch, -1).mean(dim=1)
 
