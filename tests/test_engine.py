@@ -89,6 +89,10 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
     result = CliRunner().invoke(app, ["status", str(path), "--store", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert "│ 2    │ 0       │ 2      │" in result.output
+    # `survey run` tells a pipeline that units failed: exit 1 (the failed units are tried again, and fail)
+    result = CliRunner().invoke(app, ["run", str(path), "--store", str(tmp_path / "results")])
+    assert result.exit_code == 1, result.output
+    assert "0 units done, 2 already in the store, 2 failed" in result.output
 
 
 @pytest.mark.slow
@@ -118,6 +122,36 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
     keys = [(r["unit_id"], r["image_id"], r.get("restart"), r.get("snapshot"), r.get("iteration")) for r in rows]
     assert len(keys) == len(set(keys)), "rows were duplicated"
     assert {r["unit_id"] for r in rows} == {e["unit_id"] for e in ledger}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path, signum):
+    """Ctrl-C or SIGTERM to `survey run`: finished units are flushed, exit 130 with a resume hint; the
+    rerun does only the rest and exits 0."""
+    body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=400)
+    body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
+    path = write_study(tmp_path, body)
+    store_dir = tmp_path / "results"
+    cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((store_dir / "_ledger").glob("part-*.parquet")):
+        time.sleep(0.5)
+    assert proc.poll() is None, "the survey finished before it could be interrupted; make it longer"
+    proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
+    kept = Store(store_dir).finished_units()
+    assert 0 < len(kept) < 24
+    assert not list(store_dir.rglob(".tmp-*"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{len(kept)} already in the store" in done.stdout
+    assert len(Store(store_dir).finished_units()) == 24
 
 
 def test_unit_that_kills_its_actor_is_failed_after_restarts_and_the_rest_finish(tmp_path, ray_local):

@@ -36,9 +36,9 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
         summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress)
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     for unit_id, message in summary.failures[:10]:
-        console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red")
+        console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red", soft_wrap=True)
     return summary
 
 
