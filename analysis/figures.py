@@ -6,13 +6,24 @@ figures take it as an argument (the report reloads it from the study's dataset d
 its content hash) and leave its panel out when it is None. The clean reconstruction f(A x) is not
 stored by the attack either; its PSNR (a row column) is printed instead.
 
+Kept tensors are read only through `row_tensors`, which checks the file against the row's
+`tensor_sha256`: a unit retracted by `survey forget` (file deleted) or redone since (file rewritten)
+never lends its tensors to a stale row, and the in-process cache is keyed by the file's identity
+(inode, size, mtime), so a rewritten file is read again. Which rows to show at all (the ledger's live
+units) is the report's choice (`survey.analysis.sections.base.Context.live`).
+
+Figures of one table live with its report section (survey.analysis.sections.<table>); the names are
+importable from here as well.
+
 Plot functions take plain data (pandas frames from `survey.analysis.db.query`, estimate rows from
 `survey.analysis.estimate.estimate`) and return the paths they wrote: [png] or [png, svg].
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import hashlib
+from collections import OrderedDict
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,8 +36,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-#: Prefix of tensor keys indexed by the row's `image_index` (survey.tasks.ball.PER_IMAGE), not `tensor_index`.
-PER_IMAGE = "per_image/"
+from survey.layout import PER_IMAGE  # noqa: E402  (keys indexed by the row's image_index, not tensor_index)
 DPI = 130
 #: PSNR above this (exact recovery, e.g. H(y) at full sampling) is drawn at the limit.
 PSNR_CAP = 60.0
@@ -64,11 +74,35 @@ def _as_image(t: torch.Tensor) -> np.ndarray:
 
 # -- tensors kept in the store --------------------------------------------------------------------
 
-@lru_cache(maxsize=32)
-def _load_file(path: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+_CACHE_SIZE = 32
+#: (path, inode, size, mtime_ns) -> (sha256 of the file, its tensors); least recently used first.
+_cache: "OrderedDict[tuple, tuple[str, dict[str, torch.Tensor]]]" = OrderedDict()
 
-    return load_file(path)
+
+def clear_cache() -> None:
+    """Forget every tensor file read so far (the cache also notices rewritten files by itself)."""
+    _cache.clear()
+
+
+def _load_file(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors file; ValueError when its sha256 is not the expected one."""
+    from safetensors.torch import load
+
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    hit = _cache.get(key)
+    if hit is None:
+        data = path.read_bytes()
+        hit = (hashlib.sha256(data).hexdigest(), load(data))
+        _cache[key] = hit
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(key)
+    if sha256 and hit[0] != sha256:
+        raise ValueError(f"tensor file {path} is not the one the row recorded (sha256 {hit[0][:12]}… != "
+                         f"{sha256[:12]}…): its unit was retracted or redone after this row was written")
+    return hit[1]
 
 
 def row_tensors(store: Path | str, row: Mapping[str, Any],
@@ -76,7 +110,8 @@ def row_tensors(store: Path | str, row: Mapping[str, Any],
     """The tensors a row owns: name -> tensor (one sample, e.g. (1, n, n)).
 
     Keys "per_image/<name>" (ball centres) are indexed by the row's image_index and returned as <name>.
-    ValueError naming the file when the row kept no tensors or the file is missing.
+    ValueError naming the file when the row kept no tensors, the file is missing, or it is not the file
+    the row recorded (`tensor_sha256`, when the row has one).
     """
     rel = row.get("tensor_file")
     if rel is None or (isinstance(rel, float) and np.isnan(rel)):
@@ -84,8 +119,10 @@ def row_tensors(store: Path | str, row: Mapping[str, Any],
     path = Path(store) / str(rel)
     if not path.is_file():
         raise ValueError(f"tensor file {path} named by unit {row.get('unit_id')!r} does not exist")
+    digest = row.get("tensor_sha256")
+    digest = digest if isinstance(digest, str) else None
     found: dict[str, torch.Tensor] = {}
-    for key, value in _load_file(str(path.resolve())).items():
+    for key, value in _load_file(path.resolve(), digest).items():
         if key.startswith(PER_IMAGE):
             name, index = key[len(PER_IMAGE):], row.get("image_index")
         else:
@@ -170,209 +207,7 @@ def _fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
-def attack_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
-                x: torch.Tensor | None = None, title: str | None = None, svg: bool = False) -> list[Path]:
-    """Paper-style grid of one attacked sample at increasing snapshots r_1 < r_2 < ...
-
-    rows: attack rows of one (unit_id, image_id, restart), any order (sorted by r_rel here).
-    Columns: the snapshots; rows of panels: x + r_j, the network's f(A(x + r_j)), the reference on
-    the same data (when kept), and |r_j| (shared colour scale). x: the ground truth (n, n) or None;
-    when given it heads an extra first column. A measurement-domain r is shown as log10(1 + |e|).
-    """
-    _theme()
-    rows = sorted(rows, key=lambda r: float(r["r_rel"]))
-    if not rows:
-        raise ValueError("attack_grid needs at least one row")
-    kept = [row_tensors(store, r, ("r", "out", "ref_out")) for r in rows]
-    has_ref = all("ref_out" in k for k in kept)
-    out_shape = tuple(kept[0]["out"].shape)
-    image_domain = tuple(kept[0]["r"].shape) == out_shape
-    x_img = _as_image(x) if x is not None else None
-    labels = ["x + r" if image_domain else "|e| (log)", "network f(A(x + r))"]
-    labels += ["reference (CS)"] if has_ref else []
-    labels += ["|r|"] if image_domain else []
-    lead = 1 if x_img is not None else 0
-    ncols, nrows = len(rows) + lead, len(labels)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols + 0.6, 1.65 * nrows + 0.4), squeeze=False)
-    r_maps = [_as_image(k["r"]) for k in kept]
-    r_max = max(float(np.abs(m).max()) for m in r_maps) or 1.0
-    shown_r = None
-    for j, (row, k) in enumerate(zip(rows, kept)):
-        c = j + lead
-        head = f"‖r‖/‖x‖ = {100 * float(row['r_rel']):.1f}%\niteration {row.get('iteration', '-')}"
-        line = 0
-        if image_domain:
-            base = x_img if x_img is not None else None
-            xr = base + r_maps[j] if base is not None else None
-            _panel(axes[line, c], xr, head, f"PSNR(x+r, x) {_fmt(row.get('psnr_visibility'))} dB")
-            if xr is None:
-                axes[line, c].text(0.5, 0.5, "x not available", ha="center", va="center", fontsize=7,
-                                   transform=axes[line, c].transAxes, color="#777777")
-        else:
-            _panel(axes[line, c], np.log10(1 + r_maps[j]), head, cmap="magma", vmin=None, vmax=None)
-        line += 1
-        _panel(axes[line, c], _as_image(k["out"]), note=f"PSNR {_fmt(row.get('psnr'))} dB")
-        line += 1
-        if has_ref:
-            _panel(axes[line, c], _as_image(k["ref_out"]), note=f"PSNR {_fmt(row.get('ref_psnr'))} dB")
-            line += 1
-        if image_domain:
-            shown_r = _panel(axes[line, c], np.abs(r_maps[j]), cmap="magma", vmin=0.0, vmax=r_max)
-    if lead:
-        _panel(axes[0, 0], x_img, "x (ground truth)")
-        first = rows[0]
-        notes = [f"clean PSNR\nnetwork {_fmt(first.get('psnr_clean'))} dB"]
-        if has_ref:
-            notes.append(f"reference {_fmt(first.get('ref_psnr_clean'))} dB")
-        for i in range(1, nrows):
-            _panel(axes[i, 0], None)
-        axes[1, 0].text(0.5, 0.5, "\n".join(notes), ha="center", va="center", fontsize=7.5,
-                        transform=axes[1, 0].transAxes, color="#333333")
-    for i, label in enumerate(labels):
-        axes[i, lead].set_ylabel(label, fontsize=8)
-    if shown_r is not None:
-        bar = fig.colorbar(shown_r, cax=axes[-1, -1].inset_axes([1.04, 0.0, 0.06, 1.0]))
-        bar.ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9, y=1.0)
-    return _save(fig, out, svg)
-
-
-def perturbation_maps(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
-                      svg: bool = False) -> list[Path]:
-    """|r| of several worst-case perturbations side by side, each with its own colour bar.
-
-    rows: attack (or ball) rows owning an `r` tensor; the panel title names network, image and r_rel.
-    """
-    _theme()
-    if not rows:
-        raise ValueError("perturbation_maps needs at least one row")
-    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.5), squeeze=False)
-    fig.subplots_adjust(wspace=0.55)
-    for ax, row in zip(axes[0], rows):
-        r = row_tensors(store, row, ("r",))["r"]
-        image = _as_image(r)
-        measured = tuple(r.shape) != tuple(row_tensors(store, row, ("out",)).get("out", r).shape)
-        shown = _panel(ax, np.log10(1 + image) if measured else image,
-                       f"{row['network']} · {row['image_id']}\n‖r‖/‖x‖ = {100 * float(row['r_rel']):.1f}%",
-                       cmap="magma", vmin=0.0, vmax=None)
-        bar = fig.colorbar(shown, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
-        bar.ax.tick_params(labelsize=7)
-    return _save(fig, out, svg)
-
-
-def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
-              truths: Mapping[tuple[str, str], torch.Tensor] | None = None, svg: bool = False) -> list[Path]:
-    """Gaussian-ball persistence, one line per row (one centre each): f(y), f(y + A r), one draw
-    f(y + A r + A v), and the artefacts f(y + A r) - f(y) and f(y + A r + A v) - f(y) on a shared
-    diverging scale. truths: (network, image_id) -> x, for an extra x + r panel when the centre is
-    image-domain (keyed by network too: networks of one study may see one image at different sizes).
-    """
-    _theme()
-    if not rows:
-        raise ValueError("ball_grid needs at least one row")
-    truths = truths or {}
-    lead = 1 if any((r["network"], r["image_id"]) in truths for r in rows) else 0
-    ncols = 5 + lead
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols + 0.6, 2.0 * len(rows) + 0.3), squeeze=False)
-    for i, row in enumerate(rows):
-        k = row_tensors(store, row, ("r", "clean_out", "center_out", "first_draw_out"))
-        first = k["first_draw_out"]
-        if first.ndim > k["clean_out"].ndim:  # one first draw per radius: pick this row's radius
-            first = first[int(row.get("radius_index") or 0)]
-        clean, centre, draw = _as_image(k["clean_out"]), _as_image(k["center_out"]), _as_image(first)
-        a1, a2 = centre - clean, draw - clean
-        lim = float(max(np.abs(a1).max(), np.abs(a2).max())) or 1.0
-        head = i == 0
-        if lead:
-            x = truths.get((row["network"], row["image_id"]))
-            xr = _as_image(x) + _as_image(k["r"]) if x is not None and k["r"].shape == k["clean_out"].shape else None
-            _panel(axes[i, 0], xr, "x + r" if head else "")
-        _panel(axes[i, lead], clean, "f(y)" if head else "", f"PSNR {_fmt(row.get('psnr_clean'))} dB")
-        _panel(axes[i, lead + 1], centre, "f(y + Ar)" if head else "", f"PSNR {_fmt(row.get('psnr_center'))} dB")
-        _panel(axes[i, lead + 2], draw, "f(y + Ar + Av), one draw" if head else "")
-        _panel(axes[i, lead + 3], a1, "artefact of r" if head else "", cmap="RdBu_r", vmin=-lim, vmax=lim)
-        shown = _panel(axes[i, lead + 4], a2, "artefact with noise v" if head else "", cmap="RdBu_r",
-                       vmin=-lim, vmax=lim)
-        bar = fig.colorbar(shown, cax=axes[i, lead + 4].inset_axes([1.04, 0.0, 0.06, 1.0]))
-        bar.ax.tick_params(labelsize=6)
-        axes[i, 0].set_ylabel(f"{row['network']}\n{row['image_id']}\n‖v‖ = {row.get('radius', '-')}·‖r‖",
-                              fontsize=7)
-    return _save(fig, out, svg)
-
-
-def insertion_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
-                   svg: bool = False) -> list[Path]:
-    """One line per insertion row: x + d (detail outlined), the network's and the reference's
-    reconstructions of A(x + d), with corr / contrast ratio and the recovered verdict."""
-    _theme()
-    if not rows:
-        raise ValueError("insertion_grid needs at least one row")
-    kept = [row_tensors(store, r, ("x_d", "out", "ref_out", "mask")) for r in rows]
-    has_ref = all("ref_out" in k for k in kept)
-    ncols = 3 if has_ref else 2
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.1 * ncols + 0.4, 2.15 * len(rows) + 0.2), squeeze=False)
-    for i, (row, k) in enumerate(zip(rows, kept)):
-        head = i == 0
-        _panel(axes[i, 0], _as_image(k["x_d"]), "x + d (detail outlined)" if head else "")
-        if "mask" in k:
-            axes[i, 0].contour(_as_image(k["mask"].float()), levels=[0.5], colors="#e8a33d", linewidths=0.6)
-        verdict = "recovered" if row.get("recovered") else "lost"
-        _panel(axes[i, 1], _as_image(k["out"]), "network" if head else "",
-               f"corr {_fmt(row.get('corr'), '.2f')} · contrast {_fmt(row.get('contrast_ratio'), '.2f')} · {verdict}")
-        if has_ref:
-            ref_verdict = "recovered" if row.get("ref_recovered") else "lost"
-            _panel(axes[i, 2], _as_image(k["ref_out"]), "reference (CS)" if head else "",
-                   f"corr {_fmt(row.get('ref_corr'), '.2f')} · contrast "
-                   f"{_fmt(row.get('ref_contrast_ratio'), '.2f')} · {ref_verdict}")
-        axes[i, 0].set_ylabel(f"{row['network']}\n{row.get('detail', '')} {row.get('size', '')} px\n"
-                              f"contrast {row.get('contrast', '')}", fontsize=7)
-    return _save(fig, out, svg)
-
-
 # -- statistics figures ---------------------------------------------------------------------------
-
-def instability_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
-    """Relative output change against relative perturbation size, one panel per network.
-
-    frame: attack rows with network, r_rel, out_change_rel and optionally ref_out_change_rel (the
-    reference on the same perturbed data). Points are samples; lines are binned means. The dotted
-    diagonal is a gain of 1 (output moves as much as the input, relatively).
-    """
-    _theme()
-    if frame.empty:
-        raise ValueError("instability_curves needs at least one row")
-    parts = [frame.assign(solver="network", change=frame["out_change_rel"])]
-    if "ref_out_change_rel" in frame and frame["ref_out_change_rel"].notna().any():
-        parts.append(frame.assign(solver="reference (CS)", change=frame["ref_out_change_rel"]))
-    long = pd.concat(parts, ignore_index=True).dropna(subset=["change", "r_rel"])
-    networks = sorted(long["network"].unique())
-    ncols = min(3, len(networks))
-    nrows = (len(networks) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
-    colors = dict(zip(["network", "reference (CS)"], sns.color_palette("colorblind", 2)))
-    for ax, name in zip(axes.flat, networks):
-        sub = long[long["network"] == name]
-        top = float(max(sub["r_rel"].max(), 1e-6))
-        ax.plot([0, top], [0, top], ls=":", color="#888888", lw=0.8, label="gain 1")
-        for solver, group in sub.groupby("solver", sort=False):
-            ax.scatter(group["r_rel"], group["change"], s=9, alpha=0.45, color=colors[solver], edgecolors="none")
-            binned = group.assign(bin=pd.cut(group["r_rel"], bins=min(8, max(2, group["r_rel"].nunique())),
-                                             duplicates="drop"))
-            means = binned.groupby("bin", observed=True)[["r_rel", "change"]].mean()
-            ax.plot(means["r_rel"], means["change"], color=colors[solver], lw=1.6,
-                    ls=NETWORK_STYLE.get(solver, "-"), label=solver)
-        ax.set_title(name)
-        ax.set_xlabel("‖r‖ / ‖x‖")
-        ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
-    for ax in axes.flat[len(networks):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("‖f(A(x+r)) − f(Ax)‖ / ‖f(Ax)‖")
-    axes.flat[0].legend(loc="upper left", frameon=True)
-    fig.tight_layout()
-    return _save(fig, out, svg)
-
 
 def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | str, *, hue: str = "network",
                    xlabel: str, ylabel: str, method: str = "clopper-pearson", log_x: bool = False,
@@ -399,93 +234,18 @@ def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | s
     return _save(fig, out, svg)
 
 
-def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: str = "radius",
-                ylabel: str = "P(artefact persists)", method: str = "clopper-pearson",
-                svg: bool = False) -> list[Path]:
-    """P(bad) against the ball radius per network, the band being the `method` interval.
-
-    estimates: rows of `estimate(..., by=["network", x])` (all methods; `method` is picked here).
-    """
-    return _interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, svg=svg)
+#: Figures kept with their report section, importable from here too: name -> section module.
+_MOVED = {"attack_grid": "attacks", "perturbation_maps": "attacks", "instability_curves": "attacks",
+          "ball_grid": "ball", "ball_curves": "ball", "insertion_grid": "insertions", "recovery_rates": "insertions",
+          "sweep_curves": "sweeps"}
 
 
-def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, label: str = "solver",
-                   method: str = "clopper-pearson", ylabel: str = "P(detail recovered)",
-                   svg: bool = False) -> list[Path]:
-    """Point estimates with interval error bars, per network, one colour per `label` value
-    (e.g. network vs reference). estimates: estimate rows carrying a `label` key."""
-    _theme()
-    frame = pd.DataFrame([e for e in estimates if e.get("method") == method])
-    if frame.empty:
-        raise ValueError(f"no {method} estimates to plot")
-    networks = sorted(frame["network"].unique())
-    labels = list(dict.fromkeys(frame[label]))
-    width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(networks) + 2), 3.2))
-    for j, (color, name) in enumerate(zip(sns.color_palette("colorblind", len(labels)), labels)):
-        sub = frame[frame[label] == name].set_index("network").reindex(networks)
-        pos = np.arange(len(networks)) - 0.4 + width * (j + 0.5)
-        p = sub["p"].to_numpy(dtype=float)
-        low = p - sub["ci_low"].fillna(0.0).to_numpy(dtype=float)
-        high = sub["ci_high"].fillna(1.0).to_numpy(dtype=float) - p
-        ax.errorbar(pos, p, yerr=[low, high], fmt="o", ms=5, capsize=3, color=color, label=str(name))
-    ax.set_xticks(np.arange(len(networks)), networks)
-    ax.set_xlim(-0.6, len(networks) - 0.4)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel(ylabel)
-    ax.legend(frameon=True)
-    fig.tight_layout()
-    return _save(fig, out, svg)
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(import_module(f"survey.analysis.sections.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def sweep_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
-    """PSNR against the sampling level per network (one panel each), mean with a 95% band over images:
-    the network, the reference (CS) and zero-filled H(y); a vertical line marks the training level.
-
-    frame: sweep rows with network, value (ratio / views / sigma), axis, train_value, psnr and
-    optionally ref_psnr, h_psnr. PSNR above PSNR_CAP dB is drawn at the cap.
-    """
-    _theme()
-    if frame.empty:
-        raise ValueError("sweep_curves needs at least one row")
-    parts = [frame.assign(solver="network", y=frame["psnr"])]
-    for column, name in (("ref_psnr", "reference (CS)"), ("h_psnr", "zero-filled H(y)")):
-        if column in frame and frame[column].notna().any():
-            parts.append(frame.assign(solver=name, y=frame[column]))
-    long = pd.concat(parts, ignore_index=True)
-    long = long[np.isfinite(long["y"].astype(float))]
-    long["y"] = long["y"].clip(upper=PSNR_CAP)
-    networks = sorted(frame["network"].unique())
-    ncols = min(3, len(networks))
-    nrows = (len(networks) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
-    order = [s for s in NETWORK_STYLE if s in set(long["solver"])]
-    palette = dict(zip(NETWORK_STYLE, sns.color_palette("colorblind", 3)))
-    for ax, name in zip(axes.flat, networks):
-        sub = long[long["network"] == name]
-        sns.lineplot(data=sub, x="value", y="y", hue="solver", style="solver", hue_order=order, style_order=order,
-                     dashes={k: ("" if v == "-" else (4, 2) if v == "--" else (1, 2)) for k, v in
-                             NETWORK_STYLE.items() if k in order},
-                     palette=palette, errorbar=("ci", 95), seed=0, n_boot=500, marker="o", markersize=4,
-                     ax=ax, legend=ax is axes.flat[0])
-        train = sub["train_value"].dropna().unique()
-        for value in train:
-            ax.axvline(float(value), color="#b03a2e", lw=1.0, ls="-.", alpha=0.8)
-            ax.text(float(value), 0.02, " training", color="#b03a2e", fontsize=7, rotation=90,
-                    transform=ax.get_xaxis_transform(), va="bottom")
-        axis = str(sub["axis"].iloc[0]) if "axis" in sub else "value"
-        ax.set_xlabel({"ratio": "sampling ratio", "views": "projection views",
-                       "sigma": "noise level σ"}.get(axis, axis))
-        ax.set_ylabel("PSNR (dB)")
-        ax.set_title(name)
-    for ax in axes.flat[len(networks):]:
-        ax.axis("off")
-    if axes.flat[0].get_legend() is not None:
-        sns.move_legend(axes.flat[0], "upper left", title=None, frameon=True)
-    fig.tight_layout()
-    return _save(fig, out, svg)
-
-
-__all__ = ["PSNR_CAP", "attack_grid", "ball_curves", "ball_grid", "image_grid", "insertion_grid",
+__all__ = ["PSNR_CAP", "attack_grid", "ball_curves", "ball_grid", "clear_cache", "image_grid", "insertion_grid",
            "instability_curves", "perturbation_maps", "physics_panel", "recovery_rates", "row_tensors",
            "sweep_curves"]

@@ -254,7 +254,7 @@ def test_cli_report_writes_and_prints_index(study_store, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(tmp_path / "cli" / "index.html")
     missing = CliRunner().invoke(app, ["--store", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 1 and "no such directory" in missing.output
+    assert missing.exit_code == 2 and "no such directory" in missing.output  # the CLI's one error path
 
 
 def _chromium() -> str | None:

@@ -1,0 +1,134 @@
+"""Report section of the `ball` table: the Gaussian ball around the worst case (paper Fig. 2).
+
+Default bad outcome: the artefact of the centre persists for a draw, per radius; P(persists) against the
+radius; per network, the centre with the largest artefact, a noisy draw and both artefacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from survey.analysis.db import execute
+from survey.analysis.figures import _as_image, _fmt, _interval_plot, _panel, _save, _theme, plt, row_tensors
+from survey.analysis.sections.base import MAX_WORST, Context, Definition, Section, h3, percent, records
+
+DEFINITIONS = (
+    Definition(
+        "ball-persistence", "ball", "Artefact persistence in the Gaussian ball",
+        bad="out_change_rel >= 0.5 * center_change_rel AND artefact_cos >= 0.5",
+        where="center = 'worst-case'", by=("radius",), per="row", unit="draw",
+        rationale="A draw v around a worst-case perturbation r is bad when the artefact of r survives: the "
+                  "output still moves at least half as far as at the centre, ||f(y + Ar + Av) - f(y)|| >= "
+                  "0.5 ||f(y + Ar) - f(y)||, in the same direction (cosine with the centre's artefact >= 0.5). "
+                  "The radius is ||v|| / ||r|| (the paper uses 1/4). Draws are the counted trials; draws of one "
+                  "image are correlated, which the image-bootstrap interval accounts for and the binomial "
+                  "intervals do not."),
+)
+
+
+class BallSection(Section):
+    table = "ball"
+    title = "Gaussian ball"
+    method = ("Gaussian ball around the worst case: complex Gaussian e in measurement space, v = A*e rescaled to "
+              "||v|| = radius · ||r||; does the artefact of r persist at x + r + v?")
+    params = ("center", "level", "noise_domain", "radius_kind", "radius", "draws")
+    definitions = DEFINITIONS
+
+    def definition_figure(self, ctx: Context, definition: Definition, found) -> dict | None:
+        cp = [r for r in found["network"] if r["method"] == "clopper-pearson"]
+        if definition.key != "ball-persistence" or len({r["radius"] for r in cp}) < 2:
+            return None
+        paths = ball_curves(found["network"], ctx.figure_path("ball_persistence"), svg=ctx.doc.svg)
+        return ctx.doc.figure(paths, "P(artefact persists) against the ball radius ||v|| / ||r||, per network; "
+                                     f"bands are {percent(definition.confidence)} Clopper–Pearson intervals.")
+
+    def worst(self, ctx: Context) -> list[dict[str, Any]]:
+        if "tensor_file" not in ctx.columns("ball"):
+            return []
+        frame = execute(ctx.con, "SELECT * FROM ball WHERE center = 'worst-case' AND tensor_file IS NOT NULL "
+                                 f"AND {ctx.live()}")
+        if frame.empty:
+            return []
+        # the radius index of each row inside its unit: rows are image-major, then radius, then draw
+        order = frame.groupby(["unit_id", "image_id", "radius"])["tensor_index"].min().reset_index()
+        order["radius_index"] = (order.groupby(["unit_id", "image_id"])["tensor_index"].rank(method="dense")
+                                 .astype(int) - 1)
+        frame = frame.merge(order[["unit_id", "image_id", "radius", "radius_index"]],
+                            on=["unit_id", "image_id", "radius"])
+        first = frame[frame["draw"] == 0]
+        radius = 0.25 if (first["radius"] == 0.25).any() else float(first["radius"].min())
+        first = first[first["radius"] == radius].sort_values("center_change_rel", ascending=False)
+        picked = first.groupby("network", sort=True).head(1).head(MAX_WORST)
+        x_by_id = {}
+        rows = records(picked)
+        for row in rows:
+            size = int(row_tensors(ctx.store, row, ("clean_out",))["clean_out"].shape[-1])
+            x = ctx.truths.get(row["dataset"], row["image_id"], size) if ctx.truths is not None else None
+            if x is not None:
+                x_by_id[(row["network"], row["image_id"])] = x
+        paths = ball_grid(ctx.store, rows, ctx.figure_path("ball_examples"), truths=x_by_id, svg=ctx.doc.svg)
+        return [h3("Gaussian ball around the worst case"),
+                ctx.doc.figure(paths, f"Per network, the centre with the largest artefact at radius ||v|| = "
+                                      f"{radius:g} ||r||: the clean reconstruction f(y), the worst case f(y + Ar), "
+                                      "one noisy draw, and the artefacts relative to f(y) (shared diverging scale "
+                                      "per line).")]
+
+
+SECTION = BallSection()
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | str, *,
+              truths: Mapping[tuple[str, str], torch.Tensor] | None = None, svg: bool = False) -> list[Path]:
+    """Gaussian-ball persistence, one line per row (one centre each): f(y), f(y + A r), one draw
+    f(y + A r + A v), and the artefacts f(y + A r) - f(y) and f(y + A r + A v) - f(y) on a shared
+    diverging scale. truths: (network, image_id) -> x, for an extra x + r panel when the centre is
+    image-domain (keyed by network too: networks of one study may see one image at different sizes).
+    """
+    _theme()
+    if not rows:
+        raise ValueError("ball_grid needs at least one row")
+    truths = truths or {}
+    lead = 1 if any((r["network"], r["image_id"]) in truths for r in rows) else 0
+    ncols = 5 + lead
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols + 0.6, 2.0 * len(rows) + 0.3), squeeze=False)
+    for i, row in enumerate(rows):
+        k = row_tensors(store, row, ("r", "clean_out", "center_out", "first_draw_out"))
+        first = k["first_draw_out"]
+        if first.ndim > k["clean_out"].ndim:  # one first draw per radius: pick this row's radius
+            first = first[int(row.get("radius_index") or 0)]
+        clean, centre, draw = _as_image(k["clean_out"]), _as_image(k["center_out"]), _as_image(first)
+        a1, a2 = centre - clean, draw - clean
+        lim = float(max(np.abs(a1).max(), np.abs(a2).max())) or 1.0
+        head = i == 0
+        if lead:
+            x = truths.get((row["network"], row["image_id"]))
+            xr = _as_image(x) + _as_image(k["r"]) if x is not None and k["r"].shape == k["clean_out"].shape else None
+            _panel(axes[i, 0], xr, "x + r" if head else "")
+        _panel(axes[i, lead], clean, "f(y)" if head else "", f"PSNR {_fmt(row.get('psnr_clean'))} dB")
+        _panel(axes[i, lead + 1], centre, "f(y + Ar)" if head else "", f"PSNR {_fmt(row.get('psnr_center'))} dB")
+        _panel(axes[i, lead + 2], draw, "f(y + Ar + Av), one draw" if head else "")
+        _panel(axes[i, lead + 3], a1, "artefact of r" if head else "", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        shown = _panel(axes[i, lead + 4], a2, "artefact with noise v" if head else "", cmap="RdBu_r",
+                       vmin=-lim, vmax=lim)
+        bar = fig.colorbar(shown, cax=axes[i, lead + 4].inset_axes([1.04, 0.0, 0.06, 1.0]))
+        bar.ax.tick_params(labelsize=6)
+        axes[i, 0].set_ylabel(f"{row['network']}\n{row['image_id']}\n‖v‖ = {row.get('radius', '-')}·‖r‖",
+                              fontsize=7)
+    return _save(fig, out, svg)
+
+
+
+def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: str = "radius",
+                ylabel: str = "P(artefact persists)", method: str = "clopper-pearson",
+                svg: bool = False) -> list[Path]:
+    """P(bad) against the ball radius per network, the band being the `method` interval.
+
+    estimates: rows of `estimate(..., by=["network", x])` (all methods; `method` is picked here).
+    """
+    return _interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, svg=svg)
