@@ -1,0 +1,163 @@
+"""Importance sampling at the most probable failure points (FORM design points), mixture proposal.
+
+For p = P(S(z) >= delta), z ~ N(0, I_d): the design point z* is the failure point nearest the origin,
+min ||z|| subject to S(z) >= delta. It is found by the HL-RF iteration (Hasofer-Lind, Rackwitz-
+Fiessler) on h(z) = delta - S(z), with the gradient by autograd, from several random starts run as
+one batch:
+
+    z <- ((grad h . z - h(z)) / ||grad h||^2) grad h,
+
+(the point of the linearised limit surface nearest the origin), with a merit line search. The distinct converged points within
+`margin` of the smallest ||z*|| become the means of the proposal q = sum_k pi_k N(z*_k, I),
+pi_k ~ exp(-||z*_k||^2 / 2) (restarts find the symmetric or competing failure modes). Then
+p_hat = mean(w 1{S >= delta}) over n draws from q with w = phi(z) / q(z) (computed in log space). The interval is the normal one for the weighted mean on
+the log scale, p_hat exp(-+ z se / p_hat) with se the standard error of w 1{S >= delta}; `ess` is the
+effective number of failure draws, (sum w 1)^2 / sum (w 1)^2. The score must be differentiable in z.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy import stats
+
+from survey.rare.result import RareResult, Score, check_confidence, log10_or_none, scores_of
+
+
+def _value_and_grad(score: Score, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        s = score(z).reshape(-1)
+        if not s.requires_grad:
+            raise ValueError("importance sampling needs a score differentiable in z (this one carries no "
+                             "gradient: a piecewise-constant family such as poisson? use splitting)")
+        (grad,) = torch.autograd.grad(s.sum(), z)
+    return s.detach().to(torch.float64), grad.detach().to(torch.float64)
+
+
+def design_points(score: Score, dim: int, delta: float, *, generator: torch.Generator, restarts: int = 8,
+                  iterations: int = 100, tol: float = 1e-5, start_scale: float = 1.0,
+                  steps: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125),
+                  dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Improved HL-RF (Zhang and Der Kiureghian 1995) from `restarts` random starts z0 ~ N(0, start_scale^2 I).
+
+    Each iteration takes the HL-RF direction d = z_HLRF - z and the step lambda in `steps` with the
+    smallest merit 1/2 ||z + lambda d||^2 + c |h(z + lambda d)|, c = 2 ||z|| / ||grad h|| (plain
+    HL-RF cycles on curved limit surfaces); the trial steps of all restarts are one score call.
+    Returns (points (R, d) float64, residual h = delta - S at them (R,), score evaluations, of which
+    gradient evaluations).
+    """
+    device = generator.device
+    z = start_scale * torch.randn((restarts, dim), generator=generator, dtype=torch.float64, device=device)
+    calls = grad_calls = 0
+    active = torch.ones(restarts, dtype=torch.bool, device=device)
+    lam = torch.tensor(steps, dtype=torch.float64, device=device)
+    scale = max(abs(delta), 1e-12)
+    for _ in range(iterations):
+        idx = active.nonzero().squeeze(1)
+        za = z[idx]
+        s, g = _value_and_grad(score, za.to(dtype))
+        calls += idx.numel()
+        grad_calls += idx.numel()
+        h = delta - s
+        g = -g  # grad h
+        norm2 = (g * g).sum(dim=1).clamp(min=1e-300)
+        target = (((g * za).sum(dim=1) - h) / norm2)[:, None] * g
+        d = target - za
+        c = 2.0 * za.norm(dim=1) / norm2.sqrt() + 1.0
+        trial = za[:, None, :] + lam[None, :, None] * d[:, None, :]  # (A, L, d)
+        h_trial = delta - scores_of(score, trial.reshape(-1, dim).to(dtype)).to(device).reshape(trial.shape[:2])
+        calls += trial.shape[0] * trial.shape[1]
+        merit = 0.5 * (trial * trial).sum(dim=2) + c[:, None] * h_trial.abs()
+        best = merit.argmin(dim=1)
+        z[idx] = trial[torch.arange(idx.numel(), device=device), best]
+        h_new = h_trial[torch.arange(idx.numel(), device=device), best]
+        moved = (lam[best] * d.norm(dim=1)) / (1.0 + za.norm(dim=1))
+        # converged: on the surface and z parallel to the gradient (the KKT condition of min ||z||)
+        cos = (g * za).sum(dim=1) / (norm2.sqrt() * za.norm(dim=1).clamp(min=1e-300))
+        done = (moved < tol) & (h_new.abs() < tol * scale) | ((h.abs() < tol * scale) & (cos.abs() > 1 - tol))
+        active[idx[done]] = False
+        if not bool(active.any()):
+            break
+    final = scores_of(score, z.to(dtype)).to(device)
+    calls += restarts
+    return z, (delta - final), calls, grad_calls
+
+
+def _select(points: torch.Tensor, residual: torch.Tensor, delta: float, margin: float,
+            dedupe: float) -> torch.Tensor:
+    """Distinct design points that reach the failure set, within `margin` of the nearest."""
+    ok = residual <= 1e-3 * max(abs(delta), 1e-12)
+    candidates = points[ok] if bool(ok.any()) else points[residual.argmin()][None]
+    radius = candidates.norm(dim=1)
+    order = radius.argsort()
+    candidates, radius = candidates[order], radius[order]
+    kept: list[torch.Tensor] = []
+    for point, r in zip(candidates, radius):
+        if r > radius[0] + margin:
+            break
+        if all((point - q).norm() > dedupe * max(float(r), 1.0) for q in kept):
+            kept.append(point)
+    return torch.stack(kept)
+
+
+def _draw(score: Score, means: torch.Tensor, log_pi: torch.Tensor, count: int, delta: float,
+          generator: torch.Generator, batch: int, dtype: torch.dtype):
+    """count draws from the mixture sum_k pi_k N(mu_k, I): z (count, d) float64, log w = log phi(z) -
+    log q(z) and the failure indicator; the score runs `batch` draws at a time."""
+    device = generator.device
+    sq = (means * means).sum(dim=1)
+    comp = torch.multinomial(log_pi.exp(), count, replacement=True, generator=generator)
+    z = means[comp] + torch.randn((count, means.shape[1]), generator=generator, dtype=torch.float64, device=device)
+    # log q(z) - log phi(z) = logsumexp_k(log pi_k + z.mu_k - ||mu_k||^2 / 2)
+    log_ratio = torch.logsumexp(log_pi[None, :] + z @ means.T - 0.5 * sq[None, :], dim=1)
+    fail = torch.cat([scores_of(score, part.to(dtype)).to(device) for part in z.split(batch)]) >= delta
+    return z, -log_ratio, fail
+
+
+def importance(score: Score, dim: int, delta: float, *, generator: torch.Generator, n: int = 2000,
+               restarts: int = 8, iterations: int = 100, margin: float = 1.0, dedupe: float = 0.05,
+               batch: int = 4096, confidence: float = 0.95, dtype: torch.dtype = torch.float64,
+               means: torch.Tensor | None = None) -> RareResult:
+    """Estimate P(S(z) >= delta) by importance sampling around the design points (module docstring).
+
+    n: draws from the proposal; restarts, iterations: the HL-RF search; margin: keep design points
+    with ||z*|| <= min ||z*|| + margin; dedupe: points closer than dedupe * ||z*|| count as one;
+    means: skip the search and use these (K, d) proposal means (equal weights ~ exp(-||mu||^2 / 2)).
+    """
+    confidence = check_confidence(confidence)
+    device = generator.device
+    calls = grad_calls = 0
+    if means is None:
+        points, residual, calls, grad_calls = design_points(score, dim, delta, generator=generator,
+                                                            restarts=restarts, iterations=iterations, dtype=dtype)
+        means = _select(points, residual, delta, margin, dedupe)
+    means = means.to(device=device, dtype=torch.float64)
+    log_pi = torch.log_softmax(-0.5 * (means * means).sum(dim=1), dim=0)
+    total = torch.zeros((), dtype=torch.float64)
+    total_sq = torch.zeros((), dtype=torch.float64)
+    hits = 0
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        _, log_w, fail = _draw(score, means, log_pi, count, delta, generator, batch, dtype)
+        calls += count
+        w = torch.where(fail, log_w.exp(), torch.zeros_like(log_w))
+        total += w.sum().cpu()
+        total_sq += (w * w).sum().cpu()
+        hits += int(fail.sum())
+    p = float(total) / n
+    var = max(float(total_sq) / n - p * p, 0.0) / max(n - 1, 1)
+    ess = float(total) ** 2 / float(total_sq) if float(total_sq) > 0 else 0.0
+    if p > 0:
+        half = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(var) / p
+        low, high = p * math.exp(-half), p * math.exp(half)
+    else:  # no failure drawn: the weighted mean says nothing about p
+        low, high = 0.0, 1.0
+    info = {"design_radius": [float(r) for r in means.norm(dim=1)], "components": int(means.shape[0]),
+            "hits": hits, "rel_se": math.sqrt(var) / p if p > 0 else None}
+    return RareResult("importance", p, low, high, confidence, log10_or_none(p), calls, ess=ess,
+                      grad_calls=grad_calls, info=info)
+
+
+__all__ = ["design_points", "importance"]
