@@ -139,7 +139,7 @@ def mixed_folder(tmp_path):
 
 
 def test_folder_loads_good_files_and_reports_bad_ones(mixed_folder):
-    images = load_dataset("folder", split="test", size=SIZE, path=str(mixed_folder), split_mode="test")
+    images = load_dataset("folder", split="test", size=SIZE, path=str(mixed_folder))
     check_contract(images)
     assert images.ids == ["folder/head.nii.gz#1", "folder/head.nii.gz#2", "folder/head.nii.gz#3",
                           "folder/photo.png", "folder/plane.npy", "folder/scans/IM0001", "folder/scans/ct.dcm"]
@@ -163,19 +163,97 @@ def test_folder_loads_good_files_and_reports_bad_ones(mixed_folder):
 def test_folder_hash_split_keeps_a_volume_together_and_is_disjoint(mixed_folder):
     from survey.data.folder import scan
 
-    found = scan(mixed_folder, SIZE)
-    assert found.ids == scan(mixed_folder, SIZE).ids
+    found = scan(mixed_folder, SIZE, split_mode="hash")
+    assert found.ids == scan(mixed_folder, SIZE, split_mode="hash").ids
     split_of = dict(zip(found.ids, found.splits))
     assert len({split_of[f"folder/head.nii.gz#{z}"] for z in (1, 2, 3)}) == 1
     assert split_of["folder/plane.npy"] == io.hash_split("plane.npy")
     loaded = {}
     for split in ("train", "val", "test"):
         try:
-            loaded[split] = set(load_dataset("folder", split=split, size=SIZE, path=mixed_folder).ids)
+            loaded[split] = set(load_dataset("folder", split=split, size=SIZE, path=mixed_folder,
+                                             split_mode="hash").ids)
         except ValueError as exc:
             assert "no image in split" in str(exc)
             loaded[split] = set()
     assert sum(len(v) for v in loaded.values()) == len(found.ids) == len(set().union(*loaded.values()))
+
+
+def write_pngs(folder, count: int, size: int = 24) -> list[str]:
+    from PIL import Image
+
+    names = []
+    for i in range(count):
+        pixels = (np.add.outer(np.arange(size), (i + 1) * np.arange(size)) % 256).astype(np.uint8)
+        names.append(f"slice{i:02d}.png")
+        Image.fromarray(pixels).save(folder / names[-1])
+    return names
+
+
+def test_a_folder_of_users_images_is_test_data_by_default(tmp_path):
+    from survey.data.folder import scan
+
+    names = write_pngs(tmp_path, 21)
+    images = load_dataset("folder", size=SIZE, path=tmp_path)
+    check_contract(images)
+    assert images.split == "test" and images.ids == [f"folder/{n}" for n in names] and images.skipped == []
+    for split in ("train", "val"):
+        with pytest.raises(ValueError, match="no image in split .* split_mode='hash'"):
+            load_dataset("folder", split=split, size=SIZE, path=tmp_path)
+
+    # split_mode="hash": the split by file hash as before, each file where hash_split puts it.
+    expected = {s: [f"folder/{n}" for n in names if io.hash_split(n) == s] for s in ("train", "val", "test")}
+    assert scan(tmp_path, SIZE, split_mode="hash").counts() == {s: len(v) for s, v in expected.items()}
+    for split, ids in expected.items():
+        if ids:
+            assert load_dataset("folder", split=split, size=SIZE, path=tmp_path, split_mode="hash").ids == ids
+        else:
+            with pytest.raises(ValueError, match="no image in split .* split_mode='test'"):
+                load_dataset("folder", split=split, size=SIZE, path=tmp_path, split_mode="hash")
+    assert len(expected["train"]) > len(expected["test"])     # most of the user's images are not test data
+    with pytest.raises(ValueError, match="split_mode must be one of"):
+        load_dataset("folder", size=SIZE, path=tmp_path, split_mode="random")
+
+
+def test_broken_files_among_good_ones_are_reported_with_names_and_reasons(tmp_path, monkeypatch):
+    write_pngs(tmp_path, 5)
+    (tmp_path / "slice02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")   # a PNG cut short
+    (tmp_path / "sub").mkdir()
+    np.save(tmp_path / "sub" / "stack.npy", np.full((3, 8, 8), np.inf))
+    images = load_dataset("folder", size=SIZE, path=tmp_path)
+    assert images.ids == ["folder/slice00.png", "folder/slice01.png", "folder/slice03.png", "folder/slice04.png"]
+    assert [item for item, _ in images.skipped] == ["slice02.png", "sub/stack.npy"]
+    reasons = dict(images.skipped)
+    assert "not a readable image" in reasons["slice02.png"] and "no finite values" in reasons["sub/stack.npy"]
+    message = images.skipped_message()
+    assert message.startswith("skipped 2 files: slice02.png (not a readable image")
+    assert "sub/stack.npy (no finite values)" in message
+    assert images.subset([0]).skipped == images.skipped
+    assert load_dataset("folder", size=SIZE, path=tmp_path, count=2).skipped == images.skipped
+
+    # Whatever a third-party reader raises for one file is reported, not fatal.
+    from survey.data import folder
+
+    real = io.read_raster
+
+    def flaky(path):
+        if path.name == "slice03.png":
+            raise RuntimeError("decoder crashed")
+        return real(path)
+
+    monkeypatch.setattr(io, "read_raster", flaky)
+    images = folder.load(size=SIZE, path=tmp_path)
+    assert dict(images.skipped)["slice03.png"] == "RuntimeError: decoder crashed"
+    assert "folder/slice04.png" in images.ids
+
+
+def test_skipped_message_names_the_first_few():
+    from survey.data.base import skipped_message
+
+    assert skipped_message([]) == ""
+    assert skipped_message([("a.png", "bad")]) == "skipped 1 file: a.png (bad)"
+    many = [(f"f{i}", "r") for i in range(5)]
+    assert skipped_message(many, limit=2) == "skipped 5 files: f0 (r); f1 (r); ... and 3 more"
 
 
 def test_folder_without_usable_images_raises_with_reasons(tmp_path):
@@ -214,7 +292,8 @@ def test_fastmri_reads_reconstructions_and_multicoil_kspace(tmp_path):
     with h5py.File(tmp_path / "flat.h5", "w") as f:
         f["kspace"] = np.zeros((2, 8, 8))
 
-    images = load_dataset("fastmri", split="test", size=SIZE, path=tmp_path, split_mode="test")
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    images = load_dataset("fastmri", split="test", size=SIZE, path=tmp_path)     # all slices in 'test'
     check_contract(images)
     assert images.ids == ["fastmri/multicoil.h5#0", "fastmri/multicoil.h5#1", "fastmri/recon.h5#0",
                           "fastmri/recon.h5#1"]
@@ -224,11 +303,42 @@ def test_fastmri_reads_reconstructions_and_multicoil_kspace(tmp_path):
         assert torch.allclose(images.images[2 + s], expected, atol=1e-5)
     reasons = dict(images.skipped)
     assert "no reconstruction_rss" in reasons["empty.h5"] and "must be complex" in reasons["flat.h5"]
+    assert "not a readable HDF5 file" in reasons["notes.h5"]
+    assert images.skipped_message().startswith("skipped 3 files: empty.h5 (")
 
-    single = load_dataset("fastmri", size=SIZE, path=tmp_path / "multicoil.h5", split_mode="test")
+    single = load_dataset("fastmri", size=SIZE, path=tmp_path / "multicoil.h5")
     assert single.ids == images.ids[:2]
     with pytest.raises(ValueError, match="no usable slice"):
-        load_dataset("fastmri", path=tmp_path / "empty.h5", split_mode="test")
+        load_dataset("fastmri", path=tmp_path / "empty.h5")
+    from survey.data.fastmri import scan
+
+    hashed = scan(tmp_path, SIZE, split_mode="hash")
+    assert hashed.splits == [io.hash_split(i.split("/")[1].split("#")[0]) for i in hashed.ids]
+
+
+def test_fastmri_keeps_the_good_slices_of_a_file_with_a_bad_one(tmp_path, monkeypatch):
+    import h5py
+
+    from survey.data import fastmri
+
+    truth = np.random.default_rng(2).uniform(0.2, 1.0, (3, 16, 16))
+    truth[1] = np.nan
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f["reconstruction_rss"] = truth
+    images = load_dataset("fastmri", size=SIZE, path=tmp_path)
+    assert images.ids == ["fastmri/vol.h5#0", "fastmri/vol.h5#2"]
+    assert images.skipped[0][0] == "vol.h5#1" and "NaN" in images.skipped[0][1]
+
+    real = fastmri.slice_reader
+
+    def corrupt_chunk(dataset, key):   # h5py raises OSError when a chunk cannot be read
+        count, read = real(dataset, key)
+        return count, lambda i: (_ for _ in ()).throw(OSError("Can't read data")) if i == 0 else read(i)
+
+    monkeypatch.setattr(fastmri, "slice_reader", corrupt_chunk)
+    images = fastmri.load(size=SIZE, path=tmp_path)
+    assert images.ids == ["fastmri/vol.h5#2"]
+    assert dict(images.skipped)["vol.h5#0"] == "OSError: Can't read data"
 
 
 def test_singlecoil_kspace_gives_the_magnitude_image():

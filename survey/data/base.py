@@ -15,7 +15,9 @@ class ImageSet:
     """A batch of images (K, 1, n, n) float32 in [0, 1], each with a stable id like 'brain/z083'.
 
     `content_hash` is the sha256 of the ids and the float32 bytes, so a row can name exactly
-    the data it was measured on. `skipped` lists (file, reason) for inputs that were not loaded.
+    the data it was measured on. `skipped` lists (item, reason) for inputs that were not loaded:
+    item is a file path relative to the dataset's path ('scans/IM0001'), or 'file#slice' for one
+    slice of a stack; `skipped_message()` says it in one line for a log.
     """
 
     name: str
@@ -46,7 +48,21 @@ class ImageSet:
             h.update(img.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
+    def skipped_message(self, limit: int = 10) -> str:
+        """'skipped N files: a.png (reason); b.npy (reason); ... and K more', or '' if none was."""
+        return skipped_message(self.skipped, limit)
+
     def subset(self, indices) -> "ImageSet":
         indices = list(indices)
         return ImageSet(self.name, self.split, [self.ids[i] for i in indices],
                         self.images[indices], self.source, list(self.skipped))
+
+
+def skipped_message(skipped: list[tuple[str, str]], limit: int = 10) -> str:
+    """One line naming the first `limit` skipped (item, reason) pairs and how many there are; '' if none."""
+    if not skipped:
+        return ""
+    shown = "; ".join(f"{item} ({reason})" for item, reason in skipped[:limit])
+    more = len(skipped) - limit
+    return f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}: {shown}" + \
+        (f"; ... and {more} more" if more > 0 else "")

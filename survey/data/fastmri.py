@@ -6,10 +6,11 @@ Per file, the image of each slice comes from the first dataset present among
   orthonormal inverse 2-D FFT (ifftshift -> ifft2 -> fftshift) of each coil, combined by
   root-sum-of-squares (magnitude for one coil).
 `key` forces one of them. Each slice is centre-cropped to a square (fastMRI's readout oversampling
-makes k-space images tall), resized and scaled to [0, 1]. Ids 'fastmri/<file>#<slice>'; splits by
-sha256 of the file name mod 10 (0 test, 1 val, 2..9 train), so one volume's slices share a split,
-or every slice in 'test' with split_mode='test'. Unusable files are listed in `skipped`; if none
-is usable, ValueError with the reasons.
+makes k-space images tall), resized and scaled to [0, 1]. Ids 'fastmri/<file>#<slice>'. Every slice
+is in 'test' by default (`split_mode="test"`); `split_mode="hash"` splits by sha256 of the file name
+mod 10 (0 test, 1 val, 2..9 train), so one volume's slices share a split. Unusable files are listed
+in `skipped` as (file, reason), unusable slices of a usable file as ('file#slice', reason); if
+nothing is usable, ValueError with the reasons.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from survey.data.base import ImageSet
 
 IMAGE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 KSPACE_KEY = "kspace"
-SPLIT_MODES = ("hash", "test")
+SPLIT_MODES = io.SPLIT_MODES
 
 
 def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
@@ -72,32 +73,37 @@ def slice_reader(dataset, key: str):
     return shape[0], lambda i: dataset[i]
 
 
-def scan(path, size: int, *, key: str | None = None, split_mode: str = "hash",
+def scan(path, size: int, *, key: str | None = None, split_mode: str = io.DEFAULT_SPLIT_MODE,
          percentile: float = io.DEFAULT_PERCENTILE) -> io.Scan:
     """Every usable slice of the fastMRI file(s) at `path`, with its split; raises if there is none."""
     import h5py
 
     root = io.require_path(path, "fastmri")
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(f"fastmri: split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+    io.check_split_mode("fastmri", split_mode)
     files = h5_files(root)
     ids, images, splits, skipped = [], [], [], []
     for file, rel in files:
         try:
-            with h5py.File(file, "r") as h5:
+            h5 = h5py.File(file, "r")
+        except Exception as exc:  # h5py raises OSError for files that are not HDF5
+            skipped.append((rel, f"not a readable HDF5 file ({io.failure_reason(exc)})"))
+            continue
+        with h5:
+            try:
                 name = choose_key(h5, key)
                 count, read = slice_reader(h5[name], name)
-                file_split = "test" if split_mode == "test" else io.hash_split(rel)
-                for i in range(count):
-                    try:
-                        images.append(io.prepare_image(read(i), size, fit="crop", percentile=percentile))
-                    except ValueError as exc:
-                        skipped.append((f"{rel}#{i}", str(exc)))
-                        continue
-                    ids.append(f"fastmri/{rel}#{i}")
-                    splits.append(file_split)
-        except (OSError, ValueError) as exc:  # h5py raises OSError for files that are not HDF5
-            skipped.append((rel, str(exc)))
+            except Exception as exc:
+                skipped.append((rel, io.failure_reason(exc)))
+                continue
+            split = io.file_split(split_mode, rel)
+            for i in range(count):
+                try:  # a corrupt chunk loses its slice, not the file's other slices
+                    images.append(io.prepare_image(read(i), size, fit="crop", percentile=percentile))
+                except Exception as exc:
+                    skipped.append((f"{rel}#{i}", io.failure_reason(exc)))
+                    continue
+                ids.append(f"fastmri/{rel}#{i}")
+                splits.append(split)
     if not ids:
         reasons = "".join(f"\n  {f}: {r}" for f, r in skipped[:20])
         raise ValueError(f"fastmri {str(root)!r}: no usable slice in {len(files)} HDF5 files{reasons}")
@@ -105,7 +111,8 @@ def scan(path, size: int, *, key: str | None = None, split_mode: str = "hash",
 
 
 def load(split: str = "test", size: int = 64, *, path=None, key: str | None = None,
-         split_mode: str = "hash", percentile: float = io.DEFAULT_PERCENTILE) -> ImageSet:
-    """The slices of split `split` from the fastMRI file(s) at `path` (see the module docstring)."""
+         split_mode: str = io.DEFAULT_SPLIT_MODE, percentile: float = io.DEFAULT_PERCENTILE) -> ImageSet:
+    """The slices of split `split` from the fastMRI file(s) at `path` (all of them, in 'test', by default;
+    see the module docstring); unusable files and slices are in the result's `skipped`."""
     found = scan(path, size, key=key, split_mode=split_mode, percentile=percentile)
-    return found.select("fastmri", split, "split_mode='test'")
+    return found.select("fastmri", split, split_mode)

@@ -8,12 +8,14 @@ complex -> magnitude). In stacks, slices with almost no signal (fewer than `min_
 pixels above 5% of the stack's range) are dropped. Each image is centre-cropped (`fit="crop"`) or
 padded (`fit="pad"`) to a square, resized and scaled to [0, 1] (see survey.data.io).
 
-Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Splits: by
-sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being the file (so the slices of
-one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series stored as one file per
-slice stays together); `split_mode="test"` puts every image in 'test' instead.
-Files that cannot be used are listed in `ImageSet.skipped` as (file, reason); a folder with no
-usable image at all raises ValueError with those reasons.
+Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Splits: every image is in
+'test' by default (`split_mode="test"`: a researcher's own images are what a study tests on).
+`split_mode="hash"` splits by sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being
+the file (so the slices of one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series
+stored as one file per slice stays together).
+Files that cannot be used, whatever the reader raised, are listed in `ImageSet.skipped` as
+(path relative to the folder, reason), and slices dropped from a stack as ('file#slice', reason) or
+(file, 'k of n slices empty ...'); a folder with no usable image at all raises ValueError with the reasons.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from survey.data import io
 from survey.data.base import ImageSet
 
-SPLIT_MODES = ("hash", "test")
+SPLIT_MODES = io.SPLIT_MODES
 MAX_REASONS_SHOWN = 20
 
 
@@ -92,14 +94,13 @@ def read_slices(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[lis
 
 
 def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | None = None,
-         split_mode: str = "hash", fit: str = "crop", min_tissue: float = 0.01,
+         split_mode: str = io.DEFAULT_SPLIT_MODE, fit: str = "crop", min_tissue: float = 0.01,
          percentile: float = io.DEFAULT_PERCENTILE) -> io.Scan:
     """Read every usable image under `path` (see the module docstring); raises if there is none."""
     root = io.require_path(path, "folder")
     if axis not in (0, 1, 2):
         raise ValueError(f"folder: axis must be 0, 1 or 2, got {axis}")
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(f"folder: split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+    io.check_split_mode("folder", split_mode)
     files = list_files(root, pattern)
     out = io.Scan([], [], [], [], f"user files (path={root})")
     for file, rel in files:
@@ -115,16 +116,16 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
                 if len(keep) < len(slices):
                     out.skipped.append((rel, f"{len(slices) - len(keep)} of {len(slices)} slices empty "
                                              f"(< {min_tissue:g} of pixels with signal), dropped"))
-        except (ValueError, OSError) as exc:
-            out.skipped.append((rel, str(exc)))
+        except Exception as exc:  # one unreadable file among many is reported, never fatal
+            out.skipped.append((rel, io.failure_reason(exc)))
             continue
-        split = "test" if split_mode == "test" else io.hash_split(f"series:{series}" if series else rel)
+        split = io.file_split(split_mode, f"series:{series}" if series else rel)
         for i in keep:
             image_id = f"folder/{rel}#{i}" if is_stack else f"folder/{rel}"
             try:
                 out.images.append(io.prepare_image(slices[i], size, fit=fit, percentile=percentile))
-            except ValueError as exc:
-                out.skipped.append((f"{rel}#{i}" if is_stack else rel, str(exc)))
+            except Exception as exc:
+                out.skipped.append((f"{rel}#{i}" if is_stack else rel, io.failure_reason(exc)))
                 continue
             out.ids.append(image_id)
             out.splits.append(split)
@@ -138,9 +139,10 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
 
 
 def load(split: str = "test", size: int = 64, *, path=None, axis: int = 2, npy_axis: int = 0,
-         pattern: str | None = None, split_mode: str = "hash", fit: str = "crop",
+         pattern: str | None = None, split_mode: str = io.DEFAULT_SPLIT_MODE, fit: str = "crop",
          min_tissue: float = 0.01, percentile: float = io.DEFAULT_PERCENTILE) -> ImageSet:
-    """The images of split `split` under `path` (see the module docstring)."""
+    """The images of split `split` under `path` (all of them, in 'test', by default; see the module
+    docstring); files that could not be used are in the result's `skipped`."""
     found = scan(path, size, axis=axis, npy_axis=npy_axis, pattern=pattern, split_mode=split_mode,
                  fit=fit, min_tissue=min_tissue, percentile=percentile)
-    return found.select("folder", split, "split_mode='test'")
+    return found.select("folder", split, split_mode)

@@ -5,6 +5,7 @@ scanner units for MR, grey levels for PNG). `prepare_image` then makes each one 
 float32 tensor in [0, 1]: centre crop (or zero-pad) to a square, antialiased resize, and a
 percentile-robust scaling whose result has min 0 and max 1 exactly. Anything that cannot become
 such an image raises ValueError with the reason, which the loaders record in `ImageSet.skipped`.
+Users' files go to the 'test' split unless `split_mode="hash"` asks for a split by file hash.
 """
 
 from __future__ import annotations
@@ -120,6 +121,23 @@ def tissue_fraction(slices: np.ndarray, level: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- splits
 
+#: How users' files are assigned to splits: "test" puts every image in 'test' (the default: a
+#: researcher's own images are data to test on, and a hash split would leave a small folder with
+#: no test image at all); "hash" assigns each group of images by `hash_split` (10/10/80%).
+SPLIT_MODES = ("test", "hash")
+DEFAULT_SPLIT_MODE = "test"
+
+
+def check_split_mode(dataset: str, split_mode: str) -> None:
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"{dataset}: split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+
+
+def file_split(split_mode: str, key: str) -> str:
+    """The split of every image of group `key` (a file, a DICOM series) under `split_mode`."""
+    return "test" if split_mode == "test" else hash_split(key)
+
+
 @dataclass
 class Scan:
     """Every usable image of a user's files with the split each belongs to, before choosing one."""
@@ -133,12 +151,17 @@ class Scan:
     def counts(self) -> dict[str, int]:
         return {s: self.splits.count(s) for s in ("train", "val", "test")}
 
-    def select(self, name: str, split: str, hint: str) -> ImageSet:
-        """The ImageSet of one split; ValueError (with the counts and `hint`) when it is empty."""
+    def select(self, name: str, split: str, split_mode: str) -> ImageSet:
+        """The ImageSet of one split (skipped inputs carried along); ValueError saying how the images
+        are split, and how to get another split, when it is empty."""
         chosen = [i for i, s in enumerate(self.splits) if s == split]
         if not chosen:
-            raise ValueError(f"{name} ({self.source}): no image in split {split!r}; images per split: "
-                             f"{self.counts()} (pass {hint} to use every image as test data)")
+            if split_mode == "test":
+                how = (f"split_mode='test' (the default for users' files) puts all {len(self.ids)} images in "
+                       f"'test'; pass split_mode='hash' for a train/val/test split by file hash")
+            else:
+                how = f"images per split: {self.counts()}; pass split_mode='test' to use every image as test data"
+            raise ValueError(f"{name} ({self.source}): no image in split {split!r}; {how}")
         return ImageSet(name, split, [self.ids[i] for i in chosen], torch.stack([self.images[i] for i in chosen]),
                         self.source, list(self.skipped))
 
@@ -160,6 +183,12 @@ def require_path(path, dataset: str) -> Path:
 
 
 # ---------------------------------------------------------------- file readers
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason recorded for a file that could not be used: the message of our own ValueErrors,
+    the exception's type and message for anything a third-party reader raised instead."""
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+
 
 def file_kind(path: Path) -> str | None:
     """'dicom', 'nifti', 'raster', 'numpy' or None (not an image file we read)."""
