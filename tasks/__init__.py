@@ -1,7 +1,9 @@
 """Instability tests, one module per test, known to the engine only by registered name.
 
-`make_task("attack", preset="deepmri", eta=1e-3)` returns a task object; `task(ctx, generator)`
-returns rows and tensors. Task modules are imported on first use so the registry is complete.
+`make_task("attack", preset="deepmri", eta=1e-3)` returns a `Task`; `task(ctx, generator)` returns
+rows and tensors. Task modules are imported on first use so the registry is complete.
+Registry helpers for the engine, the spec and the report: `task_names()`, `task_class(name)`,
+`tables()` (table -> the task classes writing it) and `table_columns(table)` (its declared columns).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from importlib import import_module
 
 from survey.tasks import base
-from survey.tasks.base import TASKS, TaskContext, TaskResult, generator_for, register, seed_from_id
+from survey.tasks.base import (LABELS, PER_IMAGE, TASKS, Column, Task, TaskContext, TaskResult, generator_for,
+                               register, seed_from_id)
 
 #: Modules whose import registers tasks; ones not written yet are skipped.
 TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion", "survey.tasks.sweep")
@@ -25,7 +28,7 @@ def load_tasks() -> None:
                 raise
 
 
-def make_task(name: str, **params):
+def make_task(name: str, **params) -> Task:
     """Build registered task `name` from keyword hyper-parameters; see `survey.tasks.base.make_task`."""
     load_tasks()
     return base.make_task(name, **params)
@@ -36,5 +39,34 @@ def task_names() -> list[str]:
     return base.task_names()
 
 
-__all__ = ["TASKS", "TASK_MODULES", "TaskContext", "TaskResult", "generator_for", "load_tasks",
-           "make_task", "register", "seed_from_id", "task_names"]
+def task_class(name: str) -> type[Task]:
+    """The class registered as `name` (ValueError listing the known tasks otherwise)."""
+    load_tasks()
+    return base.task_class(name)
+
+
+def tables() -> dict[str, list[type[Task]]]:
+    """Store table -> the task classes writing it, in task-name order."""
+    load_tasks()
+    out: dict[str, list[type[Task]]] = {}
+    for name in base.task_names():
+        cls = TASKS[name]
+        out.setdefault(cls.table, []).append(cls)
+    return out
+
+
+def table_columns(table: str) -> dict[str, Column]:
+    """The union of the columns declared by the tasks writing `table` (name -> Column)."""
+    classes = tables().get(table)
+    if not classes:
+        raise ValueError(f"unknown table {table!r}; tables are {sorted(tables())}")
+    out: dict[str, Column] = {}
+    for cls in classes:
+        for name, column in cls.columns.items():
+            out.setdefault(name, column)
+    return out
+
+
+__all__ = ["Column", "LABELS", "PER_IMAGE", "TASKS", "TASK_MODULES", "Task", "TaskContext", "TaskResult",
+           "generator_for", "load_tasks", "make_task", "register", "seed_from_id", "table_columns", "tables",
+           "task_class", "task_names"]

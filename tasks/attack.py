@@ -41,14 +41,15 @@ the denoiser does not (its worst case is barely worse than TV denoising's respon
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from survey.metrics import norms, psnr, ssim
-from survey.tasks.base import TaskContext, TaskResult, eval_mode, register
+from survey.tasks import validate
+from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, eval_mode, register
 
 #: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
 #: two AUTOMAP p choices relative to the table; the table is followed here.
@@ -179,38 +180,80 @@ def foreground_support(x: torch.Tensor, threshold: float, dilation: int) -> torc
     return mask
 
 
-def measurement_support(physics, y: torch.Tensor) -> torch.Tensor:
-    """0/1 mask of the entries of y that are actually measured, broadcastable to y.
-
-    Operators that store the measurements on a full grid (Fourier: zeros off the k-space mask)
-    must not have perturbations there: those are not measurements. The measured entries are the
-    non-zeros of A A* 1 (exact zeros off the mask for Fourier; every bin that sees a pixel for Radon).
-    """
-    probe = physics.A_adjoint(torch.ones_like(y[:1]))
-    reach = physics.A(probe.real if torch.is_complex(probe) and not torch.is_complex(y) else probe).abs()
-    return (reach > 1e-6 * reach.max()).to(y.real.dtype if torch.is_complex(y) else y.dtype)
+#: Columns of attack rows: one row per (image, restart, snapshot).
+ATTACK_COLUMNS: dict[str, Column] = {
+    **LABELS,
+    "attacked": Column("what the search attacked: 'network', or 'reference' (the unrolled CS solver)"),
+    "preset": Column("name of the paper's Table 1 parameter set, '' when none"),
+    "lam": Column("penalty lambda of Q on ||r||^2"),
+    "gamma": Column("momentum of the ascent"),
+    "eta": Column("learning rate of the ascent"),
+    "tau": Column("scale of the uniform start r0", "image units"),
+    "p": Column("target p(x) of Q: 'fAx' (the clean reconstruction) or 'x' (the truth)"),
+    "domain": Column("where r lives: 'image' or 'measurement'"),
+    "gradient": Column("gradient rule used: 'adjoint' (Algorithm 1) or 'fbp' (Algorithm 2)"),
+    "support": Column("support mask of image-domain r: 'none' or 'foreground'"),
+    "max_iterations": Column("iteration budget of the search"),
+    "restarts": Column("independent starts per image"),
+    "iterations_run": Column("updates made before every snapshot had fired (for the whole batch)"),
+    "image_id": Column("stable id of the ground-truth image"),
+    "restart": Column("index of the start r0 of this image"),
+    "snapshot": Column("how the snapshot was taken: 'iteration' or 'level'"),
+    "snapshot_target": Column("the snapshot's iteration count, or its ||r||/||x|| level"),
+    "reached": Column("False when a level was never crossed (the last iterate is reported)"),
+    "iteration": Column("iterate index of the snapshot (0 = r0)"),
+    "r_norm": Column("||r|| of the perturbation (||e|| in the measurement domain)", "image units"),
+    "r_rel": Column("||r|| / ||x|| (||e|| / ||A x|| in the measurement domain)"),
+    "Ar_norm": Column("||A r||, the perturbation's size in measurement space", "measurement units"),
+    "out_change": Column("||f(y + A r) - f(y)||", "image units"),
+    "out_change_rel": Column("||f(y + A r) - f(y)|| / ||f(y)||"),
+    "err_rel": Column("||f(y + A r) - x|| / ||x||"),
+    "psnr": Column("PSNR of f(y + A r) against x", "dB"),
+    "ssim": Column("SSIM of f(y + A r) against x"),
+    "psnr_visibility": Column("PSNR of x + r against x: how visible the perturbation is", "dB"),
+    "ratio": Column("||f(y + A r) - f(y)|| / ||r||: output change per unit of perturbation"),
+    "r_outside_frac": Column("share of ||r||^2 outside the foreground support"),
+    "objective": Column("Q(r) = 1/2 ||f(y + A r) - p(x)||^2 - lam/2 ||r||^2"),
+    "psnr_clean": Column("PSNR of the clean reconstruction f(y) against x", "dB"),
+    "ssim_clean": Column("SSIM of the clean reconstruction f(y) against x"),
+    "err_rel_clean": Column("||f(y) - x|| / ||x||"),
+    "ref_out_change": Column("the reference solver's ||g(y + A r) - g(y)|| on the same data (rows with a "
+                             "reference only)", "image units"),
+    "ref_out_change_rel": Column("the reference's ||g(y + A r) - g(y)|| / ||g(y)||"),
+    "ref_err_rel": Column("the reference's ||g(y + A r) - x|| / ||x||"),
+    "ref_psnr": Column("PSNR of the reference's g(y + A r) against x", "dB"),
+    "ref_ssim": Column("SSIM of the reference's g(y + A r) against x"),
+    "ref_ratio": Column("the reference's ||g(y + A r) - g(y)|| / ||r||"),
+    "ref_psnr_clean": Column("PSNR of the reference's g(y) against x", "dB"),
+    "ref_ssim_clean": Column("SSIM of the reference's g(y) against x"),
+}
 
 
 @register("attack")
 @dataclass(kw_only=True)
-class Attack:
+class Attack(Task):
     """Worst-case perturbation search (Algorithm 1; Algorithm 2 for Radon) with snapshots.
 
     lam, gamma, eta, tau: Q's penalty, momentum, learning rate, r0 scale (images in [0, 1]).
     p: "fAx" (move away from the clean reconstruction) or "x" (away from the truth).
     domain: "image" (r in image space) or "measurement" (e in measurement space).
-    gradient: "adjoint" (Algorithm 1), "fbp" (Algorithm 2, B = physics.H), "auto" (fbp on Radon).
+    gradient: "adjoint" (Algorithm 1), "fbp" (Algorithm 2, B = physics.H), "auto" (the operator's
+    `attack_gradient` in the image domain: fbp on Radon, as the paper; adjoint in the measurement domain).
     iterations: at most M updates; snapshot_iterations: iterate counts to keep; snapshot_levels:
     ||r||/||x|| levels (||e||/||Ax|| in the measurement domain), kept at the first crossing.
     restarts: independent r0 per image. support: "none" or "foreground" (|x| > support_threshold,
     dilated by support_dilation pixels; image domain only). Measurement-domain perturbations are
-    always confined to the measured entries (`measurement_support`). target: "network", or "reference" to
+    always confined to the measured entries (`physics.measured_mask()`). target: "network", or "reference" to
     attack the unrolled reference solver with the same budget. keep_tensors: return r and outputs.
     with_reference: also reconstruct every snapshot with the reference solver (the ref_* columns).
     label: free text recorded in rows (set to the preset name by `Attack.preset`).
     """
 
-    table = "attacks"  # store table (a class attribute, not a parameter)
+    table = "attacks"
+    title = "Worst-case attack"
+    columns = ATTACK_COLUMNS
+    example = dict(iterations=4, eta=0.01, snapshot_iterations=[0, 4], snapshot_levels=[0.005])
+    needs_grad = True  # the ascent differentiates the network; everything else runs without autograd
 
     lam: float = 0.01
     gamma: float = 0.9
@@ -233,27 +276,21 @@ class Attack:
 
     def __post_init__(self):
         name = type(self).__name__
-        self.snapshot_iterations = tuple(int(k) for k in self.snapshot_iterations)
-        self.snapshot_levels = tuple(float(v) for v in self.snapshot_levels)
         for key, choices in (("p", P_CHOICES), ("domain", DOMAINS), ("gradient", GRADIENT_RULES),
                              ("support", SUPPORTS), ("target", TARGETS)):
-            if getattr(self, key) not in choices:
-                raise ValueError(f"{name}.{key}: {getattr(self, key)!r} is not one of {list(choices)}")
+            validate.choice(self, key, choices)
         for key in ("lam", "gamma", "support_threshold"):
-            if not getattr(self, key) >= 0:
-                raise ValueError(f"{name}.{key} must be >= 0, got {getattr(self, key)!r}")
+            validate.number(self, key, low=0.0)
         for key in ("eta", "tau"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{name}.{key} must be > 0, got {getattr(self, key)!r}")
+            validate.positive(self, key)
         for key, low in (("iterations", 0), ("restarts", 1), ("support_dilation", 0)):
-            value = getattr(self, key)
-            if int(value) != value or value < low:
-                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
-        bad = [k for k in self.snapshot_iterations if not 0 <= k <= self.iterations]
-        if bad:
-            raise ValueError(f"{name}.snapshot_iterations {bad} lie outside 0..iterations={self.iterations}")
-        if any(not v > 0 for v in self.snapshot_levels):
-            raise ValueError(f"{name}.snapshot_levels must be > 0, got {list(self.snapshot_levels)}")
+            validate.integer(self, key, low=low)
+        validate.sequence(self, "snapshot_iterations", validate.integers_in(0, self.iterations),
+                          f"iteration counts in 0..iterations={self.iterations}", convert=int)
+        validate.sequence(self, "snapshot_levels", validate.numbers_in(0.0, low_open=True), "levels > 0")
+        validate.flag(self, "keep_tensors")
+        validate.flag(self, "with_reference")
+        validate.text(self, "label")
         if self.domain == "measurement" and self.gradient == "fbp":
             raise ValueError(f"{name}: gradient='fbp' (Algorithm 2) needs domain='image'")
         if self.domain == "measurement" and self.support != "none":
@@ -266,15 +303,13 @@ class Attack:
             raise ValueError(f"unknown attack preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], "label": name, **overrides})
 
-    def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     def gradient_rule(self, physics) -> str:
+        """The rule used on `physics`: the asked one, or for "auto" the operator's own image-domain rule."""
         if self.gradient != "auto":
             return self.gradient
-        return "fbp" if getattr(physics, "kind", None) == "radon" and self.domain == "image" else "adjoint"
+        return getattr(physics, "attack_gradient", "adjoint") if self.domain == "image" else "adjoint"
 
-    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+    def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         physics, x_images = ctx.physics, ctx.images
         if self.target == "reference":
             if ctx.reference is None:
@@ -284,7 +319,7 @@ class Attack:
             attacked = ctx.net
         reference = ctx.reference if self.target == "network" and self.with_reference else None
         x = x_images.repeat_interleave(self.restarts, dim=0)  # sample n = image * restarts + restart
-        with eval_mode(attacked), eval_mode(reference), torch.no_grad():
+        with eval_mode(attacked), torch.no_grad():  # `search` turns autograd on for its gradient only
             return self._run(ctx, attacked, reference, physics, x, generator)
 
     def _run(self, ctx: TaskContext, attacked, reference, physics, x: torch.Tensor,
@@ -297,7 +332,7 @@ class Attack:
         p_target = clean if self.p == "fAx" else x
         r0 = self._initial(y if self.domain == "measurement" else x, generator)
         if self.domain == "measurement":
-            support = measurement_support(physics, y)
+            support = physics.measured_mask().to(device=y.device, dtype=y.real.dtype)
         elif self.support == "foreground":
             support = foreground_support(x, self.support_threshold, self.support_dilation)
         else:
@@ -381,8 +416,7 @@ class Attack:
         values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
         iteration = found.iteration.cpu().tolist()
         reached = found.reached.cpu().tolist()
-        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
-                  "attacked": self.target, "preset": self.label, "lam": float(self.lam),
+        shared = {"attacked": self.target, "preset": self.label, "lam": float(self.lam),
                   "gamma": float(self.gamma), "eta": float(self.eta), "tau": float(self.tau), "p": self.p,
                   "domain": self.domain, "gradient": rule, "support": self.support,
                   "max_iterations": int(self.iterations), "restarts": int(self.restarts),
@@ -412,8 +446,13 @@ class Attack:
 class AttackReference(Attack):
     """The same search on the unrolled reference solver: the reference's own worst case."""
 
+    title = "Worst-case attack on the reference"
+    #: No ref_* columns: the reference is the attacked solver here.
+    columns = {k: v for k, v in ATTACK_COLUMNS.items() if not k.startswith("ref_")}
+    example = dict(iterations=2, eta=0.01, snapshot_iterations=[0, 2], snapshot_levels=[])
+
     target: str = "reference"
 
 
-__all__ = ["Attack", "AttackReference", "PRESETS", "SearchResult", "Snapshot", "foreground_support",
-           "measurement_support", "search", "snapshot_plan"]
+__all__ = ["ATTACK_COLUMNS", "Attack", "AttackReference", "PRESETS", "SearchResult", "Snapshot",
+           "foreground_support", "search", "snapshot_plan"]

@@ -15,8 +15,10 @@ Draws, with s = A r (or e_c) the centre's shift of the measurements y = A x:
                               v = A* e (real part for real images) rescaled to ||v|| = t,
                               y' = y + s + A v;
   noise_domain="measurement": e rescaled to ||e|| = t, y' = y + s + e.
-Operators whose measurements sit on a zero-filled grid (Fourier masks, attribute `sampling`) get e
-only on the sampled entries. t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
+Measurement noise e lives on the operator's measured entries only (`physics.measured_mask()`: the
+sampled k-space of a Fourier mask, the detector bins that see a pixel for Radon). Image noise needs
+no mask: A* ignores what is not measured (exactly off a Fourier mask; a Radon bin outside the mask
+sees no pixel, or grazes one with a weight below 1e-6). t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
 radius * ||x|| ("relative-x"; ||A x|| for measurement noise), or t = radius ("absolute", a norm).
 
 Draw d uses its own generator seeded from (unit stream, d), so rows do not depend on `batch` and
@@ -39,29 +41,22 @@ from typing import Any, NamedTuple
 import torch
 
 from survey.metrics import norms, psnr, ssim
+from survey.tasks import validate
 from survey.tasks.attack import Attack
-from survey.tasks.base import TaskContext, TaskResult, eval_mode, make_task, register, seed_from_id
+from survey.tasks.base import (LABELS, PER_IMAGE, Column, Task, TaskContext, TaskResult, make_task, register,
+                               seed_from_id)
 
 CENTERS = ("worst-case", "clean")
 NOISE_DOMAINS = ("image", "measurement")
 RADIUS_KINDS = ("relative-r", "relative-x", "absolute")
 #: Attack parameters the ball sets itself.
 RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target")
-#: Prefix of tensor keys indexed by the rows' `image_index` instead of the row index.
-PER_IMAGE = "per_image/"
 
 
 def draw_seeds(generator: torch.Generator, draws: int) -> list[int]:
     """One 63-bit seed per draw, derived from one number taken from `generator`."""
     base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     return [seed_from_id(f"ball:{base}:{d}") for d in range(draws)]
-
-
-def measured_support(physics) -> torch.Tensor | None:
-    """Bool mask of the measurement entries that are really sampled (broadcasts against y), or None
-    when every entry is a measurement (Radon, identity)."""
-    sampling = getattr(physics, "sampling", None)
-    return sampling if isinstance(sampling, torch.Tensor) else None
 
 
 def gaussian_directions(seeds: list[int], like: torch.Tensor, support: torch.Tensor | None = None,
@@ -90,9 +85,54 @@ class Centre(NamedTuple):
     info: list[dict[str, Any]]
 
 
+#: Columns of ball rows: one row per (image, radius, draw).
+BALL_COLUMNS: dict[str, Column] = {
+    **LABELS,
+    "center": Column("centre of the ball: 'worst-case' (an attack snapshot) or 'clean' (r = 0)"),
+    "center_domain": Column("where the centre lives: 'image' (r) or 'measurement' (e_c)"),
+    "level": Column("||r|| / ||x|| of the attack snapshot used as centre; None for a clean centre"),
+    "attack": Column("the embedded attack's parameters as sorted JSON; '' for a clean centre"),
+    "noise_domain": Column("where the draws live: 'image' (v = A* e) or 'measurement' (e)"),
+    "radius_kind": Column("what the radius is relative to: 'relative-r', 'relative-x' or 'absolute'"),
+    "draws": Column("draws per (image, radius) in the unit"),
+    "bad_threshold": Column("out_change_rel at or above which a draw is bad; None when not set"),
+    "image_id": Column("stable id of the ground-truth image"),
+    "image_index": Column("index of the image in the unit (first axis of the per_image/ tensors)"),
+    "center_reached": Column("whether the attack crossed `level` (else its last iterate is the centre)"),
+    "center_iteration": Column("iterate index of the centre in the attack"),
+    "center_restart": Column("the attack restart chosen as centre (largest output change)"),
+    "attack_iterations_run": Column("updates the embedded attack made"),
+    "center_psnr_visibility": Column("PSNR of x + r against x at the centre", "dB"),
+    "r_norm": Column("||r|| of the centre (||e_c|| for a measurement centre)", "image units"),
+    "r_rel": Column("||r|| / ||x|| (||e_c|| / ||A x|| for a measurement centre)"),
+    "center_change_rel": Column("||f(y + s) - f(y)|| / ||f(y)||: the centre's own output change"),
+    "psnr_clean": Column("PSNR of f(y) against x", "dB"),
+    "psnr_center": Column("PSNR of f(y + s) against x", "dB"),
+    "ref_center_change_rel": Column("the reference's ||g(y + s) - g(y)|| / ||g(y)||; None without reference"),
+    "ref_psnr_clean": Column("PSNR of the reference's g(y) against x; None without reference", "dB"),
+    "radius": Column("the ball's radius as asked (relative to radius_kind)"),
+    "target_norm": Column("the norm t each draw is scaled to", "image or measurement units"),
+    "draw": Column("index of the draw (its generator is seeded from the unit's stream and this index)"),
+    "noise_norm": Column("||v|| (||e|| for measurement noise) of the draw", "image or measurement units"),
+    "noise_rel": Column("||v|| / ||x|| (||e|| / ||A x|| for measurement noise)"),
+    "out_change_rel": Column("||f(y') - f(y)|| / ||f(y)|| at the drawn point y'"),
+    "err_rel": Column("||f(y') - x|| / ||x||"),
+    "psnr": Column("PSNR of f(y') against x", "dB"),
+    "ssim": Column("SSIM of f(y') against x; None unless with_ssim"),
+    "persist_rel": Column("||f(y') - f(y + s)|| / ||f(y + s) - f(y)||; None for a clean centre"),
+    "artefact_cos": Column("cosine of f(y') - f(y) with the centre's artefact f(y + s) - f(y); None for a "
+                           "clean centre"),
+    "has_reference": Column("whether the reference solver ran on this draw"),
+    "ref_out_change_rel": Column("the reference's ||g(y') - g(y)|| / ||g(y)||; None where it did not run"),
+    "ref_err_rel": Column("the reference's ||g(y') - x|| / ||x||; None where it did not run"),
+    "ref_psnr": Column("PSNR of the reference's g(y') against x; None where it did not run", "dB"),
+    "bad": Column("out_change_rel >= bad_threshold; None when no threshold is set"),
+}
+
+
 @register("ball")
 @dataclass(kw_only=True)
-class Ball:
+class Ball(Task):
     """Gaussian-ball test around a worst-case perturbation (or the clean image).
 
     center: "worst-case" or "clean"; level: ||r|| / ||x|| of the attack snapshot used as centre.
@@ -123,31 +163,27 @@ class Ball:
     keep_tensors: bool = True
 
     table = "ball"
+    title = "Gaussian ball around a worst case"
+    columns = BALL_COLUMNS
+    example = dict(radius=[0.1, 0.5], draws=3, batch=8, reference_draws=2, with_reference=True, bad_threshold=0.01,
+                   attack=dict(iterations=3, eta=0.01))
     #: Takes a flat list as one value (several radii in one unit); a list of lists is a grid.
     list_params = ("radius",)
 
     def __post_init__(self):
         name = type(self).__name__
         for key, choices in (("center", CENTERS), ("noise_domain", NOISE_DOMAINS), ("radius_kind", RADIUS_KINDS)):
-            if getattr(self, key) not in choices:
-                raise ValueError(f"{name}.{key}: {getattr(self, key)!r} is not one of {list(choices)}")
-        radii = self.radius if isinstance(self.radius, (list, tuple)) else (self.radius,)
-        try:
-            radii = tuple(float(v) for v in radii)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}.radius must be a number or a list of numbers, got {self.radius!r}") from None
-        if not radii or any(not v >= 0 for v in radii):
-            raise ValueError(f"{name}.radius must be one or more numbers >= 0, got {self.radius!r}")
-        self.radius = radii if isinstance(self.radius, (list, tuple)) else radii[0]
-        if not self.level > 0:
-            raise ValueError(f"{name}.level must be > 0, got {self.level!r}")
+            validate.choice(self, key, choices)
+        if isinstance(self.radius, (list, tuple)):
+            validate.sequence(self, "radius", validate.numbers_in(0.0), "numbers >= 0", nonempty=True)
+        else:
+            self.radius = validate.number(self, "radius", low=0.0)
+        validate.positive(self, "level")
         for key, low in (("draws", 1), ("batch", 1), ("reference_draws", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
-            setattr(self, key, int(value))
-        if self.bad_threshold is not None and not self.bad_threshold >= 0:
-            raise ValueError(f"{name}.bad_threshold must be >= 0 or None, got {self.bad_threshold!r}")
+            validate.integer(self, key, low=low)
+        validate.number(self, "bad_threshold", low=0.0, optional=True)
+        for key in ("with_reference", "with_ssim", "keep_tensors"):
+            validate.flag(self, key)
         if self.center == "clean" and self.radius_kind == "relative-r":
             raise ValueError(f"{name}: center='clean' has r = 0, so radius_kind='relative-r' is meaningless; "
                              "use 'relative-x' or 'absolute'")
@@ -169,10 +205,10 @@ class Ball:
     def attack_task(self) -> Attack:
         """The embedded attack: `attack` parameters with one level snapshot at `level`."""
         params = {**self.attack, "snapshot_levels": [self.level], "snapshot_iterations": [], "keep_tensors": True}
-        return make_task("attack", **params)
-
-    def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        try:
+            return make_task("attack", **params)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}.attack: {err}") from None
 
     # -- the centre ---------------------------------------------------------------------------
     def _centre(self, ctx: TaskContext, generator: torch.Generator) -> Centre:
@@ -200,7 +236,7 @@ class Ball:
         return Centre(r, attack.domain, info)
 
     # -- the test -----------------------------------------------------------------------------
-    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+    def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         """Rows, one per (image, radius, draw), image-major then radius then draw, with columns:
 
         image_id, image_index, center, center_domain, level, radius_kind, radius, target_norm, draw,
@@ -219,7 +255,7 @@ class Ball:
             raise ValueError(f"{type(self).__name__}: with_reference=True needs a reference solver in the context")
         centre = self._centre(ctx, generator)
         seeds = draw_seeds(generator, self.draws)
-        with eval_mode(ctx.net), eval_mode(reference), torch.inference_mode():
+        with torch.inference_mode():
             return self._run(ctx, reference, centre, seeds, generator.device)
 
     def _run(self, ctx: TaskContext, reference, centre: Centre, seeds: list[int],
@@ -254,7 +290,7 @@ class Ball:
         n_radii = len(self.radii)
         m_shape, i_shape = tuple(y.shape[1:]), tuple(x.shape[1:])
         m_ones, i_ones = (1,) * len(m_shape), (1,) * len(i_shape)
-        support = measured_support(physics)
+        support = None if image_noise else physics.measured_mask()
         chunk = max(1, self.batch // (count * n_radii))
         with_ref = reference is not None and self.reference_draws > 0
         ref_clean = ref(y) if reference is not None else None
@@ -340,8 +376,7 @@ class Ball:
               target_values: list[list[float]]) -> list[dict[str, Any]]:
         clean_centre = self.center == "clean"
         attack_params = "" if clean_centre else json.dumps(self.attack_task().params(), sort_keys=True)
-        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
-                  "center": self.center, "center_domain": centre.domain,
+        shared = {"center": self.center, "center_domain": centre.domain,
                   "level": None if clean_centre else float(self.level), "attack": attack_params,
                   "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,
                   "bad_threshold": None if self.bad_threshold is None else float(self.bad_threshold)}
@@ -370,5 +405,5 @@ class Ball:
         return rows
 
 
-__all__ = ["Ball", "CENTERS", "Centre", "NOISE_DOMAINS", "PER_IMAGE", "RADIUS_KINDS", "draw_seeds",
-           "gaussian_directions", "measured_support"]
+__all__ = ["BALL_COLUMNS", "Ball", "CENTERS", "Centre", "NOISE_DOMAINS", "PER_IMAGE", "RADIUS_KINDS",
+           "draw_seeds", "gaussian_directions"]

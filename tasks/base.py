@@ -1,32 +1,155 @@
-"""The task interface: a registry of instability tests, the call-time context, seeded generators.
+"""The task contract: `Task`, its registry, the call-time context, seeded generators.
 
-A task is a keyword-only dataclass holding only hyper-parameters. Called as
-`task(ctx, generator)`, it returns a `TaskResult`: rows (list of dicts of plain Python scalars and
-strings) plus tensors worth keeping. Tasks never print and draw randomness only from `generator`.
+A task (foolbox 3's `attacks/base.py` is the model) is a keyword-only dataclass subclassing `Task`
+that holds only its validated hyper-parameters (validators in `survey.tasks.validate`). Network,
+physics, reference and images arrive at call time in a `TaskContext`. The final `Task.__call__`
+does the shared work (eval mode, no autograd unless the task declares `needs_grad`, the label
+columns, tensor/row alignment) around the task's own `run`, and returns a `TaskResult`: rows (dicts
+of plain Python scalars and strings) plus tensors worth keeping. Tasks never print and draw
+randomness only from `generator`.
+
+Each task class declares as class variables its store `table`, a human `title`, the `columns` its
+rows carry (name -> `Column(meaning, unit)`, labels included) and an `example` parameter set that
+runs in well under a second on a tiny network (the contract test runs every registered example).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import difflib
 import hashlib
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple, final
 
 import torch
 from torch import nn
 
 #: task name -> task class; filled by `@register(name)` when a task module is imported.
 TASKS: dict[str, type] = {}
+#: Prefix of tensor names indexed by the rows' `image_index` (one tensor per image) instead of the row.
+PER_IMAGE = "per_image/"
+
+
+class Column(NamedTuple):
+    """What a row column means (one line) and its unit ("" for names, flags, counts and ratios)."""
+
+    meaning: str
+    unit: str = ""
+
+
+#: Columns every row carries, filled by `Task.__call__` from the context.
+LABELS: dict[str, Column] = {
+    "network": Column("name of the network under test"),
+    "dataset": Column("name of the dataset the images come from"),
+    "unit_id": Column("id of the work unit that made the row (seeds its generator); None outside a plan"),
+    "task": Column("registered name of the task that made the row"),
+    "physics": Column("kind of the network's forward operator (survey.physics registry name)"),
+}
+
+
+class Task(abc.ABC):
+    """Base class of every instability test; subclasses are keyword-only dataclasses.
+
+    Subclasses declare `table`, `title`, `columns`, `example` (and optionally `needs_grad`,
+    `list_params`), validate their fields in `__post_init__` and implement `run`. Call a task as
+    `task(ctx, generator) -> TaskResult`.
+    """
+
+    #: Store table the rows go to (several tasks may share one).
+    table: ClassVar[str]
+    #: Human title for reports ("Worst-case attack").
+    title: ClassVar[str]
+    #: Every column the rows can carry, labels included: name -> Column(meaning, unit).
+    columns: ClassVar[dict[str, Column]]
+    #: A small parameter set that runs in well under a second on a tiny network.
+    example: ClassVar[dict[str, Any]]
+    #: True when `run` needs autograd: it is then called under `torch.enable_grad()` (and turns
+    #: gradients off where it does not need them); otherwise under `torch.no_grad()`.
+    needs_grad: ClassVar[bool] = False
+    #: Parameters whose single value is a list (a flat list in a study is one value, not a grid).
+    list_params: ClassVar[tuple[str, ...]] = ()
+    #: The registered name (set by `register`).
+    task_name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__} overrides Task.__call__; implement `run` instead")
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """The keyword hyper-parameters `make_task` accepts ("preset" too where the class has presets)."""
+        if dataclasses.is_dataclass(cls):
+            names = [f.name for f in dataclasses.fields(cls) if f.init]
+        else:
+            names = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        return names + (["preset"] if hasattr(cls, "preset") else [])
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters as a dict (dataclass fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @final
+    def __call__(self, ctx: "TaskContext", generator: torch.Generator) -> "TaskResult":
+        """Run the task on `ctx` with randomness from `generator`: rows with the label columns first."""
+        grad = torch.enable_grad() if self.needs_grad else torch.no_grad()
+        with eval_mode(ctx.net), eval_mode(ctx.reference), grad:
+            rows, tensors = self.run(ctx, generator)
+        labels = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", "")}
+        rows = [{**labels, **row} for row in rows]
+        check_aligned(type(self).__name__, rows, tensors, len(ctx.image_ids))
+        return TaskResult(rows, tensors)
+
+    @abc.abstractmethod
+    def run(self, ctx: "TaskContext", generator: torch.Generator) -> "TaskResult":
+        """The test itself: rows without the label columns, and tensors aligned as `TaskResult` says."""
+
+
+def check_aligned(task: str, rows: list[dict[str, Any]], tensors: dict[str, torch.Tensor], images: int) -> None:
+    """Raise ValueError unless every tensor's first axis matches the rows (or the images, for names
+    starting with PER_IMAGE, whose rows must then carry `image_index`)."""
+    for name, value in tensors.items():
+        per_image = name.startswith(PER_IMAGE)
+        expected = images if per_image else len(rows)
+        if value.ndim == 0 or value.shape[0] != expected:
+            raise ValueError(f"{task}: tensor {name!r} has shape {tuple(value.shape)}, but its first axis must "
+                             f"match the {expected} {'images' if per_image else 'rows'}")
+        if per_image and rows and "image_index" not in rows[0]:
+            raise ValueError(f"{task}: per-image tensor {name!r} needs an image_index column in the rows")
+
+
+def rows_from_columns(columns: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """Turn columns (name -> tensor or list of `count` values) into `count` rows of plain scalars:
+    bools and ints stay so, other numbers become float."""
+    values = {k: v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else list(v) for k, v in columns.items()}
+    for name, column in values.items():
+        if len(column) != count:
+            raise ValueError(f"column {name!r} has {len(column)} values for {count} rows")
+    return [{k: _scalar(v[i]) for k, v in values.items()} for i in range(count)]
+
+
+def _scalar(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, str)) else float(value)
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a task under `name` (sets `cls.task_name`)."""
+    """Class decorator adding a `Task` under `name` (sets `cls.task_name`); checks its declarations."""
 
     def decorate(cls: type) -> type:
         if name in TASKS and TASKS[name] is not cls:
             raise ValueError(f"task name {name!r} is already registered by {TASKS[name].__qualname__}")
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"task {name!r}: {cls!r} is not a survey.tasks.base.Task")
+        for attr, kind in (("table", str), ("title", str), ("columns", dict), ("example", dict)):
+            if not isinstance(getattr(cls, attr, None), kind):
+                raise TypeError(f"task {name!r}: {cls.__qualname__}.{attr} must be declared as a {kind.__name__}")
+        missing = sorted(set(LABELS) - set(cls.columns))
+        bad = sorted(k for k, c in cls.columns.items() if not isinstance(c, Column) or not c.meaning)
+        if missing or bad:
+            raise TypeError(f"task {name!r}: columns lack the labels {missing} or a Column meaning for {bad}")
         cls.task_name = name
         TASKS[name] = cls
         return cls
@@ -34,33 +157,35 @@ def register(name: str) -> Callable[[type], type]:
     return decorate
 
 
-def _task_parameters(cls: type) -> list[str]:
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls) if f.init]
-    return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-
-
 def task_names() -> list[str]:
     return sorted(TASKS)
 
 
-def make_task(name: str, **params: Any):
+def task_class(name: str) -> type[Task]:
+    """The class registered as `name`; ValueError naming the known tasks otherwise."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {task_names()}")
+    return TASKS[name]
+
+
+def make_task(name: str, **params: Any) -> Task:
     """Build the task `name` from keyword hyper-parameters (as written in a study file).
 
     A `preset` key is handed to the class's `preset(name, **overrides)` when it has one
-    (e.g. the attack's parameter sets from the paper's Table 1).
+    (e.g. the attack's parameter sets from the paper's Table 1). An unknown parameter raises a
+    one-line ValueError: "task 'attack': unknown parameter 'etaa' (did you mean 'eta'?); accepted: ...".
     """
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {task_names()}")
-    cls = TASKS[name]
+    cls = task_class(name)
     params = dict(params)
-    preset = params.pop("preset", None)
-    if preset is not None and not hasattr(cls, "preset"):
-        raise ValueError(f"task {name!r} has no presets, but preset={preset!r} was given")
-    known = _task_parameters(cls)
-    unknown = sorted(set(params) - set(known))
+    known = cls.parameter_names()
+    unknown = [k for k in params if k not in known]
     if unknown:
-        raise ValueError(f"task {name!r}: unknown parameter(s) {unknown}; known parameters are {sorted(known)}")
+        quoted = ", ".join(repr(k) for k in unknown)
+        close = difflib.get_close_matches(unknown[0], known, n=1) if len(unknown) == 1 else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"task {name!r}: unknown parameter{'s' if len(unknown) > 1 else ''} {quoted}{hint}; "
+                         f"accepted: {', '.join(sorted(known))}")
+    preset = params.pop("preset", None)
     if preset is not None:
         return cls.preset(preset, **params)
     return cls(**params)
@@ -93,18 +218,15 @@ class TaskContext:
             raise ValueError(f"TaskContext: {len(self.image_ids)} image_ids for {self.images.shape[0]} images")
 
     def labels(self) -> dict[str, Any]:
-        """Columns every row of this context carries."""
-        out: dict[str, Any] = {"network": self.network, "dataset": self.dataset}
-        if self.unit_id is not None:
-            out["unit_id"] = self.unit_id
-        return out
+        """Label columns every row of this context carries (unit_id None outside a plan)."""
+        return {"network": self.network, "dataset": self.dataset, "unit_id": self.unit_id}
 
 
 class TaskResult(NamedTuple):
     """rows: one dict of plain scalars/strings per measurement; tensors: name -> tensor whose
     first axis is aligned with `rows` (tensors[name][k] belongs to rows[k], stored as the row's
-    `tensor_index`), except names starting with "per_image/", indexed by the rows' `image_index`
-    (one tensor per image, e.g. the ball's centre r shared by thousands of draws)."""
+    `tensor_index`), except names starting with PER_IMAGE ("per_image/"), indexed by the rows'
+    `image_index` (one tensor per image, e.g. the ball's centre r shared by thousands of draws)."""
 
     rows: list[dict[str, Any]]
     tensors: dict[str, torch.Tensor]
@@ -140,5 +262,6 @@ def generator_for(unit_id: str, device: torch.device | str = "cpu") -> torch.Gen
     return gen
 
 
-__all__ = ["TASKS", "register", "make_task", "task_names", "TaskContext", "TaskResult",
-           "seed_from_id", "generator_for", "eval_mode"]
+__all__ = ["LABELS", "PER_IMAGE", "TASKS", "Column", "Task", "TaskContext", "TaskResult", "check_aligned",
+           "eval_mode", "generator_for", "make_task", "register", "rows_from_columns", "seed_from_id",
+           "task_class", "task_names"]

@@ -28,8 +28,7 @@ noise draw e per sample, shared by y = A x + e and y_d = A(x + d) + e.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import psnr, ssim
-from survey.tasks.base import eval_mode
-from survey.tasks.base import TaskContext, TaskResult, register
+from survey.tasks import validate
+from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 from survey.tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
 
 POSITIONS = ("random-tissue", "random", "center")
@@ -79,9 +78,43 @@ def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: in
     return images[batch, 0, rows, cols].unsqueeze(1)
 
 
+def _recovery_columns(prefix: str, solver: str, output: str) -> dict[str, Column]:
+    return {
+        f"{prefix}corr": Column(f"Pearson correlation of {output} - {output.replace('y_d', 'y')} with the detail d "
+                                f"over its mask grown by corr_margin ({solver})"),
+        f"{prefix}contrast_ratio": Column(f"mean change of {solver}'s output over the mask / mean of d there "
+                                          "(1 = full contrast kept)"),
+        f"{prefix}local_psnr": Column(f"PSNR of {output} against x + d in the detail's padded window", "dB"),
+        f"{prefix}local_ssim": Column(f"SSIM of {output} against x + d in the detail's padded window"),
+        f"{prefix}psnr": Column(f"PSNR of {output} against x + d over the image", "dB"),
+        f"{prefix}recovered": Column(f"corr >= corr_threshold and contrast_ratio >= contrast_threshold ({solver})"),
+    }
+
+
+#: Columns of insertion rows: one row per (image, placement).
+INSERTION_COLUMNS: dict[str, Column] = {
+    **LABELS,
+    "detail": Column("the detail drawn (survey.tasks.symbols.DETAILS)"),
+    "size": Column("height of the detail's bounding box", "pixels"),
+    "contrast": Column("intensity added at the detail's peak", "image units"),
+    "position": Column("placement rule ('random-tissue', 'random', 'center') or 'row,col' of a fixed centre"),
+    "corr_threshold": Column("corr at or above which the shape counts as recovered"),
+    "contrast_threshold": Column("contrast_ratio at or above which the contrast counts as kept"),
+    "text": Column("the string drawn by detail 'text'; None for other details"),
+    "image_id": Column("stable id of the ground-truth image"),
+    "draw": Column("index of the placement on this image"),
+    "centre_row": Column("row of the detail's centre pixel", "pixels"),
+    "centre_col": Column("column of the detail's centre pixel", "pixels"),
+    **_recovery_columns("", "the network", "f(y_d)"),
+    **_recovery_columns("ref_", "the reference; rows with a reference only", "g(y_d)"),
+    "inside_tissue": Column("share of the detail's mask lying in tissue (x > tissue_threshold)"),
+    "detail_pixels": Column("pixels in the detail's mask", "pixels"),
+}
+
+
 @register("insertion")
 @dataclass(kw_only=True)
-class Insertion:
+class Insertion(Task):
     """Draw a structural detail into each image and measure whether the reconstruction keeps it.
 
     detail: one of survey.tasks.symbols.DETAILS; size: the detail's bounding-box height in pixels;
@@ -95,6 +128,9 @@ class Insertion:
     """
 
     table = "insertions"
+    title = "Structural insertion"
+    columns = INSERTION_COLUMNS
+    example = dict(detail="heart", size=7, contrast=0.4, position="random", count=2)
     list_params = ("position",)
 
     detail: str = "spade"
@@ -114,17 +150,14 @@ class Insertion:
 
     def __post_init__(self):
         name = type(self).__name__
-        if self.detail not in DETAILS:
-            raise ValueError(f"{name}.detail: {self.detail!r} is not one of {list(DETAILS)}")
+        validate.choice(self, "detail", DETAILS)
         for key, low in (("size", 3), ("count", 1), ("corr_margin", 0), ("window_pad", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
-                raise ValueError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
-            setattr(self, key, int(value))
-        for key in ("contrast", "tissue_threshold", "corr_threshold", "contrast_threshold", "aspect", "angle"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name}.{key} must be a finite number, got {value!r}")
+            validate.integer(self, key, low=low)
+        for key in ("contrast", "tissue_threshold", "corr_threshold", "contrast_threshold", "angle"):
+            validate.number(self, key)
+        validate.positive(self, "aspect")
+        validate.text(self, "text")
+        validate.flag(self, "keep_tensors")
         if self.contrast == 0:
             raise ValueError(f"{name}.contrast must be non-zero (the detail's added intensity), got 0")
         if isinstance(self.position, str):
@@ -138,12 +171,7 @@ class Insertion:
                 raise ValueError(f"{name}.position must be one of {list(POSITIONS)} or a [row, col] pair of "
                                  f"integers, got {self.position!r}") from None
             self.position = (row, col)
-        if not self.aspect > 0:
-            raise ValueError(f"{name}.aspect must be > 0, got {self.aspect!r}")
         self.stamp()  # a detail that cannot be drawn fails here, not inside a worker
-
-    def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def stamp(self) -> Stamp:
         return make_stamp(self.detail, self.size, text=self.text, aspect=float(self.aspect), angle=float(self.angle))
@@ -196,11 +224,7 @@ class Insertion:
 
     # -- run ---------------------------------------------------------------------------------------
 
-    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
-        with eval_mode(ctx.net), eval_mode(ctx.reference), torch.no_grad():
-            return self._run(ctx, generator)
-
-    def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+    def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         physics, images = ctx.physics, ctx.images
         real_dtype = images.real.dtype if torch.is_complex(images) else images.dtype
         stamp = self.stamp()
@@ -250,22 +274,15 @@ class Insertion:
 
     def _rows(self, ctx: TaskContext, columns: dict[str, torch.Tensor], centres: torch.Tensor,
               kept: dict[str, torch.Tensor]) -> TaskResult:
-        values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
-        centre_rows, centre_cols = centres[:, 0].tolist(), centres[:, 1].tolist()
-        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", ""),
-                  "detail": self.detail, "size": self.size, "contrast": float(self.contrast),
+        shared = {"detail": self.detail, "size": self.size, "contrast": float(self.contrast),
                   "position": self.position_label(), "corr_threshold": float(self.corr_threshold),
-                  "contrast_threshold": float(self.contrast_threshold)}
-        if self.detail == "text":
-            shared["text"] = self.text
-        rows = []
-        for k in range(len(centre_rows)):
-            row = {**shared, "image_id": ctx.image_ids[k // self.count], "draw": k % self.count,
-                   "centre_row": int(centre_rows[k]), "centre_col": int(centre_cols[k])}
-            for key, value in values.items():
-                v = value[k]
-                row[key] = v if isinstance(v, (bool, int)) else float(v)
-            rows.append(row)
+                  "contrast_threshold": float(self.contrast_threshold),
+                  "text": self.text if self.detail == "text" else None}
+        count = centres.shape[0]
+        placement = {"image_id": [ctx.image_ids[k // self.count] for k in range(count)],
+                     "draw": [k % self.count for k in range(count)], "centre_row": centres[:, 0],
+                     "centre_col": centres[:, 1]}
+        rows = [{**shared, **row} for row in rows_from_columns({**placement, **columns}, count)]
         tensors = {k: v.detach().cpu() for k, v in kept.items()} if self.keep_tensors else {}
         return TaskResult(rows, tensors)
 

@@ -7,15 +7,16 @@ y = A_level x is measured, and the network f(y, A_level), the reference solver a
 linear reconstruction H(y) are scored against x. The reference keeps the weights it has on the
 training operator at every level (`CSReconstructor.weights_fixed_at`): more samples, same prior.
 
-Axes by physics kind:
-- Fourier ("mri", "pmri", anything with `at_ratio`): `ratios`, sampled fraction of k-space.
-  Masks are nested by construction (survey.physics.masks: same kind and seed, longer prefix of
-  one priority order). Rows: ratio (achieved), requested_ratio, train_ratio.
-- "radon": `views`, the number of projection angles over the same angular range. Rows: views,
-  train_views.
-- "denoise": `sigmas`, the noise level (y = x + sigma e, one e drawn from the unit's generator and
-  shared by every level, so levels differ only in sigma);
-  lower is "more information". Rows: sigma, train_sigma.
+Axes: each operator says which sampling axis it moves along (`physics.sweep_axes`, `at_level`), and
+the sweep takes the values from the parameter of that axis:
+- "ratio" (Fourier operators), `ratios`: sampled fraction of k-space. Masks are nested by
+  construction (survey.physics.masks: same kind and seed, longer prefix of one priority order).
+  Rows: ratio (achieved), requested_ratio, train_ratio.
+- "views" (Radon), `views`: the number of projection angles over the same angular range. Rows:
+  views, train_views.
+- "sigma" (denoising), `sigmas`: the noise level (y = x + sigma e, one e drawn from the unit's
+  generator and shared by every level, so levels differ only in sigma); lower is "more
+  information". Rows: sigma, train_sigma.
 Every row also has axis ("ratio" / "views" / "sigma"), value and train_value, and at_train (the
 level's operator equals the network's own), so one query covers every kind.
 
@@ -28,19 +29,44 @@ shape does not change cannot be detected this way and silently ignores the new s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
 from survey.metrics import psnr, ssim
-from survey.physics import make_physics
-from survey.tasks.base import eval_mode
-from survey.tasks.base import TaskContext, TaskResult, register
+from survey.tasks import validate
+from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 
 DEFAULT_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 DEFAULT_VIEWS = (10, 20, 30, 45, 60, 90, 120, 180)
 DEFAULT_SIGMAS = (0.0, 5 / 255, 10 / 255, 15 / 255, 25 / 255, 35 / 255, 50 / 255)
+#: Sweep axis (survey.physics.base.Axis.name) -> the parameter holding its values.
+AXIS_PARAMETERS = {"ratio": "ratios", "views": "views", "sigma": "sigmas"}
+
+#: Columns of sweep rows: one row per (level, image).
+SWEEP_COLUMNS: dict[str, Column] = {
+    **LABELS,
+    "image_id": Column("stable id of the ground-truth image"),
+    "axis": Column("the sampling axis swept: 'ratio', 'views' or 'sigma'"),
+    "value": Column("the level's value on the axis (achieved ratio, view count, noise sigma)"),
+    "train_value": Column("the network's own value on the axis"),
+    "at_train": Column("whether the level's operator is the network's own"),
+    "ratio": Column("achieved sampling ratio of the level (ratio axis only)"),
+    "requested_ratio": Column("sampling ratio asked for (ratio axis only)"),
+    "train_ratio": Column("the network's own sampling ratio (ratio axis only)"),
+    "views": Column("projection angles of the level (views axis only)"),
+    "train_views": Column("the network's own projection count (views axis only)"),
+    "sigma": Column("noise standard deviation of the level (sigma axis only)", "image units"),
+    "train_sigma": Column("the network's own noise level (sigma axis only)", "image units"),
+    "error": Column("why the network failed on this level's operator; '' when it ran"),
+    "h_psnr": Column("PSNR of the easy reconstruction H(y) against x", "dB"),
+    "h_ssim": Column("SSIM of H(y) against x"),
+    "psnr": Column("PSNR of f(y, A_level) against x (NaN when the network failed)", "dB"),
+    "ssim": Column("SSIM of f(y, A_level) against x (NaN when the network failed)"),
+    "ref_psnr": Column("PSNR of the reference's output against x (rows with a reference only)", "dB"),
+    "ref_ssim": Column("SSIM of the reference's output against x (rows with a reference only)"),
+}
 
 
 class Level(NamedTuple):
@@ -56,7 +82,7 @@ class Level(NamedTuple):
 
 @register("sweep")
 @dataclass(kw_only=True)
-class Sweep:
+class Sweep(Task):
     """Run the network on nested operators at several sampling levels; score it, the reference and H(y).
 
     ratios: sampling ratios in (0, 1] for Fourier operators; views: projection counts for Radon;
@@ -65,6 +91,9 @@ class Sweep:
     """
 
     table = "sweeps"
+    title = "Sampling sweep"
+    columns = SWEEP_COLUMNS
+    example = dict(ratios=[0.3, 0.6], views=[4, 8], sigmas=[0.05, 0.1])
     list_params = ("ratios", "views", "sigmas")
 
     ratios: tuple[float, ...] = DEFAULT_RATIOS
@@ -74,90 +103,47 @@ class Sweep:
     keep_tensors: bool = False
 
     def __post_init__(self):
-        name = type(self).__name__
-        self.ratios = tuple(_number(name, "ratios", r) for r in _sequence(name, "ratios", self.ratios))
-        if any(not 0.0 < r <= 1.0 for r in self.ratios):
-            raise ValueError(f"{name}.ratios must lie in (0, 1], got {list(self.ratios)}")
-        self.views = tuple(_sequence(name, "views", self.views))
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1 for v in self.views):
-            raise ValueError(f"{name}.views must be positive integers, got {list(self.views)}")
-        self.views = tuple(int(v) for v in self.views)
-        self.sigmas = tuple(_number(name, "sigmas", s) for s in _sequence(name, "sigmas", self.sigmas))
-        if any(not s >= 0 for s in self.sigmas):
-            raise ValueError(f"{name}.sigmas must be >= 0, got {list(self.sigmas)}")
-
-    def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        validate.sequence(self, "ratios", validate.numbers_in(0.0, 1.0, low_open=True), "numbers in (0, 1]")
+        validate.sequence(self, "views", validate.integers_in(1), "positive integers", convert=int)
+        validate.sequence(self, "sigmas", validate.numbers_in(0.0), "numbers >= 0")
+        validate.flag(self, "include_train")
+        validate.flag(self, "keep_tensors")
 
     # -- operators ---------------------------------------------------------------------------------
 
     def levels(self, physics) -> list[Level]:
         """The sweep's operators for the network's `physics`, in increasing amount of information."""
-        kind = getattr(physics, "kind", None)
-        if hasattr(physics, "at_ratio"):
-            return self._ratio_levels(physics)
-        if kind == "radon":
-            return self._view_levels(physics)
-        if kind == "denoise":
-            return self._sigma_levels(physics)
-        raise ValueError(f"sweep: no sweep axis for physics kind {kind!r} (needs `at_ratio`, radon or denoise)")
+        axis = physics.sweep_axis() if hasattr(physics, "sweep_axis") else None
+        if axis is None or axis.name not in AXIS_PARAMETERS:
+            raise ValueError(f"sweep: {type(physics).__name__} has no sweep axis this task knows "
+                             f"(axes with parameters: {sorted(AXIS_PARAMETERS)})")
+        parameter = AXIS_PARAMETERS[axis.name]
+        values = getattr(self, parameter)
+        if not values:
+            raise ValueError(f"sweep: the {axis.name} axis of {type(physics).__name__} needs a non-empty "
+                             f"`{parameter}`")
+        train = physics.level(axis.name)
+        train_value = float(train)
 
-    def _ratio_levels(self, physics) -> list[Level]:
-        if not self.ratios:
-            raise ValueError("sweep: Fourier physics needs a non-empty `ratios`")
-        train_ratio = float(physics.ratio)
-        train_mask = physics.mask.cpu()
+        def level(value) -> Level:
+            op = physics.at_level(axis.name, value)
+            achieved = op.level(axis.name)
+            facts = {axis.name: achieved}
+            if axis.snaps:
+                facts[f"requested_{axis.name}"] = float(value)
+            facts[f"train_{axis.name}"] = train
+            return Level(op, axis.name, float(achieved), train_value, physics.same_level(axis.name, op), facts)
 
-        def level(ratio: float) -> Level:
-            op = physics.at_ratio(ratio)
-            return Level(op, "ratio", float(op.ratio), train_ratio, bool(torch.equal(op.mask.cpu(), train_mask)),
-                         {"ratio": float(op.ratio), "requested_ratio": float(ratio), "train_ratio": train_ratio})
-
-        return self._with_train([level(r) for r in sorted(set(self.ratios))], lambda: level(train_ratio))
-
-    def _view_levels(self, physics) -> list[Level]:
-        if not self.views:
-            raise ValueError("sweep: radon physics needs a non-empty `views`")
-        geometry = {k: v for k, v in physics.describe().items() if k != "kind"}
-        train_views = int(geometry["views"])
-        device = _device_of(physics)
-
-        def level(views: int) -> Level:
-            op = physics if views == train_views else make_physics("radon", **{**geometry, "views": views}).to(device)
-            return Level(op, "views", float(views), float(train_views), views == train_views,
-                         {"views": views, "train_views": train_views})
-
-        return self._with_train([level(v) for v in sorted(set(self.views))], lambda: level(train_views))
-
-    def _sigma_levels(self, physics) -> list[Level]:
-        if not self.sigmas:
-            raise ValueError("sweep: denoise physics needs a non-empty `sigmas`")
-        train_sigma = float(physics.sigma)
-
-        def level(sigma: float) -> Level:
-            op = make_physics("denoise", size=physics.size, sigma=sigma).to(_device_of(physics))
-            return Level(op, "sigma", sigma, train_sigma, math.isclose(sigma, train_sigma, abs_tol=1e-12),
-                         {"sigma": sigma, "train_sigma": train_sigma})
-
-        return self._with_train([level(s) for s in sorted(set(self.sigmas), reverse=True)], lambda: level(train_sigma))
-
-    def _with_train(self, levels: list[Level], train_level) -> list[Level]:
-        """Add the network's own level (in order of value) when asked and no listed level equals it."""
-        if self.include_train and not any(level.at_train for level in levels):
-            levels.append(train_level())
-            reverse = levels[0].axis == "sigma"
-            levels.sort(key=lambda level: level.value, reverse=reverse)
+        levels = [level(v) for v in sorted(set(values), reverse=not axis.increasing)]
+        if self.include_train and not any(lv.at_train for lv in levels):
+            levels.append(level(train))
+            levels.sort(key=lambda lv: lv.value, reverse=not axis.increasing)
         return levels
 
     # -- run ---------------------------------------------------------------------------------------
 
-    def __call__(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
-        with eval_mode(ctx.net), eval_mode(ctx.reference), torch.no_grad():
-            return self._run(ctx, generator)
-
-    def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+    def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         x = ctx.images
-        shared = {**ctx.labels(), "task": type(self).task_name, "physics": getattr(ctx.physics, "kind", "")}
         rows: list[dict[str, Any]] = []
         kept: dict[str, list[torch.Tensor]] = {"out": [], "ref_out": []}
         levels = self.levels(ctx.physics)
@@ -166,9 +152,10 @@ class Sweep:
         if hasattr(reference, "weights_fixed_at"):
             reference = reference.weights_fixed_at(ctx.physics)
         noise = None
-        if levels[0].axis == "sigma":  # one draw shared by every level: common random numbers
+        if ctx.physics.sweep_axis(levels[0].axis).noise:  # one draw shared by every level: common random numbers
             real = x.real.dtype if torch.is_complex(x) else x.dtype
-            noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=real).to(x.device)
+            shape = (x.shape[0], *ctx.physics.measurement_shape)
+            noise = torch.randn(shape, generator=generator, device=generator.device, dtype=real).to(x.device)
         for level in levels:
             op = level.physics
             y = op.A(x) if noise is None else op.A(x) + level.value * noise
@@ -189,13 +176,10 @@ class Sweep:
                 ref_out = _real(reference(y, op))
                 columns["ref_psnr"], columns["ref_ssim"] = psnr(ref_out, x), ssim(ref_out, x)
                 kept["ref_out"].append(ref_out)
-            values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
             level_facts = {"axis": level.axis, "value": level.value, "train_value": level.train_value,
                            "at_train": level.at_train, **level.columns, "error": error}
-            for b, image_id in enumerate(ctx.image_ids):
-                row = {**shared, "image_id": image_id, **level_facts}
-                row.update({k: float(v[b]) for k, v in values.items()})
-                rows.append(row)
+            per_image = rows_from_columns({"image_id": ctx.image_ids, **columns}, len(ctx.image_ids))
+            rows += [{"image_id": row.pop("image_id"), **level_facts, **row} for row in per_image]
         tensors: dict[str, torch.Tensor] = {}
         if self.keep_tensors:
             tensors = {k: torch.cat(v).detach().cpu() for k, v in kept.items() if v}
@@ -206,20 +190,4 @@ def _real(image: torch.Tensor) -> torch.Tensor:
     return image.abs() if torch.is_complex(image) else image
 
 
-def _device_of(physics) -> torch.device:
-    return next((b.device for b in physics.buffers()), torch.device("cpu"))
-
-
-def _sequence(task: str, key: str, value: Any) -> list:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{task}.{key} must be a list, got {value!r}")
-    return list(value)
-
-
-def _number(task: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{task}.{key} must hold finite numbers, got {value!r}")
-    return float(value)
-
-
-__all__ = ["DEFAULT_RATIOS", "DEFAULT_SIGMAS", "DEFAULT_VIEWS", "Level", "Sweep"]
+__all__ = ["AXIS_PARAMETERS", "DEFAULT_RATIOS", "DEFAULT_SIGMAS", "DEFAULT_VIEWS", "Level", "SWEEP_COLUMNS", "Sweep"]

@@ -15,7 +15,8 @@ from survey.data import load_dataset
 from survey.metrics import psnr
 from survey.physics import make_physics
 from survey.solvers import tv
-from survey.solvers.cs import DEFAULT_PARAMS, CSReconstructor, make_reference
+from survey.physics.mri import MRI
+from survey.solvers.cs import CSReconstructor, make_reference
 from survey.solvers.tuning import format_table, tune
 from survey.solvers.wavelets import Wavelet2D
 
@@ -227,14 +228,14 @@ def test_solver_survives_pickling_after_use():
 def test_make_reference_defaults_and_validation():
     physics = make_physics("mri", size=32, ratio=0.25, mask="gaussian-lines", seed=0)
     solver = make_reference(physics, iterations=7)
-    assert solver.params == {**DEFAULT_PARAMS["mri"], "iterations": 7}
+    assert solver.params == {**MRI.reference_defaults, "iterations": 7}
     with pytest.raises(ValueError, match="unknown parameter"):
         make_reference(physics, lambda_w=1.0)
     with pytest.raises(ValueError, match="lam_tv must be >= 0"):
         CSReconstructor(lam_w=0.0, lam_tv=-1.0)
     with pytest.raises(ValueError, match="eps must be > 0"):
         CSReconstructor(lam_w=0.0, lam_tv=0.0, eps=0.0)
-    physics.kind = "unheard-of"
+    physics.reference_defaults = None  # an operator nobody tuned the reference for
     with pytest.raises(ValueError, match="no default CS parameters"):
         make_reference(physics)
 
@@ -242,7 +243,7 @@ def test_make_reference_defaults_and_validation():
 def test_tune_ranks_grid_points():
     physics = make_physics("mri", size=32, ratio=0.3, mask="gaussian-lines", seed=0)
     x = phantoms(32, count=2, seed=9)
-    best, rows = tune(physics, x, {"lam_tv": [0.0, 1e-3]}, base={**DEFAULT_PARAMS["mri"], "iterations": 40})
+    best, rows = tune(physics, x, {"lam_tv": [0.0, 1e-3]}, base={**MRI.reference_defaults, "iterations": 40})
     assert len(rows) == 2 and rows[0]["psnr_mean"] >= rows[1]["psnr_mean"]
     assert best["lam_tv"] == rows[0]["lam_tv"] and best["iterations"] == 40
     assert "psnr_mean" in format_table(rows)

@@ -6,9 +6,11 @@ A* y = F* (P y)); H = A* is the zero-filled reconstruction. Masks come from `sur
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
-from survey.physics.base import LinearPhysics
+from survey.physics.base import Axis, LinearPhysics
 from survey.physics.masks import DEFAULT_CENTER_FRACTION, make_mask
 
 
@@ -60,6 +62,9 @@ class FourierSampled(LinearPhysics):
     """
 
     complex_measurements = True
+    #: Sweeps move along the sampled fraction of k-space (nested masks; the achieved ratio snaps to
+    #: whole lines or points).
+    sweep_axes: ClassVar[tuple[Axis, ...]] = (Axis("ratio", snaps=True),)
 
     def __init__(self, mask: torch.Tensor, *, mask_kind: str = "custom", seed: int | None = None,
                  center_fraction: float | None = None):
@@ -87,6 +92,15 @@ class FourierSampled(LinearPhysics):
         return {"kind": self.kind, "size": self.size, "ratio": round(self.ratio, 4), "mask": self.mask_kind,
                 "seed": self.seed, "center_fraction": centre}
 
+    def at_level(self, axis: str, value: float) -> "FourierSampled":
+        self.sweep_axis(axis)
+        return self.at_ratio(value)  # each subclass builds its own kind
+
+    def same_level(self, axis: str, other: LinearPhysics) -> bool:
+        """The same sampled entries (nested masks: the same ratio is the same mask)."""
+        self.sweep_axis(axis)
+        return bool(torch.equal(self.sampling.cpu(), other.sampling.cpu()))
+
     def _nested_mask(self, ratio: float) -> torch.Tensor:
         if self.mask_kind == "custom":
             raise ValueError("at_ratio needs a mask built by kind and seed, not a custom mask")
@@ -102,6 +116,10 @@ class MRI(FourierSampled):
     """
 
     kind = "mri"
+    #: Tuned by survey.solvers.tuning on 64 x 64 brain validation slices, 25% gaussian lines:
+    #: 29.9 dB vs zero-filled 24.1 dB.
+    reference_defaults: ClassVar[dict] = dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3,
+                                              eps=3e-3)
 
     @property
     def measurement_shape(self) -> tuple[int, int, int]:

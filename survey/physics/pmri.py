@@ -8,6 +8,7 @@ H = A* (coil-combined zero filling) reconstructs exactly from fully sampled data
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -51,6 +52,9 @@ class ParallelMRI(FourierSampled):
     """
 
     kind = "pmri"
+    #: Tuned by survey.solvers.tuning (8 coils, 15% uniform lines): 28.7 dB vs coil-combined zero filling 23.3 dB.
+    reference_defaults: ClassVar[dict] = dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3,
+                                              eps=3e-3)
 
     def __init__(self, mask: torch.Tensor, coils: int = 8, *, mask_kind: str = "custom",
                  seed: int | None = None, center_fraction: float | None = None):

@@ -24,8 +24,9 @@ regularisation. Scaled by each level's own norm, a Radon sweep (||A||^2 grows wi
 would raise the regularisation with the data and the reference would stagnate (measured: 36.0 dB at
 50 views and 36.1 dB at 180 on brain test slices).
 
-Defaults per operator kind (DEFAULT_PARAMS) come from `survey.solvers.tuning.tune` on brain
-validation slices; the grids and the full results are in that module's docstring.
+Defaults per operator are the operator's own `reference_defaults` (survey.physics), chosen by
+`survey.solvers.tuning.tune` on brain validation slices; the grids and the full results are in that
+module's docstring.
 """
 
 from __future__ import annotations
@@ -40,18 +41,6 @@ from torch import nn
 from survey.physics.base import LinearPhysics
 from survey.solvers import tv
 from survey.solvers.wavelets import Wavelet2D
-
-#: Defaults per physics kind, chosen by `survey.solvers.tuning.tune` (grid and table in its docstring).
-DEFAULT_PARAMS: dict[str, dict] = {
-    # 64 x 64 brain (val), 25% gaussian lines: 29.9 dB vs zero-filled 24.1 dB.
-    "mri": dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3, eps=3e-3),
-    # 8 coils, 15% uniform lines: 28.7 dB vs coil-combined zero filling 23.3 dB.
-    "pmri": dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3, eps=3e-3),
-    # 50 views, tuned at 1% measurement noise: 33.7 dB vs FBP 29.5 dB (noiseless: 36.3 vs 32.1).
-    "radon": dict(lam_w=1e-4, lam_tv=3e-4, iterations=200, wavelet="db2", levels=3, eps=3e-3),
-    # sigma = 25/255: 27.7 dB vs the noisy image 20.2 dB.
-    "denoise": dict(lam_w=2e-2, lam_tv=8e-2, iterations=200, wavelet="db2", levels=3, eps=3e-3),
-}
 
 _PARAM_NAMES = ("lam_w", "lam_tv", "iterations", "wavelet", "levels", "eps")
 
@@ -170,14 +159,20 @@ class CSReconstructor(nn.Module):
         return data + self.lam_w * c.abs().flatten(1).sum(1) + self.lam_tv * tv.smoothed_tv(z, self.eps)
 
 
+def default_params(physics: LinearPhysics) -> dict:
+    """The reference's defaults for `physics` (its `reference_defaults`), a fresh dict."""
+    defaults = getattr(physics, "reference_defaults", None)
+    if defaults is None:
+        raise ValueError(f"make_reference: no default CS parameters for {type(physics).__name__} "
+                         "(give the operator class a `reference_defaults`)")
+    return dict(defaults)
+
+
 def make_reference(physics: LinearPhysics, **overrides) -> CSReconstructor:
-    """The reference solver for `physics.kind` with its DEFAULT_PARAMS, any field overridden."""
-    kind = getattr(physics, "kind", None)
-    if kind not in DEFAULT_PARAMS:
-        raise ValueError(f"make_reference: no default CS parameters for physics kind {kind!r}; "
-                         f"known kinds {sorted(DEFAULT_PARAMS)}")
+    """The reference solver with the operator's `reference_defaults`, any field overridden."""
+    defaults = default_params(physics)
     allowed = set(_PARAM_NAMES) | {"unrolled", "operator_norm", "weight_norm"}
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"make_reference: unknown parameter(s) {sorted(unknown)}; allowed {sorted(allowed)}")
-    return CSReconstructor(**{**DEFAULT_PARAMS[kind], **overrides})
+    return CSReconstructor(**{**defaults, **overrides})

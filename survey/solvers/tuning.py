@@ -1,8 +1,8 @@
 """Grid search for the compressed-sensing reference's parameters on validation images.
 
 `tune(physics, images, grid)` reconstructs y = A x (+ optional Gaussian noise) for every point of
-the grid and ranks the points by mean PSNR. DEFAULT_PARAMS in `survey.solvers.cs` were chosen with
-it, with tolerance_db=0.2 (the most regularised point within 0.2 dB of the best: noiseless data
+the grid and ranks the points by mean PSNR. The operators' `reference_defaults` (survey.physics)
+were chosen with it, with tolerance_db=0.2 (the most regularised point within 0.2 dB of the best: noiseless data
 reward the weakest regularisation, but the reference must stay stable under perturbed data).
 
 Setup: 8 slices of `load_dataset("brain", split="val", size=64)` (z026, z041, ..., z131), float32,
@@ -41,7 +41,7 @@ import torch
 
 from survey.metrics import psnr
 from survey.physics.base import LinearPhysics
-from survey.solvers.cs import DEFAULT_PARAMS, CSReconstructor
+from survey.solvers.cs import CSReconstructor
 
 _BASE = dict(lam_w=1e-4, lam_tv=1e-3, iterations=200, wavelet="db2", levels=3, eps=3e-3)
 
@@ -67,14 +67,16 @@ def tune(physics: LinearPhysics, images: torch.Tensor, grid: dict[str, list], *,
          generator: torch.Generator | None = None) -> tuple[dict, list[dict]]:
     """Best CS parameters for `physics` on `images` (K, 1, n, n) in [0, 1], and the full table.
 
-    grid: parameter name -> candidate values (names as in DEFAULT_PARAMS); the others come from
-    `base` (default DEFAULT_PARAMS[physics.kind]); noise as in `measure`. Returns (best params dict, rows sorted by mean
-    PSNR, best first; each row = the params plus psnr_mean, psnr_min, and h_psnr_mean of Re H(y)).
+    grid: parameter name -> candidate values (CSReconstructor keywords); the others come from `base`
+    (default: the operator's `reference_defaults`); noise as in `measure`. Returns (best params dict,
+    rows sorted by mean PSNR, best first; each row = the params plus psnr_mean, psnr_min, and h_psnr_mean of Re H(y)).
     tolerance_db > 0 returns instead the most regularised point (largest lam_w + lam_tv) whose mean
     PSNR is within tolerance_db of the top: noiseless data favour the weakest regularisation, but
     the reference must stay stable under perturbed data, so near-ties go to more regularisation.
     """
-    base = dict(base if base is not None else DEFAULT_PARAMS.get(getattr(physics, "kind", None), _BASE))
+    if base is None:
+        base = getattr(physics, "reference_defaults", None) or _BASE
+    base = dict(base)
     unknown = set(grid) - set(_BASE)
     if unknown:
         raise ValueError(f"tune: unknown grid parameter(s) {sorted(unknown)}; allowed {sorted(_BASE)}")
