@@ -102,3 +102,40 @@ def test_image_grid_keeps_its_signature(tmp_path):
     path = figures.image_grid([torch.rand(8, 8), torch.rand(8, 8, dtype=torch.complex64)], ["a", "b"],
                               out=tmp_path / "g.png")
     assert path == tmp_path / "g.png" and path.exists()
+
+
+def test_tensors_of_a_retracted_unit_are_never_served(tmp_path):
+    """`forget` deletes a unit's tensors and a rerun rewrites the same file: the cache must not serve the old
+    tensors, and a stale row (its sha256) must not borrow the new ones."""
+    store = Store.open(tmp_path / "store")
+    try:
+        old = torch.zeros(2, 1, 8, 8)
+        rel, digest = store.write_tensors("unit-r", {"out": old})
+        store.record_units([{"unit_id": "unit-r", "status": "ok", "network": "n", "dataset": "d", "task": "attack",
+                             "rows": 2, "seconds": 0.1, "error": None, "attempts": 1, "run_id": "r",
+                             "finished_at": 1.0, "fragments": []}])
+        stale = {"unit_id": "unit-r", "tensor_file": rel, "tensor_sha256": digest, "tensor_index": 1}
+        assert torch.equal(figures.row_tensors(store.root, stale)["out"], old[1])   # now cached
+        assert store.forget(["unit-r"], "test") == 1
+        with pytest.raises(ValueError, match="does not exist"):
+            figures.row_tensors(store.root, stale)
+        new = torch.ones(2, 1, 8, 8)
+        rel2, digest2 = store.write_tensors("unit-r", {"out": new})   # the unit redone: same path, new content
+        assert rel2 == rel and digest2 != digest
+        fresh = {**stale, "tensor_sha256": digest2}
+        assert torch.equal(figures.row_tensors(store.root, fresh)["out"], new[1])
+        with pytest.raises(ValueError, match="retracted or redone"):
+            figures.row_tensors(store.root, stale)
+        # rows without a recorded digest (older stores) still read the file as it is now
+        assert torch.equal(figures.row_tensors(store.root, {**stale, "tensor_sha256": None})["out"], new[1])
+    finally:
+        store.close()
+
+
+def test_moved_figures_are_still_importable_from_figures():
+    from survey.analysis.figures import attack_grid, sweep_curves
+    from survey.analysis.sections import attacks, sweeps
+
+    assert attack_grid is attacks.attack_grid and sweep_curves is sweeps.sweep_curves
+    for name in figures.__all__:
+        assert callable(getattr(figures, name)) or name == "PSNR_CAP"

@@ -288,3 +288,61 @@ def test_an_empty_store_gives_a_report_of_sections_not_run(tmp_path):
         assert f"Not run: the store holds no &#39;{table}&#39; table." in html
     assert "NO CRITERIA" in html and "provenance unknown" in html
     assert _parse(html).images == []
+
+
+def _failed_entries(network: str, tasks=("attack", "ball", "insertion", "sweep")) -> list[dict]:
+    return [{"unit_id": f"failed-{network}-{task}", "status": "failed", "network": network, "dataset": "ellipses",
+             "task": task, "rows": 0, "seconds": 0.5, "error": "Traceback ...\nRuntimeError: out of memory",
+             "attempts": 3, "run_id": "r-failed", "finished_at": 1.0, "fragments": []} for task in tasks]
+
+
+def test_a_network_whose_every_unit_failed_reads_no_data(study_store, tmp_path):
+    """Regression: the ledger summary summed no ok unit (NULL) and `int(nan)` crashed the report."""
+    from survey.store import Store
+
+    study, store = study_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    writer = Store.open(copy)
+    try:
+        writer.record_units(_failed_entries("tiny-c"))
+    finally:
+        writer.close()
+    html = build_report(copy, tmp_path / "out", study).read_text()
+    rows = _parse(html).rows
+    assert ["attack", "tiny-c", "0", "1", "0", "0"] in rows   # ledger: 0 ok, 1 failed, 0 rows, 0 s
+    assert "Network tiny-c: failed, no data" in html
+    assert html.count("No data from network tiny-c") == 4   # once per table
+    assert "RuntimeError: out of memory" in html
+    # criteria that passed for the networks with data are not a pass: tiny-c is missing from them
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    assert [c["status"] for c in data["criteria"]] == ["no data", "fail"]
+
+
+def test_units_retracted_by_forget_lend_no_tensors_to_worst_cases(study_store, tmp_path):
+    """A `forget` interrupted after its ledger write leaves the retracted unit's fragment and tensor file on
+    disk (readers still see the rows): the report must show no worst case of that unit."""
+    from survey.store import Store
+
+    study, store = study_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    latest = Store(copy).latest_entries()
+    unit = next(u for u, e in latest.items() if e["task"] == "attack" and e["network"] == "tiny-a")
+    fragments = {rel: (copy / rel).read_bytes() for rel in latest[unit]["fragments"]}
+    tensors = (copy / "tensors" / f"{unit}.safetensors").read_bytes()
+    writer = Store.open(copy)
+    try:
+        assert writer.forget([unit], "test: retracted") == 1
+    finally:
+        writer.close()
+    for rel, data in fragments.items():   # as if the process died before deleting the old files
+        (copy / rel).write_bytes(data)
+    (copy / "tensors" / f"{unit}.safetensors").write_bytes(tensors)
+    index = build_report(copy, tmp_path / "out", study)
+    html = index.read_text()
+    assert not (index.parent / "figures" / "attack_tiny-a.png").exists()
+    assert (index.parent / "figures" / "attack_tiny-b.png").exists()
+    assert re.search(r"tiny-b, image ellipses/\d+: the sample with the largest gain", html)
+    assert not re.search(r"tiny-a, image ellipses/\d+: the sample with the largest gain", html)
+    assert all((index.parent / src).is_file() for src in _parse(html).images)
