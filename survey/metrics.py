@@ -86,7 +86,7 @@ def _blur_valid(stack: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     x = stack.reshape(1, planes, height, width)
     x = F.conv2d(x, w.view(1, 1, k, 1).expand(planes, 1, k, 1).contiguous(), groups=planes)
     x = F.conv2d(x, w.view(1, 1, 1, k).expand(planes, 1, 1, k).contiguous(), groups=planes)
-    return x.view(n, c, height - k + 1, width - k + 1)
+    return x.reshape(n, c, height - k + 1, width - k + 1)
 
 
 def ssim(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
