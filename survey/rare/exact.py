@@ -161,7 +161,7 @@ class GatedMap:
         k2 = self.gain**2 - 1
 
         def inner(t2: float) -> float:
-            a = 1.0 + k2 / (1.0 + math.exp(-self.kappa * (t2 - self.center)))
+            a = 1.0 + k2 * float(special.expit(self.kappa * (t2 - self.center)))
             return math.exp(-0.5 * t2 * t2) / math.sqrt(2 * math.pi) * quadratic_exceedance(
                 r2 - t2 * t2, math.sqrt(a), self.dim - 2, epsrel)
 
