@@ -77,7 +77,10 @@ def section_for(table: str, classes: Sequence[type] = ()) -> Section:
         from survey import tasks as registry
 
         if classes and hasattr(registry, "table_columns"):
-            columns = dict(registry.table_columns(table))
+            try:
+                columns = dict(registry.table_columns(table))
+            except (AttributeError, ValueError):   # a class without declared columns: merged from those that have
+                columns = None
         return GenericSection.for_table(table, classes, columns)
     section = copy.copy(section)
     section.tasks = tuple(getattr(c, "task_name", "") for c in classes) or section.tasks
