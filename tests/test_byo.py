@@ -119,3 +119,59 @@ def test_byo_network_next_to_a_study_evaluates_like_a_zoo_network(tmp_path):
     assert result.exit_code == 0, result.output
     assert "mine on ellipses/test (3 images)" in result.output
     assert "reference" in result.output
+
+
+class _Conv(torch.nn.Module):
+    """An archive-style network: measurements in, image out (a convolution on Re ifft2(y))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, y):
+        return self.drop(self.conv(torch.fft.ifft2(y, norm="ortho").real))
+
+
+def test_archives_survive_eval_train_and_the_two_batch_probe(tmp_path):
+    y = PHYSICS.A(torch.rand(2, 1, 16, 16))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(_Conv().eval(), (y,), dynamic_shapes={"y": {0: batch}}),
+                      str(tmp_path / "dyn.pt2"))
+    torch.jit.trace(_Conv().eval(), (y,)).save(str(tmp_path / "traced.pt"))
+    for archive in ("dyn.pt2", "traced.pt"):
+        net = build_network(resolve_factory("a", f"archive:{archive}", tmp_path))
+        net.train()
+        net.eval()  # what every task does: must not reach the exported program
+        check_network("a", net, PHYSICS)
+        y3 = PHYSICS.A(torch.rand(3, 1, 16, 16)).requires_grad_(True)
+        net(y3, PHYSICS).square().sum().backward()  # attacks differentiate through it
+        assert y3.grad is not None and torch.allclose(net(y3, PHYSICS), _Conv().eval()(y3), atol=1e-5)
+
+
+def test_archive_exported_at_one_batch_size_fails_the_probe_with_how_to_export(tmp_path):
+    y = PHYSICS.A(torch.rand(2, 1, 16, 16))
+    torch.export.save(torch.export.export(_Conv().eval(), (y,)), str(tmp_path / "fixed.pt2"))
+    net = build_network(resolve_factory("fixed", "archive:fixed.pt2", tmp_path))
+    with pytest.raises(NetworkLoadError) as err:
+        check_network("fixed", net, PHYSICS)
+    message = str(err.value)
+    assert "\n" not in message and "batch of 1" in message
+    assert "dynamic_shapes" in message and "torch.export.Dim" in message
+
+
+def test_checkpoint_state_dict_key_and_module_prefix_are_unwrapped_with_a_note(tmp_path):
+    from survey.nets.byo import weights_notes
+
+    _file_net(tmp_path)
+    reference = build_network(resolve_factory("m", "net.py:build", tmp_path))
+    state = {f"module.{k}": torch.full_like(v, 0.25) for k, v in reference.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
+    src = resolve_factory("m", "net.py:build", tmp_path, weights="ckpt.pt")
+    net = build_network(src)
+    assert all(torch.all(p == 0.25) for p in net.state_dict().values())
+    notes = weights_notes(src)
+    assert len(notes) == 2 and "'state_dict'" in notes[0] and "epoch" in notes[0] and "module." in notes[1]
+    plain = resolve_factory("m", "net.py:build", tmp_path, weights=None)
+    assert weights_notes(plain) == []

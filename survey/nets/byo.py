@@ -2,8 +2,11 @@
 
 `factory = "package.module:callable"` or `"path/to/file.py:callable"` (relative to the study file).
 A file factory travels as source text (`FactorySource`), so remote Ray workers that lack the file can
-still build the network. TorchScript (`.pt`/`.ts` via torch.jit.load) and torch.export (`.pt2`)
-archives are accepted as `factory = "archive:path/to/model.pt2"`.
+still build the network. TorchScript (`.pt`/`.ts` via torch.jit.load, scripted or traced) and
+torch.export (`.pt2`) archives are accepted as `factory = "archive:path/to/model.pt2"`; an exported
+archive must have a dynamic batch dimension (`EXPORT_HINT`), which the probe checks with two batch sizes.
+Weights may be a training checkpoint (`{"state_dict": ...}`, keys prefixed `module.` by DataParallel):
+it is unwrapped, and `weights_notes` says what was done (printed by `survey run`, kept in `runs`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from torch import nn
 
 class NetworkLoadError(ValueError):
     """A bring-your-own network that cannot be used; the message says which and why."""
+
+
+#: Batch sizes of the probe: a network (or an archive exported at one batch size) that works at the
+#: first but not the second fails before any work, not in the middle of a run.
+PROBE_BATCHES = (2, 1)
+
+#: How to export an archive that accepts any batch size (one line, for error messages).
+EXPORT_HINT = ("export with a dynamic batch dimension: batch = torch.export.Dim('batch', min=1, max=1024); "
+               "torch.export.save(torch.export.export(model, (y,), dynamic_shapes={'y': {0: batch}}), 'model.pt2') "
+               "(the key is the name of forward's argument), or trace with torch.jit.trace(model, (y,)) instead")
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,8 @@ def _load_module_from_source(src: FactorySource):
     return module
 
 
-def _load_weights(src: FactorySource, net: nn.Module) -> None:
+def _read_weights(src: FactorySource) -> dict:
+    """The weights file's tensors as loaded (safetensors, or a torch pickle with weights_only=True)."""
     from safetensors.torch import load
 
     import io
@@ -103,6 +117,42 @@ def _load_weights(src: FactorySource, net: nn.Module) -> None:
         raise NetworkLoadError(f"network {src.name!r}: cannot read weights {src.weights_name}: {err}") from err
     if not isinstance(state, dict):
         raise NetworkLoadError(f"network {src.name!r}: weights {src.weights_name} are not a state dict")
+    return state
+
+
+#: Keys under which training checkpoints keep the model's state dict.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def unwrap_state_dict(state: dict, name: str = "weights") -> tuple[dict, list[str]]:
+    """(state dict, notes): a checkpoint's `state_dict` (or `model_state_dict`, `model`) entry taken, and
+    the `module.` prefix of DataParallel / DistributedDataParallel keys removed; a note for each."""
+    notes = []
+    if not any(isinstance(v, torch.Tensor) for v in state.values()):
+        key = next((k for k in CHECKPOINT_KEYS if isinstance(state.get(k), dict)), None)
+        if key is not None:
+            others = sorted(str(k) for k in state if k != key)
+            notes.append(f"{name} is a checkpoint: loaded its {key!r} entry"
+                         + (f" (ignored: {', '.join(others[:6])}{', ...' if len(others) > 6 else ''})"
+                            if others else ""))
+            state = state[key]
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        notes.append(f"{name}: removed the 'module.' prefix of every key (saved from DataParallel)")
+    return state, notes
+
+
+def weights_notes(src: FactorySource) -> list[str]:
+    """What loading `src`'s weights had to do (checkpoint entry taken, prefix removed); [] for a plain
+    state dict or no weights. One line each, naming the network."""
+    if src.weights is None or src.kind == "archive":
+        return []
+    _, notes = unwrap_state_dict(_read_weights(src), src.weights_name)
+    return [f"network {src.name!r}: {note}" for note in notes]
+
+
+def _load_weights(src: FactorySource, net: nn.Module) -> None:
+    state, _ = unwrap_state_dict(_read_weights(src), src.weights_name)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
@@ -112,11 +162,21 @@ def _load_weights(src: FactorySource, net: nn.Module) -> None:
 
 
 class _ArchiveNet(nn.Module):
-    """Adapter for exported archives, which take the measurements only: net(y, physics) -> module(y)."""
+    """Adapter for archives, which take the measurements only: net(y, physics) -> module(y).
 
-    def __init__(self, module):
+    `train()` / `eval()` stop here: an exported program (torch.export) has no modes and raises on
+    `train()`, and an archive is always used as saved (dropout off, batch norm frozen). A TorchScript
+    module is put in eval mode once, when loaded.
+    """
+
+    def __init__(self, module, exported: bool):
         super().__init__()
         self.module = module
+        self.exported = exported
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
 
     def forward(self, y, physics=None):
         return self.module(y)
@@ -128,13 +188,14 @@ def build_network(src: FactorySource) -> nn.Module:
         import io
         buf = io.BytesIO(src.source)
         try:
-            if src.target.endswith(".pt2"):
+            exported = src.target.endswith(".pt2")
+            if exported:
                 module = torch.export.load(buf).module()
             else:
-                module = torch.jit.load(buf, map_location="cpu")
+                module = torch.jit.load(buf, map_location="cpu").eval()
         except Exception as err:  # noqa: BLE001
             raise NetworkLoadError(f"network {src.name!r}: cannot load archive {src.target}: {err}") from err
-        return _ArchiveNet(module)
+        return _ArchiveNet(module, exported).eval()
     if src.kind == "file":
         module = _load_module_from_source(src)
     else:
@@ -157,22 +218,37 @@ def build_network(src: FactorySource) -> nn.Module:
     return net.eval()
 
 
+def _one_line(text: object) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 @torch.no_grad()
 def check_network(name: str, net: nn.Module, physics, device="cpu") -> None:
-    """Call the network on a probe (A of a smooth image); fail clearly on a wrong signature, shape or NaN."""
+    """Call the network on probes (A of a smooth image) at each of `PROBE_BATCHES`; fail clearly on a
+    wrong signature, a batch size it cannot take (with how to export a dynamic batch), shape or NaN."""
     n = physics.size
     grid = torch.linspace(-1, 1, n, device=device)
-    probe = (1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None].repeat(2, 1, 1, 1)
-    y = physics.A(probe)
-    try:
-        out = net(y, physics)
-    except TypeError as err:
-        raise NetworkLoadError(f"network {name!r}: must be callable as net(y, physics) -> image; "
-                               f"calling it raised: {err}") from err
-    if not isinstance(out, torch.Tensor):
-        raise NetworkLoadError(f"network {name!r}: returned {type(out).__name__}, not a tensor")
-    if tuple(out.shape) != (2, 1, n, n):
-        raise NetworkLoadError(f"network {name!r}: output shape {tuple(out.shape)} for a batch of 2 "
-                               f"measurements; expected (2, 1, {n}, {n})")
-    if not torch.isfinite(out).all():
-        raise NetworkLoadError(f"network {name!r}: output contains NaN or Inf on a probe input")
+    image = (1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None]
+    first = PROBE_BATCHES[0]
+    for batch in PROBE_BATCHES:
+        y = physics.A(image.repeat(batch, 1, 1, 1))
+        try:
+            out = net(y, physics)
+        except TypeError as err:
+            raise NetworkLoadError(f"network {name!r}: must be callable as net(y, physics) -> image; "
+                                   f"calling it raised: {_one_line(err)}") from err
+        except Exception as err:
+            exported = isinstance(net, _ArchiveNet) and net.exported
+            if batch == first and not exported:
+                raise
+            hint = EXPORT_HINT if isinstance(net, _ArchiveNet) else "the network must accept any batch size"
+            works = f"works on a batch of {first} measurements but " if batch != first else ""
+            raise NetworkLoadError(f"network {name!r}: {works}fails on a batch of {batch} "
+                                   f"({type(err).__name__}: {_one_line(err)[:300]}); {hint}") from err
+        if not isinstance(out, torch.Tensor):
+            raise NetworkLoadError(f"network {name!r}: returned {type(out).__name__}, not a tensor")
+        if tuple(out.shape) != (batch, 1, n, n):
+            raise NetworkLoadError(f"network {name!r}: output shape {tuple(out.shape)} for a batch of {batch} "
+                                   f"measurements; expected ({batch}, 1, {n}, {n})")
+        if not torch.isfinite(out).all():
+            raise NetworkLoadError(f"network {name!r}: output contains NaN or Inf on a probe input")
