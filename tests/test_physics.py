@@ -337,3 +337,85 @@ def test_operators_run_on_the_gpu_and_agree_with_the_cpu(kind):
     if isinstance(cpu, Denoise):
         noisy = gpu.noisy(x.cuda(), torch.Generator().manual_seed(1))
         assert torch.allclose(noisy.cpu(), cpu.noisy(x, torch.Generator().manual_seed(1)))
+
+
+# -- facts the tasks ask the operator for (instead of testing its kind) -------------------------------
+
+
+def _old_attack_support(physics, y: torch.Tensor) -> torch.Tensor:
+    """tasks.attack.measurement_support before the operators owned it: the non-zeros of A A* 1."""
+    probe = physics.A_adjoint(torch.ones_like(y[:1]))
+    reach = physics.A(probe.real if torch.is_complex(probe) and not torch.is_complex(y) else probe).abs()
+    return reach > 1e-6 * reach.max()
+
+
+def _old_ball_support(physics, y: torch.Tensor) -> torch.Tensor:
+    """tasks.ball.measured_support before: the Fourier `sampling` buffer, else every entry."""
+    sampling = getattr(physics, "sampling", None)
+    return sampling.expand_as(y[:1]) if isinstance(sampling, torch.Tensor) else torch.ones_like(y[:1], dtype=torch.bool)
+
+
+def _zoo_physics() -> list[dict]:
+    import json
+    from pathlib import Path
+
+    weights = Path(__file__).parents[1] / "survey" / "nets" / "weights"
+    return [json.loads(p.read_text())["physics"] for p in sorted(weights.glob("*.json"))]
+
+
+@pytest.mark.parametrize("size", [16, 17])
+@pytest.mark.parametrize("kind", KINDS)
+def test_measured_mask_is_the_one_definition_of_measured_entries(kind, size):
+    physics = build(kind, size)
+    mask = physics.measured_mask()
+    assert mask.dtype == torch.bool and tuple(mask.shape) == (1, *physics.measurement_shape) and bool(mask.any())
+    for dtype in (torch.float32, torch.float64):
+        y = physics.A(torch.rand((2, *physics.image_shape), dtype=dtype, generator=torch.Generator().manual_seed(4)))
+        assert torch.equal(mask, _old_attack_support(physics, y)), dtype
+        # The ball's old rule kept every entry of operators without a k-space mask; the entries it kept
+        # beyond the mask carry no signal: A reaches them with less than 1e-6 of its largest reach.
+        old_ball = _old_ball_support(physics, y)
+        assert not bool((mask & ~old_ball).any())
+        probe = physics.A_adjoint(torch.ones_like(y[:1]))
+        reach = physics.A(probe if physics.complex_measurements else probe.real).abs()
+        assert float(torch.cat([reach[old_ball & ~mask], reach.new_zeros(1)]).max()) <= 1e-6 * float(reach.max())
+    if hasattr(physics, "sampling"):  # Fourier: exactly the sampled k-space, as the ball had it
+        assert torch.equal(mask, physics.sampling.expand_as(mask))
+
+
+@pytest.mark.parametrize("params", _zoo_physics(), ids=lambda p: f"{p['kind']}-{p.get('views', p.get('ratio', ''))}")
+def test_measured_mask_of_the_zoo_operators_equals_the_attacks_old_support(params):
+    physics = make_physics(**params)
+    y = physics.A(torch.rand((1, *physics.image_shape), generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(physics.measured_mask(), _old_attack_support(physics, y))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_operator_facts_for_the_attack_and_the_reference(kind):
+    from survey.solvers import make_reference
+
+    physics = build(kind, 16)
+    assert physics.attack_gradient in ("adjoint", "fbp")
+    assert physics.reference_defaults is not None, f"{kind}: no reference_defaults for the reference solver"
+    solver = make_reference(physics, iterations=2)
+    assert solver.params == {**physics.reference_defaults, "iterations": 2}
+    y = physics.A(torch.rand((1, *physics.image_shape), dtype=torch.float64))
+    assert solver(y, physics).shape == (1, *physics.image_shape)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_sweep_axis_moves_the_operator_and_comes_back(kind):
+    physics = build(kind, 16)
+    for axis in physics.sweep_axes:
+        own = physics.level(axis.name)
+        assert physics.same_level(axis.name, physics.at_level(axis.name, own))
+        other = {"ratio": 0.6, "views": 9, "sigma": 0.05}.get(axis.name, own)
+        moved = physics.at_level(axis.name, other)
+        assert type(moved) is type(physics) and moved.size == physics.size
+        assert moved.level(axis.name) == pytest.approx(other, abs=1.0 / 16)  # nested masks snap to whole lines
+        assert isinstance(moved.level(axis.name), int) == axis.integer
+        assert not physics.same_level(axis.name, moved)
+        back = moved.at_level(axis.name, own)
+        assert physics.same_level(axis.name, back)
+    with pytest.raises(ValueError, match="no sweep axis"):
+        physics.sweep_axis("no-such-axis")

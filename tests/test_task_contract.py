@@ -1,0 +1,202 @@
+"""The task contract, for every registered task on every registered operator.
+
+Registry-driven like tests/test_physics.py: parametrised over `task_names()` (and `physics_kinds()`),
+so a new task or operator is covered without editing this file. Each task's declared `example`
+runs in-process on a tiny network; its rows must be flat scalars carrying exactly the declared
+columns, its tensors must align with its rows, a unit must replay identically from its id, an
+unknown parameter must be named, and nothing may be printed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from survey.physics import make_physics, physics_kinds
+from survey.solvers import make_reference
+from survey.tasks import (LABELS, PER_IMAGE, Column, Task, TaskContext, generator_for, make_task, table_columns,
+                          tables, task_class, task_names)
+
+SIZE = 16
+TASKS = task_names()
+KINDS = physics_kinds()
+#: Small operators per kind (others: `make_physics(kind, size=SIZE)`).
+PHYSICS = {
+    "mri": dict(ratio=0.4, mask="gaussian-lines", seed=0),
+    "pmri": dict(ratio=0.4, coils=3, seed=0),
+    "radon": dict(views=6),
+    "denoise": dict(sigma=0.1),
+}
+
+
+class TinyNet(nn.Module):
+    """f(y) = Re H(y) + tanh(conv(Re H(y))) with dropout, which eval mode must switch off."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(1, 1, 3, padding=1).double()
+        with torch.no_grad():
+            self.conv.weight.copy_(0.3 * torch.randn(self.conv.weight.shape, generator=g, dtype=torch.float64))
+            self.conv.bias.fill_(0.05)
+        self.drop = nn.Dropout(0.5)
+        self.train()  # the task must run it in eval mode and restore this
+
+    def forward(self, y, physics):
+        x0 = physics.H(y)
+        x0 = x0.real if torch.is_complex(x0) else x0
+        return x0 + torch.tanh(self.drop(self.conv(x0)))
+
+
+_PHYSICS: dict[str, object] = {}
+
+
+def physics_of(kind: str):
+    if kind not in _PHYSICS:
+        _PHYSICS[kind] = make_physics(kind, size=SIZE, **PHYSICS.get(kind, {}))
+    return _PHYSICS[kind]
+
+
+def context(kind: str, unit_id: str = "contract-unit", reference: bool = True) -> TaskContext:
+    physics = physics_of(kind)
+    g = torch.Generator().manual_seed(3)
+    images = nn.functional.avg_pool2d(torch.rand(2, 1, SIZE, SIZE, generator=g, dtype=torch.float64), 3, 1, 1)
+    solver = make_reference(physics, iterations=5) if reference else None
+    return TaskContext(net=TinyNet(), physics=physics, images=images, image_ids=["img-a", "img-b"],
+                       reference=solver, network="tiny", dataset="noise", unit_id=unit_id)
+
+
+def run_example(name: str, kind: str, **kw):
+    ctx = context(kind, **kw)
+    task = make_task(name, **task_class(name).example)
+    result = task(ctx, generator_for(ctx.unit_id))
+    assert ctx.net.training, "the task left the network in eval mode"
+    return result
+
+
+def same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_declarations(name):
+    cls = task_class(name)
+    assert issubclass(cls, Task) and cls.task_name == name
+    assert cls.title and "\n" not in cls.title
+    assert set(LABELS) <= set(cls.columns)
+    for column, declared in cls.columns.items():
+        assert isinstance(declared, Column) and declared.meaning and "\n" not in declared.meaning, column
+    assert name in [c.task_name for c in tables()[cls.table]]
+    assert set(cls.columns) <= set(table_columns(cls.table))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", TASKS)
+def test_example_runs_silently_with_flat_rows_and_aligned_tensors(name, kind, capsys):
+    rows, tensors = run_example(name, kind)
+    assert rows
+    for row in rows:
+        for key, value in row.items():
+            assert value is None or type(value) in (int, float, str, bool), (key, type(value))
+        assert (row["network"], row["dataset"], row["unit_id"], row["task"]) == ("tiny", "noise", "contract-unit", name)
+        assert row["physics"] == physics_of(kind).kind
+    for key, value in tensors.items():
+        # TaskResult: first axis aligned with the rows, or with the images for per-image tensors
+        if key.startswith(PER_IMAGE):
+            assert value.shape[0] == 2 and {row["image_index"] for row in rows} <= {0, 1}, key
+        else:
+            assert value.shape[0] == len(rows), key
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_declared_columns_are_exactly_the_columns_produced(name):
+    declared = set(task_class(name).columns)
+    produced: set[str] = set()
+    for kind in KINDS:
+        rows, _ = run_example(name, kind)
+        keys = set().union(*(row.keys() for row in rows))
+        assert keys <= declared, f"{kind}: undeclared columns {sorted(keys - declared)}"
+        assert all(row.keys() == rows[0].keys() for row in rows), f"{kind}: rows differ in their columns"
+        produced |= keys
+    assert produced == declared, f"declared but never produced: {sorted(declared - produced)}"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_without_a_reference_rows_carry_a_subset_of_the_declared_columns(name):
+    try:
+        rows, _ = run_example(name, KINDS[0], reference=False)
+    except ValueError as err:  # a task that needs the reference says so
+        assert "reference" in str(err)
+        return
+    assert set().union(*(row.keys() for row in rows)) <= set(task_class(name).columns)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", TASKS)
+def test_replaying_a_unit_gives_identical_rows_and_tensors(name, kind):
+    first = run_example(name, kind, unit_id="replay-7")
+    again = run_example(name, kind, unit_id="replay-7")
+    assert len(first.rows) == len(again.rows)
+    for a, b in zip(first.rows, again.rows):
+        assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a), [k for k in a if not same(a[k], b[k])]
+    assert first.tensors.keys() == again.tensors.keys()
+    for key in first.tensors:
+        assert torch.equal(first.tensors[key].nan_to_num(), again.tensors[key].nan_to_num()), key
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_unknown_parameters_are_named_with_the_accepted_ones(name):
+    example = task_class(name).example
+    with pytest.raises(ValueError) as err:
+        make_task(name, **example, etaa=1.0)
+    message = str(err.value)
+    assert message.startswith(f"task {name!r}: unknown parameter 'etaa'") and "\n" not in message
+    for accepted in task_class(name).parameter_names():
+        assert accepted in message
+    with pytest.raises(ValueError, match="unknown parameters 'etaa', 'lamm'"):
+        make_task(name, etaa=1.0, lamm=2)
+
+
+def test_a_close_misspelling_is_suggested():
+    with pytest.raises(ValueError, match=r"^task 'attack': unknown parameter 'etaa' \(did you mean 'eta'\?\); "
+                                         r"accepted: "):
+        make_task("attack", etaa=1e-3)
+
+
+def test_registry_helpers():
+    assert {"attacks", "ball", "insertions", "sweeps"} <= set(tables())
+    assert [c.task_name for c in tables()["attacks"]] == ["attack", "attack-reference"]
+    columns = table_columns("attacks")
+    assert "ref_psnr" in columns and columns["psnr"].unit == "dB"
+    with pytest.raises(ValueError, match="unknown table"):
+        table_columns("nope")
+    with pytest.raises(ValueError, match="unknown task"):
+        task_class("atack")
+
+
+def test_a_task_cannot_override_the_shared_call():
+    with pytest.raises(TypeError, match="implement `run`"):
+        class Sneaky(Task):  # noqa: F841
+            def __call__(self, ctx, generator):
+                return None
+
+
+def test_misaligned_tensors_are_refused():
+    from dataclasses import dataclass
+
+    from survey.tasks.base import TaskResult
+
+    @dataclass(kw_only=True)
+    class Broken(Task):
+        table, title, columns, example = "broken", "Broken", dict(LABELS), {}
+
+        def run(self, ctx, generator):
+            return TaskResult([{} for _ in ctx.image_ids], {"out": torch.zeros(5)})
+
+    with pytest.raises(ValueError, match="'out'.*2 rows"):
+        Broken()(context(KINDS[0], reference=False), generator_for("x"))
