@@ -143,7 +143,8 @@ def _gradient_rules(gradient: str, physics, domain: str) -> tuple[str, ...]:
             raise ValueError("worst_case: the fbp rule needs domain='image'")
         return ("adjoint",)
     if gradient == "auto":
-        return ("adjoint", "fbp") if getattr(physics, "kind", None) == "radon" else ("adjoint",)
+        # both rules where the paper's attack uses Algorithm 2 on the operator (Radon)
+        return ("adjoint", "fbp") if getattr(physics, "attack_gradient", "adjoint") == "fbp" else ("adjoint",)
     return ("adjoint", "fbp") if gradient == "both" else (gradient,)
 
 

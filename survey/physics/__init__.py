@@ -1,7 +1,10 @@
 """Forward operators: a registry of modality name -> builder taking keyword parameters.
 
 `make_physics("mri", size=64, ratio=0.25, mask="gaussian-lines", seed=0)` returns a
-`LinearPhysics`; every registered kind passes the adjointness test in tests/test_physics.py.
+`LinearPhysics`; every registered kind passes the adjointness test in tests/test_physics.py. An
+operator also owns the facts the tasks need (`measured_mask`, `sweep_axes` / `at_level`,
+`attack_gradient`, `reference_defaults`), so a new operator is its module plus one line here, and
+every registry-driven test (tests/test_physics.py, tests/test_task_contract.py) covers it.
 """
 
 from __future__ import annotations
