@@ -15,7 +15,8 @@ from survey.tasks.base import (LABELS, PER_IMAGE, TASKS, Column, Task, TaskConte
                                register, seed_from_id)
 
 #: Modules whose import registers tasks; ones not written yet are skipped.
-TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion", "survey.tasks.sweep")
+TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion",
+                                 "survey.tasks.sweep")
 
 
 def load_tasks() -> None:
