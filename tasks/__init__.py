@@ -8,20 +8,30 @@ Registry helpers for the engine, the spec and the report: `task_names()`, `task_
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 
 from survey.tasks import base
 from survey.tasks.base import (LABELS, PER_IMAGE, TASKS, Column, Task, TaskContext, TaskResult, generator_for,
                                register, seed_from_id)
 
-#: Modules whose import registers tasks; ones not written yet are skipped.
+#: Modules whose import registers tasks (a new task kind: its module plus one line here).
 TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion",
                                  "survey.tasks.sweep")
+#: Environment variable naming extra task modules (comma-separated, importable on every worker's path,
+#: e.g. through PYTHONPATH): a researcher's own task kind without editing this package.
+PLUGIN_VARIABLE = "SURVEY_TASK_MODULES"
+
+
+def task_modules() -> tuple[str, ...]:
+    """The built-in task modules, then those named in $SURVEY_TASK_MODULES."""
+    extra = [m.strip() for m in os.environ.get(PLUGIN_VARIABLE, "").split(",") if m.strip()]
+    return TASK_MODULES + tuple(m for m in extra if m not in TASK_MODULES)
 
 
 def load_tasks() -> None:
     """Import every task module so `TASKS` holds every registered task."""
-    for module in TASK_MODULES:
+    for module in task_modules():
         try:
             import_module(module)
         except ModuleNotFoundError as err:
@@ -68,6 +78,6 @@ def table_columns(table: str) -> dict[str, Column]:
     return out
 
 
-__all__ = ["Column", "LABELS", "PER_IMAGE", "TASKS", "TASK_MODULES", "Task", "TaskContext", "TaskResult",
+__all__ = ["Column", "LABELS", "PER_IMAGE", "PLUGIN_VARIABLE", "TASKS", "TASK_MODULES", "Task", "TaskContext", "TaskResult",
            "generator_for", "load_tasks", "make_task", "register", "seed_from_id", "table_columns", "tables",
-           "task_class", "task_names"]
+           "task_class", "task_modules", "task_names"]
