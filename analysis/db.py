@@ -2,7 +2,8 @@
 
 Views (created when the directory holds at least one Parquet file):
     <table>  for every `<store>/<table>/network=<name>/part-*.parquet` directory (attacks, ball, ...),
-             read with hive_partitioning and union_by_name (fragments may differ in columns);
+             read with hive_partitioning (`network` from the directory, as text) and union_by_name
+             (fragments of stores written before the store unified each table's schema may differ);
     runs     provenance, one row per run (`<store>/runs/part-*.parquet`);
     ledger   finished / failed units (`<store>/_ledger/part-*.parquet`).
 
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 
 import duckdb
 
-from survey.layout import FRAGMENT_GLOB, LEDGER_DIR, RUNS_DIR, is_reserved
+from survey.layout import FRAGMENT_GLOB, LEDGER_DIR, PARTITION_KEY, RUNS_DIR, is_reserved
 
 #: PRAGMAs that only read the catalog; everything else is refused.
 READ_ONLY_PRAGMAS = frozenset({"show_tables", "show_tables_expanded", "table_info", "show", "version",
@@ -88,7 +89,9 @@ def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnec
     con = duckdb.connect(":memory:")
     try:
         for name, (pattern, hive) in view_sources(root).items():
-            options = "hive_partitioning=true, union_by_name=true" if hive else "union_by_name=true"
+            # network is a name: never let DuckDB guess a number or a date from the directory names
+            options = (f"hive_partitioning=true, hive_types={{{sql_string(PARTITION_KEY)}: 'VARCHAR'}}, "
+                       "union_by_name=true" if hive else "union_by_name=true")
             con.execute(f"CREATE VIEW {sql_identifier(name)} AS "
                         f"SELECT * FROM read_parquet({sql_string(pattern)}, {options})")
         if sandbox:

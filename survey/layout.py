@@ -1,18 +1,21 @@
 """The results store's on-disk layout, named once: the writer (survey.store) and every reader
 (survey.analysis.db, survey.analysis.figures) import these names instead of spelling paths.
 
-    <table>/network=<name>/part-<uuid>.parquet   rows of one flush (tables: attacks, ball, ...)
+    <table>/network=<name>/part-<uuid>.parquet   rows of one flush (tables: attacks, ball, ...); the
+                                                  `network` column lives in the directory name only
     _ledger/part-<uuid>.parquet                   one row per finished, failed or forgotten unit
     runs/part-<uuid>.parquet                      provenance, one row per run
     tensors/<unit_id>.safetensors                 tensors kept by a unit
     .lock                                         the single writer's lock (holds its pid)
 
 Files are written as `.tmp-<name>.partial` and renamed, so a reader globbing FRAGMENT_GLOB never sees
-a half-written file.
+a half-written file. Every fragment of one directory (a table, runs, the ledger) has the same schema,
+so each is a plain Parquet dataset for pandas, polars and pyarrow (hive partitioning for the tables).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 
 LEDGER_DIR = "_ledger"
@@ -21,6 +24,11 @@ TENSORS_DIR = "tensors"
 LOCK_FILE = ".lock"
 #: Hive partition key of row fragments: <table>/network=<name>/...
 PARTITION_KEY = "network"
+#: What a partition value (a network name) may look like: it names a directory, and hive readers
+#: (pyarrow, polars, DuckDB) would read a value of digits only as a number.
+PARTITION_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+#: Parquet field metadata keys of a column's meaning and unit.
+MEANING_KEY, UNIT_KEY = b"meaning", b"unit"
 #: Finished fragments only (temporary files never match).
 FRAGMENT_GLOB = "part-*.parquet"
 TEMP_PREFIX = ".tmp-"
@@ -29,6 +37,14 @@ TENSOR_SUFFIX = ".safetensors"
 #: Tensor keys starting with this hold one entry per image (indexed by the rows' `image_index`),
 #: not one per row (indexed by `tensor_index`).
 PER_IMAGE = "per_image/"
+
+
+def check_partition_value(value: str, what: str = "network name") -> str:
+    """`value` if it is a safe partition value (PARTITION_VALUE), else ValueError saying what is allowed."""
+    if not isinstance(value, str) or not PARTITION_VALUE.fullmatch(value) or len(value) > 128:
+        raise ValueError(f"{what} {value!r}: use letters, digits, '_', '-' and '.', starting with a letter "
+                         "(it names a directory of the results store)")
+    return value
 
 
 def fragment_name() -> str:

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class StudyError(ValueError):
@@ -27,6 +27,12 @@ class NetworkSpec(_Model):
     weights: str | None = None           # safetensors or a state dict (loaded with weights_only=True)
     physics: dict[str, Any] | None = None  # make_physics keywords, for bring-your-own networks
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        from survey.layout import check_partition_value   # the name is a directory of the store
+        return check_partition_value(name)
 
     @model_validator(mode="after")
     def _zoo_or_factory(self) -> "NetworkSpec":

@@ -3,6 +3,14 @@
 The layout under the store root (directory and file names) is defined in `survey.layout`: row
 fragments per (table, network), a ledger naming each unit's fragments, provenance rows, kept tensors.
 
+Every fragment of a directory (a table, `runs`, the ledger) is written with that directory's one
+schema: a column that is all None in one fragment gets the type it has in the others, a column that
+first appears later is added (as nulls) to the earlier fragments, and the partition column `network`
+is not stored in the files (its directory says it). So `pd.read_parquet("results/attacks")`,
+`pl.read_parquet(..., hive_partitioning=True)` and pyarrow read every table as a plain dataset;
+fragments of stores written before are brought to that schema the first time their table is written.
+Each column carries its meaning and unit as Parquet field metadata (`layout.MEANING_KEY`, `UNIT_KEY`).
+
 Every file is written under a temporary name and renamed. A unit's ledger row is written after its
 rows, so a crash leaves at worst row fragments no ledger row names; `Store.open` removes those
 orphans, and rerunning the study redoes exactly the units the ledger lacks: no loss, no duplicates.
@@ -27,14 +35,60 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save_file
 
-from survey.layout import (FRAGMENT_GLOB, LEDGER_DIR, LOCK_FILE, PARTITION_KEY, RUNS_DIR, TEMP_PREFIX, TENSORS_DIR,
-                           fragment_name, temp_name, tensor_file)
+from survey.layout import (FRAGMENT_GLOB, LEDGER_DIR, LOCK_FILE, MEANING_KEY, PARTITION_KEY, RUNS_DIR, TEMP_PREFIX,
+                           TENSORS_DIR, UNIT_KEY, check_partition_value, fragment_name, temp_name, tensor_file)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+#: column -> (meaning, unit), as `survey.tasks.Column` tuples
+ColumnInfo = dict[str, tuple[str, str]]
 
 
 def _partition_value(value: str) -> str:
     return _SAFE.sub("_", str(value))
+
+
+def _plain(schema: pa.Schema, partitioned: bool) -> pa.Schema:
+    """`schema` without metadata, and without the partition column for a partitioned table (what
+    fragments must agree on)."""
+    return pa.schema([pa.field(f.name, f.type) for f in schema if not (partitioned and f.name == PARTITION_KEY)])
+
+
+def _file_schema(path: Path) -> pa.Schema:
+    return pq.read_schema(path)
+
+
+def _unified(schemas: list[pa.Schema], partitioned: bool) -> pa.Schema | None:
+    """One schema for all (nulls take the others' type, int widens to float); None when they conflict."""
+    try:
+        return pa.unify_schemas([_plain(s, partitioned) for s in schemas], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return None
+
+
+def _annotated(schema: pa.Schema, columns: ColumnInfo, known: pa.Schema | None) -> pa.Schema:
+    """`schema` with each field's meaning and unit: from `columns`, else as `known` had them."""
+    fields = []
+    for field in schema:
+        meta = None
+        if field.name in columns:
+            meaning, unit = columns[field.name][:2]
+            meta = {MEANING_KEY: str(meaning).encode(), UNIT_KEY: str(unit).encode()}
+        elif known is not None and field.name in known.names:
+            meta = known.field(field.name).metadata
+        fields.append(field.with_metadata(meta) if meta else field)
+    return pa.schema(fields)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, order and types (absent columns as nulls)."""
+    arrays = []
+    for field in schema:
+        if field.name in table.column_names:
+            arrays.append(table.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
@@ -65,6 +119,7 @@ class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._lock: int | None = None
+        self._schemas: dict[str, pa.Schema | None] = {}   # directory -> the schema its fragments share
 
     @classmethod
     def open(cls, root: Path | str) -> "Store":
@@ -136,12 +191,52 @@ class Store:
         return removed
 
     # -- writing ------------------------------------------------------------------------------
-    def write_rows(self, table: str, network: str, rows: list[dict[str, Any]]) -> str | None:
-        """Write rows as one fragment of `table` partitioned by network; returns its store-relative path."""
+    def _fragments(self, directory: str) -> list[Path]:
+        return sorted((self.root / directory).glob(f"**/{FRAGMENT_GLOB}"))
+
+    def _write_fragment(self, directory: str, rel: str, table: pa.Table, columns: ColumnInfo | None = None) -> None:
+        """Write `table` at `rel` with the schema every fragment of `directory` shares, bringing the earlier
+        fragments to it first when it grows (a new column, a type for a column that was all None).
+        Rewritten fragments keep their names, so the ledger still names them."""
+        partitioned = directory not in (LEDGER_DIR, RUNS_DIR)
+        known = self._schemas.get(directory)
+        first = directory not in self._schemas
+        if first:  # first write here in this session: learn the schema from the fragments on disk
+            schemas = [_file_schema(f) for f in self._fragments(directory)]
+            known = _unified(schemas, partitioned) if schemas else None
+            if known is not None:  # keep the meanings and units the fragments carry
+                meta = {f.name: f.metadata for s in reversed(schemas) for f in s if f.metadata}
+                known = pa.schema([f.with_metadata(meta[f.name]) if f.name in meta else f for f in known])
+        unified = _unified([known, table.schema] if known is not None else [table.schema], partitioned)
+        if unified is None:  # types that cannot be reconciled (a task bug): keep the rows as they are
+            _atomic_write_table(table, self.root / rel)
+            self._schemas.pop(directory, None)
+            return
+        unified = _annotated(unified, columns or {}, known)
+        if known is not None and (first or not unified.equals(known, check_metadata=True)):
+            for path in self._fragments(directory):
+                schema = _file_schema(path)
+                if not schema.equals(unified, check_metadata=True):
+                    _atomic_write_table(_conform(pq.read_table(path, partitioning=None), unified), path)
+        _atomic_write_table(_conform(table, unified), self.root / rel)
+        self._schemas[directory] = unified
+
+    def write_rows(self, table: str, network: str, rows: list[dict[str, Any]],
+                   columns: ColumnInfo | None = None) -> str | None:
+        """Write rows as one fragment of `table` partitioned by network; returns its store-relative path.
+
+        `network` must be a safe partition value (`layout.check_partition_value`); the rows' own `network`
+        column is not stored (the directory holds it). `columns`: column -> (meaning, unit), stored as
+        field metadata."""
         if not rows:
             return None
-        rel = f"{_partition_value(table)}/{PARTITION_KEY}={_partition_value(network)}/{fragment_name()}"
-        _atomic_write_table(_table_from_rows(rows), self.root / rel)
+        check_partition_value(network)
+        directory = _partition_value(table)
+        rel = f"{directory}/{PARTITION_KEY}={network}/{fragment_name()}"
+        data = _table_from_rows(rows)
+        if PARTITION_KEY in data.column_names:
+            data = data.drop_columns([PARTITION_KEY])
+        self._write_fragment(directory, rel, data, columns)
         return rel
 
     def write_tensors(self, unit_id: str, tensors: dict[str, torch.Tensor]) -> tuple[str, str] | None:
@@ -161,7 +256,7 @@ class Store:
         """Append ledger rows: unit_id, status ('ok' or 'failed'), fragments (list of paths), error..."""
         entries = list(entries)
         if entries:
-            _atomic_write_table(_table_from_rows(entries), self.root / LEDGER_DIR / fragment_name())
+            self._write_fragment(LEDGER_DIR, f"{LEDGER_DIR}/{fragment_name()}", _table_from_rows(entries))
 
     def forget(self, unit_ids: Iterable[str], reason: str) -> int:
         """Retract finished units so that the next run redoes them; returns how many were forgotten.
@@ -183,12 +278,14 @@ class Store:
             if not path.exists():
                 renamed[rel] = None
                 continue
-            table = pq.read_table(path)
+            table = pq.read_table(path, partitioning=None)
             kept = table.filter(pc.invert(pc.is_in(table["unit_id"], value_set=pa.array(targets))))
             renamed[rel] = None
             if kept.num_rows:
                 renamed[rel] = f"{Path(rel).parent.as_posix()}/{fragment_name()}"
-                _atomic_write_table(kept, self.root / renamed[rel])
+                if PARTITION_KEY in kept.column_names and f"/{PARTITION_KEY}=" in rel:
+                    kept = kept.drop_columns([PARTITION_KEY])
+                self._write_fragment(rel.split("/", 1)[0], renamed[rel], kept)
         now = time.time()
         entries = [{**latest[u], "status": "forgotten", "fragments": [], "error": reason, "finished_at": now}
                    for u in targets]
@@ -204,10 +301,10 @@ class Store:
             (self.root / tensor_file(unit_id)).unlink(missing_ok=True)
         return len(targets)
 
-    def write_run(self, row: dict[str, Any]) -> str:
-        """Append one provenance row to the `runs` table."""
+    def write_run(self, row: dict[str, Any], columns: ColumnInfo | None = None) -> str:
+        """Append one provenance row to the `runs` table (`columns`: meaning and unit of its fields)."""
         rel = f"{RUNS_DIR}/{fragment_name()}"
-        _atomic_write_table(_table_from_rows([row]), self.root / rel)
+        self._write_fragment(RUNS_DIR, rel, _table_from_rows([row]), columns)
         return rel
 
     def tables(self) -> list[str]:

@@ -166,3 +166,76 @@ def test_cli_forget_lists_then_forgets(tmp_path):
     assert result.exit_code == 0 and "forgot 3 units" in result.output
     assert Store(tmp_path / "results").finished_units() == set()
     assert _rows_on_disk(tmp_path / "results") == []
+
+
+def test_every_table_reads_as_a_plain_parquet_dataset_in_pandas_polars_and_pyarrow(tmp_path):
+    """Several fragments per table, a column all None in one fragment and float in another, a column that
+    appears only later, the ledger's error and fragments: one schema per directory, `network` from the path."""
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as pads
+
+    from survey.layout import MEANING_KEY, UNIT_KEY
+
+    store = Store.open(tmp_path)
+    meaning = {"ref_psnr": ("PSNR of the reference", "dB")}
+    frags = [store.write_rows("attacks", "dagan", [{"network": "dagan", "unit_id": "u1", "ref_psnr": None,
+                                                      "k": 1}], meaning),
+             store.write_rows("attacks", "unet", [{"network": "unet", "unit_id": "u2", "ref_psnr": 31.5, "k": 2,
+                                                     "late": "x"}], meaning),
+             store.write_rows("attacks", "dagan", [{"network": "dagan", "unit_id": "u3", "ref_psnr": None,
+                                                      "k": 2.5}], meaning)]
+    store.record_units([{"unit_id": "u1", "status": "ok", "fragments": frags[:1], "error": None}])
+    store.record_units([{"unit_id": "u4", "status": "failed", "fragments": [], "error": "boom"}])
+    store.write_run({"run_id": "r1", "notes": None})
+    store.write_run({"run_id": "r2", "notes": "skipped 1 file"})
+    store.close()
+
+    for rel in frags:
+        assert "network" not in pq.read_schema(tmp_path / rel).names   # the directory holds it
+    frame = pd.read_parquet(tmp_path / "attacks").sort_values("unit_id")
+    assert list(frame["network"].astype(str)) == ["dagan", "unet", "dagan"]
+    assert frame["ref_psnr"].isna().tolist() == [True, False, True] and frame["k"].tolist() == [1.0, 2.0, 2.5]
+    assert frame["late"].isna().tolist() == [True, False, True] and frame["late"].iloc[1] == "x"
+    polars = pl.read_parquet(str(tmp_path / "attacks" / "**" / "*.parquet"), hive_partitioning=True)
+    assert sorted(polars["network"].to_list()) == ["dagan", "dagan", "unet"]
+    assert polars.schema["ref_psnr"] == pl.Float64
+    assert pads.dataset(tmp_path / "attacks", partitioning="hive").to_table().num_rows == 3
+    for table in ("_ledger", "runs"):
+        assert len(pd.read_parquet(tmp_path / table)) == 2
+        assert len(pl.read_parquet(str(tmp_path / table / "*.parquet"))) == 2
+    field = pq.read_schema(tmp_path / frags[0]).field("ref_psnr")
+    assert field.metadata == {MEANING_KEY: b"PSNR of the reference", UNIT_KEY: b"dB"}
+
+
+def test_a_store_written_before_reads_in_duckdb_and_is_unified_when_its_table_is_written(tmp_path):
+    """Old fragments keep `network` in the file and may disagree in type: DuckDB reads them as before,
+    and the first write to the table brings them to the one schema (same rows, same ledger names)."""
+    import uuid
+
+    import pandas as pd
+    import pyarrow as pa
+
+    from survey.analysis.db import query
+
+    old = []
+    for network, psnr in (("dagan", [None, None]), ("unet", [30.0, 20.0])):
+        rel = f"attacks/network={network}/part-{uuid.uuid4().hex}.parquet"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"network": [network] * 2, "unit_id": [f"u-{network}"] * 2, "psnr": psnr}),
+                       tmp_path / rel)
+        old.append(rel)
+    Store(tmp_path).record_units([{"unit_id": f"u-{n}", "status": "ok", "fragments": [r]}
+                                  for n, r in zip(("dagan", "unet"), old)])
+    sql = "SELECT network, count(*) AS n, avg(psnr) AS p FROM attacks GROUP BY network ORDER BY network"
+    before = query(tmp_path, sql)
+    assert before["n"].tolist() == [2, 2] and before["p"].tolist()[1] == 25.0
+    store = Store.open(tmp_path)
+    new = store.write_rows("attacks", "dagan", [{"unit_id": "u-new", "psnr": 10.0}])
+    store.record_units([{"unit_id": "u-new", "status": "ok", "fragments": [new]}])
+    store.close()
+    assert all((tmp_path / rel).exists() for rel in old) and store.fragment_names() == {*old, new}
+    after = query(tmp_path, sql)
+    assert after["n"].tolist() == [3, 2] and after["p"].tolist() == [10.0, 25.0]
+    frame = pd.read_parquet(tmp_path / "attacks")
+    assert len(frame) == 5 and frame["psnr"].notna().sum() == 3

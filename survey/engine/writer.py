@@ -10,11 +10,31 @@ from survey.plan import Unit
 from survey.store import Store
 
 
+#: Columns the engine adds to every row (name -> (meaning, unit)), beside the tasks' declared ones.
+ENGINE_COLUMNS: dict[str, tuple[str, str]] = {
+    "repeat": ("repeat index of the work unit (0 unless the task asks for repeats)", ""),
+    "run_id": ("id of the `survey run` that wrote the row (its row in `runs`)", ""),
+    "tensor_file": ("store-relative safetensors file of the tensors the unit kept", ""),
+    "tensor_sha256": ("sha256 of tensor_file when it was written", ""),
+    "tensor_index": ("index of the row's tensors in tensor_file (per-row tensors)", ""),
+}
+
+
 def table_for(task: str) -> str:
     """The store table a task's rows go to (its declared `table`, else its name)."""
     from survey.tasks import TASKS, load_tasks
     load_tasks()
     return getattr(TASKS[task], "table", task)
+
+
+def columns_for(table: str) -> dict[str, tuple[str, str]]:
+    """Meaning and unit of every column of `table`: the tasks' declarations plus the engine's columns."""
+    from survey.tasks import table_columns
+    try:
+        declared = table_columns(table)
+    except ValueError:
+        declared = {}
+    return {**ENGINE_COLUMNS, **{name: (c.meaning, c.unit) for name, c in declared.items()}}
 
 
 def _entry(unit: Unit, status: str, rows: int, seconds: float, error: str | None, attempts: int,
@@ -59,7 +79,8 @@ class StoreWriter:
             self.flush()
 
     def flush(self) -> None:
-        fragments = {key: self.store.write_rows(key[0], key[1], rows) for key, rows in self.rows.items()}
+        fragments = {key: self.store.write_rows(key[0], key[1], rows, columns_for(key[0]))
+                     for key, rows in self.rows.items()}
         for entry, key in self.pending_units:
             self.ledger.append({**entry, "fragments": [fragments[key]] if fragments.get(key) else []})
         self.store.record_units(self.ledger)
