@@ -188,5 +188,58 @@ def query(store: Path | str, sql: str, params: Sequence[Any] | dict[str, Any] | 
         con.close()
 
 
-__all__ = ["QueryError", "check_statement", "columns", "connect", "execute", "query", "sql_identifier",
-           "sql_string", "tables", "view_sources"]
+def declared_tables() -> dict[str, str]:
+    """Table -> title, for the tables the registered tasks write, then `runs` and `ledger`."""
+    from survey.tasks import tables as task_tables
+
+    out = {name: " / ".join(dict.fromkeys(cls.title for cls in classes)) for name, classes in task_tables().items()}
+    out.update(runs="Provenance: one row per `survey run`", ledger="Work units finished, failed or forgotten")
+    return out
+
+
+def declared_columns(table: str) -> dict[str, tuple[str, str]]:
+    """Column -> (meaning, unit) as declared: the tasks' columns plus the engine's, or `runs`'s columns;
+    ValueError naming the tables there are for an unknown one."""
+    from survey.layout import ROW_COLUMNS, RUN_COLUMNS
+    from survey.tasks import table_columns
+
+    if table == "runs":
+        return dict(RUN_COLUMNS)
+    if table == "ledger":
+        return {}
+    try:
+        declared = table_columns(table)
+    except ValueError:
+        raise ValueError(f"unknown table {table!r}; tables are {sorted(declared_tables())}") from None
+    return {**{name: (c.meaning, c.unit) for name, c in declared.items()}, **ROW_COLUMNS}
+
+
+def table_schema(table: str, store: Path | str | None = None) -> list[dict[str, Any]]:
+    """One dict per column of `table`: column, meaning, unit, declared (bool) and, with a `store`, type
+    (DuckDB's, None for a declared column the store does not hold). Without a store: the declaration.
+    A table only in the store (written by a task no longer registered) lists the stored columns."""
+    try:
+        declared = declared_columns(table)
+    except ValueError:
+        if store is None or table not in view_sources(store):
+            raise
+        declared = {}
+    rows = [{"column": name, "meaning": meaning, "unit": unit, "declared": True}
+            for name, (meaning, unit) in declared.items()]
+    if store is None:
+        return rows
+    con = connect(store)
+    try:
+        stored = ({r[0]: r[1] for r in con.execute(f"DESCRIBE {sql_identifier(table)}").fetchall()}
+                  if table in tables(con) else {})
+    finally:
+        con.close()
+    for row in rows:
+        row["type"] = stored.get(row["column"])
+    rows += [{"column": name, "meaning": "", "unit": "", "declared": False, "type": kind}
+             for name, kind in stored.items() if name not in declared]
+    return rows
+
+
+__all__ = ["QueryError", "check_statement", "columns", "connect", "declared_columns", "declared_tables", "execute",
+           "query", "sql_identifier", "sql_string", "table_schema", "tables", "view_sources"]

@@ -38,6 +38,38 @@ TENSOR_SUFFIX = ".safetensors"
 #: not one per row (indexed by `tensor_index`).
 PER_IMAGE = "per_image/"
 
+#: Columns the engine adds to every row of a task table (name -> (meaning, unit)), beside the columns
+#: the tasks declare (`survey.tasks.table_columns`).
+ROW_COLUMNS: dict[str, tuple[str, str]] = {
+    "repeat": ("repeat index of the work unit (0 unless the task asks for repeats)", ""),
+    "run_id": ("id of the `survey run` that wrote the row (its row in `runs`)", ""),
+    "tensor_file": ("store-relative safetensors file of the tensors the unit kept", ""),
+    "tensor_sha256": ("sha256 of tensor_file when it was written", ""),
+    "tensor_index": ("index of the row's tensors in tensor_file (per-row tensors)", ""),
+}
+
+#: Columns of the `runs` table (provenance, one row per `survey run`; JSON columns hold text).
+RUN_COLUMNS: dict[str, tuple[str, str]] = {
+    "run_id": ("id of the run (start time and study digest)", ""),
+    "study": ("study name", ""),
+    "study_sha256": ("sha256 of the study's content", ""),
+    "study_path": ("path of the study file", ""),
+    "seed": ("the study's seed", ""),
+    "code_version": ("stability-survey version", ""),
+    "git_commit": ("commit of the code, when run from a git checkout", ""),
+    "packages": ("JSON: versions of the packages that matter", ""),
+    "host": ("host name of the driver", ""),
+    "user": ("user who ran it", ""),
+    "python": ("Python version", ""),
+    "started_at": ("when the run started (Unix time)", "s"),
+    "devices": ("JSON: per network, the device and threads of its actors", ""),
+    "weights_sha256": ("JSON: per network, sha256 of its weights (or archive / factory source)", ""),
+    "datasets_sha256": ("JSON: per dataset@size, sha256 of its image ids and pixels", ""),
+    "study_json": ("JSON: the validated study", ""),
+    "notes": ("JSON: list of notes of the run (checkpoint weights unwrapped, files skipped, ...)", ""),
+    "datasets_skipped": ("JSON: per dataset, the [item, reason] of every input file that was not loaded", ""),
+}
+
 
 def check_partition_value(value: str, what: str = "network name") -> str:
     """`value` if it is a safe partition value (PARTITION_VALUE), else ValueError saying what is allowed."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import analyze, datasets, demo, physics, report, run, zoo
+from survey.cli import analyze, datasets, demo, physics, report, run, schema, zoo
 
 app = typer.Typer(
     name="survey",
@@ -29,6 +29,7 @@ app.command("demo")(demo.demo)
 app.command("query")(analyze.query)
 app.command("estimate")(analyze.estimate)
 app.command("report")(report.report)
+app.command("schema")(schema.schema)
 
 
 def _version(value: bool) -> None:

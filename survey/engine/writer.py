@@ -7,17 +7,8 @@ from collections import defaultdict
 
 from survey.engine.worker import UnitOutcome
 from survey.plan import Unit
+from survey.layout import ROW_COLUMNS
 from survey.store import Store
-
-
-#: Columns the engine adds to every row (name -> (meaning, unit)), beside the tasks' declared ones.
-ENGINE_COLUMNS: dict[str, tuple[str, str]] = {
-    "repeat": ("repeat index of the work unit (0 unless the task asks for repeats)", ""),
-    "run_id": ("id of the `survey run` that wrote the row (its row in `runs`)", ""),
-    "tensor_file": ("store-relative safetensors file of the tensors the unit kept", ""),
-    "tensor_sha256": ("sha256 of tensor_file when it was written", ""),
-    "tensor_index": ("index of the row's tensors in tensor_file (per-row tensors)", ""),
-}
 
 
 def table_for(task: str) -> str:
@@ -34,7 +25,7 @@ def columns_for(table: str) -> dict[str, tuple[str, str]]:
         declared = table_columns(table)
     except ValueError:
         declared = {}
-    return {**ENGINE_COLUMNS, **{name: (c.meaning, c.unit) for name, c in declared.items()}}
+    return {**ROW_COLUMNS, **{name: (c.meaning, c.unit) for name, c in declared.items()}}
 
 
 def _entry(unit: Unit, status: str, rows: int, seconds: float, error: str | None, attempts: int,
