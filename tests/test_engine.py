@@ -45,8 +45,10 @@ retries = 1
 
 
 def _rows(store_dir, table="attacks"):
-    files = sorted((store_dir / table).rglob("*.parquet"))
-    return [r for f in files for r in pq.read_table(f).to_pylist()]
+    """Every row of `table`, read as a hive-partitioned dataset (`network` comes from the directory)."""
+    if not (store_dir / table).is_dir():
+        return []
+    return pq.read_table(store_dir / table, partitioning="hive").to_pylist()
 
 
 def test_run_resume_and_store(tmp_path, ray_local):
@@ -227,3 +229,56 @@ def test_forgotten_units_are_redone_by_the_next_run_with_the_same_rows(tmp_path,
     again = run_study(load_study(path), store_dir=store_dir)
     assert again.done == 2 and again.skipped == 2
     assert sorted((key(r), r["out_change_rel"]) for r in _rows(store_dir)) == before
+
+
+CHECKPOINT_STUDY = """
+name = "notes"
+store = "results"
+
+[[networks]]
+name = "tiny"
+factory = "tiny_net.py:build"
+weights = "ckpt.pt"
+physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }
+
+[[datasets]]
+name = "folder"
+params = { path = "images" }
+
+[[tasks]]
+name = "attack"
+images_per_unit = 2
+params = { iterations = 2, eta = 0.01, tau = 0.001, snapshot_levels = [0.5] }
+
+[engine]
+actors_per_network = 1
+"""
+
+
+def test_run_says_what_it_skipped_unwrapped_and_never_reached(tmp_path, ray_local):
+    """A checkpoint's weights are unwrapped with a note, a dataset file that cannot be read is named, and
+    a snapshot level no search reaches is counted per (network, level); the `runs` row keeps the notes."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from survey.nets.byo import build_network, resolve_factory
+
+    path = write_study(tmp_path, CHECKPOINT_STUDY)
+    net = build_network(resolve_factory("tiny", "tiny_net.py:build", tmp_path))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "ckpt.pt")
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "images" / f"img{i}.npy", np.random.default_rng(i).random((16, 16)))
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    heard: list[str] = []
+    summary = run_study(load_study(path), store_dir=tmp_path / "results", on_note=heard.append)
+    assert summary.failed == 0 and summary.done >= 1
+    assert heard == summary.notes and len(heard) == 3
+    assert "'state_dict'" in heard[0] and "module." in heard[1]
+    assert heard[2].startswith("dataset 'folder': skipped 1 file: notes.txt")
+    assert summary.unreached == {("tiny", 0.5): (2, 2)}
+    run = pq.read_table(tmp_path / "results" / "runs").to_pylist()[0]
+    assert json.loads(run["notes"]) == heard
+    assert json.loads(run["datasets_skipped"])["folder"][0][0] == "notes.txt"

@@ -33,10 +33,18 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
             progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
                             failed=p["failed"])
 
-        summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress)
+        def on_note(note: str) -> None:
+            console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
+
+        summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress, on_note=on_note)
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
                   markup=False, highlight=False, soft_wrap=True)
+    from survey.engine.scheduler import unreached_message
+
+    if summary.unreached:
+        console.print(unreached_message(summary.unreached), markup=False, highlight=False, style="yellow",
+                      soft_wrap=True)
     for unit_id, message in summary.failures[:10]:
         console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red", soft_wrap=True)
     return summary

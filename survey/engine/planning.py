@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,17 +14,20 @@ from survey.spec import Study
 
 @dataclass
 class Work:
-    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size, units."""
+    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size, units,
+    and per dataset the (item, reason) of every input file its loader skipped."""
 
     images: dict[int, dict[str, np.ndarray]]
     ids: dict[str, list[str]]
     hashes: dict[str, str]
     units: list[Unit]
+    skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
-def load_images(study: Study, sizes: set[int]) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, list[str]],
-                                                          dict[str, str]]:
-    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size."""
+def load_images(study: Study, sizes: set[int], skipped: dict[str, list[tuple[str, str]]] | None = None
+                ) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, list[str]], dict[str, str]]:
+    """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size; fills
+    `skipped` (when given) with dataset -> (item, reason) of the files its loader could not use."""
     from survey.data import load_dataset
     from survey.data.catalog import resolve_dataset_params
 
@@ -36,6 +39,8 @@ def load_images(study: Study, sizes: set[int]) -> tuple[dict[int, dict[str, np.n
         for size in sorted({ds.size} if ds.size else sizes):
             imgs = load_dataset(ds.name, split=ds.split, size=size, count=ds.count, **params)
             images[size][ds.name] = imgs.images.numpy()
+            if skipped is not None and imgs.skipped:
+                skipped.setdefault(ds.name, [tuple(s) for s in imgs.skipped])
             if ds.name in ids and ids[ds.name] != imgs.ids:
                 raise ValueError(f"dataset {ds.name!r} yields different images at different sizes")
             ids[ds.name] = imgs.ids
@@ -45,5 +50,6 @@ def load_images(study: Study, sizes: set[int]) -> tuple[dict[int, dict[str, np.n
 
 def plan_work(study: Study, handles: dict[str, NetworkHandle]) -> Work:
     """Load the images the networks need and expand the study into units."""
-    images, ids, hashes = load_images(study, {h.size for h in handles.values()})
-    return Work(images, ids, hashes, plan(study, {name: len(v) for name, v in ids.items()}))
+    skipped: dict[str, list[tuple[str, str]]] = {}
+    images, ids, hashes = load_images(study, {h.size for h in handles.values()}, skipped)
+    return Work(images, ids, hashes, plan(study, {name: len(v) for name, v in ids.items()}), skipped)

@@ -38,8 +38,10 @@ def package_versions() -> dict[str, str]:
 
 
 def run_record(study: Study, handles: dict[str, NetworkHandle], hashes: dict[str, str], run_id: str,
-               worker_info: dict[str, dict]) -> dict[str, Any]:
-    """One row of the store's `runs` table."""
+               worker_info: dict[str, dict], notes: list[str] | None = None,
+               skipped: dict[str, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
+    """One row of the store's `runs` table (columns: `survey.layout.RUN_COLUMNS`); `notes`: what the run
+    had to say (weights unwrapped, files skipped), `skipped`: dataset -> (item, reason) of unused files."""
     import survey
     return {"run_id": run_id, "study": study.name, "study_sha256": study.digest(), "study_path": study.path,
             "seed": study.seed, "code_version": survey.__version__, "git_commit": git_commit(),
@@ -47,4 +49,6 @@ def run_record(study: Study, handles: dict[str, NetworkHandle], hashes: dict[str
             "user": getpass.getuser(), "python": platform.python_version(), "started_at": time.time(),
             "devices": json.dumps(worker_info),
             "weights_sha256": json.dumps({n: h.weights_sha256() for n, h in handles.items()}),
-            "datasets_sha256": json.dumps(hashes), "study_json": json.dumps(study.model_dump(), default=str)}
+            "datasets_sha256": json.dumps(hashes), "study_json": json.dumps(study.model_dump(), default=str),
+            "notes": json.dumps(list(notes or [])),
+            "datasets_skipped": json.dumps({k: [list(s) for s in v] for k, v in (skipped or {}).items()})}

@@ -14,16 +14,22 @@ import ray
 
 from survey.engine.cluster import connect
 from survey.engine.dispatch import run_units
+from survey.engine.networks import NetworkHandle
 from survey.engine.planning import plan_work
 from survey.engine.preflight import check_tasks, checked_networks
 from survey.engine.provenance import run_record
 from survey.engine.writer import StoreWriter
+from survey.layout import RUN_COLUMNS
 from survey.spec import Study
 from survey.store import Store
 
 
 @dataclass
 class RunSummary:
+    """What a run did. `notes`: one line each about the inputs (checkpoint weights unwrapped, dataset
+    files skipped); `unreached`: (network, level) -> (attack rows that never reached that snapshot level,
+    rows at that level), for the levels some search never crossed (those rows report the last iterate)."""
+
     store: Path
     planned: int
     skipped: int
@@ -32,11 +38,39 @@ class RunSummary:
     rows: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unreached: dict[tuple[str, float], tuple[int, int]] = field(default_factory=dict)
+
+
+def input_notes(handles: dict[str, NetworkHandle], skipped: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """One line per thing about the inputs a user should know: checkpoint weights that were unwrapped,
+    dataset files that were skipped (`skipped N files: ...`)."""
+    from survey.data.base import skipped_message
+    from survey.nets.byo import weights_notes
+
+    notes = [note for handle in handles.values() if handle.factory is not None
+             for note in weights_notes(handle.factory)]
+    notes += [f"dataset {name!r}: {skipped_message(items)}" for name, items in skipped.items() if items]
+    return notes
+
+
+def unreached_message(unreached: dict[tuple[str, float], tuple[int, int]]) -> str:
+    """'N (network, level) snapshot(s) never reached by some attacks: net at level 0.05 (3 of 8 rows); ...'."""
+    if not unreached:
+        return ""
+    shown = "; ".join(f"{net} at level {level:g} ({miss} of {total} rows)"
+                      for (net, level), (miss, total) in unreached.items())
+    return (f"{len(unreached)} (network, level) snapshot{'s' if len(unreached) != 1 else ''} never reached by "
+            f"some attacks (those rows keep the last iterate, reached = false): {shown}")
 
 
 def run_study(study: Study, store_dir: Path | str | None = None, address: str | None = None,
-              on_progress: Callable[[dict], None] | None = None, units_per_call: int = 1) -> RunSummary:
+              on_progress: Callable[[dict], None] | None = None, units_per_call: int = 1,
+              on_note: Callable[[str], None] | None = None) -> RunSummary:
     """Run every unit of `study` that the store's ledger does not hold yet; returns a summary.
+
+    `on_note` hears each line of `input_notes` (weights unwrapped, files skipped) once the images are
+    loaded, before any work; the summary keeps them, and the run's `runs` row records them.
 
     Raises StudyError (nothing written, Ray not started) when a network fails its probe or a task can
     never run; KeyboardInterrupt (also on SIGTERM) after flushing every finished unit."""
@@ -44,18 +78,22 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     handles = checked_networks(study)          # every network builds and answers a probe
     work = plan_work(study, handles)
     check_tasks(study, work.units, handles)    # every (task, network) pair can run
+    notes = input_notes(handles, work.skipped)
+    for note in notes if on_note is not None else ():
+        on_note(note)
     store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
     try:
         done = store.finished_units()
         todo = [u for u in work.units if u.unit_id not in done]
-        summary = RunSummary(store.root, len(work.units), len(work.units) - len(todo))
+        summary = RunSummary(store.root, len(work.units), len(work.units) - len(todo), notes=notes)
         if not todo:
             return summary
         run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{study.digest()[:8]}"
         writer = StoreWriter(store, run_id, flush_seconds=study.engine.flush_seconds)
 
         def provenance(worker_info: dict[str, dict]) -> None:
-            store.write_run(run_record(study, handles, work.hashes, run_id, worker_info))
+            store.write_run(run_record(study, handles, work.hashes, run_id, worker_info, notes, work.skipped),
+                            RUN_COLUMNS)
 
         started_ray = connect(address)
         previous = _terminate_as_interrupt()
@@ -69,6 +107,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
                 ray.shutdown()
         summary.done, summary.failed, summary.rows, summary.failures = (tally.done, tally.failed, tally.rows,
                                                                          tally.failures)
+        summary.unreached = writer.unreached()
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started

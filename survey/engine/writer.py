@@ -47,12 +47,18 @@ class StoreWriter:
         self.pending_units: list[tuple[dict, tuple[str, str]]] = []
         self.last = time.monotonic()
         self.count = 0
+        #: (network, level) -> [searches that never reached the level, searches]: rows of level snapshots
+        self.levels: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0, 0])
 
     def add_ok(self, outcome: UnitOutcome, attempts: int) -> None:
         unit = outcome.unit
         key = (table_for(unit.task), unit.network)
         tensor_ref = self.store.write_tensors(unit.unit_id, outcome.tensors)
         for k, row in enumerate(outcome.rows):
+            if row.get("snapshot") == "level" and row.get("reached") is not None:
+                tally = self.levels[(unit.network, float(row.get("snapshot_target") or 0.0))]
+                tally[0] += not row["reached"]
+                tally[1] += 1
             row = {**row, "unit_id": unit.unit_id, "network": unit.network, "dataset": unit.dataset,
                    "task": unit.task, "repeat": unit.repeat, "run_id": self.run_id}
             if tensor_ref is not None:
@@ -61,6 +67,10 @@ class StoreWriter:
         self.count += len(outcome.rows)
         entry = _entry(unit, "ok", len(outcome.rows), outcome.seconds, None, attempts, self.run_id)
         self.pending_units.append((entry, key))
+
+    def unreached(self) -> dict[tuple[str, float], tuple[int, int]]:
+        """(network, level) -> (rows that never reached the level, rows at that level), where any did not."""
+        return {key: (miss, total) for key, (miss, total) in sorted(self.levels.items()) if miss}
 
     def add_failed(self, unit: Unit, error: str, seconds: float, attempts: int) -> None:
         self.ledger.append({**_entry(unit, "failed", 0, seconds, error, attempts, self.run_id), "fragments": []})
