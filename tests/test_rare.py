@@ -27,7 +27,7 @@ DELTAS = {"linear": {1e-3: 15.4434, 1e-6: 21.1659, 1e-9: 25.7354},
           "gated": {1e-3: 12.6183, 1e-6: 18.2696, 1e-9: 22.9762}}
 RUNS = 100
 SPLITTING = dict(n_particles=300, p0=0.2, mcmc_steps=10)
-IMPORTANCE = dict(n=2000, restarts=8)
+IMPORTANCE = dict(n=2000, restarts=16)
 
 
 @functools.lru_cache(maxsize=None)

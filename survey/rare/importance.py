@@ -7,12 +7,13 @@ one batch:
 
     z <- ((grad h . z - h(z)) / ||grad h||^2) grad h,
 
-(the point of the linearised limit surface nearest the origin), with a merit line search. The distinct converged points within
-`margin` of the smallest ||z*|| become the means of the proposal q = sum_k pi_k N(z*_k, I),
-pi_k ~ exp(-||z*_k||^2 / 2) (restarts find the symmetric or competing failure modes). Then
-p_hat = mean(w 1{S >= delta}) over n draws from q with w = phi(z) / q(z) (computed in log space). The interval is the normal one for the weighted mean on
-the log scale, p_hat exp(-+ z se / p_hat) with se the standard error of w 1{S >= delta}; `ess` is the
-effective number of failure draws, (sum w 1)^2 / sum (w 1)^2. The score must be differentiable in z.
+(the point of the linearised limit surface nearest the origin), with a merit line search (plain
+HL-RF cycles on curved surfaces). The distinct converged points within `margin` of the smallest
+||z*|| become the means of the proposal q = sum_k pi_k N(z*_k, I), pi_k ~ exp(-||z*_k||^2 / 2)
+(restarts find the symmetric or competing failure modes). Then p_hat = mean(w 1{S >= delta}) over n
+draws from q with w = phi(z) / q(z) (in log space). The interval is the normal one for the weighted
+mean on the log scale, p_hat exp(-+ z se / p_hat), se the standard error of w 1{S >= delta}; `ess` is
+the effective number of failure draws, (sum w 1)^2 / sum (w 1)^2. The score must be differentiable in z.
 """
 
 from __future__ import annotations
@@ -117,12 +118,14 @@ def _draw(score: Score, means: torch.Tensor, log_pi: torch.Tensor, count: int, d
 
 
 def importance(score: Score, dim: int, delta: float, *, generator: torch.Generator, n: int = 2000,
-               restarts: int = 8, iterations: int = 100, margin: float = 1.0, dedupe: float = 0.05,
+               restarts: int = 16, iterations: int = 100, margin: float = 1.0, dedupe: float = 0.05,
                batch: int = 4096, confidence: float = 0.95, dtype: torch.dtype = torch.float64,
                means: torch.Tensor | None = None) -> RareResult:
     """Estimate P(S(z) >= delta) by importance sampling around the design points (module docstring).
 
-    n: draws from the proposal; restarts, iterations: the HL-RF search; margin: keep design points
+    n: draws from the proposal; restarts, iterations: the HL-RF search (a failure mode no restart
+    finds is missed, and p underestimated with a confident interval: with 8 restarts 6% of the runs on
+    the two-mode gated map found one mode; 16 is the default); margin: keep design points
     with ||z*|| <= min ||z*|| + margin; dedupe: points closer than dedupe * ||z*|| count as one;
     means: skip the search and use these (K, d) proposal means (equal weights ~ exp(-||mu||^2 / 2)).
     """
