@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # CPU build by default; on a GPU machine: make TORCH_SPEC="torch" demo
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install dev clean
+.PHONY: demo test test-fast install dev clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,8 +18,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/survey demo
 
+# Everything (what CI runs, about 15 minutes here); test-fast: unit and property tests only (under 2 minutes).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) results reports/quick
