@@ -48,3 +48,29 @@ def test_unknown_names_fail_clearly(tmp_path):
     result = runner.invoke(app, ["datasets", "show", "nosuch", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2
     assert "unknown dataset 'nosuch'" in result.stderr
+
+
+def test_datasets_list_and_show_take_the_loaders_options_and_name_skipped_files(tmp_path, monkeypatch):
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scans").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "scans" / f"s{i}.npy", np.random.default_rng(i).random((16, 16)))
+    (tmp_path / "scans" / "readme.txt").write_text("not an image")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["datasets", "list", "folder", "--param", "path=scans", "--size", "16"],
+                           env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "folder" in listed.output and "skipped files" in listed.output
+    shown = runner.invoke(app, ["datasets", "show", "folder", "--param", "path=scans", "--size", "16",
+                                "--out", "grid.png"])
+    assert shown.exit_code == 0, shown.output
+    assert "skipped 1 file: readme.txt" in shown.output and (tmp_path / "grid.png").exists()
+    bad = runner.invoke(app, ["datasets", "show", "folder", "--param", "path=scans", "--param", "nope=1",
+                              "--out", "grid.png"])
+    assert bad.exit_code == 2 and "does not take these options" in bad.stderr
+    assert runner.invoke(app, ["datasets", "list", "--param", "path=scans"]).exit_code == 2
