@@ -212,8 +212,8 @@ def _fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
 def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | str, *, hue: str = "network",
                    xlabel: str, ylabel: str, method: str = "clopper-pearson", log_x: bool = False,
                    svg: bool = False) -> list[Path]:
-    _theme()
-    frame = pd.DataFrame([e for e in estimates if e.get("method") == method])
+    _theme()   # method "primary": each group's primary interval (see survey.analysis.estimate)
+    frame = pd.DataFrame([e for e in estimates if (e.get("primary") if method == "primary" else e.get("method") == method)])
     if frame.empty:
         raise ValueError(f"no {method} estimates to plot")
     frame = frame.sort_values([hue, x])
@@ -234,6 +234,36 @@ def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | s
     return _save(fig, out, svg)
 
 
+def per_image_plot(counts: pd.DataFrame, by: Sequence[str], out: Path | str, *, max_groups: int = 12,
+                   svg: bool = False) -> list[Path]:
+    """The distribution over images of each image's P(bad) = k_i / n_i: one empirical CDF per group of `by`.
+
+    counts: one row per (group, image) with the `by` columns, n_i (rows) and k_i (bad rows), as
+    `survey.analysis.estimate` counts them; at most `max_groups` groups are drawn (in sorted order).
+    """
+    _theme()
+    frame = counts[counts["n_i"] > 0].copy()
+    if frame.empty:
+        raise ValueError("per_image_plot needs at least one image with rows")
+    frame["p_i"] = frame["k_i"] / frame["n_i"]
+    by = list(by)
+    frame["group"] = (frame[by].astype(str).agg(", ".join, axis=1) if by else "all")
+    groups = sorted(frame["group"].unique())[:max_groups]
+    fig, ax = plt.subplots(figsize=(5.4, 3.2))
+    for color, name in zip(sns.color_palette("colorblind", len(groups)), groups):
+        p = np.sort(frame.loc[frame["group"] == name, "p_i"].to_numpy(dtype=float))
+        steps = np.arange(1, p.size + 1) / p.size
+        ax.step(np.concatenate([[0.0], p, [1.0]]), np.concatenate([[0.0], steps, [1.0]]), where="post",
+                color=color, label=f"{name} ({p.size} images)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("P(bad) of an image (share of its rows that are bad)")
+    ax.set_ylabel("fraction of images")
+    ax.legend(title=", ".join(by) or None, frameon=True, fontsize=7, title_fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, svg)
+
+
 #: Figures kept with their report section, importable from here too: name -> section module.
 _MOVED = {"attack_grid": "attacks", "perturbation_maps": "attacks", "instability_curves": "attacks",
           "ball_grid": "ball", "ball_curves": "ball", "insertion_grid": "insertions", "recovery_rates": "insertions",
@@ -247,5 +277,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["PSNR_CAP", "attack_grid", "ball_curves", "ball_grid", "clear_cache", "image_grid", "insertion_grid",
-           "instability_curves", "perturbation_maps", "physics_panel", "recovery_rates", "row_tensors",
+           "instability_curves", "per_image_plot", "perturbation_maps", "physics_panel", "recovery_rates", "row_tensors",
            "sweep_curves"]

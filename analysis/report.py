@@ -10,7 +10,8 @@ This module only assembles. Each store table has a `Section` (survey.analysis.se
 come from the task registry (`survey.tasks`), a table's section from the module
 `survey.analysis.sections.<table>` (its `SECTION`), and a table without one gets the generic section
 (survey.analysis.sections.generic). Default definitions of a bad outcome live with their section; a
-study's own acceptance criteria (`[[criteria]]`) are judged on the Clopper-Pearson upper bound.
+study's own acceptance criteria (`[[criteria]]`) are judged on the one-sided upper bound of each group's primary
+interval, with the study's family-wise correction (`correction`, Holm by default) over all of them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, De
                                            format_interval, format_number, ledger_units, p, percent)
 from survey.analysis.sections.closing import limitations_section, provenance_section
 from survey.analysis.sections.generic import GenericSection
-from survey.analysis.sections.study import (CRITERION_METHOD, CriterionResult, Truths, criteria_section,
-                                            device_section, evaluate_criteria, mark_missing_networks,
+from survey.analysis.sections.study import (CRITERION_METHOD, CriterionResult, Truths, correction_text,
+                                            criteria_section, device_section, evaluate_criteria, mark_missing_networks,
                                             overall_verdict, runs as recorded_runs, study_info)
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -132,10 +133,16 @@ def _methods_section(ctx: Context, sections: Sequence[Section]) -> None:
 def _results_section(ctx: Context, sections: Sequence[Section]) -> None:
     blocks = ctx.doc.section("results", "Results with confidence intervals")
     level = percent(CONFIDENCE)
-    blocks.append(p(f"Probabilities are k / n with three {level} intervals: exact Clopper–Pearson, Wilson score, "
-                    f"and a percentile bootstrap that resamples images ({ctx.n_boot} resamples, seed {ctx.seed}; so "
-                    "correlated trials of one image are not counted as independent). The command under each table "
-                    "prints the same numbers."))
+    blocks.append(p(f"Each group's probability comes with one primary {level} interval, chosen by how its rows were "
+                    "drawn (docs/INTERVALS.md): where rows share an image (ball draws, insertions) it is cluster-exact, "
+                    "Korn–Graubard on the per-image proportions, for the population of images (the estimate is the "
+                    "mean per-image probability); where rows are independent trials (one row per image, per-image or "
+                    "per-curve counting) it is exact Clopper–Pearson on k of n. The secondary intervals follow, each "
+                    "with its assumption: Clopper–Pearson and Wilson on all rows (too narrow when rows share an "
+                    f"image) and a percentile bootstrap that resamples images ({ctx.n_boot} resamples, seed "
+                    f"{ctx.seed}; too narrow with few images). Each row names its population. Groups are kept apart "
+                    "by dataset, and marked in-distribution when the network was trained on that data. The command "
+                    "under each table prints the same numbers."))
     for section in sections:
         blocks += section.results(ctx)
 
@@ -158,18 +165,25 @@ def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) ->
         blocks.append(p(note, "not-run"))
 
 
-def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Section]) -> dict[str, Any]:
+def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Section],
+             correction: str = "holm") -> dict[str, Any]:
     verdict = overall_verdict(results)
     text = {"pass": "All acceptance criteria are met.",
             "fail": f"{sum(r.status == 'fail' for r in results)} of {len(results)} acceptance criteria are not met.",
             "incomplete": "Some acceptance criteria could not be judged (not run, no data or an error).",
             "no criteria": "The study states no acceptance criteria: the results are reported without a "
                            "verdict."}[verdict]
+    if results and any(r.groups for r in results):
+        text += (" Verdicts after Holm's family-wise correction over every criterion × group decision."
+                 if correction == "holm" else
+                 " NO family-wise correction (correction = \"none\"): each decision judged alone.")
     items = []
     for r in results:
-        worst = max((g["ci_high"] for g in r.groups if g["ci_high"] is not None), default=None)
-        detail = (f"largest upper bound {format_number(worst)} vs limit {format_number(r.max_upper)}"
+        worst = max((g["upper_bound"] for g in r.groups if g["upper_bound"] is not None), default=None)
+        detail = (f"largest one-sided upper bound {format_number(worst)} vs limit {format_number(r.max_upper)}"
                   if worst is not None else r.message or r.status)
+        if r.groups:
+            detail += f"; raw verdict {r.status_raw}, adjusted ({correction}) {r.status}"
         if worst is not None and r.message:
             detail += f"; {r.message}"
         items.append({"name": r.name, "status": r.status, "detail": detail})
@@ -180,7 +194,10 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
             counts.append(f"{section.table}: {n:,} rows")
         else:
             counts.append(f"{section.table}: not run")
-    return {"verdict": verdict, "text": text, "criteria": items, "counts": counts}
+    warning = (correction_text(results, correction)[0]
+               if correction == "none" and any(r.groups for r in results) else None)
+    return {"verdict": verdict, "text": text, "criteria": items, "counts": counts, "correction": correction,
+            "warning": warning}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -220,17 +237,21 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         if info.get("description"):
             use.append(p(info["description"]))
         _methods_section(ctx, sections)
-        results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed)
+        correction = info.get("correction") or "holm"
+        results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed,
+                                    correction=correction)
         mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
-        criteria_section(ctx.doc, results)
+        criteria_section(ctx.doc, results, correction)
         _results_section(ctx, sections)
         _worst_section(ctx, sections, truths)
         limitations_section(ctx, runs, tables)
         provenance_section(ctx, runs)
-        summary = _summary(ctx, results, sections)
+        summary = _summary(ctx, results, sections, correction)
     finally:
         con.close()
-    data = {"criteria": [{"name": r.name, "status": r.status, "groups": r.groups} for r in results],
+    data = {"correction": correction,
+            "criteria": [{"name": r.name, "status": r.status, "status_raw": r.status_raw, "groups": r.groups}
+                         for r in results],
             "estimates": {k: {"by": v["by"], "network": v["network"], "reference": v["reference"],
                               "commands": v["commands"]}
                           for k, v in ctx.computed.items()}}

@@ -70,14 +70,18 @@ def expand_grid(task: "TaskSpec") -> list[dict[str, Any]]:
 def unit_id(study: "Study", network: str, dataset: str, task: str, params: dict, start: int, stop: int,
             repeat: int) -> str:
     spec = next(d for d in study.datasets if d.name == dataset)
+    declared = spec.model_dump()
+    if declared.get("kind") in (None, spec.name):   # kind left at its default: the ids of older studies stay
+        declared.pop("kind", None)
     key = json.dumps({"study": study.name, "seed": study.seed, "network": network,
-                      "dataset": spec.model_dump(), "task": task, "params": params,
+                      "dataset": declared, "task": task, "params": params,
                       "images": [start, stop], "repeat": repeat}, sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def plan(study: "Study", dataset_sizes: dict[str, int]) -> list[Unit]:
-    """All units of `study`; `dataset_sizes[name]` is the number of images the dataset spec yields."""
+    """All units of `study`; `dataset_sizes[name]` is the number of images the dataset spec yields (keyed
+    by the study's dataset name, not its kind: two datasets of one kind are two datasets here)."""
     units: list[Unit] = []
     for t_index, task in enumerate(study.tasks):
         grid = expand_grid(task)

@@ -27,6 +27,9 @@ class NetworkSpec(_Model):
     weights: str | None = None           # safetensors or a state dict (loaded with weights_only=True)
     physics: dict[str, Any] | None = None  # make_physics keywords, for bring-your-own networks
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # datasets (kinds or study names) the network was trained on: the report marks groups on them as
+    # in-distribution; zoo networks take it from their model card unless given here
+    trained_on: list[str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -50,7 +53,11 @@ class NetworkSpec(_Model):
 
 
 class DatasetSpec(_Model):
+    """A dataset under a study's own `name` (what rows, estimates and the report show), loaded as `kind`
+    (a registered dataset; default: the name), so two `folder` datasets can be two hospitals' scans."""
+
     name: str
+    kind: str | None = None                 # the loader (survey.data); None: `name`
     split: Literal["train", "val", "test"] = "test"
     count: int | None = Field(None, ge=1)
     size: int | None = Field(None, ge=8)   # default: each network's own image size
@@ -59,9 +66,16 @@ class DatasetSpec(_Model):
     @model_validator(mode="after")
     def _known(self) -> "DatasetSpec":
         from survey.data import dataset_names
-        if self.name not in dataset_names():
-            raise ValueError(f"unknown dataset {self.name!r}; choose one of {dataset_names()}")
+        if self.loader not in dataset_names():
+            what = f"dataset kind {self.kind!r}" if self.kind is not None else f"dataset {self.name!r}"
+            hint = "" if self.kind is not None else " (or give `kind` to name a dataset of that kind yourself)"
+            raise ValueError(f"unknown {what}; choose one of {dataset_names()}{hint}")
         return self
+
+    @property
+    def loader(self) -> str:
+        """The registered dataset that loads this one: `kind`, else `name`."""
+        return self.kind or self.name
 
 
 class TaskSpec(_Model):
@@ -93,7 +107,8 @@ class CriterionSpec(_Model):
     table: str
     bad: str
     where: str | None = None
-    by: list[str] = Field(default_factory=lambda: ["network"])
+    # groups judged apart; datasets are kept apart unless `by` leaves "dataset" out (pooling them)
+    by: list[str] = Field(default_factory=lambda: ["network", "dataset"])
     per: Literal["row", "image", "curve"] = "row"   # unit of counting (see survey.analysis.estimate)
     max_upper: float = Field(..., gt=0, le=1)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -110,6 +125,9 @@ class Study(_Model):
     tasks: list[TaskSpec] = Field(..., min_length=1)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     criteria: list[CriterionSpec] = Field(default_factory=list)
+    # family-wise correction over every criterion x group decision (survey.analysis.decisions): "holm"
+    # keeps the chance of any wrong pass at 1 - confidence; "none" judges each decision alone
+    correction: Literal["holm", "none"] = "holm"
     path: str | None = None                # where the study file was read from (set by load_study)
 
     @model_validator(mode="after")

@@ -25,8 +25,9 @@ DEFINITIONS = (
                   "output still moves at least half as far as at the centre, ||f(y + Ar + Av) - f(y)|| >= "
                   "0.5 ||f(y + Ar) - f(y)||, in the same direction (cosine with the centre's artefact >= 0.5). "
                   "The radius is ||v|| / ||r|| (the paper uses 1/4). Draws are the counted trials; draws of one "
-                  "image are correlated, which the image-bootstrap interval accounts for and the binomial "
-                  "intervals do not."),
+                  "image are correlated, so the primary interval is cluster-exact: it speaks for the population "
+                  "of images (the mean over images of each image's P(persists)), where the binomial intervals "
+                  "would count correlated draws as independent."),
 )
 
 
@@ -39,12 +40,17 @@ class BallSection(Section):
     definitions = DEFINITIONS
 
     def definition_figure(self, ctx: Context, definition: Definition, found) -> dict | None:
-        cp = [r for r in found["network"] if r["method"] == "clopper-pearson"]
-        if definition.key != "ball-persistence" or len({r["radius"] for r in cp}) < 2:
+        primary = [r for r in found["network"] if r["primary"]]
+        if definition.key != "ball-persistence" or len({r["radius"] for r in primary}) < 2:
             return None
-        paths = ball_curves(found["network"], ctx.figure_path("ball_persistence"), svg=ctx.doc.svg)
-        return ctx.doc.figure(paths, "P(artefact persists) against the ball radius ||v|| / ||r||, per network; "
-                                     f"bands are {percent(definition.confidence)} Clopper–Pearson intervals.")
+        hue = "network" if "dataset" not in primary[0] else "group"
+        shown = [dict(r, group=f"{r['network']}, {r['dataset']}") for r in primary] if hue == "group" else primary
+        methods = sorted({r["method"] for r in primary})
+        paths = ball_curves(shown, ctx.figure_path("ball_persistence"), method="primary", hue=hue, svg=ctx.doc.svg)
+        return ctx.doc.figure(paths, "P(artefact persists) against the ball radius ||v|| / ||r||, per network"
+                                     f"{' and dataset' if hue == 'group' else ''}; points are the estimates and bands "
+                                     f"the {percent(definition.confidence)} primary intervals "
+                                     f"({', '.join(methods)}).")
 
     def worst(self, ctx: Context) -> list[dict[str, Any]]:
         if "tensor_file" not in ctx.columns("ball"):
@@ -125,10 +131,14 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
 
 
 def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: str = "radius",
-                ylabel: str = "P(artefact persists)", method: str = "clopper-pearson",
+                ylabel: str = "P(artefact persists)", method: str = "primary", hue: str = "network",
                 svg: bool = False) -> list[Path]:
-    """P(bad) against the ball radius per network, the band being the `method` interval.
+    """P(bad) against the ball radius per `hue` group, the band being the `method` interval ("primary": each
+    group's primary interval; the point is the row's `p`, so give rows whose `p` is the primary's estimate).
 
     estimates: rows of `estimate(..., by=["network", x])` (all methods; `method` is picked here).
     """
-    return _interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, svg=svg)
+    if method == "primary":
+        estimates = [dict(e, p=e.get("point", e.get("p"))) for e in estimates]
+    return _interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, hue=hue,
+                          svg=svg)

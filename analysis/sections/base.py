@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from survey.analysis.db import execute, sql_identifier
-from survey.analysis.estimate import estimate
+from survey.analysis.estimate import ASSUMPTIONS, METHODS, estimate, per_image_distribution
 
 CONFIDENCE = 0.95
 #: Bootstrap resamples and seed of the report's estimates (the defaults of `survey estimate`); the report
@@ -32,6 +32,12 @@ CONFIDENCE = 0.95
 N_BOOT = 2000
 SEED = 0
 MAX_WORST = 6       # networks shown in worst-case figures
+#: How tables name the interval methods of `survey.analysis.estimate`.
+METHOD_NAMES = {"cluster-exact": "cluster-exact", "clopper-pearson": "Clopper–Pearson", "wilson": "Wilson",
+                "bootstrap": "image bootstrap"}
+#: Levels and quantiles of the per-image distribution of P(bad) (the defaults of `survey estimate --distribution`).
+LEVELS = (0.01, 0.1, 0.5)
+QUANTILES = (0.5, 0.9, 0.99)
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -80,6 +86,49 @@ def estimate_command(table: str, bad: str | None, *, where: str | None, by: Sequ
         parts += ["--seed", str(seed)]
     parts += ["--store", str(store)]
     return " ".join(_shell_quote(p) for p in parts)
+
+
+def distribution_command(table: str, bad: str, *, where: str | None, by: Sequence[str], store: Path,
+                         confidence: float = CONFIDENCE) -> str:
+    """The `survey estimate --distribution` line printing the per-image distribution of P(bad)."""
+    command = estimate_command(table, bad, where=where, by=by, per="image", store=store, confidence=confidence)
+    head, _, tail = command.rpartition(" --store ")
+    return f"{head} --distribution --store {tail}"
+
+
+# -- training data: in- or out-of-distribution ------------------------------------------------------
+
+def training_data(info: dict[str, Any], network: str) -> list[str] | None:
+    """The datasets `network` was trained on: the study's `trained_on`, else its zoo card's dataset; None
+    when unknown (a bring-your-own network that declares none)."""
+    for spec in info.get("networks") or []:
+        if isinstance(spec, dict) and spec.get("name") == network:
+            if spec.get("trained_on"):
+                return [str(d) for d in spec["trained_on"]]
+            if spec.get("factory"):
+                return None
+            break
+    try:
+        from survey.nets.zoo import load_card, zoo_names
+
+        card = load_card(network) if network in zoo_names() else None
+    except (ImportError, OSError, ValueError):
+        return None
+    trained = (card or {}).get("dataset")
+    return [trained] if isinstance(trained, str) else list(trained) if isinstance(trained, list) else None
+
+
+def distribution(info: dict[str, Any] | None, network: Any, dataset: Any) -> str | None:
+    """"in-distribution" when `network` was trained on `dataset` (by the study's name of it or its kind),
+    "out-of-distribution" when not, None when either is unknown."""
+    if info is None or network is None or dataset is None:
+        return None
+    trained = training_data(info, str(network))
+    if trained is None:
+        return None
+    kinds = {d.get("name"): d.get("kind") or d.get("name") for d in info.get("datasets") or [] if isinstance(d, dict)}
+    names = {str(dataset), str(kinds.get(dataset, dataset))}
+    return "in-distribution" if names & set(trained) else "out-of-distribution"
 
 
 def _shell_quote(text: str) -> str:
@@ -310,26 +359,44 @@ def definition_commands(definition: Definition, by: Sequence[str], found: dict[s
 
 
 def estimate_table(doc: Doc, definition: Definition, by: Sequence[str], found: dict[str, list],
-                   commands: dict[str, str], *, n_boot: int = N_BOOT, seed: int = SEED) -> dict:
-    """The table of one definition: per group and solver, n, k, p and the three intervals."""
+                   commands: dict[str, str], *, n_boot: int = N_BOOT, seed: int = SEED,
+                   info: dict[str, Any] | None = None, dataset: str | None = None) -> dict:
+    """The table of one definition: per group and solver, n, k, images, the primary estimate and interval (its
+    method named) with its one-sided upper bound, then the secondary intervals and the population (estimand).
+
+    info: the study (a dict): with it, a "data" column marks each group in- or out-of-distribution for its network;
+    dataset: the table's only dataset, for groups that do not name one."""
     level = percent(definition.confidence)
-    columns = [*by, "solver", "n", "k", "p", f"{level} Clopper–Pearson", f"{level} Wilson",
-               f"{level} image bootstrap"]
+    marked = info is not None and "network" in by
+    columns = [*by, *(["data"] if marked else []), "solver", "n", "k", "images", "estimate",
+               f"{level} interval (primary)", "primary method", f"{level} upper bound (one-sided)",
+               "secondary intervals", "population"]
     lines: dict[tuple, dict[str, Any]] = {}
     for solver, rows in (("network", found["network"]), ("reference (CS)", found.get("reference") or [])):
         for r in rows:
             key = (*(r.get(c) for c in by), solver)
-            line = lines.setdefault(key, {"key": key, "n": r["n"], "k": r["k"], "p": r["p"]})
-            line[r["method"]] = format_interval(r["ci_low"], r["ci_high"])
-    ordered = sorted(lines.values(), key=lambda line: tuple(str(v) for v in line["key"][:-1]) +
-                     (line["key"][-1] != "network",))
-    body = [[*(str(v) if not isinstance(v, float) else format_number(v) for v in line["key"]), line["n"], line["k"],
-             line["p"], line.get("clopper-pearson", "–"), line.get("wilson", "–"), line.get("bootstrap", "–")]
-            for line in ordered]
+            line = lines.setdefault(key, {"key": key, "secondary": []})
+            if r.get("primary"):
+                line["primary"] = r
+            else:
+                line["secondary"].append(r)
+    ordered = sorted((line for line in lines.values() if "primary" in line),
+                     key=lambda line: tuple(str(v) for v in line["key"][:-1]) + (line["key"][-1] != "network",))
+    body = []
+    for line in ordered:
+        r = line["primary"]
+        shown = [str(v) if not isinstance(v, float) else format_number(v) for v in line["key"]]
+        if marked:
+            shown.insert(len(by), distribution(info, r.get("network"), r.get("dataset", dataset)) or "–")
+        secondary = "; ".join(f"{METHOD_NAMES.get(s['method'], s['method'])} {format_interval(s['ci_low'], s['ci_high'])}"
+                              for s in line["secondary"])
+        body.append([*shown, r["n"], r["k"], r["clusters"], r["point"], format_interval(r["ci_low"], r["ci_high"]),
+                     METHOD_NAMES.get(r["method"], r["method"]), r["upper_bound"], secondary or "–", r["estimand"]])
     y_note = f" (curves: x = {definition.x}, y = {definition.y})" if definition.per == "curve" else ""
+    first = len(by) + (2 if marked else 1)
     return doc.table(f"{definition.title}: P(bad) per {definition.unit}, bad = {definition.bad}"
                      f"{' where ' + definition.where if definition.where else ''}{y_note}.",
-                     columns, body, numeric=range(len(by) + 1, len(columns)),
+                     columns, body, numeric=[*range(first, first + 5), first + 7],
                      note=table_note(definition, found, n_boot=n_boot, seed=seed),
                      commands=list(commands.values()))
 
@@ -340,10 +407,45 @@ def table_note(definition: Definition, found: dict[str, list], *, n_boot: int = 
         asked = (f"bad = {definition.reference_bad}" if definition.reference_bad else f"y = {definition.reference_y}")
         note = ("Reference rows ask the same question of the compressed-sensing reference on the same data "
                 f"({asked}). ")
+    rows = [r for found_rows in found.values() for r in found_rows]
+    used = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    primaries = [m for m in METHODS if any(r["method"] == m and r.get("primary") for r in rows)]
+    if primaries:
+        note += (f"Primary: {', '.join(METHOD_NAMES[m] for m in primaries)} (estimate: "
+                 + ("the mean per-image probability" if "cluster-exact" in primaries else "k / n")
+                 + "; the one-sided upper bound is what criteria compare with their limits). ")
+    note += "Assumptions: " + "; ".join(f"{METHOD_NAMES[m]}: {ASSUMPTIONS[m]}" for m in used) + ". "
     note += f"Image bootstrap: {n_boot} resamples, seed {seed}"
-    if any(r["method"] == "bootstrap" and r["note"] for rows in found.values() for r in rows):
-        note += "; '–' where no unit (or every unit) is bad: resampling cannot bound p, use Clopper–Pearson"
+    if any(r["method"] == "bootstrap" and r["note"] for r in rows):
+        note += "; '–' where no unit (or every unit) is bad: resampling cannot bound p, use the primary interval"
     return note + "."
+
+
+def distribution_table(doc: Doc, definition: Definition, by: Sequence[str], rows: list[dict[str, Any]],
+                       command: str, *, levels: Sequence[float] = LEVELS) -> dict:
+    """Per group: images, how P(bad) spreads over them (mean, quantiles, max) and, per level, the images whose
+    P(bad) exceeds it, with an exact interval for that fraction of the population of images."""
+    level = percent(definition.confidence)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(c) for c in by), {"summary": r, "levels": {}})["levels"][r["level"]] = r
+    columns = [*by, "images", "mean", "median", "90th pct", "max",
+               *(f"P(bad) > {v:g}: images [{level} CI of the fraction]" for v in levels)]
+    body = []
+    for key, g in groups.items():
+        s = g["summary"]
+        cells = [f"{a['above']} / {a['images']} {format_interval(a['ci_low'], a['ci_high'])}" if a else "–"
+                 for a in (g["levels"].get(float(v)) for v in levels)]
+        body.append([*(str(v) if not isinstance(v, float) else format_number(v) for v in key), s["images"], s["mean"],
+                     s.get("q0.5"), s.get("q0.9"), s["max"], *cells])
+    estimand = rows[0]["estimand"].split(":")[0] if rows else ""
+    return doc.table(f"{definition.title}: how P(bad) spreads over images ({estimand}); each image's P(bad) is the "
+                     f"share of its {definition.unit}s that are bad.", columns, body,
+                     numeric=range(len(by), len(columns)),
+                     note="A mean per-image probability can hide a few images that fail often: the columns on the "
+                          "right count the images whose own P(bad) exceeds each level, with an exact (Clopper–Pearson "
+                          "on images) interval for that fraction of the population of images.",
+                     commands=[command])
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -428,9 +530,44 @@ class Section:
         ctx.computed[definition.key] = {"by": by, **found, "commands": commands}
         if not found["network"]:
             return [p("No rows matched this definition.", "not-run")]
-        blocks = [estimate_table(ctx.doc, definition, by, found, commands, n_boot=ctx.n_boot, seed=ctx.seed)]
+        dataset = None
+        if "dataset" not in by and "dataset" in ctx.columns(definition.table):
+            names = execute(ctx.con, f"SELECT DISTINCT dataset FROM {sql_identifier(definition.table)}")["dataset"]
+            dataset = str(names.iloc[0]) if len(names) == 1 else None
+        blocks = [estimate_table(ctx.doc, definition, by, found, commands, n_boot=ctx.n_boot, seed=ctx.seed,
+                                 info=ctx.info, dataset=dataset)]
         figure = self.definition_figure(ctx, definition, found)
-        return blocks + ([figure] if figure is not None else [])
+        blocks += [figure] if figure is not None else []
+        if definition.per == "row" and any(r["primary"] and r["method"] == "cluster-exact" for r in found["network"]):
+            blocks += self.per_image_blocks(ctx, definition, by)
+        return blocks
+
+    def per_image_blocks(self, ctx: Context, definition: Definition, by: Sequence[str]) -> list[dict[str, Any]]:
+        """For rows that share an image: the per-image distribution of P(bad), as a table and a figure."""
+        from survey.analysis.estimate import _fetch_counts
+        from survey.analysis.figures import per_image_plot
+
+        try:
+            rows = per_image_distribution(ctx.con, definition.table, definition.bad, where=definition.where, by=by,
+                                          levels=LEVELS, quantiles=QUANTILES, confidence=definition.confidence)
+            counts, _ = _fetch_counts(ctx.con, definition.table, definition.bad, where=definition.where, by=by,
+                                      per="row", confidence=definition.confidence, cluster=None, x="value", y="psnr")
+        except ValueError as exc:
+            return [p(f"The per-image distribution could not be computed: {exc}", "not-run")]
+        if not rows:
+            return []
+        command = distribution_command(definition.table, definition.bad, where=definition.where, by=by,
+                                       store=ctx.given, confidence=definition.confidence)
+        ctx.computed[f"{definition.key}:per-image"] = {"by": list(by), "network": rows, "reference": [],
+                                                        "commands": {"network": command}}
+        blocks = [distribution_table(ctx.doc, definition, by, rows, command)]
+        paths = per_image_plot(counts, list(by), ctx.figure_path(f"per_image_{slug(definition.key)}"),
+                               svg=ctx.doc.svg)
+        blocks.append(ctx.doc.figure(paths, f"{definition.title}: the distribution over images of each image's "
+                                            f"P(bad) (share of its {definition.unit}s that are bad), one curve per "
+                                            "group: the fraction of images whose P(bad) is at most the value on the "
+                                            "x axis. A curve that rises late means some images fail often."))
+        return blocks
 
     def definition_figure(self, ctx: Context, definition: Definition, found: dict[str, list]) -> dict | None:
         """A figure under one definition's table (None: no figure)."""
@@ -446,7 +583,9 @@ class Section:
         return []
 
 
-__all__ = ["CONFIDENCE", "Context", "Definition", "Doc", "LIVE_UNITS", "MAX_WORST", "N_BOOT", "SEED", "Section",
-           "as_json", "count", "definition_commands", "definition_estimates", "estimate_command", "estimate_table",
+__all__ = ["CONFIDENCE", "Context", "Definition", "Doc", "LEVELS", "LIVE_UNITS", "MAX_WORST", "METHOD_NAMES", "N_BOOT",
+           "QUANTILES", "SEED", "Section", "as_json", "count", "definition_commands", "definition_estimates",
+           "distribution", "distribution_command", "distribution_table", "estimate_command", "estimate_table",
+           "training_data",
            "format_interval", "format_number", "group_columns", "h3", "ledger_units", "not_run", "p", "percent",
            "records", "slug", "table_note"]

@@ -45,8 +45,12 @@ def limitations_section(ctx: Context, runs: list[dict[str, Any]], tables: Sequen
         ("What the statistics cover.", "Intervals quantify sampling uncertainty over the images and draws actually "
                                        "tested, under the stated definitions of a bad outcome; they do not cover other "
                                        "datasets, other noise models, adversaries with other budgets, or definitions "
-                                       "chosen differently. Draws of one image are correlated: prefer the "
-                                       "image-bootstrap interval where it differs."),
+                                       "chosen differently. Draws of one image are correlated: the primary "
+                                       "interval (cluster-exact) speaks for the population of images and is wide "
+                                       "when few images are tested; the binomial intervals shown beside it count "
+                                       "correlated draws as independent. Out-of-distribution groups (data the "
+                                       "network was not trained on) are marked as such and say nothing of the "
+                                       "intended use unless it includes that data."),
         ("Reference solver.", "The compressed-sensing reference is tuned once per operator; it is a stable baseline, "
                               "not an optimum, and its own worst case (attacking it directly) is reported only where "
                               "the study asked for it."),

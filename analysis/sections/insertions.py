@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from survey.analysis.db import execute
-from survey.analysis.estimate import clopper_pearson
+from survey.analysis.estimate import clopper_pearson, estimate
 from survey.analysis.figures import _as_image, _fmt, _panel, _save, _theme, plt, row_tensors
 from survey.analysis.sections.base import MAX_WORST, Context, Definition, Section, h3, percent, records
 
@@ -40,18 +40,29 @@ class InsertionsSection(Section):
     def definition_figure(self, ctx: Context, definition: Definition, found) -> dict | None:
         if definition.key != "insertion-lost":
             return None
+        # all details pooled: re-estimated per network (and dataset), so that the pooled placements of one image
+        # stay one cluster (adding Clopper-Pearson counts over details would treat them as independent)
+        by = [c for c in ("network", "dataset") if found["network"] and c in found["network"][0]]
         labelled = []
-        for solver, rows in (("network", found["network"]), ("reference (CS)", found["reference"])):
-            labelled += [dict(r, solver=solver, p=1 - r["p"], ci_low=None if r["ci_high"] is None else 1 - r["ci_high"],
+        asked = (("network", definition.bad, definition.where, bool(found["network"])),
+                 ("reference (CS)", definition.reference_bad, definition.reference_where, bool(found["reference"])))
+        for solver, bad, where, present in asked:
+            if not present:
+                continue
+            rows = estimate(ctx.con, definition.table, bad, where=where, by=by, confidence=definition.confidence,
+                            n_boot=ctx.n_boot, seed=ctx.seed)
+            labelled += [dict(r, solver=solver, network=", ".join(str(r[c]) for c in by), p=1 - r["point"],
+                              ci_low=None if r["ci_high"] is None else 1 - r["ci_high"],
                               ci_high=None if r["ci_low"] is None else 1 - r["ci_low"])
-                         for r in pooled(rows, definition.confidence)]
+                         for r in rows if r["primary"]]
         if not labelled:
             return None
-        paths = recovery_rates(labelled, ctx.figure_path("recovery_rates"), svg=ctx.doc.svg)
-        return ctx.doc.figure(paths, "Recovery rate of inserted details (1 − P(lost)) per network, network and "
-                                     "reference, "
-                                     f"with {percent(definition.confidence)} Clopper–Pearson intervals (all "
-                                     "details pooled).")
+        methods = sorted({r["method"] for r in labelled})
+        paths = recovery_rates(labelled, ctx.figure_path("recovery_rates"), method="primary", svg=ctx.doc.svg)
+        return ctx.doc.figure(paths, "Recovery rate of inserted details (1 − P(lost)) per network"
+                                     f"{' and dataset' if 'dataset' in by else ''}, network and reference, with "
+                                     f"{percent(definition.confidence)} primary intervals ({', '.join(methods)}; "
+                                     "all details pooled, placements of one image counted as one cluster).")
 
     def worst(self, ctx: Context) -> list[dict[str, Any]]:
         if "tensor_file" not in ctx.columns("insertions"):
@@ -121,9 +132,10 @@ def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, l
                    method: str = "clopper-pearson", ylabel: str = "P(detail recovered)",
                    svg: bool = False) -> list[Path]:
     """Point estimates with interval error bars, per network, one colour per `label` value
-    (e.g. network vs reference). estimates: estimate rows carrying a `label` key."""
+    (e.g. network vs reference). estimates: estimate rows carrying a `label` key; method "primary" takes each
+    group's primary row."""
     _theme()
-    frame = pd.DataFrame([e for e in estimates if e.get("method") == method])
+    frame = pd.DataFrame([e for e in estimates if (e.get("primary") if method == "primary" else e.get("method") == method)])
     if frame.empty:
         raise ValueError(f"no {method} estimates to plot")
     networks = sorted(frame["network"].unique())

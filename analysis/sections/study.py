@@ -1,5 +1,6 @@
 """The study around the tables: its recorded provenance, the ground truths, the device under test, the
-study's acceptance criteria and their verdicts (judged on the Clopper-Pearson upper bound).
+study's acceptance criteria and their verdicts (`survey.analysis.decisions.decide`: the primary interval's
+one-sided upper bound, with a family-wise correction across every criterion x group decision).
 
 The ground truth x is not stored by the tasks: worst-case figures reload it from the study's dataset
 declaration (deterministic loaders) and use it only when its content hash equals the one recorded in
@@ -17,8 +18,8 @@ from survey.analysis.estimate import estimate
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Doc, as_json, estimate_command,
                                            format_number, p, percent, records)
 
-#: The interval an acceptance criterion is judged on (exact; one-sided at k = 0, else two-sided, so conservative).
-CRITERION_METHOD = "clopper-pearson"
+#: What an acceptance criterion is judged on: each group's primary interval (its one-sided upper bound).
+CRITERION_METHOD = "primary"
 
 
 # -- the study and its provenance -----------------------------------------------------------------
@@ -65,18 +66,14 @@ class Truths:
         return None if images is None else images.get(image_id)
 
     def _load(self, dataset: str, size: int):
-        from survey.data import load_dataset
+        from survey.data.catalog import load_declared
 
         spec = self.datasets.get(dataset)
         if spec is None:
             self.notes.append(f"dataset {dataset!r} is not declared in the study: x is not shown")
             return None
-        params = dict(spec.get("params") or {})
-        if "path" in params:
-            params["path"] = str((self.base / params["path"]).resolve())
-        try:
-            images = load_dataset(dataset, split=spec.get("split", "test"), size=size, count=spec.get("count"),
-                                  **params)
+        try:   # loaded as its kind (default: its name), under the study's name
+            images = load_declared(spec, size, self.base)
         except (ValueError, OSError, ImportError) as exc:
             self.notes.append(f"dataset {dataset!r} could not be reloaded ({exc}): x is not shown")
             return None
@@ -178,7 +175,9 @@ def distinct_networks(ctx: Context, tables: Sequence[str]) -> list[str]:
 
 @dataclass
 class CriterionResult:
-    """The verdict on one acceptance criterion: status "pass", "fail", "not run", "no data" or "error"."""
+    """The verdict on one acceptance criterion: status "pass", "fail", "not run", "no data" or "error".
+
+    status follows the corrected decisions (`passed`), status_raw each decision alone (`passed_raw`)."""
 
     name: str
     table: str
@@ -188,45 +187,67 @@ class CriterionResult:
     max_upper: float
     confidence: float
     status: str
-    groups: list[dict[str, Any]] = field(default_factory=list)   # estimate rows of CRITERION_METHOD + passed
+    groups: list[dict[str, Any]] = field(default_factory=list)   # primary estimate rows + their decision
     message: str = ""
     command: str = ""
+    status_raw: str = ""
+    correction: str = "holm"
 
 
 def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n_boot: int = N_BOOT,
-                      seed: int = SEED) -> list[CriterionResult]:
-    """Judge each criterion (CriterionSpec or dict): pass when every group's Clopper-Pearson upper bound
-    of P(bad) is <= max_upper; computed by `estimate` with the criterion's `per`, as `survey estimate` does."""
+                      seed: int = SEED, correction: str = "holm") -> list[CriterionResult]:
+    """Judge each criterion (CriterionSpec or dict) with `survey.analysis.decisions.decide`: a group passes
+    when the one-sided upper bound of its PRIMARY interval (cluster-exact where rows share an image) is at
+    most max_upper; every criterion x group decision is one member of a family corrected by `correction`
+    ("holm" or "none"). The family is judged at the highest confidence the criteria state. Estimates come
+    from `estimate` with the criterion's `per` and `by`, as `survey estimate` prints them."""
+    from survey.analysis.decisions import CORRECTIONS, decide
     from survey.spec import CriterionSpec
 
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
     own = con is None
     con = connect(store) if own else con
     try:
         known = view_names(con)
-        results = []
+        results, family = [], []
         for raw in criteria:
             c = raw if isinstance(raw, CriterionSpec) else CriterionSpec(**raw)
-            result = CriterionResult(c.name, c.table, c.bad, c.where, list(c.by), c.max_upper, c.confidence,
-                                     "not run", command=estimate_command(c.table, c.bad, where=c.where, by=c.by,
-                                                                         per=c.per, store=Path(store),
-                                                                         confidence=c.confidence))
+            by = list(c.by)
+            if c.table in known and "dataset" in by:   # the default keeps datasets apart where rows name them
+                cols = set(execute(con, f"DESCRIBE {sql_identifier(c.table)}")["column_name"])
+                by = [b for b in by if b != "dataset" or b in cols]
+            result = CriterionResult(c.name, c.table, c.bad, c.where, by, c.max_upper, c.confidence,
+                                     "not run", correction=correction,
+                                     command=estimate_command(c.table, c.bad, where=c.where, by=by,
+                                                              per=c.per, store=Path(store),
+                                                              confidence=c.confidence))
             results.append(result)
             if c.table not in known:
                 result.message = f"the store holds no {c.table!r} table"
                 continue
             try:
-                rows = estimate(con, c.table, c.bad, where=c.where, by=c.by, per=c.per, confidence=c.confidence,
+                rows = estimate(con, c.table, c.bad, where=c.where, by=by, per=c.per, confidence=c.confidence,
                                 n_boot=n_boot, seed=seed)
             except ValueError as exc:
                 result.status, result.message = "error", str(exc)
                 continue
-            chosen = [dict(r, passed=r["ci_high"] is not None and r["ci_high"] <= c.max_upper)
-                      for r in rows if r["method"] == CRITERION_METHOD]
-            result.groups = chosen
-            if not chosen:
+            if not rows:
                 result.status, result.message = "no data", "no rows matched"
-            else:
-                result.status = "pass" if all(g["passed"] for g in chosen) else "fail"
+                continue
+            family.append({"name": len(results) - 1, "limit": c.max_upper, "rows": rows,
+                           "confidence": c.confidence})
+        if family:
+            level = max(f["confidence"] for f in family)
+            primary = {f["name"]: [r for r in f["rows"] if r["primary"]] for f in family}
+            for d in decide(family, correction=correction, confidence=level):
+                result = results[d["criterion"]]
+                row = primary[d["criterion"]][len(result.groups)]
+                result.groups.append({**row, **{k: v for k, v in d.items() if k not in ("criterion", "group")}})
+            for f in family:
+                result = results[f["name"]]
+                result.status = "pass" if all(g["passed"] for g in result.groups) else "fail"
+                result.status_raw = "pass" if all(g["passed_raw"] for g in result.groups) else "fail"
         return results
     finally:
         if own:
@@ -234,7 +255,7 @@ def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n
 
 
 def overall_verdict(results: Sequence[CriterionResult]) -> str:
-    """"pass", "fail", "incomplete" (some criterion not judged) or "no criteria"."""
+    """"pass", "fail", "incomplete" (some criterion not judged) or "no criteria"; on the corrected decisions."""
     if not results:
         return "no criteria"
     if any(r.status == "fail" for r in results):
@@ -255,31 +276,59 @@ def mark_missing_networks(results: Sequence[CriterionResult], ctx: Context, task
             r.status = "no data"
 
 
-def criteria_section(doc: Doc, results: list[CriterionResult]) -> None:
+def correction_text(results: Sequence[CriterionResult], correction: str) -> tuple[str, str | None]:
+    """(the sentence saying which family-wise correction judged the criteria, its paragraph class)."""
+    size = sum(len(r.groups) for r in results)
+    levels = sorted({g["confidence"] for r in results for g in r.groups})
+    level = percent(levels[0]) if levels else percent(CONFIDENCE)
+    if correction == "none":
+        return (f"NO FAMILY-WISE CORRECTION (correction = \"none\" in the study file): each of the {size} "
+                f"criterion × group decisions is judged alone at {level}, so the chance that at least one of them "
+                f"passes wrongly can be up to {size} times 1 − {level}; the adjusted verdict equals the raw one.",
+                "warning")
+    return (f"Family-wise correction: Holm's step-down over all {size} criterion × group decisions, so that the "
+            f"chance that any of them passes wrongly is at most 1 − {level} (correction = \"holm\"). The "
+            "adjusted verdict decides; the raw verdict (each decision alone) is shown beside it.", None)
+
+
+def criteria_section(doc: Doc, results: list[CriterionResult], correction: str = "holm") -> None:
     blocks = doc.section("criteria", "Acceptance criteria")
     if not results:
         blocks.append(p("The study file states no acceptance criteria ([[criteria]] tables); the results below are "
                         "reported without a verdict.", "not-run"))
         return
-    levels = sorted({r.confidence for r in results}) or [CONFIDENCE]
-    blocks.append(p(f"A criterion passes when, for every group, the upper bound of the "
-                    f"{' / '.join(percent(c) for c in levels)} "
-                    "Clopper–Pearson interval for P(bad) is at most the stated limit. The bound is exact: "
-                    "one-sided when no bad outcome was seen (then 1 − α^(1/n)), otherwise the upper end of the "
-                    "two-sided interval, which is conservative. Trials are counted per the criterion's `per` (row, "
-                    "image or sweep curve), as in `survey estimate`."))
+    stated = sorted({r.confidence for r in results}) or [CONFIDENCE]
+    family = sorted({g["confidence"] for r in results for g in r.groups})
+    blocks.append(p("A criterion passes when, for every group, the one-sided upper confidence bound of P(bad) from "
+                    "the group's primary interval is at most the stated limit: cluster-exact (Korn–Graubard on "
+                    "per-image proportions, for the population of images) where rows share an image, exact "
+                    "Clopper–Pearson where they are independent trials (one row per image, per-image or per-curve "
+                    "counting). Always one-sided at the stated confidence "
+                    f"({' / '.join(percent(c) for c in stated)}), never the upper end of a two-sided interval. "
+                    "Datasets are judged apart unless a criterion's `by` leaves out \"dataset\"."))
+    if len(stated) > 1 and family:
+        blocks.append(p(f"The criteria state different confidences; the family is judged at the highest, "
+                        f"{percent(family[0])}.", "not-run"))
+    text, cls = correction_text(results, correction)
+    blocks.append(p(text, cls))
     rows = []
     for r in results:
         if not r.groups:
-            rows.append([r.name, r.table, r.bad, r.where or "–", "–", "–", "–", "–", "–",
-                         format_number(r.max_upper), r.status.upper()])
+            rows.append([r.name, r.table, r.bad, r.where or "–", "–", "–", "–", "–", "–", "–", "–", "–",
+                         format_number(r.max_upper), "–", r.status.upper()])
         for g in r.groups:
             group = ", ".join(f"{c}={g.get(c)}" for c in r.by) or "all"
-            rows.append([r.name, r.table, r.bad, r.where or "–", group, g["n"], g["k"], g["p"], g["ci_high"],
-                         format_number(r.max_upper), "PASS" if g["passed"] else "FAIL"])
-    blocks.append(doc.table("Acceptance criteria from the study file, judged per group.",
-                            ["criterion", "table", "bad", "where", "group", "n", "k", "p", "upper bound", "limit",
-                             "verdict"], rows, status_column=10, numeric=range(5, 10),
+            rows.append([r.name, r.table, r.bad, r.where or "–", group, g["n"], g["k"], g["point"], g["method"],
+                         g["upper_bound"], g["p_value"], g["p_adjusted"] if correction != "none" else "–",
+                         format_number(r.max_upper), "PASS" if g["passed_raw"] else "FAIL",
+                         "PASS" if g["passed"] else "FAIL"])
+    adjusted = "verdict (Holm)" if correction == "holm" else "verdict (uncorrected)"
+    blocks.append(doc.table("Acceptance criteria from the study file, judged per group: the primary interval's "
+                            "one-sided upper bound against the limit; the raw verdict judges each decision alone, the "
+                            f"adjusted one ({correction}) the family.",
+                            ["criterion", "table", "bad", "where", "group", "n", "k", "estimate", "primary method",
+                             "upper bound (one-sided)", "p-value", "adjusted p-value", "limit", "raw verdict",
+                             adjusted], rows, status_column=14, numeric=[5, 6, 7, 9, 10, 11, 12],
                             commands=[r.command for r in results]))
     for r in results:
         if r.message:

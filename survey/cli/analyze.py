@@ -40,9 +40,12 @@ def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = 
     table = Table(title=title)
     for column in columns:
         table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    console = Console(width=max(160, Console().width))
+    cells = [[_cell(v) for v in row] for row in rows]
+    for row in cells:
+        table.add_row(*row)
+    # wide enough for every cell in full (a pipe or a narrow terminal wraps lines rather than cutting numbers)
+    needed = sum(max([len(c), *(len(r[i]) for r in cells)]) + 3 for i, c in enumerate(columns)) + 1
+    console = Console(width=max(160, Console().width, needed))
     console.print(table)
     if more:
         console.print(f"... {more} more rows (use --format csv/json/parquet with --out for all)")
@@ -108,6 +111,14 @@ def estimate(
                                                  "curve (sweeps: per-image slope, y_start, y_end, y_peak ...)."),
     slopes: bool = typer.Option(False, "--slopes", help="Instead: mean per-image slope of y against x with a "
                                                         "bootstrap interval (sweeps)."),
+    distribution: bool = typer.Option(False, "--distribution", help="Instead: how P(bad) spreads over images "
+                                                                    "(each image's share of bad rows): mean, "
+                                                                    "quantiles, and per level the images above it "
+                                                                    "with an exact interval (--per row or image)."),
+    levels: str = typer.Option("0.01,0.1,0.5", "--levels", help="--distribution: comma-separated levels of "
+                                                                "per-image P(bad), each in [0, 1)."),
+    quantiles: str = typer.Option("0.5,0.9,0.99", "--quantiles", help="--distribution: comma-separated "
+                                                                      "quantiles of per-image P(bad), in [0, 1]."),
     x: str = typer.Option("value", "--x", help="Curve abscissa for --per curve and --slopes (sweeps: value, the "
                                                "level on the row's axis; or ratio, views, sigma)."),
     y: str = typer.Option("psnr", "--y", help="Curve ordinate for --per curve and --slopes (psnr, ref_psnr, ssim, "
@@ -117,17 +128,37 @@ def estimate(
     fmt: str = typer.Option("table", "--format", help="table or json."),
     store: StoreOption = None,
 ) -> None:
-    """Probability of a bad outcome per group, with Clopper-Pearson, Wilson and image-bootstrap intervals.
+    """Probability of a bad outcome per group, with its primary interval (marked *: cluster-exact where rows
+    share an image, else Clopper-Pearson) and the secondary ones (Clopper-Pearson, Wilson, image bootstrap).
 
     Example: survey estimate --table ball --bad "out_change_rel >= 0.1" --by network,radius --store results
+
+    Example: survey estimate --table ball --bad "artefact_cos >= 0.5" --by network --per image --distribution
+    --levels 0.01,0.1,0.5 --store results
     """
     from survey.analysis.estimate import estimate as run_estimate
-    from survey.analysis.estimate import sweep_slopes
+    from survey.analysis.estimate import per_image_distribution, sweep_slopes
 
     if fmt not in ESTIMATE_FORMATS:
         fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
+    if distribution and slopes:
+        fail("--distribution and --slopes are two different summaries: give one")
+    if distribution and per == "curve":
+        fail("--distribution spreads per-image P(bad) over images: use --per row or --per image, not curve")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     root = store_path(store)
+    if distribution:
+        rows = per_image_distribution(root, table, bad, where=where, by=groups, levels=_numbers(levels, "--levels"),
+                                      quantiles=_numbers(quantiles, "--quantiles"), confidence=confidence)
+        if fmt == "json":
+            typer.echo(json.dumps(rows, indent=2, default=str))
+        elif not rows:
+            typer.echo("no rows matched")
+        else:
+            columns = [c for c in rows[0] if c not in ("confidence", "estimand")]
+            _print_table(columns, [[r.get(c) for c in columns] for r in rows],
+                         title=f"{table}: per-image P({bad}) at {confidence:g}, {rows[0]['estimand'].split(':')[0]}")
+        return
     if slopes:
         rows = sweep_slopes(root, table=table, by=groups, where=where, x=x, y=y, confidence=confidence,
                             n_boot=n_boot, seed=seed)
@@ -149,29 +180,52 @@ def estimate(
         _print_estimates(rows, title)
 
 
+def _numbers(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers (--levels, --quantiles)."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"{option} must be comma-separated numbers, got {text!r}")
+    if not values:
+        fail(f"{option} needs at least one number")
+    return values
+
+
 def _interval(row: dict[str, Any]) -> str:
     low, high = row["ci_low"], row["ci_high"]
     return f"[{'-' if low is None else f'{low:.4g}'}, {'-' if high is None else f'{high:.4g}'}]"
 
 
 def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
-    """One line per group: counts, then each method's interval side by side; notes below."""
+    """One line per group: counts, the primary method and estimate, then each method's interval side by side
+    (the primary one marked *) and the population the numbers speak for; notes below."""
     from survey.analysis.estimate import FIXED_KEYS, METHODS
 
     groups = [c for c in rows[0] if c not in FIXED_KEYS]
     lines: dict[tuple, dict[str, Any]] = {}
     notes: dict[str, int] = {}
+    populations: dict[str, int] = {}
     for row in rows:
         key = tuple(row[c] for c in groups)
         line = lines.setdefault(key, {**{c: row[c] for c in groups}, "n": row["n"], "k": row["k"], "p": row["p"],
                                       "clusters": row["clusters"], "check": row["rule_of_three"]})
-        line[row["method"]] = _interval(row)
+        line[row["method"]] = _interval(row) + (" *" if row.get("primary") else "")
+        if row.get("primary"):
+            line.update(primary=row["method"], estimate=row["point"], upper=row["upper_bound"])
+            populations[row["estimand"]] = populations.get(row["estimand"], 0) + 1
         if row["method"] != "bootstrap":
             line["interval"] = row["interval"]
         if row["note"]:
             notes[f"{row['method']}: {row['note']}"] = notes.get(f"{row['method']}: {row['note']}", 0) + 1
-    columns = [*groups, "n", "k", "p", *METHODS, "interval", "check", "clusters"]
+    columns = [*groups, "n", "k", "p", "primary", "estimate", "upper", *METHODS, "interval", "check", "clusters"]
     _print_table(columns, [[line.get(c) for c in columns] for line in lines.values()], title=title)
+    console = Console(width=max(160, Console().width))
+    console.print("* the primary interval (report this one); estimate: its point estimate; upper: its one-sided upper "
+                  "bound at the confidence level (what criteria compare with their limits)", highlight=False,
+                  markup=False)
+    for population, count in populations.items():
+        console.print(f"population: {population} ({count} group{'s' if count > 1 else ''})", highlight=False,
+                      markup=False)
     if any(line["check"] is not None for line in lines.values()):
         Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
     for note, count in notes.items():

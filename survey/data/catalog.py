@@ -22,6 +22,23 @@ def resolve_dataset_params(params: Mapping[str, Any], base_dir: Path | str) -> d
     return resolved
 
 
+def load_declared(spec, size: int, base_dir: Path | str):
+    """The images of a study's dataset declaration (`survey.spec.DatasetSpec` or its dict) at `size`: loaded
+    as its `kind` (default: its name), with `path` resolved against `base_dir`."""
+    from survey.data import load_dataset
+
+    get = spec.get if isinstance(spec, Mapping) else lambda key, default=None: getattr(spec, key, default)
+    name = get("name")
+    kind = get("kind") or name
+    params = resolve_dataset_params(get("params") or {}, base_dir)
+    try:
+        return load_dataset(kind, split=get("split") or "test", size=size, count=get("count"), **params)
+    except ValueError as exc:
+        if kind == name:
+            raise
+        raise ValueError(f"dataset {name!r} (kind {kind!r}): {exc}") from None
+
+
 def describe(name: str, size: int = 64, **params) -> dict:
     """{"name", "counts": {"train", "val", "test"} or None, "size", "source"} of dataset `name`.
 

@@ -77,6 +77,6 @@ def evaluate_study_network(study: Study, name: str, *, dataset: str | None = Non
     net, physics = resolve_network(spec, study.base_dir).build(device)
     params: dict = {}
     if dataset is None:
-        dataset, params = study.datasets[0].name, dict(study.datasets[0].params)
+        dataset, params = study.datasets[0].loader, dict(study.datasets[0].params)
     return evaluate_network(name, net, physics, dataset, split=split, count=count, params=params,
                             base_dir=study.base_dir, device=device)

@@ -28,16 +28,14 @@ def load_images(study: Study, sizes: set[int], skipped: dict[str, list[tuple[str
                 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, list[str]], dict[str, str]]:
     """Images per (size, dataset) as float32 numpy, ids per dataset, content hash per dataset@size; fills
     `skipped` (when given) with dataset -> (item, reason) of the files its loader could not use."""
-    from survey.data import load_dataset
-    from survey.data.catalog import resolve_dataset_params
+    from survey.data.catalog import load_declared
 
     images: dict[int, dict[str, np.ndarray]] = defaultdict(dict)
     ids: dict[str, list[str]] = {}
     hashes: dict[str, str] = {}
-    for ds in study.datasets:
-        params = resolve_dataset_params(ds.params, study.base_dir)
+    for ds in study.datasets:   # keyed by the study's name; loaded as its kind
         for size in sorted({ds.size} if ds.size else sizes):
-            imgs = load_dataset(ds.name, split=ds.split, size=size, count=ds.count, **params)
+            imgs = load_declared(ds, size, study.base_dir)
             images[size][ds.name] = imgs.images.numpy()
             if skipped is not None and imgs.skipped:
                 skipped.setdefault(ds.name, [tuple(s) for s in imgs.skipped])
