@@ -113,3 +113,29 @@ def test_radial_spokes_pass_through_the_centre_symmetrically():
 def test_bad_parameters_are_refused_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_mask(**kwargs)
+
+
+@pytest.mark.parametrize("size", [16, 17, 64, 96])
+def test_equispaced_lines_are_nested_with_a_sampled_centre(size):
+    ratios = [k / size for k in range(1, size + 1)]
+    masks = [make_mask("equispaced-lines", size, r, seed=5)[:, 0] for r in ratios]
+    band = round(0.125 * size)
+    centre = torch.zeros(size, dtype=torch.bool)
+    centre[torch.argsort((torch.arange(size) - size // 2).abs(), stable=True)[:band]] = True
+    for count, (low, high) in enumerate(zip(masks, masks[1:]), start=1):
+        assert int(low.sum()) == count and not bool((low & ~high).any()), "one more line per level, nested"
+        if count >= band:
+            assert bool(low[centre].all()), "the fully sampled centre comes first"
+
+
+def test_equispaced_lines_end_a_level_on_the_lattice_through_dc():
+    # 64 lines, 8 in the centre band: at spacing R = 8 the lattice c + 8k adds 7 lines outside the band.
+    rows = make_mask("equispaced-lines", 64, 15 / 64, seed=0)[:, 0]
+    offsets = torch.nonzero(rows).squeeze(1) - 32
+    assert offsets.tolist() == [-32, -24, -16, -8, -4, -3, -2, -1, 0, 1, 2, 3, 8, 16, 24]
+    # the same at any seed (the seed only orders lines within a level)
+    assert torch.equal(rows, make_mask("equispaced-lines", 64, 15 / 64, seed=9)[:, 0])
+    # spacing 4: every fourth line plus the band
+    rows = make_mask("equispaced-lines", 64, 22 / 64, seed=3)[:, 0]
+    outside = [o for o in (torch.nonzero(rows).squeeze(1) - 32).tolist() if not -4 <= o <= 3]
+    assert outside == [o for o in range(-32, 32, 4) if not -4 <= o <= 3]

@@ -6,6 +6,13 @@ first), then the rest in a random order drawn from `numpy.random.default_rng(see
 ratio r keeps the first round(r * candidates) of that order, so with the same seed and kind a mask
 at a lower ratio is a subset of the mask at a higher one (sampling sweeps), and the achieved ratio
 is within half a line/point of the request. Masks are centred; operators `ifftshift` them.
+
+"equispaced-lines" is the regular Cartesian pattern of the MRI-VN sweep in the paper's SI (seeds/004:
+"uniformly spaced lines (center lines was always included)"): after the centre band, lines come by
+lattice level, the offsets from DC that are multiples of n/2, then of n/4, n/8, ... (farthest-point order
+on the periodic line index, so any n works), in a seeded random order within a level. A prefix that ends
+a level is exactly the centre band plus every line c + k R (the equispaced lattice through DC); in between,
+part of the next level's lattice. Nested by construction like every kind.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-MASK_KINDS: tuple[str, ...] = ("uniform-lines", "gaussian-lines", "random-points", "poisson-disc", "radial")
+MASK_KINDS: tuple[str, ...] = ("uniform-lines", "gaussian-lines", "equispaced-lines", "random-points", "poisson-disc",
+                               "radial")
 
 #: Default side of the fully sampled centre as a fraction of n: 8 of 64 lines (as in the prototype
 #: of ../shared/NOTES.md). Radial masks have no separate centre by default: spokes oversample it.
-DEFAULT_CENTER_FRACTION = {"uniform-lines": 0.125, "gaussian-lines": 0.125, "random-points": 0.125,
-                           "poisson-disc": 0.125, "radial": 0.0}
+DEFAULT_CENTER_FRACTION = {"uniform-lines": 0.125, "gaussian-lines": 0.125, "equispaced-lines": 0.125,
+                           "random-points": 0.125, "poisson-disc": 0.125, "radial": 0.0}
 #: Standard deviation of the line density of "gaussian-lines", as a fraction of n.
 GAUSSIAN_LINES_STD = 0.2
 #: "poisson-disc": the minimum distance between points grows linearly from 1x at DC to this at the corner.
@@ -85,6 +93,8 @@ def _priority(kind: str, n: int, seed: int, center_fraction: float) -> np.ndarra
         n_centre = round(center_fraction * n)
         if kind == "uniform-lines":
             keys = rng.random(n)
+        elif kind == "equispaced-lines":  # coarser lattice level first, seeded order within a level
+            keys = -_lattice_level(n) + 0.5 * rng.random(n)
         else:  # Gumbel top-k: a random order distributed as weighted draws without replacement.
             keys = -dist**2 / (2 * (GAUSSIAN_LINES_STD * n) ** 2) - np.log(-np.log(rng.random(n)))
         order = _centre_then_keys(dist, n_centre, keys)
@@ -109,6 +119,34 @@ def _centre_then_keys(dist: np.ndarray, n_centre: int, keys: np.ndarray) -> np.n
     rest = np.setdiff1d(np.arange(len(dist)), centre)
     rest = rest[np.argsort(-keys[rest], kind="stable")]
     return np.concatenate([centre, rest])
+
+
+def _lattice_level(n: int) -> np.ndarray:
+    """(n,) int: the lattice level of each line, by farthest-point order from DC on the periodic index.
+
+    The line at DC is level 0; each further level holds the lines whose periodic distance to every line
+    of the coarser levels is largest (for n a power of two, offsets that are odd multiples of n / 2^k
+    are level k), so the lines of levels <= k are the equispaced lattice through DC.
+    """
+    c = n // 2
+    index = np.arange(n)
+    level = np.full(n, -1)
+    level[c] = 0
+    nearest = np.minimum(np.abs(index - c), n - np.abs(index - c))
+    k = 0
+    while (level < 0).any():
+        k += 1
+        far = nearest[level < 0].max()
+        chosen = (level < 0) & (nearest == far)
+        # a level takes the farthest lines that keep their mutual distance (both sides of DC at once)
+        picked: list[int] = []
+        for i in index[chosen]:
+            if all(min(abs(i - j), n - abs(i - j)) >= far for j in picked):
+                picked.append(int(i))
+        level[picked] = k
+        for i in picked:
+            nearest = np.minimum(nearest, np.minimum(np.abs(index - i), n - np.abs(index - i)))
+    return level
 
 
 def _poisson_disc_order(n: int, dist: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
