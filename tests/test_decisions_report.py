@@ -292,7 +292,7 @@ def test_two_folder_datasets_of_one_kind_run_and_stay_apart(tmp_path, ray_local)
     assert primary[1]["estimand"].startswith("over images of hospital-b")
     html = build_report(tmp_path / "results", tmp_path / "report", study, n_boot=100).read_text()
     lines = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
-    assert any(line[:3] == ["tiny", "hospital-a", "in-distribution"] for line in lines)
-    assert any(line[:3] == ["tiny", "hospital-b", "out-of-distribution"] for line in lines)
+    assert any(line[:4] == ["tiny", "hospital-a", "blob", "in-distribution"] for line in lines)
+    assert any(line[:4] == ["tiny", "hospital-b", "blob", "out-of-distribution"] for line in lines)
     groups = [line[4] for line in lines if line and line[0] == "Details survive"]
     assert groups == ["network=tiny, dataset=hospital-a", "network=tiny, dataset=hospital-b"]
