@@ -12,7 +12,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ImageSet:
-    """A batch of images (K, 1, n, n) float32 in [0, 1], each with a stable id like 'brain/z083'.
+    """A batch of images (K, 1, n, n) float32 in [0, 1], each with a stable id like 'brain/z083'
+    (or complex64 with |x| <= 1: raw fastMRI k-space, `survey.data.fastmri` with source="kspace").
 
     `content_hash` is the sha256 of the ids and the float32 bytes, so a row can name exactly
     the data it was measured on. `skipped` lists (item, reason) for inputs that were not loaded:
@@ -45,7 +46,10 @@ class ImageSet:
         h = hashlib.sha256()
         for image_id, img in zip(self.ids, self.images):
             h.update(image_id.encode())
-            h.update(img.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+            img = img.detach().cpu()
+            # complex images (raw fastMRI k-space) hash their real and imaginary parts
+            img = torch.view_as_real(img.to(torch.complex64)) if torch.is_complex(img) else img.to(torch.float32)
+            h.update(img.contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def skipped_message(self, limit: int = 10) -> str:

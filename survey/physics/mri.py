@@ -1,7 +1,9 @@
 """Single-coil Cartesian MRI: A x = P F x with the orthonormal 2-D DFT F and a k-space mask P.
 
 Measurements stay on the full (B, 1, n, n) complex grid with zeros off the mask (so A = P* P F and
-A* y = F* (P y)); H = A* is the zero-filled reconstruction. Masks come from `survey.physics.masks`.
+A* y = F* (P y)); H = A* is the zero-filled reconstruction. Masks come from `survey.physics.masks`
+(nested masks at a sampling ratio) or `survey.physics.fastmri_masks` (fastMRI's column masks at an
+acceleration). Images may be complex (raw fastMRI k-space, `survey.data.fastmri` with source="kspace").
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from typing import ClassVar
 import torch
 
 from survey.physics.base import Axis, LinearPhysics
+from survey.physics.fastmri_masks import (DEFAULT_ACCELERATION, default_center_fraction, is_fastmri_kind,
+                                          make_fastmri_mask)
 from survey.physics.masks import DEFAULT_CENTER_FRACTION, make_mask
+
+#: Sampling ratio of the nested mask kinds when none is given.
+DEFAULT_RATIO = 0.25
 
 
 def fft_ready(x: torch.Tensor, what: str = "input") -> torch.Tensor:
@@ -67,12 +74,15 @@ class FourierSampled(LinearPhysics):
     sweep_axes: ClassVar[tuple[Axis, ...]] = (Axis("ratio", snaps=True),)
 
     def __init__(self, mask: torch.Tensor, *, mask_kind: str = "custom", seed: int | None = None,
-                 center_fraction: float | None = None):
+                 center_fraction: float | None = None, acceleration: float | None = None,
+                 offset: int | None = None):
         mask = check_mask(mask)
         super().__init__(mask.shape[0])
         self.mask_kind = mask_kind
         self.seed = seed
         self.center_fraction = center_fraction
+        self.acceleration = acceleration  # fastMRI mask kinds only (with their lattice offset)
+        self.offset = offset
         self.register_buffer("sampling", torch.fft.ifftshift(mask, dim=(-2, -1)))
 
     @property
@@ -89,8 +99,13 @@ class FourierSampled(LinearPhysics):
         centre = self.center_fraction
         if centre is None and self.mask_kind in DEFAULT_CENTER_FRACTION:
             centre = DEFAULT_CENTER_FRACTION[self.mask_kind]
-        return {"kind": self.kind, "size": self.size, "ratio": round(self.ratio, 4), "mask": self.mask_kind,
-                "seed": self.seed, "center_fraction": centre}
+        if centre is None and self.acceleration is not None:
+            centre = default_center_fraction(self.acceleration)
+        facts = {"kind": self.kind, "size": self.size, "ratio": round(self.ratio, 4), "mask": self.mask_kind,
+                 "seed": self.seed, "center_fraction": centre}
+        if self.acceleration is not None:
+            facts.update(acceleration=self.acceleration, offset=self.offset)
+        return facts
 
     def at_level(self, axis: str, value: float) -> "FourierSampled":
         self.sweep_axis(axis)
@@ -104,6 +119,10 @@ class FourierSampled(LinearPhysics):
     def _nested_mask(self, ratio: float) -> torch.Tensor:
         if self.mask_kind == "custom":
             raise ValueError("at_ratio needs a mask built by kind and seed, not a custom mask")
+        if is_fastmri_kind(self.mask_kind):  # not nested: fastMRI's masks move with the acceleration
+            mask = make_fastmri_mask(self.mask_kind, self.size, 1.0 / ratio, seed=self.seed,
+                                     center_fraction=self.center_fraction)
+            return mask.to(self.sampling.device)
         mask = make_mask(self.mask_kind, self.size, ratio, seed=self.seed, center_fraction=self.center_fraction)
         return mask.to(self.sampling.device)
 
@@ -140,14 +159,31 @@ class MRI(FourierSampled):
         return MRI(mask.to(self.sampling.device), mask_kind=mask_kind)
 
     def at_ratio(self, ratio: float) -> MRI:
-        """This mask kind and seed at another ratio (nested masks, for sampling sweeps)."""
+        """This mask kind and seed at another ratio (nested masks, for sampling sweeps; a fastMRI kind
+        at acceleration 1 / ratio)."""
         return MRI(self._nested_mask(ratio), mask_kind=self.mask_kind, seed=self.seed,
-                   center_fraction=self.center_fraction)
+                   center_fraction=self.center_fraction,
+                   acceleration=1.0 / ratio if is_fastmri_kind(self.mask_kind) else None)
 
 
-def build(size: int = 64, ratio: float = 0.25, mask: str = "gaussian-lines", seed: int = 0,
-          center_fraction: float | None = None) -> MRI:
-    """Single-coil MRI with a nested `mask` kind (see survey.physics.masks) at sampling `ratio`."""
+def build(size: int = 64, ratio: float | None = None, mask: str = "gaussian-lines", seed: int = 0,
+          center_fraction: float | None = None, acceleration: float | None = None,
+          offset: int | None = None) -> MRI:
+    """Single-coil MRI with a nested `mask` kind (see survey.physics.masks) at sampling `ratio`
+    (default 0.25), or a fastMRI column mask ("fastmri-equispaced", "fastmri-random", see
+    survey.physics.fastmri_masks) at `acceleration` (default 4) with its `center_fraction` and, for
+    the equispaced one, the lattice `offset` (default: drawn from `seed`, as fastMRI does)."""
+    if is_fastmri_kind(mask):
+        if ratio is not None:
+            raise ValueError(f"mask {mask!r} is set by `acceleration` (and center_fraction), not `ratio`")
+        acceleration = DEFAULT_ACCELERATION if acceleration is None else acceleration
+        sampling = make_fastmri_mask(mask, size, acceleration, center_fraction, seed=seed, offset=offset)
+        return MRI(sampling, mask_kind=mask, seed=seed, center_fraction=center_fraction,
+                   acceleration=float(acceleration), offset=offset)
+    if acceleration is not None or offset is not None:
+        raise ValueError(f"`acceleration` and `offset` apply to the fastMRI mask kinds, not {mask!r}; "
+                         "give `ratio`")
+    ratio = DEFAULT_RATIO if ratio is None else ratio
     sampling = make_mask(mask, size, ratio, seed=seed, center_fraction=center_fraction)
     return MRI(sampling, mask_kind=mask, seed=seed, center_fraction=center_fraction)
 
