@@ -18,6 +18,13 @@ _REGISTRY: dict[str, str] = {
     "gaussian": "survey.perturb.gaussian:build",
     "poisson": "survey.perturb.poisson:build",
     "sphere": "survey.perturb.sphere:build",
+    # physical families (issue 17): patient motion, coil and field errors, detector faults
+    "motion": "survey.perturb.motion:build",
+    "coil": "survey.perturb.coil:build",
+    "off-resonance": "survey.perturb.offresonance:build",
+    "spike": "survey.perturb.spike:build",
+    "rings": "survey.perturb.rings:build",
+    "view-jitter": "survey.perturb.jitter:build",
 }
 
 

@@ -9,6 +9,13 @@ shape that broadcasts against y's leading axes, e.g. (B, coils) for a per-coil n
 The latent is flat, one real coordinate per real degree of freedom of the measured entries
 (two per complex entry, real then imaginary interleaved), so nothing can land off the measured
 entries and the latent dimension is the number of real measurements.
+
+Physical families (motion, coil and field errors, detector faults) may need the object x, not only
+y: they set `needs_image = True` and take it as the keyword `x` (B or 1, 1, n, n) in `apply`;
+their latent has its own shape (`latent_shape`). Callers that do not know a family use
+`family.perturb(y, z, severity, physics, x=x)`, which hands x on only to families that need it.
+`kinds` names the operator kinds a family applies to (None: any); `severity_unit` the unit of its
+severity ("px", "%", "cycles"; "" for a plain norm or sigma).
 """
 
 from __future__ import annotations
@@ -113,6 +120,16 @@ def per_sample(value, y: torch.Tensor) -> torch.Tensor:
     return value.reshape(*value.shape, *([1] * (y.ndim - value.ndim)))
 
 
+def batch_severity(severity, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """A float or a (B,) tensor as a (batch,) real tensor on like's device (float64 for the families' maths)."""
+    value = torch.as_tensor(severity, dtype=torch.float64, device=like.device)
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] not in (1, batch)):
+        raise ValueError(f"severity of shape {tuple(value.shape)} is not a number or one value per draw ({batch})")
+    if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+        raise ValueError("severity must be finite and >= 0")
+    return value.reshape(-1).expand(batch).clone()
+
+
 def broadcast_batch(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """y (B, ...) or (1, ...) expanded to z's batch."""
     if y.shape[0] == z.shape[0]:
@@ -135,6 +152,12 @@ class Family:
     severity_name: ClassVar[str] = "severity"
     identity_severity: ClassVar[float] = 0.0
     differentiable: ClassVar[bool] = True
+    #: True when `apply` needs the object: apply(y, z, severity, physics, x=x) with x (B or 1, 1, n, n).
+    needs_image: ClassVar[bool] = False
+    #: Operator kinds (physics.kind) the family applies to; None: any.
+    kinds: ClassVar[tuple[str, ...] | None] = None
+    #: Unit of the severity ("px", "%", "cycles", "degrees"); "" when it is a plain number.
+    severity_unit: ClassVar[str] = ""
 
     def latent_shape(self, physics) -> tuple[int, ...]:
         """Shape of one latent draw z (without the batch axis): (real measured degrees of freedom,)."""
@@ -143,8 +166,21 @@ class Family:
     def apply(self, y: torch.Tensor, z: torch.Tensor, severity, physics) -> torch.Tensor:
         raise NotImplementedError
 
+    def applies_to(self, physics) -> bool:
+        """Whether the family is defined for this operator (its kind is in `kinds`, or `kinds` is None)."""
+        return self.kinds is None or getattr(physics, "kind", "") in self.kinds
+
+    def perturb(self, y: torch.Tensor, z: torch.Tensor, severity, physics, x: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """`apply`, with the object x handed on to families that need it (`needs_image`); others ignore x."""
+        if self.needs_image:
+            if x is None:
+                raise ValueError(f"the {self.name!r} family needs the object x (apply(..., x=x))")
+            return self.apply(y, z, severity, physics, x=x)
+        return self.apply(y, z, severity, physics)
+
     def params(self) -> dict:
         return {}
 
 
-__all__ = ["Family", "Support", "broadcast_batch", "is_complex", "measured_mask", "per_sample"]
+__all__ = ["Family", "Support", "batch_severity", "broadcast_batch", "is_complex", "measured_mask", "per_sample"]
