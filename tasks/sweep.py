@@ -20,10 +20,25 @@ the sweep takes the values from the parameter of that axis:
 Every row also has axis ("ratio" / "views" / "sigma"), value and train_value, and at_train (the
 level's operator equals the network's own), so one query covers every kind.
 
-Networks bound to one sampling pattern (AUTOMAP reads fixed k-space positions) may fail on
-another operator: the error is caught per level and recorded in the row's `error` column with
-psnr / ssim NaN; the reference and H(y) are still scored. A pattern-bound network whose input
-shape does not change cannot be detected this way and silently ignores the new samples.
+Sampling patterns (`mask`): "own" moves the network's own mask kind and seed along the ratio axis;
+a kind of survey.physics.masks (e.g. "equispaced-lines", the MRI-VN sweep of the paper's SI:
+equispaced lines plus a fully sampled centre) sweeps that nested family instead, at every level
+including the training ratio (at_train is then False: no level is the network's own operator).
+
+Forward model (`forward`): "same" measures y = A_level x with the operator the network and the
+reference reconstruct with; "finer" measures with the operator's finer model (`A_finer`: Radon at
+twice the resolution, the image as square pixels, two sub-rays per detector bin), so a view sweep is
+not an inverse crime (the paper's Ell 50 sweep used analytic ellipse sinograms for the same reason).
+Operators without a finer model refuse "finer".
+
+Fixed sampling by construction: a network that reads only its trained sampling points (AUTOMAP's
+dense layer takes fixed k-space positions) cannot use more samples; its curve would be flat by
+construction, not evidence of stability. It is recognised by a declared `fixed_sampling = True`
+attribute, or by a probe: at the first level with measured entries outside the training operator's,
+f(y) equals f(y restricted to the training entries). Its rows then carry fixed_sampling True, the
+reason in `skipped`, and psnr / ssim NaN at every level (left out of the more-samples claim); the
+reference and H(y) are still scored. Networks that instead fail on another operator (a shape error)
+have the error caught per level in the row's `error` column with psnr / ssim NaN.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from typing import Any, NamedTuple
 import torch
 
 from survey.metrics import psnr, ssim
+from survey.physics.masks import MASK_KINDS, make_mask
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 
@@ -43,6 +59,9 @@ DEFAULT_VIEWS = (10, 20, 30, 45, 60, 90, 120, 180)
 DEFAULT_SIGMAS = (0.0, 5 / 255, 10 / 255, 15 / 255, 25 / 255, 35 / 255, 50 / 255)
 #: Sweep axis (survey.physics.base.Axis.name) -> the parameter holding its values.
 AXIS_PARAMETERS = {"ratio": "ratios", "views": "views", "sigma": "sigmas"}
+FORWARD_MODELS = ("same", "finer")
+#: The `skipped` text of a network that reads only its trained sampling points.
+FIXED_SAMPLING = "fixed sampling by construction: the network reads only its trained sampling points"
 
 #: Columns of sweep rows: one row per (level, image).
 SWEEP_COLUMNS: dict[str, Column] = {
@@ -59,6 +78,11 @@ SWEEP_COLUMNS: dict[str, Column] = {
     "train_views": Column("the network's own projection count (views axis only)"),
     "sigma": Column("noise standard deviation of the level (sigma axis only)", "image units"),
     "train_sigma": Column("the network's own noise level (sigma axis only)", "image units"),
+    "mask": Column("mask kind of the level's operator (ratio axis only; survey.physics.masks)"),
+    "forward": Column("forward model of the measurements: 'same' (the level's operator) or 'finer'"),
+    "fixed_sampling": Column("the network reads only its trained sampling points (declared or probed): "
+                             "left out of the more-samples claim"),
+    "skipped": Column("why the network was not scored on this level ('' when it was)"),
     "error": Column("why the network failed on this level's operator; '' when it ran"),
     "h_psnr": Column("PSNR of the easy reconstruction H(y) against x", "dB"),
     "h_ssim": Column("SSIM of H(y) against x"),
@@ -87,7 +111,8 @@ class Sweep(Task):
 
     ratios: sampling ratios in (0, 1] for Fourier operators; views: projection counts for Radon;
     sigmas: noise levels (image units) for denoising. include_train: also run the network's own
-    level when it is not in the list; keep_tensors: return the reconstructions (out, ref_out).
+    level when it is not in the list; mask: "own" or a mask kind to sweep (ratio axis); forward:
+    "same" or "finer" (module docstring); keep_tensors: return the reconstructions (out, ref_out).
     """
 
     table = "sweeps"
@@ -100,6 +125,8 @@ class Sweep(Task):
     views: tuple[int, ...] = DEFAULT_VIEWS
     sigmas: tuple[float, ...] = DEFAULT_SIGMAS
     include_train: bool = True
+    mask: str = "own"
+    forward: str = "same"
     keep_tensors: bool = False
 
     def __post_init__(self):
@@ -107,6 +134,8 @@ class Sweep(Task):
         validate.sequence(self, "views", validate.integers_in(1), "positive integers", convert=int)
         validate.sequence(self, "sigmas", validate.numbers_in(0.0), "numbers >= 0")
         validate.flag(self, "include_train")
+        validate.choice(self, "mask", ("own", *MASK_KINDS))
+        validate.choice(self, "forward", FORWARD_MODELS)
         validate.flag(self, "keep_tensors")
 
     # -- operators ---------------------------------------------------------------------------------
@@ -124,18 +153,30 @@ class Sweep(Task):
                              f"`{parameter}`")
         train = physics.level(axis.name)
         train_value = float(train)
+        if self.mask != "own" and not (axis.name == "ratio" and hasattr(physics, "with_mask")):
+            raise ValueError(f"sweep: mask={self.mask!r} needs a Fourier operator with masks (ratio axis); "
+                             f"{type(physics).__name__} sweeps {axis.name!r}")
+        if self.forward == "finer" and not hasattr(physics, "A_finer"):
+            raise ValueError(f"sweep: forward='finer' needs an operator with a finer forward model (A_finer: "
+                             f"radon); {type(physics).__name__} has none")
 
         def level(value) -> Level:
-            op = physics.at_level(axis.name, value)
+            if self.mask == "own":
+                op = physics.at_level(axis.name, value)
+            else:
+                seed = physics.seed if getattr(physics, "seed", None) is not None else 0
+                op = physics.with_mask(make_mask(self.mask, physics.size, value, seed=seed), mask_kind=self.mask)
             achieved = op.level(axis.name)
             facts = {axis.name: achieved}
             if axis.snaps:
                 facts[f"requested_{axis.name}"] = float(value)
             facts[f"train_{axis.name}"] = train
+            if axis.name == "ratio":
+                facts["mask"] = getattr(op, "mask_kind", "custom")
             return Level(op, axis.name, float(achieved), train_value, physics.same_level(axis.name, op), facts)
 
         levels = [level(v) for v in sorted(set(values), reverse=not axis.increasing)]
-        if self.include_train and not any(lv.at_train for lv in levels):
+        if self.include_train and not any(lv.at_train or lv.value == train_value for lv in levels):
             levels.append(level(train))
             levels.sort(key=lambda lv: lv.value, reverse=not axis.increasing)
         return levels
@@ -156,20 +197,26 @@ class Sweep(Task):
             real = x.real.dtype if torch.is_complex(x) else x.dtype
             shape = (x.shape[0], *ctx.physics.measurement_shape)
             noise = torch.randn(shape, generator=generator, device=generator.device, dtype=real).to(x.device)
+        fixed = fixed_sampling(ctx.net, ctx.physics, [lv.physics for lv in levels], x[:1])
         for level in levels:
             op = level.physics
-            y = op.A(x) if noise is None else op.A(x) + level.value * noise
+            y = self.measure(op, x)
+            y = y if noise is None else y + level.value * noise
             columns: dict[str, torch.Tensor] = {}
             h = _real(op.H(y))
             columns["h_psnr"], columns["h_ssim"] = psnr(h, x), ssim(h, x)
             error = ""
-            try:
-                out = _real(ctx.net(y, op))
-                if out.shape != x.shape:
-                    raise ValueError(f"the network returned shape {tuple(out.shape)} for images {tuple(x.shape)}")
-            except (RuntimeError, ValueError, IndexError) as err:  # e.g. a net bound to one sampling pattern
-                error = f"{type(err).__name__}: {err}"[:500]
+            if fixed:  # a flat curve by construction is no evidence: the network is not scored
                 out = torch.full_like(x, math.nan)
+            else:
+                try:
+                    out = _real(ctx.net(y, op))
+                    if out.shape != x.shape:
+                        raise ValueError(f"the network returned shape {tuple(out.shape)} for images "
+                                         f"{tuple(x.shape)}")
+                except (RuntimeError, ValueError, IndexError) as err:  # e.g. a net bound to one sampling pattern
+                    error = f"{type(err).__name__}: {err}"[:500]
+                    out = torch.full_like(x, math.nan)
             columns["psnr"], columns["ssim"] = psnr(out, x), ssim(out, x)
             kept["out"].append(out)
             if reference is not None:
@@ -177,7 +224,8 @@ class Sweep(Task):
                 columns["ref_psnr"], columns["ref_ssim"] = psnr(ref_out, x), ssim(ref_out, x)
                 kept["ref_out"].append(ref_out)
             level_facts = {"axis": level.axis, "value": level.value, "train_value": level.train_value,
-                           "at_train": level.at_train, **level.columns, "error": error}
+                           "at_train": level.at_train, **level.columns, "forward": self.forward,
+                           "fixed_sampling": bool(fixed), "skipped": FIXED_SAMPLING if fixed else "", "error": error}
             per_image = rows_from_columns({"image_id": ctx.image_ids, **columns}, len(ctx.image_ids))
             rows += [{"image_id": row.pop("image_id"), **level_facts, **row} for row in per_image]
         tensors: dict[str, torch.Tensor] = {}
@@ -186,8 +234,45 @@ class Sweep(Task):
         return TaskResult(rows, tensors)
 
 
+    def measure(self, op, x: torch.Tensor) -> torch.Tensor:
+        """Noiseless measurements of x at a level: A_level x, or its finer model (forward = "finer")."""
+        return op.A_finer(x) if self.forward == "finer" else op.A(x)
+
+
+def fixed_sampling(net, physics, operators, x: torch.Tensor) -> bool:
+    """True when `net` reads only the sampling points of its training operator `physics`.
+
+    Declared by a `fixed_sampling` attribute on the network, or probed on the first operator of
+    `operators` that measures entries outside the training operator's (same measurement shape):
+    fixed when f(y) == f(y restricted to the training entries) to 1e-6 of its scale. A network that
+    fails on the probe, or a sweep with no such operator (noise levels, views), reads as not fixed.
+    """
+    declared = getattr(net, "fixed_sampling", None)
+    if isinstance(declared, bool):
+        return declared
+    if not hasattr(physics, "measured_mask"):
+        return False
+    train = physics.measured_mask()
+    for op in operators:
+        if tuple(op.measurement_shape) != tuple(physics.measurement_shape):
+            continue
+        extra = op.measured_mask().to(train.device) & ~train
+        if not bool(extra.any()):
+            continue
+        y = op.A(x)
+        try:
+            out = _real(net(y, op))
+            restricted = _real(net(y * train.to(y.device), op))
+        except (RuntimeError, ValueError, IndexError):
+            return False
+        scale = float(out.abs().max()) if out.numel() else 0.0
+        return bool(torch.isfinite(out).all()) and float((out - restricted).abs().max()) <= 1e-6 * max(scale, 1e-12)
+    return False
+
+
 def _real(image: torch.Tensor) -> torch.Tensor:
     return image.abs() if torch.is_complex(image) else image
 
 
-__all__ = ["AXIS_PARAMETERS", "DEFAULT_RATIOS", "DEFAULT_SIGMAS", "DEFAULT_VIEWS", "Level", "SWEEP_COLUMNS", "Sweep"]
+__all__ = ["AXIS_PARAMETERS", "DEFAULT_RATIOS", "DEFAULT_SIGMAS", "DEFAULT_VIEWS", "FIXED_SAMPLING", "FORWARD_MODELS",
+           "Level", "SWEEP_COLUMNS", "Sweep", "fixed_sampling"]

@@ -165,3 +165,60 @@ def test_mri_sweeps_replay_identically_and_parameters_are_checked():
         make_task("sweep", ratios=0.5)
     with pytest.raises(ValueError, match="non-empty `views`"):
         run(make_task("sweep", views=[]), context(make_physics("radon", size=N, views=8)))
+
+
+def test_an_equispaced_sweep_of_an_mrivn_like_operator_is_nested_with_the_centre_sampled():
+    physics = make_physics("pmri", size=N, ratio=0.15, mask="uniform-lines", seed=0, coils=4)
+    task = make_task("sweep", ratios=[0.1, 0.2, 0.3, 0.5], mask="equispaced-lines")
+    levels = task.levels(physics)
+    assert [round(lv.value, 4) for lv in levels] == sorted(round(lv.value, 4) for lv in levels)
+    assert any(lv.columns["requested_ratio"] == physics.ratio for lv in levels)  # the training ratio, same family
+    band = slice(N // 2 - 2, N // 2 + 2)  # round(0.125 * 32) = 4 centre lines
+    for small, large in zip(levels, levels[1:]):
+        assert bool((small.physics.mask <= large.physics.mask).all())
+    for lv in levels:
+        assert lv.columns["mask"] == "equispaced-lines" and not lv.at_train
+        if lv.value >= 4 / N:  # below 4 lines a level holds the lines nearest DC
+            assert bool(lv.physics.mask[band].all()), "the fully sampled centre is in every level"
+    result = run(task, context(physics))
+    assert {r["mask"] for r in result.rows} == {"equispaced-lines"} and all(r["forward"] == "same" for r in result.rows)
+    with pytest.raises(ValueError, match="mask"):
+        make_task("sweep", mask="zigzag")
+    with pytest.raises(ValueError, match="Fourier operator"):
+        run(task, context(make_physics("radon", size=N, views=8)))
+
+
+def test_a_network_reading_only_its_trained_points_is_labelled_fixed_sampling_and_not_scored():
+    from survey.nets.automap import Automap
+
+    physics = make_physics("mri", size=N, ratio=0.6, mask="random-points", seed=0)
+    torch.manual_seed(0)
+    automap = Automap(physics, conv_width=4).double()
+    result = run(make_task("sweep", ratios=[0.3, 0.9]), context(physics, net=automap, images=smooth_phantom().double()))
+    for row in result.rows:
+        assert row["fixed_sampling"] is True and row["skipped"].startswith("fixed sampling by construction")
+        assert math.isnan(row["psnr"]) and math.isfinite(row["h_psnr"]) and row["error"] == ""
+    # a network that does use the new samples (here H) is scored and not flagged
+    plain = run(make_task("sweep", ratios=[0.3, 0.9]), context(physics))
+    assert all(r["fixed_sampling"] is False and r["skipped"] == "" and math.isfinite(r["psnr"]) for r in plain.rows)
+
+
+def test_a_finer_forward_model_differs_a_little_from_the_same_one():
+    images = smooth_phantom(count=2).double()
+    physics = make_physics("radon", size=N, views=16)
+    same = run(make_task("sweep", views=[8, 32]), context(physics, images=images))
+    finer = run(make_task("sweep", views=[8, 32], forward="finer"), context(physics, images=images))
+    assert [r["forward"] for r in finer.rows] == ["finer"] * len(finer.rows)
+    for a, b in zip(same.rows, finer.rows):
+        assert a["views"] == b["views"] and a["image_id"] == b["image_id"]
+        assert a["h_psnr"] != b["h_psnr"]  # not the same data: no inverse crime
+        assert abs(a["h_psnr"] - b["h_psnr"]) < 1.0 and b["h_psnr"] > 20  # but a plausible, small change
+    # the measurements themselves: a fraction of a percent apart, and factor 1 is A itself
+    op = physics.at_level("views", 32)
+    y, y_fine = op.A(images), op.A_finer(images)
+    relative = float((y_fine - y).norm() / y.norm())
+    assert 1e-4 < relative < 2e-2
+    assert torch.allclose(op.A_finer(images, factor=1), y, rtol=0, atol=1e-6 * float(y.abs().max()))  # longer rays
+    with pytest.raises(ValueError, match="finer forward model"):
+        run(make_task("sweep", ratios=[0.5], forward="finer"),
+            context(make_physics("mri", size=N, ratio=0.25, mask="gaussian-lines")))

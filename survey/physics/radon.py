@@ -53,10 +53,16 @@ def projection_angles(views: int, angular_range: float) -> np.ndarray:
 
 def _ray_driven_matrix(size: int, angles_deg: np.ndarray, detectors: int) -> sp.csr_matrix:
     """Sparse (views * detectors, size * size) matrix of bilinear ray samples (see module doc)."""
-    centre, axis = size // 2, detectors // 2
-    offsets = np.arange(detectors, dtype=np.float64) - axis
+    offsets = np.arange(detectors, dtype=np.float64) - detectors // 2
     s, u = np.meshgrid(offsets, offsets, indexing="ij")  # (detector, sample along the ray)
     bins = np.broadcast_to(np.arange(detectors)[:, None], s.shape)
+    return _ray_matrix(size, angles_deg, float(size // 2), s, u, bins, detectors, 1.0)
+
+
+def _ray_matrix(size: int, angles_deg: np.ndarray, centre: float, s: np.ndarray, u: np.ndarray,
+                bins: np.ndarray, detectors: int, weight: float) -> sp.csr_matrix:
+    """Sum over rays (offset s from the axis at pixel coordinate `centre`, samples u along them, both in
+    pixels) of bilinear image samples times `weight`, into detector bin `bins`: (views * detectors, size^2)."""
     blocks = []
     for angle in np.deg2rad(angles_deg):  # one vectorised block per view
         cos, sin = math.cos(angle), math.sin(angle)
@@ -72,11 +78,35 @@ def _ray_driven_matrix(size: int, angles_deg: np.ndarray, detectors: int) -> sp.
             keep = (c >= 0) & (c < size) & (r >= 0) & (r < size) & (w > 0)
             rows.append(bins[keep])
             cols.append(r[keep] * size + c[keep])
-            vals.append(w[keep])
+            vals.append(weight * w[keep])
         # COO -> CSR sums the repeated (bin, pixel) pairs of neighbouring samples on one ray.
         blocks.append(sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                     shape=(detectors, size * size)))
     return sp.vstack(blocks, format="csr")
+
+
+@lru_cache(maxsize=2)
+def finer_matrix(size: int, views: int, angular_range: float, detectors: int, factor: int) -> torch.Tensor:
+    """float64 CPU CSR (views * detectors, (factor size)^2): the operator's geometry on a grid `factor`
+    times finer, each detector bin the mean of `factor` sub-rays across its width, samples along a ray
+    1 / factor pixel apart (so values are line integrals in the coarse operator's pixel units).
+
+    Coarse pixel centre i sits at fine coordinate factor (i + 1/2) - 1/2, so the rotation axis (coarse
+    pixel n // 2) is at the same physical point on both grids.
+    """
+    fine = factor * size
+    offsets = np.arange(detectors, dtype=np.float64) - detectors // 2
+    sub = np.arange(factor, dtype=np.float64) - (factor - 1) / 2
+    s_fine = (factor * offsets[:, None] + sub[None, :]).ravel()
+    reach = math.ceil(math.sqrt(2) * fine / 2) + factor
+    u_fine = np.arange(-reach, reach + 1, dtype=np.float64)
+    s, u = np.meshgrid(s_fine, u_fine, indexing="ij")
+    bins = np.broadcast_to(np.repeat(np.arange(detectors), factor)[:, None], s.shape)
+    centre = factor * (size // 2 + 0.5) - 0.5
+    matrix = _ray_matrix(fine, projection_angles(views, angular_range), centre, s, u, bins, detectors,
+                         1.0 / factor**2)
+    matrix.sort_indices()
+    return _torch_csr(matrix)
 
 
 def _torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
@@ -254,6 +284,23 @@ class Radon(LinearPhysics):
             return torch.complex(self.A_adjoint(y.real), self.A_adjoint(y.imag))
         out = self._apply_matrix(y.reshape(y.shape[0], -1), transpose=True)
         return out.reshape(y.shape[0], *self.image_shape)
+
+    def A_finer(self, x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+        """Sinograms (B, 1, views, detectors) of images (B, 1, n, n) seen as square pixels of constant
+        intensity, projected on a grid `factor` times finer with `factor` sub-rays per detector bin
+        (`finer_matrix`): a forward model finer than A, so data made by it and reconstructed with A, H or
+        a network trained on A are not an inverse crime. Not differentiable (a data generator)."""
+        _check_tensor(x, (1, self.size, self.size), "image")
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"radon: factor must be a positive integer, got {factor!r}")
+        if x.is_complex():
+            return torch.complex(self.A_finer(x.real, factor), self.A_finer(x.imag, factor))
+        fine = x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+        matrix = finer_matrix(self.size, self.views, self.angular_range, self.detectors, factor)
+        matrix = matrix.to(device=x.device, dtype=x.dtype)
+        with torch.no_grad():
+            out = torch.sparse.mm(matrix, fine.reshape(x.shape[0], -1).t().contiguous()).t()
+        return out.reshape(x.shape[0], *self.measurement_shape)
 
     def filtered(self, y: torch.Tensor) -> torch.Tensor:
         """Apply the FBP filter along the detector axis (zero-padded, i.e. linear, convolution).
