@@ -1,4 +1,4 @@
-"""Starting or joining Ray. The embedded default stays on loopback (see ../shared/NOTES.md)."""
+"""Starting or joining Ray. The embedded default stays on loopback: nothing listens on the network."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def real_image(z: torch.Tensor) -> torch.Tensor:
 
 
 def magnitude(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """|z| with eps inside the square root so gradients stay finite at 0 (NOTES.md pitfall 5)."""
+    """|z| with eps inside the square root so gradients stay finite at 0 (|z| has none there)."""
     if not torch.is_complex(z):
         return z
     return torch.sqrt(z.real ** 2 + z.imag ** 2 + eps)

@@ -61,7 +61,7 @@ def train(name: str, *, steps: int | None = None, seed: int = 0, device: str = "
     from survey.data import load_dataset
     from survey.solvers import make_reference
 
-    torch.set_flush_denormal(True)  # NOTES.md pitfall 1: denormals slowed CPU training 2-5x
+    torch.set_flush_denormal(True)  # denormals slowed CPU training 2-5x partway through
     e: ZooEntry = entry(name)
     steps = steps or e.steps
     torch.manual_seed(seed)

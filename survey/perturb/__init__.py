@@ -2,7 +2,7 @@
 
 `make_family("gaussian")` returns a `Family` whose `apply(y, z, severity, physics)` maps clean
 measurements y and a standard Gaussian latent z (shape `latent_shape(physics)` per draw) to
-perturbed measurements, deterministically (DESIGN.md "How often"). Every registered family passes
+perturbed measurements, deterministically (how often a perturbation at a physical severity is bad). Every registered family passes
 the property tests in tests/test_perturb.py.
 """
 

@@ -1,4 +1,4 @@
-"""Rare-event estimators of p = P(S(z) >= delta) for z ~ N(0, I_d) and a batched score S (DESIGN.md "How often").
+"""Rare-event estimators of p = P(S(z) >= delta) for z ~ N(0, I_d) and a batched score S.
 
 `mc` (naive Monte Carlo, Clopper-Pearson), `splitting` (adaptive multilevel splitting, pCN kernel,
 with certification "P < p_c"), `importance` (mixture of Gaussians at the FORM design points); each
