@@ -11,12 +11,14 @@ from survey.rare.distance import relative_l2
 
 def perturbation_score(net: Callable, physics, y: torch.Tensor, family, severity, *,
                        distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = relative_l2,
-                       batch: int = 64, clean: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+                       batch: int = 64, clean: torch.Tensor | None = None,
+                       x: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A batched score z (N, d) -> (N,) for one image's clean measurements y (1, *measurement_shape).
 
     net(y, physics) -> image; severity in the family's physical unit (a float or a (1,)-shaped
     tensor: one image); the network runs `batch` latents at a time. Gradients flow when the caller
     enables them (importance sampling); the clean output f(y) is computed once (or passed as `clean`).
+    x: the object (1, 1, n, n), handed on to families that need it (`needs_image`, physical families).
     Counting calls is the estimators' job (one score value = one network evaluation).
     """
     if y.shape[0] != 1:
@@ -29,7 +31,7 @@ def perturbation_score(net: Callable, physics, y: torch.Tensor, family, severity
     def score(z: torch.Tensor) -> torch.Tensor:
         out = []
         for part in z.split(batch):
-            perturbed = family.apply(y, part.to(y.device), severity, physics)
+            perturbed = family.perturb(y, part.to(y.device), severity, physics, x=x)
             out.append(distance(net(perturbed, physics), clean))
         return torch.cat(out)
 
