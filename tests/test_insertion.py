@@ -216,3 +216,38 @@ def test_noisy_operators_share_one_noise_draw_with_and_without_the_detail():
     for row in result.rows:  # identity on noisy data: the noise cancels in f(y_d) - f(y)
         assert row["corr"] == pytest.approx(1.0, abs=1e-5) and row["recovered"]
         assert row["local_psnr"] < 30  # but the reconstruction itself is noisy
+
+
+def test_the_rule_fails_zero_filling_at_25_percent_and_passes_the_identity():
+    """The control that keeps the rule honest: H = A* at 64 x 64 with 25% Gaussian lines blurs sharp-edged
+    details (corr and contrast stay high, sharpness does not), so it must mostly fail; the identity passes."""
+    from survey.data import load_dataset
+
+    x = load_dataset("brain", split="test", size=64, count=4).images
+    physics = make_physics("mri", size=64, ratio=0.25, mask="gaussian-lines", seed=0)
+    rows = []
+    for detail in ("spade", "heart", "club"):
+        task = make_task("insertion", detail=detail, size=10, contrast=0.3, count=2, keep_tensors=False)
+        ctx = TaskContext(net=identity_net, physics=physics, images=x, image_ids=[f"i{k}" for k in range(4)],
+                          unit_id="control")
+        rows += run(task, ctx).rows
+    assert len(rows) == 24
+    h_passed = np.mean([r["h_recovered"] for r in rows])
+    assert h_passed <= 0.25, h_passed
+    assert np.median([r["h_corr"] for r in rows]) > 0.8  # corr alone would have passed it
+    assert np.median([r["h_sharpness"] for r in rows]) < 0.7
+    # identity_net returns H's output too here (it reconstructs |A* y|): so it must agree with h_ columns
+    assert [r["recovered"] for r in rows] == [r["h_recovered"] for r in rows]
+    perfect = make_physics("mri", size=64, ratio=1.0, mask="gaussian-lines", seed=0)
+    ctx = TaskContext(net=identity_net, physics=perfect, images=x, image_ids=[f"i{k}" for k in range(4)], unit_id="c")
+    exact = run(make_task("insertion", detail="spade", size=10, contrast=0.3, count=2), ctx).rows
+    assert all(r["recovered"] and r["sharpness"] == pytest.approx(1.0, abs=1e-4) for r in exact)
+
+
+def test_a_blurred_detail_does_not_pass_even_with_its_shape_and_contrast_kept():
+    task = make_task("insertion", detail="spade", size=12, contrast=0.3, count=2)
+    soft = run(task, context(net=lambda y, p: blur_net(y, p, sigma=1.2)))
+    for row in soft.rows:
+        assert row["corr"] >= 0.8 and row["sharpness"] < task.sharpness_threshold and not row["recovered"]
+    with pytest.raises(ValueError, match="contrast_max"):
+        make_task("insertion", contrast_threshold=0.6, contrast_max=0.5)
