@@ -18,7 +18,9 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from survey.analysis.decisions import decide
 from survey.analysis.estimate import estimate
+from survey.analysis.sections.base import METHOD_NAMES
 from survey.analysis.report import (DEFINITIONS, build_report, evaluate_criteria, format_interval, format_number,
                              overall_verdict)
 from survey.cli.report import report
@@ -73,7 +75,8 @@ name = "Output moves less than 5% at 1% perturbations"
 table = "attacks"
 bad = "out_change_rel >= 0.05"
 where = "snapshot = 'level' AND snapshot_target = 0.01"
-max_upper = 0.6
+# 4 images: even with no bad image, the image-level bound after Holm over 4 decisions is 1 - 0.0125^(1/4) ~ 0.67
+max_upper = 0.95
 
 [[criteria]]
 name = "Artefact does not persist"
@@ -175,11 +178,20 @@ def test_report_numbers_are_the_numbers_of_estimate(built):
         for e in expected:
             lines.setdefault(tuple(e[c] for c in by), {})[e["method"]] = e
         for key, methods in lines.items():
-            cp, wilson = methods["clopper-pearson"], methods["wilson"]
-            line = [*(format_number(v) if isinstance(v, float) else str(v) for v in key), "network",
-                    str(cp["n"]), str(cp["k"]), format_number(cp["p"]), format_interval(cp["ci_low"], cp["ci_high"]),
-                    format_interval(wilson["ci_low"], wilson["ci_high"])]
+            primary = next(m for m in methods.values() if m["primary"])
+            wilson = methods["wilson"]
+            # the primary interval first, its method named (tiny nets declare no training data: "–")
+            line = [*(format_number(v) if isinstance(v, float) else str(v) for v in key), "–", "network",
+                    str(primary["n"]), str(primary["k"]), str(primary["clusters"]), format_number(primary["point"]),
+                    format_interval(primary["ci_low"], primary["ci_high"]), METHOD_NAMES[primary["method"]],
+                    format_number(primary["upper_bound"])]
             assert any(r[:len(line)] == line for r in rows), (definition.key, line)
+            found = next(r for r in rows if r[:len(line)] == line)
+            assert f"Wilson {format_interval(wilson['ci_low'], wilson['ci_high'])}" in found[len(line)]
+            assert found[len(line) + 1] == primary["estimand"]
+            # rows sharing an image (ball draws, insertions) are judged for the population of images
+            assert primary["method"] == ("cluster-exact" if definition.key in ("ball-persistence", "insertion-lost")
+                                         else "clopper-pearson"), definition.key
             checked += 1
     assert checked >= 10
 
@@ -210,20 +222,26 @@ def test_printed_commands_reproduce_the_tables_with_survey_estimate(built):
     assert "--y ref_psnr" in data["estimates"]["sweep-falls"]["commands"]["reference"]
 
 
-def test_acceptance_verdicts_follow_the_clopper_pearson_upper_bound(built):
+def test_acceptance_verdicts_follow_the_primary_upper_bound_with_holm(built):
     study, store, index = built
     results = evaluate_criteria(store, study.criteria)
     assert [r.name for r in results] == [c.name for c in study.criteria]
+    family = []
     for criterion, result in zip(study.criteria, results):
-        upper = [e["ci_high"] for e in estimate(store, criterion.table, criterion.bad, where=criterion.where,
-                                                by=criterion.by) if e["method"] == "clopper-pearson"]
-        assert len(result.groups) == len(upper) == 2  # one group per network
-        assert result.status == ("pass" if max(upper) <= criterion.max_upper else "fail")
+        rows = estimate(store, criterion.table, criterion.bad, where=criterion.where, by=criterion.by)
+        primary = [e for e in rows if e["primary"]]
+        assert len(result.groups) == len(primary) == 2  # one group per network (and the one dataset)
+        assert [g["upper_bound"] for g in result.groups] == [e["upper_bound"] for e in primary]
+        family.append({"name": criterion.name, "limit": criterion.max_upper, "rows": rows})
+    decisions = decide(family, correction="holm")
+    assert [g["passed"] for r in results for g in r.groups] == [d["passed"] for d in decisions]
+    for result in results:
+        assert result.status == ("pass" if all(g["passed"] for g in result.groups) else "fail")
     # the ball's artefact persists almost surely around a worst case: its criterion fails
     assert results[1].status == "fail" and overall_verdict(results) == "fail"
     rows = _parse(index.read_text()).rows
-    verdicts = [r[-1] for r in rows if r and r[0] == study.criteria[1].name]
-    assert verdicts == ["FAIL", "FAIL"]
+    verdicts = [r[-2:] for r in rows if r and r[0] == study.criteria[1].name]
+    assert verdicts == [["FAIL", "FAIL"], ["FAIL", "FAIL"]]   # raw, then after Holm
 
 
 def test_missing_tables_read_not_run_and_the_recorded_study_is_used(study_store, tmp_path):

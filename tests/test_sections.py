@@ -101,7 +101,8 @@ def test_a_table_without_a_section_gets_the_generic_one(tmp_path, monkeypatch):
     expected = estimate(store, "probes", "error > 0", by=["network"], per="image", confidence=0.9,
                         n_boot=300, seed=7)
     assert found["network"] == json.loads(json.dumps(expected, default=str))
-    assert "90% Clopper–Pearson" in html and "Image bootstrap: 300 resamples, seed 7" in html
+    assert "90% interval (primary)" in html and "Image bootstrap: 300 resamples, seed 7" in html
+    assert "Clopper–Pearson" in cells   # per-image counting: one row per image, the exact binomial is primary
     assert "2000 resamples" not in html
     from survey.cli.analyze import estimate as estimate_command
 

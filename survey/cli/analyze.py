@@ -220,9 +220,9 @@ def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
     columns = [*groups, "n", "k", "p", "primary", "estimate", "upper", *METHODS, "interval", "check", "clusters"]
     _print_table(columns, [[line.get(c) for c in columns] for line in lines.values()], title=title)
     console = Console(width=max(160, Console().width))
-    console.print("* the primary interval (report this one); estimate: its point estimate; upper: its one-sided upper "
-                  "bound at the confidence level (what criteria compare with their limits)", highlight=False,
-                  markup=False)
+    console.print("* the primary interval (report this one); estimate: its point estimate; upper: its upper "
+                  "confidence bound, one-sided at the level (what criteria compare with their limits)",
+                  highlight=False, markup=False)
     for population, count in populations.items():
         console.print(f"population: {population} ({count} group{'s' if count > 1 else ''})", highlight=False,
                       markup=False)
