@@ -89,3 +89,19 @@ def test_example_studies_validate_and_plan(name):
         ball_draws = sum(u.image_count * u.params["draws"] * len(u.params["radius"])
                          for u in units if u.task == "ball")
         assert ball_draws >= 100_000
+
+
+def test_correction_kind_and_trained_on_fields(tmp_path):
+    study = load_study(write(tmp_path, BASE))
+    assert study.correction == "holm" and study.datasets[0].kind is None and study.datasets[0].loader == "shepp-logan"
+    assert study.networks[0].trained_on is None
+    body = BASE.replace('name = "shepp-logan"', 'name = "phantoms"\nkind = "shepp-logan"')
+    body = 'correction = "none"\n' + body.replace('name = "dagan"', 'name = "dagan"\ntrained_on = ["brain"]')
+    study = load_study(write(tmp_path, body))
+    assert study.correction == "none" and study.datasets[0].name == "phantoms"
+    assert study.datasets[0].loader == "shepp-logan" and study.networks[0].trained_on == ["brain"]
+    with pytest.raises(StudyError, match=r"correction.*'bonferroni'"):
+        load_study(write(tmp_path, 'correction = "bonferroni"\n' + BASE))
+    # criteria keep datasets apart by default
+    criteria = BASE + '[[criteria]]\nname = "c"\ntable = "attacks"\nbad = "true"\nmax_upper = 0.1\n'
+    assert load_study(write(tmp_path, criteria)).criteria[0].by == ["network", "dataset"]

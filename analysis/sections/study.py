@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from survey.analysis.db import connect, execute, sql_identifier, tables as view_names
 from survey.analysis.estimate import estimate
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Doc, as_json, estimate_command,
-                                           format_number, p, percent, records)
+                                           format_number, p, percent, records, training_data)
 
 #: What an acceptance criterion is judged on: each group's primary interval (its one-sided upper bound).
 CRITERION_METHOD = "primary"
@@ -127,7 +127,9 @@ def device_section(ctx: Context, recorded: list[dict[str, Any]], tables: Sequenc
             source = f"own network: {net.get('factory')}"
         operator, sampling = physics_text(physics)
         digest = weights.get(name) or (card or {}).get("weights_sha256")
-        rows.append([str(name), source, operator, sampling, (digest or "–")[:16] + ("…" if digest else "")])
+        trained = training_data(info, str(name))
+        rows.append([str(name), source, operator, sampling, ", ".join(trained) if trained else "not declared",
+                     (digest or "–")[:16] + ("…" if digest else "")])
         if card:
             metrics = card.get("test_metrics") or {}
             shown = ", ".join(f"{k} {format_number(v)}" for k, v in metrics.items()
@@ -136,9 +138,11 @@ def device_section(ctx: Context, recorded: list[dict[str, Any]], tables: Sequenc
                           str(card.get("dataset", "–")),
                           f"{(card.get('recipe') or {}).get('steps', '–')} steps, {card.get('device', '?')}",
                           shown or "–"])
-    blocks.append(doc.table("Networks under test: operator, sampling and weights (sha256, first 16 hex digits; the "
-                            "full digests are in the provenance section).",
-                            ["network", "source", "operator", "sampling", "weights sha256"], rows))
+    blocks.append(doc.table("Networks under test: operator, sampling, the data each was trained on (zoo model cards, "
+                            "or `trained_on` in the study file; results on other data are marked out-of-distribution) "
+                            "and weights (sha256, first 16 hex digits; the full digests are in the provenance "
+                            "section).",
+                            ["network", "source", "operator", "sampling", "trained on", "weights sha256"], rows))
     failed: dict[str, int] = {}
     for (_, network), c in ctx.units.items():
         if network not in present and c["failed"]:
@@ -157,10 +161,11 @@ def device_section(ctx: Context, recorded: list[dict[str, Any]], tables: Sequenc
         drows = []
         for d in datasets:
             shown = [f"{k.split('@')[1]} px: {v[:12]}…" for k, v in hashes.items() if k.split("@")[0] == d["name"]]
-            drows.append([d["name"], d.get("split", "test"), format_number(d.get("count")) if d.get("count") else "all",
-                          "; ".join(shown) or "–"])
-        blocks.append(doc.table("Test images: datasets, splits, counts and content hashes recorded at run time.",
-                                ["dataset", "split", "images", "content sha256"], drows))
+            drows.append([d["name"], d.get("kind") or d["name"], d.get("split", "test"),
+                          format_number(d.get("count")) if d.get("count") else "all", "; ".join(shown) or "–"])
+        blocks.append(doc.table("Test images: datasets (the study's names; kind: how each is loaded), splits, counts "
+                                "and content hashes recorded at run time.",
+                                ["dataset", "kind", "split", "images", "content sha256"], drows))
 
 
 def distinct_networks(ctx: Context, tables: Sequence[str]) -> list[str]:
