@@ -251,3 +251,19 @@ def test_a_blurred_detail_does_not_pass_even_with_its_shape_and_contrast_kept():
         assert row["corr"] >= 0.8 and row["sharpness"] < task.sharpness_threshold and not row["recovered"]
     with pytest.raises(ValueError, match="contrast_max"):
         make_task("insertion", contrast_threshold=0.6, contrast_max=0.5)
+
+
+def test_report_pairs_network_and_reference_and_draws_recovery_curves(tmp_path):
+    import pandas as pd
+
+    from survey.analysis.sections.insertions import paired_tests, recovery_curves
+
+    frame = pd.DataFrame({"network": ["a"] * 8 + ["b"] * 4, "contrast": [0.15, 0.3] * 6, "size": [8, 8, 12, 12] * 3,
+                          "recovered": [True, False, False, False, False, False, False, True, True, True, True, True],
+                          "ref_recovered": [True, True, True, True, True, True, True, True, True, True, True, True],
+                          "h_recovered": [False] * 12})
+    tests = {t["network"]: t for t in paired_tests(frame)}
+    assert (tests["a"]["b"], tests["a"]["c"]) == (0, 6) and tests["a"]["p"] == pytest.approx(2 / 64)
+    assert tests["b"]["p"] == 1.0 and tests["b"]["pairs"] == 4
+    paths = recovery_curves(frame, tmp_path / "curves")
+    assert all(path.exists() for path in paths)

@@ -222,3 +222,19 @@ def test_a_finer_forward_model_differs_a_little_from_the_same_one():
     with pytest.raises(ValueError, match="finer forward model"):
         run(make_task("sweep", ratios=[0.5], forward="finer"),
             context(make_physics("mri", size=N, ratio=0.25, mask="gaussian-lines")))
+
+
+def test_the_report_names_fixed_sampling_and_the_finer_forward_model(tmp_path):
+    import pandas as pd
+
+    from survey.analysis.sections.sweeps import sweep_curves, sweep_notes
+
+    frame = pd.DataFrame({"network": ["automap", "automap", "ell50", "ell50"], "axis": ["ratio", "ratio", "views", "views"],
+                          "value": [0.3, 0.6, 20, 50], "train_value": [0.6, 0.6, 50, 50],
+                          "psnr": [math.nan, math.nan, 25.0, 28.0], "ref_psnr": [20.0, 24.0, 26.0, 29.0],
+                          "h_psnr": [18.0, 21.0, 20.0, 24.0], "fixed_sampling": [True, True, False, False],
+                          "forward": ["same", "same", "finer", "finer"], "mask": ["random-points", "random-points", None, None]})
+    notes = sweep_notes(frame)
+    assert any(n.startswith("Fixed sampling by construction: automap") for n in notes)
+    assert any("Finer forward model" in n and "ell50" in n for n in notes)
+    assert all(path.exists() for path in sweep_curves(frame, tmp_path / "sweep", n_boot=10))

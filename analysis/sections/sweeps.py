@@ -15,7 +15,7 @@ import seaborn as sns
 
 from survey.analysis.db import execute
 from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, _save, _theme, plt
-from survey.analysis.sections.base import SEED, Context, Definition, Section
+from survey.analysis.sections.base import SEED, Context, Definition, Section, p
 
 #: Resamples of the bootstrap band in the sweep figure (a figure, not a published number).
 FIGURE_BOOT = 500
@@ -29,8 +29,10 @@ DEFINITIONS = (
         unit="curve",
         rationale="One PSNR-against-sampling curve per image. A curve is bad when the PSNR at the most "
                   "samples is more than 1 dB below the curve's peak: more data made the image worse, a sign "
-                  "that the network is tied to its training sampling pattern. Noise-level (denoising) sweeps "
-                  "are shown in the figures only."),
+                  "that the network is tied to its training sampling pattern. Networks that read only their "
+                  "trained sampling points (AUTOMAP) have fixed sampling by construction: more samples cannot "
+                  "reach them, so they are left out (no network PSNR is recorded for them). Noise-level "
+                  "(denoising) sweeps are shown in the figures only."),
 )
 
 
@@ -39,15 +41,16 @@ class SweepsSection(Section):
     title = "Sampling sweep"
     method = ("Sampling sweep: nested sampling patterns at increasing ratios (or more projection views); PSNR of "
               "the network, the reference and zero-filling against the truth.")
-    params = ("axis", "train_value")
+    params = ("axis", "train_value", "mask", "forward")
     definitions = DEFINITIONS
 
     def result_figures(self, ctx: Context) -> list[dict[str, Any]]:
         frame = execute(ctx.con, "SELECT * FROM sweeps")
         if frame.empty:
             return []
+        notes = [p(text, "definition") for text in sweep_notes(frame)]
         paths = sweep_curves(frame, ctx.figure_path("sweep_psnr"), n_boot=FIGURE_BOOT, seed=ctx.seed, svg=ctx.doc.svg)
-        return [ctx.doc.figure(paths, "PSNR against the sampling level per network: mean over images with a 95% "
+        return notes + [ctx.doc.figure(paths, "PSNR against the sampling level per network: mean over images with a 95% "
                                       f"bootstrap band ({FIGURE_BOOT} resamples, seed {ctx.seed}); network (solid), "
                                       "compressed-sensing reference (dashed), zero-filled H(y) (dotted); the red "
                                       "line marks the level the network was trained at. PSNR above "
@@ -55,6 +58,31 @@ class SweepsSection(Section):
 
 
 SECTION = SweepsSection()
+
+
+def sweep_notes(frame: pd.DataFrame) -> list[str]:
+    """Sentences for the section: networks with fixed sampling by construction, finer forward models used."""
+    notes = []
+    if "fixed_sampling" in frame:
+        fixed = sorted(frame.loc[frame["fixed_sampling"].fillna(False).astype(bool), "network"].unique())
+        if fixed:
+            notes.append(f"Fixed sampling by construction: {', '.join(map(str, fixed))} read(s) only the sampling "
+                         "points it was trained on (found by probe or declared), so more samples cannot change its "
+                         "output; it is left out of the more-samples claim and its panel shows the reference and "
+                         "H(y) only.")
+    if "forward" in frame:
+        finer = sorted(frame.loc[frame["forward"] == "finer", "network"].unique())
+        if finer:
+            notes.append(f"Finer forward model: the measurements of {', '.join(map(str, finer))} come from the "
+                         "operator at twice the resolution (the image as square pixels, two sub-rays per detector "
+                         "bin), not from the operator the network and the reference reconstruct with, so these "
+                         "sweeps are not an inverse crime.")
+    if "mask" in frame:
+        masks = frame.dropna(subset=["mask"]).groupby("network")["mask"].unique()
+        spelled = [f"{net}: {', '.join(map(str, kinds))}" for net, kinds in masks.items()]
+        if spelled:
+            notes.append(f"Sampling patterns swept (nested across levels): {'; '.join(spelled)}.")
+    return notes
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -100,7 +128,8 @@ def sweep_curves(frame: pd.DataFrame, out: Path | str, *, n_boot: int = FIGURE_B
         ax.set_xlabel({"ratio": "sampling ratio", "views": "projection views",
                        "sigma": "noise level σ"}.get(axis, axis))
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(name)
+        fixed = "fixed_sampling" in sub and sub["fixed_sampling"].fillna(False).astype(bool).any()
+        ax.set_title(f"{name} (fixed sampling)" if fixed else name)
     for ax in axes.flat[len(networks):]:
         ax.axis("off")
     if axes.flat[0].get_legend() is not None:
