@@ -131,7 +131,7 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
 
 
 def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: str = "radius",
-                ylabel: str = "P(artefact persists)", method: str = "primary", hue: str = "network",
+                ylabel: str = "P(artefact persists)", method: str = "clopper-pearson", hue: str = "network",
                 svg: bool = False) -> list[Path]:
     """P(bad) against the ball radius per `hue` group, the band being the `method` interval ("primary": each
     group's primary interval; the point is the row's `p`, so give rows whose `p` is the primary's estimate).
