@@ -37,12 +37,10 @@ def phantom_kspace(rng, slices: int, rows: int, cols: int, coils: int | None = N
                     for s in range(slices)])
     if coils is None:
         k = centred_fft(obj)
-        noise_shape = k.shape
     else:
         maps = np.stack([np.exp(-((xx - np.cos(c))**2 + (yy - np.sin(c))**2)) * np.exp(1j * c) for c in range(coils)])
         k = centred_fft(obj[:, None] * maps[None])
-        noise_shape = k.shape
-    return k + 0.01 * (rng.normal(size=noise_shape) + 1j * rng.normal(size=noise_shape))
+    return k + 0.01 * (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape))
 
 
 # ---------------------------------------------------------------- masks
