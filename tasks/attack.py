@@ -35,7 +35,21 @@ passes 2%, network against the compressed-sensing reference on the same perturbe
     mrivn   (parallel MRI)   0.048 vs 0.029  (1.7x)     dncnn (denoising)         0.021 vs 0.018 (1.1x)
 
 so every reconstruction network amplifies its worst case well beyond the reference, AUTOMAP most;
-the denoiser does not (its worst case is barely worse than TV denoising's response).
+the denoiser does not (its worst case is barely worse than TV denoising's response). Those reference
+numbers are transferred (the reference on the network's perturbation), not the reference's own worst case.
+
+`search="budget"` answers the referee's question instead (DESIGN.md "Worst case at a budget"): for each
+budget eps in `budgets`, the worst r with ||r|| <= eps ||x|| (||e|| <= eps ||Ax|| in the measurement
+domain) by projected normalised-gradient ascent with momentum (`survey.tasks.budget.worst_case`),
+starts: `restarts` zero-mean random directions and, with `singular_start`, the top singular direction
+of the local Jacobian (A v_1 in the measurement domain); one row per (attacked, image, budget), the
+best over starts and gradient rules, with gain = (||f(A(x + r)) - f(Ax)|| / ||f(Ax)||) / (||r|| / ||x||)
+and the best gain after 25/50/100% of the iterations. On Radon, gradient="auto" runs every start with
+A^T and with B = FBP and keeps the better; B is scaled by ||A||^2 (so B ~ A^+ ~ A^T / ||A||^2 is as long
+as A^T), which the normalised step makes irrelevant: B changes the direction only. `matched` attacks
+the reference solver (unrolled) and H (the easy linear reconstruction, `survey.nets.exact.IdentityNet`)
+with the same search, budgets, iterations, random starts and images in the same unit
+(`attacked` = 'reference' / 'H'); the network's rows keep the transferred ref_* columns.
 """
 
 from __future__ import annotations
@@ -48,7 +62,9 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import norms, psnr, ssim
+from survey.nets.exact import IdentityNet
 from survey.tasks import validate
+from survey.tasks.budget import differentiable, top_singular_direction, worst_case
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, eval_mode, register
 
 #: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
@@ -63,9 +79,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 P_CHOICES = ("fAx", "x")
 DOMAINS = ("image", "measurement")
-GRADIENT_RULES = ("auto", "adjoint", "fbp")
+GRADIENT_RULES = ("auto", "adjoint", "fbp", "both")
 SUPPORTS = ("none", "foreground")
-TARGETS = ("network", "reference")
+TARGETS = ("network", "reference", "H")
+#: "paper": Algorithms 1 and 2 with snapshots (the default); "budget": the worst case at each budget.
+SEARCHES = ("paper", "budget")
+#: Columns only budget rows fill (None on paper rows).
+BUDGET_ONLY = ("budget", "gain_at_25", "gain_at_50", "gain_at_100", "start", "matched")
 
 
 class Snapshot(NamedTuple):
@@ -183,7 +203,18 @@ def foreground_support(x: torch.Tensor, threshold: float, dilation: int) -> torc
 #: Columns of attack rows: one row per (image, restart, snapshot).
 ATTACK_COLUMNS: dict[str, Column] = {
     **LABELS,
-    "attacked": Column("what the search attacked: 'network', or 'reference' (the unrolled CS solver)"),
+    "attacked": Column("what the search attacked: 'network', 'reference' (the unrolled CS solver) or 'H' (the "
+                       "easy linear reconstruction)"),
+    "search": Column("'paper' (Algorithms 1 / 2, snapshots of the ascent) or 'budget' (worst case at each budget)"),
+    "budget": Column("budget eps: ||r|| <= eps ||x|| (||e|| <= eps ||A x|| in the measurement domain); None on "
+                     "paper rows"),
+    "gain": Column("(||f(y + A r) - f(y)|| / ||f(y)||) / (||r|| / ||x||) (||e|| / ||A x|| in the measurement "
+                   "domain): 1 is what a faithful method does"),
+    "gain_at_25": Column("budget search: best gain after 25% of the iterations (convergence)"),
+    "gain_at_50": Column("budget search: best gain after 50% of the iterations"),
+    "gain_at_100": Column("budget search: best gain after all iterations (= gain)"),
+    "start": Column("budget search: the winning start, 'singular' (top singular direction) or 'random'"),
+    "matched": Column("budget search: the targets attacked with the same search in the unit, comma-separated"),
     "preset": Column("name of the paper's Table 1 parameter set, '' when none"),
     "lam": Column("penalty lambda of Q on ||r||^2"),
     "gamma": Column("momentum of the ascent"),
@@ -191,15 +222,16 @@ ATTACK_COLUMNS: dict[str, Column] = {
     "tau": Column("scale of the uniform start r0", "image units"),
     "p": Column("target p(x) of Q: 'fAx' (the clean reconstruction) or 'x' (the truth)"),
     "domain": Column("where r lives: 'image' or 'measurement'"),
-    "gradient": Column("gradient rule used: 'adjoint' (Algorithm 1) or 'fbp' (Algorithm 2)"),
+    "gradient": Column("gradient rule used: 'adjoint' (Algorithm 1) or 'fbp' (Algorithm 2); for budget rows "
+                       "the winning rule"),
     "support": Column("support mask of image-domain r: 'none' or 'foreground'"),
     "max_iterations": Column("iteration budget of the search"),
     "restarts": Column("independent starts per image"),
     "iterations_run": Column("updates made before every snapshot had fired (for the whole batch)"),
     "image_id": Column("stable id of the ground-truth image"),
-    "restart": Column("index of the start r0 of this image"),
-    "snapshot": Column("how the snapshot was taken: 'iteration' or 'level'"),
-    "snapshot_target": Column("the snapshot's iteration count, or its ||r||/||x|| level"),
+    "restart": Column("index of the start r0 of this image (budget rows: of the winning start, given ones first)"),
+    "snapshot": Column("how the snapshot was taken: 'iteration' or 'level' ('budget' for budget rows)"),
+    "snapshot_target": Column("the snapshot's iteration count, or its ||r||/||x|| level (the budget)"),
     "reached": Column("False when a level was never crossed (the last iterate is reported)"),
     "iteration": Column("iterate index of the snapshot (0 = r0)"),
     "r_norm": Column("||r|| of the perturbation (||e|| in the measurement domain)", "image units"),
@@ -244,9 +276,16 @@ class Attack(Task):
     restarts: independent r0 per image. support: "none" or "foreground" (|x| > support_threshold,
     dilated by support_dilation pixels; image domain only). Measurement-domain perturbations are
     always confined to the measured entries (`physics.measured_mask()`). target: "network", or "reference" to
-    attack the unrolled reference solver with the same budget. keep_tensors: return r and outputs.
-    with_reference: also reconstruct every snapshot with the reference solver (the ref_* columns).
-    label: free text recorded in rows (set to the preset name by `Attack.preset`).
+    attack the unrolled reference solver with the same budget, "H" the easy linear reconstruction.
+    keep_tensors: return r and outputs. with_reference: also reconstruct every snapshot with the
+    reference solver (the transferred ref_* columns). label: free text recorded in rows (set to the
+    preset name by `Attack.preset`).
+    search: "paper" (the above, the default) or "budget" (see the module docstring), whose own
+    parameters are budgets (eps values), restarts (random starts), singular_start (also start from the
+    top singular direction of the local Jacobian, `singular_iterations` power iterations), step and
+    momentum (`worst_case`'s), gradient ("auto": both rules on Radon; "both"), matched (targets
+    attacked with the same search in the same unit: "reference", "H"). lam, eta, tau, p and the
+    snapshots are the paper search's and unused by the budget search.
     """
 
     table = "attacks"
@@ -273,12 +312,29 @@ class Attack(Task):
     keep_tensors: bool = True
     with_reference: bool = True
     label: str = ""
+    search: str = "paper"
+    budgets: tuple[float, ...] = (0.01, 0.02, 0.05)
+    singular_start: bool = True
+    singular_iterations: int = 10
+    step: float = 2.0
+    momentum: float = 0.5
+    matched: tuple[str, ...] = ()
 
     def __post_init__(self):
         name = type(self).__name__
         for key, choices in (("p", P_CHOICES), ("domain", DOMAINS), ("gradient", GRADIENT_RULES),
-                             ("support", SUPPORTS), ("target", TARGETS)):
+                             ("support", SUPPORTS), ("target", TARGETS), ("search", SEARCHES)):
             validate.choice(self, key, choices)
+        validate.sequence(self, "budgets", validate.numbers_in(0.0, low_open=True), "budgets > 0", nonempty=True)
+        validate.sequence(self, "matched", lambda v: v in TARGETS, f"targets among {list(TARGETS)}", convert=str)
+        validate.flag(self, "singular_start")
+        validate.integer(self, "singular_iterations", low=1)
+        validate.positive(self, "step")
+        validate.number(self, "momentum", low=0.0, high=1.0, high_open=True)
+        if self.search == "paper" and (self.gradient == "both" or self.matched):
+            raise ValueError(f"{name}: gradient='both' and matched targets belong to search='budget'")
+        if self.target in self.matched:
+            raise ValueError(f"{name}: target {self.target!r} is also in matched {list(self.matched)}")
         for key in ("lam", "gamma", "support_threshold"):
             validate.number(self, key, low=0.0)
         for key in ("eta", "tau"):
@@ -310,8 +366,13 @@ class Attack(Task):
         return getattr(physics, "attack_gradient", "adjoint") if self.domain == "image" else "adjoint"
 
     def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        if self.search == "budget":
+            with torch.no_grad():  # `worst_case` turns autograd on for its gradients only
+                return self._run_budget(ctx, generator)
         physics, x_images = ctx.physics, ctx.images
-        if self.target == "reference":
+        if self.target == "H":
+            attacked = IdentityNet()
+        elif self.target == "reference":
             if ctx.reference is None:
                 raise ValueError(f"{type(self).__name__}: target='reference' needs a reference solver in the context")
             attacked = _differentiable(ctx.reference)
@@ -416,7 +477,8 @@ class Attack(Task):
         values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
         iteration = found.iteration.cpu().tolist()
         reached = found.reached.cpu().tolist()
-        shared = {"attacked": self.target, "preset": self.label, "lam": float(self.lam),
+        shared = {"attacked": self.target, "search": "paper", **dict.fromkeys(BUDGET_ONLY),
+                  "preset": self.label, "lam": float(self.lam),
                   "gamma": float(self.gamma), "eta": float(self.eta), "tau": float(self.tau), "p": self.p,
                   "domain": self.domain, "gradient": rule, "support": self.support,
                   "max_iterations": int(self.iterations), "restarts": int(self.restarts),
@@ -431,6 +493,7 @@ class Attack(Task):
                            "snapshot_target": snap.target, "reached": bool(reached[s][n]),
                            "iteration": int(iteration[s][n])}
                     row.update({k: float(v[s][n]) for k, v in values.items()})
+                    row["gain"] = row["out_change_rel"] / row["r_rel"] if row["r_rel"] > 0 else None
                     rows.append(row)
                     order.append((s, n))
         kept: dict[str, torch.Tensor] = {}
@@ -439,6 +502,108 @@ class Attack(Task):
             n_idx = torch.tensor([n for _, n in order])
             kept = {k: v.detach().cpu()[s_idx, n_idx] for k, v in tensors.items()}
         return TaskResult(rows, kept)
+
+
+    # -- the budget search --------------------------------------------------------------------
+    def _solver(self, ctx: TaskContext, name: str):
+        if name == "network":
+            return ctx.net
+        if name == "H":
+            return IdentityNet()
+        if ctx.reference is None:
+            raise ValueError(f"{type(self).__name__}: attacking the reference needs a reference solver in the context")
+        return ctx.reference
+
+    def _starts(self, f, physics, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """The top singular direction of the local Jacobian per image, (1, B, *shape) (A v_1 in the
+        measurement domain), or None without `singular_start`."""
+        if not self.singular_start:
+            return None
+        v1 = top_singular_direction(differentiable(f), physics, x, iterations=self.singular_iterations,
+                                    generator=generator)
+        return (v1 if self.domain == "image" else physics.A(v1))[None]
+
+    def _run_budget(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
+        physics, x = ctx.physics, ctx.images
+        names = (self.target, *self.matched)
+        solvers = {name: self._solver(ctx, name) for name in names}
+        support = (foreground_support(x, self.support_threshold, self.support_dilation)
+                   if self.domain == "image" and self.support == "foreground" else None)
+        state = generator.get_state()
+        rows: list[dict[str, Any]] = []
+        kept: dict[str, list[torch.Tensor]] = {}
+        for name, solver in solvers.items():
+            # Every target gets the generator in the same state: the same random starts.
+            gen = torch.Generator(device=generator.device)
+            gen.set_state(state)
+            with eval_mode(solver):
+                starts = self._starts(solver, physics, x, gen)
+                found = worst_case(solver, physics, x, self.budgets, domain=self.domain,
+                                   iterations=self.iterations, restarts=self.restarts, starts=starts,
+                                   step=self.step, momentum=self.momentum, gradient=self.gradient,
+                                   support=support, generator=gen)
+                transferred = ctx.reference if name == "network" and self.with_reference else None
+
+                def f(u: torch.Tensor, solver=solver) -> torch.Tensor:
+                    return solver(u, physics)
+
+                y = physics.A(x)
+                snapshots = [Snapshot("budget", eps) for eps in self.budgets]
+                as_search = SearchResult(snapshots, found.r, None, None, self.iterations)
+                columns, tensors = self._measure(as_search, f, transferred, physics, x, y, f(y))
+            given = 0 if starts is None else starts.shape[0]
+            part_rows, order = self._budget_rows(ctx, name, found, columns, given)
+            rows += part_rows
+            if self.keep_tensors:
+                e_idx = torch.tensor([e for e, _ in order])
+                b_idx = torch.tensor([b for _, b in order])
+                for key, value in tensors.items():
+                    kept.setdefault(key, []).append(value.detach().cpu()[e_idx, b_idx])
+        generator.set_state(gen.get_state())
+        # Rows of targets without a transferred reference carry its columns as None (one schema per call).
+        ref_keys = sorted({k for row in rows for k in row if k.startswith("ref_")})
+        for row in rows:
+            for key in ref_keys:
+                row.setdefault(key, None)
+        tensors_out: dict[str, torch.Tensor] = {}
+        if self.keep_tensors and rows:
+            counts = [len(self.budgets) * x.shape[0]] * len(solvers)
+            for key in ("r", "out", "ref_out"):
+                parts = kept.get(key)
+                if parts is None:
+                    continue
+                if len(parts) != len(solvers):  # ref_out only for the network: zeros elsewhere
+                    like = parts[0]
+                    parts = [like if name == "network" else torch.zeros((c, *like.shape[1:]), dtype=like.dtype)
+                             for name, c in zip(solvers, counts)]
+                tensors_out[key] = torch.cat(parts)
+        return TaskResult(rows, tensors_out)
+
+    def _budget_rows(self, ctx: TaskContext, name: str, found, columns, given: int):
+        values = {k: v.detach().cpu().tolist() for k, v in columns.items()}
+        trace = found.trace.detach().cpu().tolist()
+        gain = found.gain.detach().cpu().tolist()
+        start = found.start.cpu().tolist()
+        rule = found.rule.cpu().tolist()
+        shared = {"attacked": name, "search": "budget", "matched": ",".join((self.target, *self.matched)),
+                  "preset": self.label, "lam": None, "gamma": float(self.momentum), "eta": None,
+                  "tau": None, "p": "fAx", "domain": self.domain, "support": self.support,
+                  "max_iterations": int(self.iterations), "restarts": int(self.restarts),
+                  "iterations_run": int(self.iterations)}
+        rows, order = [], []
+        for b, image_id in enumerate(ctx.image_ids):
+            for e, eps in enumerate(self.budgets):
+                row = {**shared, "gradient": found.rules[rule[e][b]], "image_id": image_id,
+                       "restart": int(start[e][b]), "start": "singular" if start[e][b] < given else "random",
+                       "snapshot": "budget", "snapshot_target": float(eps), "reached": True,
+                       "iteration": int(self.iterations), "budget": float(eps), "gain": float(gain[e][b]),
+                       "gain_at_25": float(trace[e][b][0]), "gain_at_50": float(trace[e][b][1]),
+                       "gain_at_100": float(trace[e][b][2])}
+                row.update({k: float(v[e][b]) for k, v in values.items()})
+                row["objective"] = None  # Q belongs to the paper's search
+                rows.append(row)
+                order.append((e, b))
+        return rows, order
 
 
 @register("attack-reference")
@@ -454,5 +619,5 @@ class AttackReference(Attack):
     target: str = "reference"
 
 
-__all__ = ["ATTACK_COLUMNS", "Attack", "AttackReference", "PRESETS", "SearchResult", "Snapshot",
+__all__ = ["ATTACK_COLUMNS", "Attack", "AttackReference", "PRESETS", "SEARCHES", "SearchResult", "Snapshot",
            "foreground_support", "search", "snapshot_plan"]
