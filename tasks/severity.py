@@ -86,8 +86,9 @@ class Severity(Task):
     families: family name -> list of severities (each in the family's unit; see README "Perturbation
     families"); family_params: family name -> its build parameters (e.g. motion: fov_mm, rotation_per_pixel).
     draws: latent draws per (image, family, severity); batch: at most this many perturbed measurements per
-    network call. with_reference: also run the reference on the first `reference_draws` draws of every level
-    (None: all). with_ssim: SSIM columns (else None).
+    network call. with_reference: also run the reference on the first `reference_draws` draws (None: all) of
+    the levels `reference_levels` (indices into each family's severity list, -1 the last; None: every level):
+    the CS reference costs seconds per solve on a CPU. with_ssim: SSIM columns (else None).
     """
 
     families: dict[str, Any] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_FAMILIES.items()})
@@ -96,14 +97,16 @@ class Severity(Task):
     batch: int = 32
     with_reference: bool = True
     reference_draws: int | None = None
+    reference_levels: list[int] | None = None
     with_ssim: bool = True
 
     table = "severity"
     title = "Physical perturbations at physical severities"
     columns = SEVERITY_COLUMNS
+    list_params = ("reference_levels",)
     example = dict(families={"motion": [0.0, 1.0], "coil": [0.05], "off-resonance": [0.5], "spike": [0.1],
                              "rings": [0.0, 1.0], "view-jitter": [0.5], "gaussian": [0.0, 0.05]},
-                   draws=2, batch=8, reference_draws=1)
+                   draws=2, batch=8, reference_draws=1, reference_levels=[0, -1])
 
     def __post_init__(self):
         name = type(self).__name__
@@ -131,6 +134,9 @@ class Severity(Task):
             validate.integer(self, key, low=low)
         if self.reference_draws is not None:
             validate.integer(self, "reference_draws", low=0)
+        if self.reference_levels is not None:
+            validate.sequence(self, "reference_levels", validate.integers_in(), "integers (level indices, -1 the last)",
+                              convert=int)
         for key in ("with_reference", "with_ssim"):
             validate.flag(self, key)
 
@@ -176,6 +182,12 @@ class Severity(Task):
             levels = self.families[name]
             # (image, severity, draw) in row order
             items = [(b, k, d) for b in range(x.shape[0]) for k in range(len(levels)) for d in range(self.draws)]
+            ref_levels = (set(range(len(levels))) if self.reference_levels is None
+                          else {k % len(levels) for k in self.reference_levels if -len(levels) <= k < len(levels)})
+
+            def with_ref(item: tuple[int, int, int]) -> bool:   # the identity reuses g(y): free for every draw
+                return reference is not None and (levels[item[1]] == family.identity_severity
+                                                  or (item[2] < ref_draws and item[1] in ref_levels))
             values: dict[str, list] = {}
             for start in range(0, len(items), self.batch):
                 part = items[start:start + self.batch]
@@ -186,7 +198,7 @@ class Severity(Task):
                 y_part = family.perturb(y[b], z, sev, physics, x=x[b])
                 identity = sev == family.identity_severity
                 self._score(values, "meas_change_rel", norms(y_part - y[b]) / norms(y[b]))
-                use_ref = torch.tensor([i[2] < ref_draws for i in part], device=x.device)
+                use_ref = torch.tensor([with_ref(i) for i in part], dtype=torch.bool, device=x.device)
                 for key, solve in solvers.items():
                     run = ~identity & (use_ref if key == "ref_" else torch.ones_like(identity))
                     out = clean[key][b].clone()
@@ -200,7 +212,7 @@ class Severity(Task):
                       "severity_name": family.severity_name, "severity_unit": family.severity_unit or "",
                       "draws": self.draws}
             for n, (b, k, d) in enumerate(items):
-                has_ref = reference is not None and d < ref_draws
+                has_ref = with_ref((b, k, d))
                 row = {"image_id": ctx.image_ids[b], "image_index": b, **shared, "severity": levels[k],
                        "identity": levels[k] == family.identity_severity, "draw": d,
                        "meas_change_rel": values["meas_change_rel"][n]}
