@@ -42,7 +42,7 @@ numbers are transferred (the reference on the network's perturbation), not the r
 budget eps in `budgets`, the worst r with ||r|| <= eps ||x|| (||e|| <= eps ||Ax|| in the measurement
 domain) by projected normalised-gradient ascent with momentum (`survey.tasks.budget.worst_case`),
 starts: `restarts` zero-mean random directions and, with `singular_start`, the top singular direction
-of the local Jacobian (A v_1 in the measurement domain); one row per (attacked, image, budget), the
+of the local Jacobian, both signs (A v_1 in the measurement domain); one row per (attacked, image, budget), the
 best over starts and gradient rules, with gain = (||f(A(x + r)) - f(Ax)|| / ||f(Ax)||) / (||r|| / ||x||)
 and the best gain after 25/50/100% of the iterations. On Radon, gradient="auto" runs every start with
 A^T and with B = FBP and keeps the better; B is scaled by ||A||^2 (so B ~ A^+ ~ A^T / ||A||^2 is as long
@@ -515,13 +515,15 @@ class Attack(Task):
         return ctx.reference
 
     def _starts(self, f, physics, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
-        """The top singular direction of the local Jacobian per image, (1, B, *shape) (A v_1 in the
-        measurement domain), or None without `singular_start`."""
+        """The top singular direction of the local Jacobian per image and its negative, (2, B, *shape)
+        (A v_1 in the measurement domain), or None without `singular_start`. Both signs: a singular
+        vector has no sign, and a network (unlike a linear map) may respond to +v_1 and -v_1 differently."""
         if not self.singular_start:
             return None
         v1 = top_singular_direction(differentiable(f), physics, x, iterations=self.singular_iterations,
                                     generator=generator)
-        return (v1 if self.domain == "image" else physics.A(v1))[None]
+        v1 = v1 if self.domain == "image" else physics.A(v1)
+        return torch.stack([v1, -v1])
 
     def _run_budget(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         physics, x = ctx.physics, ctx.images

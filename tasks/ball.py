@@ -7,7 +7,8 @@ x + r + v. Thousands of draws per centre turn that into a probability (DESIGN.md
 Centre: `center="worst-case"` runs an embedded `Attack` (parameters `attack`, the same generator
 stream, so a unit replays alone from its id) and takes the snapshot where ||r|| / ||x|| first
 crosses `level` (the last iterate, flagged `center_reached=False`, if it never does); with several
-restarts the one with the largest output change is kept. `center="clean"` is r = 0.
+restarts the one with the largest output change is kept. With `attack = {search = "budget", ...}` the
+centre is the worst case at the budget `level` instead (best over its starts). `center="clean"` is r = 0.
 An attack in the measurement domain gives a measurement-space centre e_c (level = ||e_c|| / ||A x||).
 
 Draws, with s = A r (or e_c) the centre's shift of the measurements y = A x:
@@ -20,6 +21,17 @@ sampled k-space of a Fourier mask, the detector bins that see a pixel for Radon)
 no mask: A* ignores what is not measured (exactly off a Fourier mask; a Radon bin outside the mask
 sees no pixel, or grazes one with a weight below 1e-6). t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
 radius * ||x|| ("relative-x"; ||A x|| for measurement noise), or t = radius ("absolute", a norm).
+
+The bad event (DESIGN.md "Gaussian ball"): a point of the ball is itself a bad perturbation. Every draw
+gets its point gain, with p = r + v the point's perturbation (s + e in the measurement domain):
+
+    point_gain = (||f(y') - f(y)|| / ||f(y)||) / (||p|| / ||x||)      (||p|| / ||A x|| for measurement p),
+
+and the same for H (`h_point_gain`, H = Re physics.H, every draw) and the reference (`ref_point_gain`, the
+reference draws), on the same points; P(point_gain >= g) is then compared network vs H vs reference.
+The persistence statistics persist_rel and artefact_cos are still recorded but are not evidence: a
+cosine >= 0.5 to the artefact and half its size hold for any smooth map, the identity and a Tikhonov
+smoother included (tests/test_ball_controls.py).
 
 Draw d uses its own generator seeded from (unit stream, d), so rows do not depend on `batch` and
 the first k draws are the same for any `draws >= k`. A list of radii in one unit shares the centre
@@ -50,7 +62,7 @@ CENTERS = ("worst-case", "clean")
 NOISE_DOMAINS = ("image", "measurement")
 RADIUS_KINDS = ("relative-r", "relative-x", "absolute")
 #: Attack parameters the ball sets itself.
-RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target")
+RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target", "budgets", "matched")
 
 
 def draw_seeds(generator: torch.Generator, draws: int) -> list[int]:
@@ -110,6 +122,9 @@ BALL_COLUMNS: dict[str, Column] = {
     "psnr_center": Column("PSNR of f(y + s) against x", "dB"),
     "ref_center_change_rel": Column("the reference's ||g(y + s) - g(y)|| / ||g(y)||; None without reference"),
     "ref_psnr_clean": Column("PSNR of the reference's g(y) against x; None without reference", "dB"),
+    "center_gain": Column("gain of the centre: (||f(y + s) - f(y)|| / ||f(y)||) / r_rel; None for a clean centre"),
+    "h_center_gain": Column("the same gain of the centre for H (the easy linear reconstruction)"),
+    "ref_center_gain": Column("the same gain of the centre for the reference; None without reference"),
     "radius": Column("the ball's radius as asked (relative to radius_kind)"),
     "target_norm": Column("the norm t each draw is scaled to", "image or measurement units"),
     "draw": Column("index of the draw (its generator is seeded from the unit's stream and this index)"),
@@ -122,10 +137,14 @@ BALL_COLUMNS: dict[str, Column] = {
     "persist_rel": Column("||f(y') - f(y + s)|| / ||f(y + s) - f(y)||; None for a clean centre"),
     "artefact_cos": Column("cosine of f(y') - f(y) with the centre's artefact f(y + s) - f(y); None for a "
                            "clean centre"),
+    "point_gain": Column("(||f(y') - f(y)|| / ||f(y)||) / (||r + v|| / ||x||): the ball point as a perturbation "
+                         "of its own (||s + e|| / ||A x|| in the measurement domain)"),
+    "h_point_gain": Column("the same point gain for H (the easy linear reconstruction) on the same point"),
     "has_reference": Column("whether the reference solver ran on this draw"),
     "ref_out_change_rel": Column("the reference's ||g(y') - g(y)|| / ||g(y)||; None where it did not run"),
     "ref_err_rel": Column("the reference's ||g(y') - x|| / ||x||; None where it did not run"),
     "ref_psnr": Column("PSNR of the reference's g(y') against x; None where it did not run", "dB"),
+    "ref_point_gain": Column("the same point gain for the reference on the same point; None where it did not run"),
     "bad": Column("out_change_rel >= bad_threshold; None when no threshold is set"),
 }
 
@@ -203,8 +222,12 @@ class Ball(Task):
         return self.radius if isinstance(self.radius, tuple) else (self.radius,)
 
     def attack_task(self) -> Attack:
-        """The embedded attack: `attack` parameters with one level snapshot at `level`."""
-        params = {**self.attack, "snapshot_levels": [self.level], "snapshot_iterations": [], "keep_tensors": True}
+        """The embedded attack: `attack` parameters with one level snapshot at `level` (the paper's search)
+        or the one budget `level` (search = "budget")."""
+        if self.attack.get("search") == "budget":
+            params = {**self.attack, "budgets": [self.level], "keep_tensors": True}
+        else:
+            params = {**self.attack, "snapshot_levels": [self.level], "snapshot_iterations": [], "keep_tensors": True}
         try:
             return make_task("attack", **params)
         except ValueError as err:
@@ -222,9 +245,11 @@ class Ball(Task):
         rows, tensors = attack(dataclasses.replace(ctx, reference=None), generator)
         restarts = attack.restarts
         picked, info = [], []
+        budget = attack.search == "budget"  # one row per image, the best over starts
         for b in range(x.shape[0]):
-            candidates = [n for n in range(b * restarts, (b + 1) * restarts)
-                          if rows[n]["snapshot"] == "level" and rows[n]["snapshot_target"] == float(self.level)]
+            candidates = [b] if budget else [
+                n for n in range(b * restarts, (b + 1) * restarts)
+                if rows[n]["snapshot"] == "level" and rows[n]["snapshot_target"] == float(self.level)]
             best = max(candidates, key=lambda n: rows[n]["out_change_rel"])
             row = rows[best]
             picked.append(best)
@@ -266,6 +291,10 @@ class Ball(Task):
         def f(u: torch.Tensor) -> torch.Tensor:
             return ctx.net(u, physics)
 
+        def h(u: torch.Tensor) -> torch.Tensor:
+            out = physics.H(u)
+            return out.real if real_images and torch.is_complex(out) else out
+
         def ref(u: torch.Tensor) -> torch.Tensor:
             return torch.cat([reference(part, physics) for part in u.split(self.batch)])
 
@@ -275,6 +304,7 @@ class Ball(Task):
         y_centre = y + shift
         clean, at_centre = f(y), f(y_centre)
         artefact = at_centre - clean
+        h_clean, h_centre = h(y), h(y_centre)
         x_norm, y_norm, clean_norm = norms(x), norms(y), norms(clean)
         artefact_norm = norms(artefact)
         image_noise = self.noise_domain == "image"
@@ -292,6 +322,7 @@ class Ball(Task):
         m_ones, i_ones = (1,) * len(m_shape), (1,) * len(i_shape)
         support = None if image_noise else physics.measured_mask()
         chunk = max(1, self.batch // (count * n_radii))
+        point_image = centre.domain == "image" and image_noise
         with_ref = reference is not None and self.reference_draws > 0
         ref_clean = ref(y) if reference is not None else None
         ref_centre = ref(y_centre) if reference is not None else None
@@ -328,12 +359,23 @@ class Ball(Task):
                     n, *z.shape[1:])
 
             noise_norm = targets[:, :, None] * norms(unit).view(count, 1, drawn)
+            # The point's own perturbation: r + v (image centre, image noise), else s + A v or s + e.
+            if point_image:
+                point = (centre.r.view(count, 1, 1, *i_shape)
+                         + t.view(count, n_radii, 1, *i_ones) * unit.view(count, 1, drawn, *i_shape))
+                point_rel = norms(point.reshape(n, *i_shape)) / per_sample(x_norm)
+            else:
+                point_rel = norms(u - per_sample(y)) / per_sample(y_norm)
+            point_rel = point_rel.clamp_min(torch.finfo(point_rel.dtype).tiny)
             x_s = per_sample(x)
             moved = out - per_sample(clean)
             moved_norm = norms(moved)
             add("noise_norm", noise_norm, drawn)
             add("noise_rel", noise_norm / (x_norm if image_noise else y_norm).view(count, 1, 1), drawn)
             add("out_change_rel", moved_norm / per_sample(clean_norm), drawn)
+            add("point_gain", moved_norm / per_sample(clean_norm) / point_rel, drawn)
+            h_change = norms(h(u) - per_sample(h_clean)) / per_sample(norms(h_clean))
+            add("h_point_gain", h_change / point_rel, drawn)
             add("persist_rel", norms(out - per_sample(at_centre)) / per_sample(artefact_norm), drawn)
             inner = (moved.conj() * per_sample(artefact)).real.reshape(n, -1).sum(dim=1)
             add("artefact_cos", inner / (moved_norm * per_sample(artefact_norm)), drawn)
@@ -349,19 +391,25 @@ class Ball(Task):
                 x_r = x.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(k, *i_shape)
                 ref_c = ref_clean.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(
                     k, *i_shape)
+                kept_rel = point_rel.view(count, n_radii, drawn)[:, :, :kept].reshape(-1)
                 for name, value in (("ref_out_change_rel", norms(ref_out - ref_c) / norms(ref_c)),
+                                    ("ref_point_gain", norms(ref_out - ref_c) / norms(ref_c) / kept_rel),
                                     ("ref_err_rel", norms(ref_out - x_r) / norms(x_r)),
                                     ("ref_psnr", psnr(ref_out, x_r))):
                     cols.setdefault(name, []).append(value.reshape(count, n_radii, kept))
 
         columns = {k: torch.cat(v, dim=2).cpu().tolist() for k, v in cols.items()}
+        r_rel = norms(centre.r) / (x_norm if centre.domain == "image" else y_norm)
+        r_rel_safe = r_rel.clamp_min(torch.finfo(r_rel.dtype).tiny)
         per_image = {
-            "r_norm": norms(centre.r), "r_rel": norms(centre.r) / (x_norm if centre.domain == "image" else y_norm),
+            "r_norm": norms(centre.r), "r_rel": r_rel,
             "center_change_rel": artefact_norm / clean_norm, "psnr_clean": psnr(clean, x),
-            "psnr_center": psnr(at_centre, x)}
+            "psnr_center": psnr(at_centre, x), "center_gain": artefact_norm / clean_norm / r_rel_safe,
+            "h_center_gain": norms(h_centre - h_clean) / norms(h_clean) / r_rel_safe}
         if reference is not None:
             per_image["ref_center_change_rel"] = norms(ref_centre - ref_clean) / norms(ref_clean)
             per_image["ref_psnr_clean"] = psnr(ref_clean, x)
+            per_image["ref_center_gain"] = per_image["ref_center_change_rel"] / r_rel_safe
         image_values = {k: v.cpu().tolist() for k, v in per_image.items()}
         target_values = targets.cpu().tolist()
         rows = self._rows(ctx, centre, columns, image_values, target_values)
@@ -380,14 +428,17 @@ class Ball(Task):
                   "level": None if clean_centre else float(self.level), "attack": attack_params,
                   "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,
                   "bad_threshold": None if self.bad_threshold is None else float(self.bad_threshold)}
-        ref_names = ("ref_out_change_rel", "ref_err_rel", "ref_psnr")
-        draw_names = ("noise_norm", "noise_rel", "out_change_rel", "err_rel", "psnr")
+        ref_names = ("ref_out_change_rel", "ref_err_rel", "ref_psnr", "ref_point_gain")
+        draw_names = ("noise_norm", "noise_rel", "out_change_rel", "err_rel", "psnr", "point_gain", "h_point_gain")
         rows: list[dict[str, Any]] = []
         for b, image_id in enumerate(ctx.image_ids):
             image = {**shared, "image_id": image_id, "image_index": b, **centre.info[b],
                      **{k: float(v[b]) for k, v in image_values.items()}}
             image.setdefault("ref_center_change_rel", None)
             image.setdefault("ref_psnr_clean", None)
+            image.setdefault("ref_center_gain", None)
+            if clean_centre:
+                image.update(center_gain=None, h_center_gain=None, ref_center_gain=None)
             for k, radius in enumerate(self.radii):
                 for d in range(self.draws):
                     row = {**image, "radius": radius, "target_norm": float(target_values[b][k]), "draw": d}
