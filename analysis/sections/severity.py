@@ -21,7 +21,7 @@ import seaborn as sns
 from survey.analysis.db import execute
 from survey.analysis.estimate import estimate
 from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, _save, _theme, plt
-from survey.analysis.sections.base import (Context, Definition, Section, format_interval, format_number, h3, p,
+from survey.analysis.sections.base import (Context, Definition, Section, format_interval, format_number, h3,
                                            percent, slug)
 
 #: The absolute quality floor of the default definition ("does each method fall below X dB").

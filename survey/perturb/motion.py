@@ -62,7 +62,8 @@ def translate(images: torch.Tensor, d_row: torch.Tensor, d_col: torch.Tensor) ->
     """Band-limited translation of (N, n, n) complex images by (d_row, d_col) (N,) pixels (content moves to +)."""
     n = images.shape[-1]
     k = _frequencies(n, images.real.dtype, images.device)
-    phase = -2 * math.pi * (d_row.reshape(-1, 1, 1) * k.reshape(1, n, 1) + d_col.reshape(-1, 1, 1) * k.reshape(1, 1, n)) / n
+    phase = -2 * math.pi * (d_row.reshape(-1, 1, 1) * k.reshape(1, n, 1)
+                            + d_col.reshape(-1, 1, 1) * k.reshape(1, 1, n)) / n
     return torch.fft.ifft2(torch.fft.fft2(images) * torch.polar(torch.ones_like(phase), phase))
 
 
