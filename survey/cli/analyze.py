@@ -147,6 +147,19 @@ def estimate(
         fail("--distribution spreads per-image P(bad) over images: use --per row or --per image, not curve")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     root = store_path(store)
+    if table == "rare" and bad is None and not slopes:   # per-image rare-event estimates: their distribution
+        from survey.analysis.rare_summary import LEVELS, rare_distribution
+
+        rows = rare_distribution(root, by=groups, where=where, confidence=confidence,
+                                 levels=LEVELS if levels == "0.01,0.1,0.5" else _numbers(levels, "--levels"),
+                                 quantiles=_numbers(quantiles, "--quantiles"))
+        if fmt == "json":
+            typer.echo(json.dumps(rows, indent=2, default=str))
+        else:
+            columns = [c for c in (rows[0] if rows else {}) if c not in ("confidence", "estimand")]
+            _print_table(columns, [[r.get(c) for c in columns] for r in rows],
+                         title=f"rare: per-image P(bad) at {confidence:g} (bracket: surely to possibly above)")
+        return
     if distribution:
         rows = per_image_distribution(root, table, bad, where=where, by=groups, levels=_numbers(levels, "--levels"),
                                       quantiles=_numbers(quantiles, "--quantiles"), confidence=confidence)
