@@ -21,8 +21,8 @@ import seaborn as sns
 from survey.analysis.db import execute
 from survey.analysis.estimate import estimate
 from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, _save, _theme, plt
-from survey.analysis.sections.base import (Context, Definition, Section, format_interval, format_number, h3,
-                                           percent, slug)
+from survey.analysis.sections.base import (Context, Definition, Section, estimate_command, format_interval,
+                                           format_number, h3, percent, slug)
 
 #: The absolute quality floor of the default definition ("does each method fall below X dB").
 PSNR_FLOOR = 25.0
@@ -81,7 +81,10 @@ class SeveritySection(Section):
             return None
         if not estimates["network"]:
             return None
-        ctx.computed[f"{definition.key}:h"] = estimates["zero-filled H(y)"]
+        command = estimate_command("severity", H_BAD[definition.key], where=None, by=by, per="row", store=ctx.given,
+                                   n_boot=ctx.n_boot, seed=ctx.seed)
+        ctx.computed[f"{definition.key}:h"] = {"by": by, "network": estimates["zero-filled H(y)"], "reference": [],
+                                               "commands": {"network": command}}
         paths = probability_curves(estimates, ctx.figure_path(f"severity_{slug(definition.key)}"),
                                    ylabel=f"P({definition.bad})", svg=ctx.doc.svg)
         methods = sorted({r["method"] for rows in estimates.values() for r in rows})
@@ -113,9 +116,15 @@ SECTION = SeveritySection()
 
 # -- tables and figures ---------------------------------------------------------------------------
 
+def _severity(value: Any) -> float:
+    """A severity as float; estimate rows carry a non-finite group value as None (NaN in pandas): the only
+    non-finite severity is a photon dose of inf (no noise)."""
+    return math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def _levels(frame: pd.DataFrame) -> list[float]:
     """The family's severities in sweep order: ascending, except photon doses (identity inf first, descending)."""
-    values = sorted(set(float(v) for v in frame["severity"]))
+    values = sorted(set(_severity(v) for v in frame["severity"]))
     return values[::-1] if any(math.isinf(v) for v in values) else values
 
 
@@ -137,7 +146,7 @@ def threshold_table(ctx: Context, frame: pd.DataFrame) -> dict | None:
         levels = _levels(sub)
         unit = str(sub["severity_unit"].iloc[0])
         for solver, estimates in found.items():
-            mine = {float(r["severity"]): r for r in estimates if r["network"] == network and r["family"] == family}
+            mine = {_severity(r["severity"]): r for r in estimates if r["network"] == network and r["family"] == family}
             if not mine:
                 continue
             first = next((v for v in levels if v in mine and mine[v]["point"] >= 0.5), None)
@@ -195,7 +204,7 @@ def probability_curves(estimates: dict[str, list[dict[str, Any]]], out: Path | s
             line = sub[sub["solver"] == solver]
             if line.empty:
                 continue
-            line = line.assign(x=[position[float(v)] for v in line["severity"]]).sort_values("x")
+            line = line.assign(x=[position[_severity(v)] for v in line["severity"]]).sort_values("x")
             ax.fill_between(line["x"], line["ci_low"].fillna(0.0).astype(float),
                             line["ci_high"].fillna(1.0).astype(float), color=palette[solver], alpha=0.15, lw=0)
             ax.plot(line["x"], line["point"].astype(float), ls=style, marker="o", ms=3, color=palette[solver],
@@ -221,7 +230,7 @@ def psnr_curves(frame: pd.DataFrame, out: Path | str, *, floor: float = PSNR_FLO
         sub = frame[(frame["network"] == network) & (frame["family"] == family)]
         levels = _levels(sub)
         position = {v: i for i, v in enumerate(levels)}
-        x = np.array([position[float(v)] for v in sub["severity"]])
+        x = np.array([position[_severity(v)] for v in sub["severity"]])
         for solver, prefix in SOLVERS.items():
             column = f"{prefix}psnr"
             if column not in sub or not sub[column].notna().any():
