@@ -54,6 +54,8 @@ class Poisson(Family):
 
     name = "poisson"
     severity_name = "I0"
+    severity_unit = "photons per bin"
+    kinds = ("radon",)  # real line integrals; a k-space has no photon counts
     identity_severity = math.inf
     differentiable = False
 
