@@ -19,7 +19,8 @@ from survey.tasks.base import (LABELS, PER_IMAGE, TASKS, Column, Task, TaskConte
 TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "survey.tasks.insertion",
                                  "survey.tasks.sweep",
                                  "survey.tasks.severity",
-                                 "survey.tasks.rare")
+                                 "survey.tasks.rare",
+                                 "survey.tasks.spectrum")
 #: Environment variable naming extra task modules (comma-separated, importable on every worker's path,
 #: e.g. through PYTHONPATH): a researcher's own task kind without editing this package.
 PLUGIN_VARIABLE = "SURVEY_TASK_MODULES"

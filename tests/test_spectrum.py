@@ -1,0 +1,186 @@
+"""The local Jacobian spectrum against exact answers: a linear convolutional network's dense SVD, Tikhonov's
+closed form per frequency, H on a Fourier mask (ones, then zeros), AUTOMAP's dense autograd Jacobian, and
+finite differences along v_1; the task's rows and tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from survey.nets.exact import IdentityNet, TikhonovNet
+from survey.physics import make_physics
+from survey.physics.mri import MRI
+from survey.tasks import TaskContext, generator_for, make_task
+from survey.tasks.spectrum import Linearisation, effective_rank, leading_directions, top_singular
+
+N = 16
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class LinearConvNet(nn.Module):
+    """f(y) = conv3(conv2(conv1(Re H y))): zero-padded, multi-channel, no bias, no activation (linear)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 5, padding=2, bias=False),
+                                  nn.Conv2d(4, 1, 3, padding=1, bias=False)).double()
+
+    def forward(self, y, physics):
+        h = physics.H(y)
+        return self.body(h.real if torch.is_complex(h) else h)
+
+
+def dense_jacobian(f, x: torch.Tensor) -> torch.Tensor:
+    """The (n^2, n^2) Jacobian of r -> f(x + r) at one image, by autograd (the slow, exact check)."""
+    jac = torch.autograd.functional.jacobian(lambda r: f(x + r.view_as(x)).reshape(-1), torch.zeros(x.numel(),
+                                             dtype=x.dtype))
+    return jac
+
+
+def symmetric_mask(n: int, points) -> torch.Tensor:
+    """Centred bool mask holding `points` (FFT-layout frequencies) and their negatives."""
+    m = torch.zeros(n, n, dtype=torch.bool)
+    for i, j in points:
+        m[i % n, j % n] = True
+        m[-i % n, -j % n] = True
+    return torch.fft.fftshift(m)
+
+
+def test_linear_convolutional_network_matches_the_dense_svd():
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    net = LinearConvNet()
+    x = torch.rand(2, 1, N, N, generator=gen(1), dtype=torch.float64)
+    found = top_singular(net, physics, x, 5, iterations=120, tol=1e-8, generator=gen())
+    dense = dense_jacobian(lambda u: net(u, physics), x[:1])
+    u, s, vh = torch.linalg.svd(dense)
+    for b in range(2):  # a linear network: the same spectrum at every image
+        assert torch.allclose(found.sigma[b], s[:5], rtol=1e-4, atol=0), (found.sigma[b], s[:5])
+        assert (found.residual[b] < 1e-6).all()
+    # v_1 up to sign (sigma_1 is simple here)
+    assert s[0] - s[1] > 1e-3 * s[0]
+    cos = float((found.vectors[0, 0].reshape(-1) * vh[0]).sum())
+    assert abs(cos) > 1 - 1e-6
+
+
+def test_tikhonov_singular_values_follow_the_closed_form_per_frequency():
+    mu = 0.3
+    physics = make_physics("mri", size=N, ratio=0.3, mask="gaussian-lines", seed=0)
+    x = torch.rand(1, 1, N, N, generator=gen(2), dtype=torch.float64)
+    # image domain: L = (Re A*A + mu)^{-1} Re A*A, diagonal in k-space with d(k) = (P(k) + P(-k)) / 2
+    p = physics.sampling.to(torch.float64)
+    d = 0.5 * (p + torch.roll(torch.flip(p, (0, 1)), (1, 1), (0, 1)))
+    expected = (d / (d + mu)).flatten().sort(descending=True).values
+    k = int((d == 1).sum()) + 4  # every d = 1 frequency, then into the d = 1/2 ones
+    found = top_singular(TikhonovNet(mu), physics, x, k, iterations=N * N, tol=1e-9, generator=gen())
+    assert torch.allclose(found.sigma[0], expected[:k], rtol=1e-6, atol=1e-9), (found.sigma[0], expected[:k])
+    assert (expected[:k] < expected[0]).any(), "the test should cross from d = 1 to d = 1/2 frequencies"
+    # measurement domain on a conjugate-symmetric mask: sigma_i / (sigma_i^2 + mu) with sigma_i(A) = 1
+    sym = MRI(symmetric_mask(N, [(0, 0), (0, 1), (1, 0), (2, 3), (5, 1)]))
+    found = top_singular(TikhonovNet(mu), sym, x, 4, domain="measurement", iterations=60, tol=1e-9, generator=gen())
+    assert torch.allclose(found.sigma[0], torch.full((4,), 1 / (1 + mu), dtype=torch.float64), rtol=1e-6)
+
+
+def test_h_on_a_fourier_mask_has_ones_up_to_the_sampled_count_then_zeros():
+    mask = symmetric_mask(N, [(0, 0), (0, 1), (1, 0), (2, 3), (0, N // 2)])
+    physics = MRI(mask)
+    sampled = int(mask.sum())  # 1 (DC) + 2 + 2 + 2 + 1 (self-conjugate Nyquist) = 8
+    assert sampled == 8
+    x = torch.rand(2, 1, N, N, generator=gen(3), dtype=torch.float64)
+    found = top_singular(IdentityNet(), physics, x, sampled + 4, iterations=60, tol=1e-10, generator=gen())
+    ones, zeros = found.sigma[:, :sampled], found.sigma[:, sampled:]
+    assert torch.allclose(ones, torch.ones_like(ones), atol=1e-10), found.sigma
+    assert (zeros < 1e-6).all(), found.sigma
+    assert torch.isnan(found.residual[:, sampled:]).all() and (found.residual[:, :sampled] < 1e-8).all()
+
+
+@pytest.fixture(scope="module")
+def automap():
+    from survey.nets.zoo import is_trained, load_network
+
+    if not is_trained("automap"):
+        pytest.skip("zoo network automap has no weights")
+    net, physics = load_network("automap")
+    return net.double(), physics
+
+
+def test_automap_sigma_1_matches_the_dense_autograd_jacobian(automap):
+    net, physics = automap
+    x = nn.functional.avg_pool2d(torch.rand(1, 1, 32, 32, generator=gen(4), dtype=torch.float64), 3, 1, 1)
+    found = top_singular(net, physics, x, 3, tol=1e-9, iterations=80, generator=gen())
+    y = physics.A(x)
+    dense = dense_jacobian(lambda u: net(y + physics.A(u - x), physics), x)
+    s = torch.linalg.svdvals(dense)
+    assert math.isclose(float(found.sigma[0, 0]), float(s[0]), rel_tol=1e-6), (found.sigma[0], s[:3])
+    assert torch.allclose(found.sigma[0], s[:3], rtol=1e-5)
+
+
+def test_finite_differences_along_v1_approach_sigma_1(automap):
+    net, physics = automap
+    x = nn.functional.avg_pool2d(torch.rand(1, 1, 32, 32, generator=gen(5), dtype=torch.float64), 3, 1, 1)
+    found = top_singular(net, physics, x, 1, tol=1e-10, iterations=60, generator=gen())
+    sigma, v = float(found.sigma[0, 0]), found.vectors[0, 0][None]
+    with torch.no_grad():
+        clean = net(physics.A(x), physics)
+        errors = []
+        for t in (1e-1, 1e-2, 1e-3, 1e-4):
+            moved = net(physics.A(x + t * v), physics)
+            errors.append(abs(float((moved - clean).norm()) / t - sigma) / sigma)
+    assert errors[-1] < 1e-4, errors
+    assert all(b <= a * 1.01 for a, b in zip(errors, errors[1:])), errors  # shrinks with the step
+
+
+def test_linearisation_products_are_adjoint_and_complex_in_the_measurement_domain():
+    physics = make_physics("mri", size=N, ratio=0.4, mask="gaussian-lines", seed=0)
+    net = LinearConvNet()
+    x = torch.rand(2, 1, N, N, generator=gen(6), dtype=torch.float64)
+    lin = Linearisation(net, physics, x, "measurement")
+    v = torch.randn(lin.shape, generator=gen(7), dtype=lin.dtype) * lin.mask
+    w = torch.randn(lin.clean.shape, generator=gen(8), dtype=torch.float64)
+    jv, jtw = lin.jvp(v), lin.vjp(w)
+    assert torch.is_complex(jtw) and not torch.is_complex(jv)
+    lhs = (jv * w).flatten(1).sum(1)
+    rhs = (torch.view_as_real(v) * torch.view_as_real(jtw)).flatten(1).sum(1)
+    assert torch.allclose(lhs, rhs, rtol=1e-10)
+    # J v against a central difference of the linear network
+    with torch.no_grad():
+        y = physics.A(x)
+        fd = (net(y + 1e-3 * v, physics) - net(y - 1e-3 * v, physics)) / 2e-3
+    assert torch.allclose(jv, fd, rtol=1e-8, atol=1e-10)
+
+
+def test_leading_directions_are_worst_case_starts_and_effective_rank():
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    net = LinearConvNet()
+    x = torch.rand(3, 1, N, N, generator=gen(9), dtype=torch.float64)
+    starts = leading_directions(net, physics, x, 2, tol=1e-8, iterations=120, generator=gen())
+    assert starts.shape == (2, 3, 1, N, N)
+    assert torch.allclose(starts.flatten(2).norm(dim=2), torch.ones(2, 3, dtype=torch.float64))
+    assert torch.allclose(effective_rank(torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])), torch.tensor([3.0, 1.0]))
+
+
+def test_spectrum_task_rows_tensors_and_sigma_rel():
+    physics = make_physics("mri", size=N, ratio=0.4, mask="gaussian-lines", seed=0)
+    x = torch.rand(2, 1, N, N, generator=gen(10), dtype=torch.float64)
+    ctx = TaskContext(net=TikhonovNet(0.1), physics=physics, images=x, image_ids=["a", "b"], network="tik")
+    task = make_task("spectrum", k=4, iterations=40, tol=1e-9)
+    rows, tensors = task(ctx, generator_for("spectrum-test"))
+    assert len(rows) == 8 and [r["k"] for r in rows[:4]] == [1, 2, 3, 4]
+    assert tensors["v"].shape == (8, 1, N, N) and tensors["h_v"].shape == (8, 1, N, N)
+    for r in rows:
+        assert r["sigma"] <= r["upper_bound"] * (1 + 1e-6)
+        assert r["h_sigma"] == pytest.approx(1.0, abs=1e-8) or r["k"] > 1
+    with torch.no_grad():
+        clean = TikhonovNet(0.1)(physics.A(x), physics)
+    expected = rows[0]["sigma"] * float(x[0].norm()) / float(clean[0].norm())
+    assert rows[0]["sigma_rel"] == pytest.approx(expected, rel=1e-9)
+    assert rows[0]["effective_rank"] == pytest.approx(
+        float(effective_rank(torch.tensor([r["sigma"] for r in rows[:4]], dtype=torch.float64))), rel=1e-9)
+    with pytest.raises(ValueError, match="SpectrumTask.k"):
+        make_task("spectrum", k=0)
