@@ -90,3 +90,35 @@ def eval_cmd(
         table.add_row(key, _fmt(result.metrics[f"psnr_{key}"]), f"{result.metrics[f'ssim_{key}']:.3f}")
     Console().print(f"{name} on {result.dataset}/{split} ({result.count} images)", markup=False)
     Console().print(table)
+
+
+@app.command("lipschitz")
+@command
+def lipschitz_cmd(
+    name: str = typer.Argument(..., help="Zoo network name."),
+    images: int = typer.Option(2, help="Test images at which to compute the local sigma_1 (0: the bound only)."),
+    domain: str = typer.Option("image", help="image (r -> f(A(x + r))) or measurement (e -> f(Ax + e))."),
+    layers: bool = typer.Option(False, help="Also list the norm used for every layer."),
+) -> None:
+    """Global upper bound on network NAME's Lipschitz constant (layer norms along its graph) beside the
+    largest local Jacobian sigma_1 seen on test images.
+
+    Example: survey zoo lipschitz dagan --images 4 --layers
+    """
+    from survey.nets.lipschitz import zoo_gap
+
+    found = zoo_gap(name, count=images, domain=domain)
+    bound = found.bound
+    if layers:
+        table = Table("layer", "norm")
+        for layer, value in bound.layers.items():
+            table.add_row(layer, "none" if value is None else f"{value:.5g}")
+        Console().print(table)
+    shown = "none" if bound.value is None else f"{bound.value:.5g}"
+    typer.echo(f"{name} ({domain} domain): upper bound {shown}" +
+               (f" ({'; '.join(bound.missing)})" if bound.missing else ""))
+    if found.sigma:
+        sigma = max(found.sigma)
+        gap = f"; bound / sigma_1 = {found.gap:.4g}" if found.gap is not None else ""
+        typer.echo(f"largest local sigma_1 over {len(found.sigma)} images: {sigma:.5g}{gap}")
+

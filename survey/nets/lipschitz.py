@@ -357,7 +357,7 @@ def _register_zoo() -> None:
             kernel = (step.kernel - step.kernel.mean(dim=(1, 2, 3), keepdim=True)).detach().cpu().double()
             pad = kernel.shape[-1] // 2
             k_norm = operator_norm(lambda z: F.conv2d(z, kernel, padding=pad), (1, 2, size, size))
-            slope = table_slope(step.act)
+            slope = table_slope(step.act) * (1.0 + NORM_MARGIN)  # the float32 lookup rounds its slopes
             data = operator_norm(lambda x: x - lam * physics.A_adjoint(physics.A(x)), (1, 1, size, size),
                                  dtype=torch.complex128)
             inputs.layers[f"steps[{t}] filters K"] = k_norm
@@ -411,5 +411,37 @@ def lipschitz_bound(net: nn.Module, physics, *, domain: str = "image", size: int
     return LipschitzBound(float(value), domain, inputs.layers, [])
 
 
-__all__ = ["Inputs", "LipschitzBound", "RULES", "conv_norm", "lipschitz_bound", "operator_norm", "physics_inputs",
+class ZooGap(NamedTuple):
+    """The bound of a zoo network beside the largest local sigma_1 seen over `image_ids`: gap = bound / sigma."""
+
+    name: str
+    bound: LipschitzBound
+    sigma: list[float]
+    image_ids: list[str]
+
+    @property
+    def gap(self) -> float | None:
+        return None if self.bound.value is None or not self.sigma else self.bound.value / max(self.sigma)
+
+
+def zoo_gap(name: str, *, count: int = 2, domain: str = "image", dataset: str | None = None,
+            split: str = "test") -> ZooGap:
+    """Global bound of zoo network `name` and sigma_1 of its local Jacobian (tasks/spectrum.py) at `count`
+    images of its dataset (default: the one it was trained on)."""
+    from survey.data import load_dataset
+    from survey.nets.zoo import entry, load_network
+    from survey.tasks.spectrum import top_singular
+
+    net, physics = load_network(name)
+    bound = lipschitz_bound(net, physics, domain=domain)
+    sigma, ids = [], []
+    if count > 0:
+        data = load_dataset(dataset or entry(name).dataset, split=split, size=physics.size, count=count)
+        found = top_singular(net, physics, data.images, 1, domain=domain, tol=1e-4,
+                             generator=torch.Generator().manual_seed(0))
+        sigma, ids = found.sigma[:, 0].tolist(), list(data.ids)
+    return ZooGap(name, bound, sigma, ids)
+
+
+__all__ = ["Inputs", "ZooGap", "zoo_gap", "LipschitzBound", "RULES", "conv_norm", "lipschitz_bound", "operator_norm", "physics_inputs",
            "rule", "sequential_bound", "table_slope"]

@@ -1,0 +1,155 @@
+"""Global Lipschitz bounds (survey.nets.lipschitz): layer norms against dense matrices, exact networks at
+their exact norm, every zoo architecture (small, random weights) bounded above its local sigma_1, and
+layers without a bound reported as none."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from survey.nets.automap import Automap
+from survey.nets.cascade import Cascade
+from survey.nets.dncnn import DnCNN
+from survey.nets.exact import ConvolutionNet, IdentityNet, MatrixNet, TikhonovNet
+from survey.nets.lipschitz import NORM_MARGIN, conv_norm, lipschitz_bound, sequential_bound, table_slope
+from survey.nets.unet import UNet
+from survey.nets.varnet import VarNet
+from survey.physics import make_physics
+from survey.tasks.spectrum import top_singular
+
+N = 16
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def dense_norm(fn, shape) -> float:
+    """Largest singular value of a linear map on tensors of `shape`, from its dense matrix."""
+    numel = int(torch.tensor(shape).prod())
+    jac = torch.autograd.functional.jacobian(lambda u: fn(u.view(shape)).reshape(-1), torch.zeros(numel, dtype=torch.float64))
+    return float(torch.linalg.matrix_norm(jac, ord=2))
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 5, padding=2, stride=2),
+                                  nn.ConvTranspose2d(3, 2, 2, stride=2)])
+def test_convolution_norm_is_the_dense_matrix_norm_at_the_image_size(conv):
+    torch.manual_seed(0)
+    conv = conv.double()
+    size = 8
+    channels = conv.in_channels
+    weight = conv.weight.detach()
+    if isinstance(conv, nn.ConvTranspose2d):
+        exact = dense_norm(lambda u: nn.functional.conv_transpose2d(u, weight, None, 2), (1, channels, size, size))
+    else:
+        exact = dense_norm(lambda u: nn.functional.conv2d(u, weight, None, conv.stride, conv.padding),
+                           (1, channels, size, size))
+    value = conv_norm(conv, size)
+    assert exact <= value <= exact * (1 + 2 * NORM_MARGIN)
+
+
+def test_batchnorm_folds_into_the_convolution_before_it():
+    torch.manual_seed(1)
+    seq = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)).double().eval()
+    with torch.no_grad():
+        seq[1].running_var.copy_(torch.tensor([0.5, 2.0, 4.0]))
+        seq[1].weight.copy_(torch.tensor([1.5, -0.3, 2.0]))
+    exact = dense_norm(lambda u: seq(u) - seq(torch.zeros_like(u)), (1, 1, 8, 8))
+    layers: dict = {}
+    value, _ = sequential_bound(seq, 8, "seq", layers)
+    assert exact <= value <= exact * (1 + 2 * NORM_MARGIN)
+    assert list(layers) == ["seq[0] Conv2d+BatchNorm2d"]
+
+
+@pytest.mark.parametrize("kind", ["denoise", "mri"])
+def test_exact_linear_networks_get_their_exact_norm(kind):
+    physics = make_physics(kind, size=N, **({"ratio": 0.4, "mask": "gaussian-lines", "seed": 0} if kind == "mri" else {}))
+    x = torch.rand(1, 1, N, N, generator=gen(2), dtype=torch.float64)
+    nets = [IdentityNet(), TikhonovNet(0.2), ConvolutionNet(torch.randn(N, N, generator=gen(3), dtype=torch.float64)),
+            MatrixNet.with_spectrum(N, torch.linspace(0.1, 2.0, 20), generator=gen(4))]
+    for net in nets:
+        bound = lipschitz_bound(net, physics)
+        sigma = float(top_singular(net, physics, x, 1, tol=1e-10, iterations=200, generator=gen()).sigma[0, 0])
+        assert sigma <= bound.value, (type(net).__name__, sigma, bound)
+        if kind == "denoise" or isinstance(net, (IdentityNet, TikhonovNet)):  # one linear map: exact
+            assert bound.value <= sigma * (1 + 3 * NORM_MARGIN) + 1e-12, (type(net).__name__, sigma, bound)
+
+
+def small_zoo():
+    """Every zoo architecture at 16 x 16 with random weights, on its kind of operator."""
+    torch.manual_seed(5)
+    mri = make_physics("mri", size=N, ratio=0.4, mask="gaussian-lines", seed=0)
+    pmri = make_physics("pmri", size=N, ratio=0.4, coils=3, seed=0)
+    radon = make_physics("radon", size=N, views=8)
+    denoise = make_physics("denoise", size=N, sigma=0.1)
+    unet_bn = UNet(width=4, depth=2, input_mode="magnitude")
+    for m in unet_bn.modules():  # non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.3, 2.0)
+            m.running_mean.uniform_(-0.2, 0.2)
+    vn = VarNet(steps=2, filters=4, kernel=3)
+    with torch.no_grad():
+        for step in vn.steps:
+            step.act.weight.normal_(0.0, 0.3)
+    return [("unet-magnitude", unet_bn, mri), ("unet-real", UNet(width=4, depth=2, input_mode="real"), radon),
+            ("unet-complex", UNet(width=4, depth=1, input_mode="complex"), mri),
+            ("cascade", Cascade(blocks=2, layers=3, width=4), mri), ("cascade-pmri", Cascade(blocks=2, layers=3, width=4), pmri),
+            ("dncnn", DnCNN(depth=4, width=4), denoise), ("automap", Automap(mri, conv_width=4), mri),
+            ("varnet", vn, pmri)]
+
+
+@pytest.mark.parametrize("domain", ["image", "measurement"])
+def test_every_zoo_architecture_is_bounded_above_its_local_sigma_1(domain):
+    x = nn.functional.avg_pool2d(torch.rand(2, 1, N, N, generator=gen(6)), 3, 1, 1)
+    for name, net, physics in small_zoo():
+        net = net.eval()
+        bound = lipschitz_bound(net, physics, domain=domain)
+        assert bound.value is not None and not bound.missing, (name, bound.missing)
+        sigma = top_singular(net, physics, x, 1, domain=domain, tol=1e-4, generator=gen()).sigma[:, 0]
+        assert (sigma <= bound.value).all(), (name, sigma, bound.value)
+        assert any(k.startswith("input") for k in bound.layers)
+
+
+def test_rbf_lookup_slope_is_its_largest_difference_quotient():
+    act = VarNet(steps=1, filters=2, kernel=3).steps[0].act
+    with torch.no_grad():
+        act.weight.normal_(0.0, 1.0, generator=gen(7))
+    z = torch.linspace(-2.0, 2.0, 20001, dtype=torch.float32).view(1, 1, -1, 1).expand(1, 2, -1, 1).contiguous()
+    with torch.no_grad():
+        out = act(z)
+    slopes = (out[:, :, 1:] - out[:, :, :-1]).abs() / (z[:, :, 1:] - z[:, :, :-1])
+    assert float(slopes.max()) <= table_slope(act) * (1 + NORM_MARGIN)  # float32 rounding of the lookup
+    assert float(slopes.max()) >= 0.9 * table_slope(act)
+
+
+class WithInstanceNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.InstanceNorm2d(2), nn.Conv2d(2, 1, 3, padding=1))
+
+    def forward(self, y, physics):
+        return self.body(physics.H(y))
+
+
+def test_layers_without_a_bound_give_none_with_the_reason():
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    bound = lipschitz_bound(WithInstanceNorm(), physics)
+    assert bound.value is None and "no Lipschitz rule for WithInstanceNorm" in bound.missing[0]
+    dn = DnCNN(depth=3, width=2)
+    dn.body[2] = nn.InstanceNorm2d(2)  # conv, relu, [instance norm in place of the BatchNorm], relu, conv
+    bound = lipschitz_bound(dn, physics)
+    assert bound.value is None and "InstanceNorm2d" in bound.missing[0]
+    assert any(v is None for v in bound.layers.values())
+
+
+@pytest.mark.slow
+def test_zoo_networks_bound_their_sigma_1_on_test_images():
+    from survey.nets.lipschitz import zoo_gap
+    from survey.nets.zoo import is_trained
+
+    for name in ("automap", "deepmri", "dagan"):
+        if not is_trained(name):
+            continue
+        found = zoo_gap(name, count=2)
+        assert found.bound.value is not None and max(found.sigma) <= found.bound.value, (name, found)
