@@ -5,7 +5,7 @@ ball point has gain <= ||x|| / ||L x|| < 2, so P(point_gain >= 2) = 0, although 
 ('the artefact persists': out_change >= 0.5 centre change and cosine >= 0.5) says yes at every draw. A planted
 unstable network has P(point_gain >= 2) equal to its exact ball probability. A linear network's budget search
 reaches >= 0.99 of its exact worst-case gain at every budget. The last test runs the same through `survey run`
-on real Ray with file networks that build IdentityNet and TikhonovNet.
+on real Ray with a file network that builds IdentityNet.
 """
 
 from __future__ import annotations
@@ -148,10 +148,6 @@ name = "identity"
 factory = "tiny_net.py:identity"
 physics = { kind = "mri", size = 16, ratio = 0.4, mask = "gaussian-lines", seed = 0 }
 
-[[networks]]
-name = "tikhonov"
-factory = "tiny_net.py:tikhonov"
-physics = { kind = "mri", size = 16, ratio = 0.4, mask = "gaussian-lines", seed = 0 }
 
 [[datasets]]
 name = "ellipses"
@@ -161,28 +157,29 @@ count = 2
 [[tasks]]
 name = "attack"
 images_per_unit = 2
-params = { search = "budget", budgets = [0.02, 0.05], iterations = 15, restarts = 1, matched = ["reference", "H"] }
+params = { search = "budget", budgets = [0.02, 0.05], iterations = 8, restarts = 1, singular_start = false, matched = ["reference", "H"] }
 
 [[tasks]]
 name = "ball"
 images_per_unit = 2
-params = { level = 0.05, radius = [0.25, 1.0], draws = 100, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 15, restarts = 1 } }
+params = { level = 0.05, radius = [0.25, 1.0], draws = 50, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 8, restarts = 1 } }
 """
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_controls_through_survey_run_on_ray(tmp_path):
     path = write_study(tmp_path, STUDY, net_source=EXACT_NETS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "survey.cli.main", "run", str(path)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=1400)
     assert run.returncode == 0, run.stdout + run.stderr
 
     def table(name):
         return [r for f in (tmp_path / "results" / name).rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
 
     attacks = [r for r in table("attacks") if r["search"] == "budget"]
-    for network in ("identity", "tikhonov"):
+    for network in ("identity",):
         mine = [r for r in attacks if r["network"] == network]
         keys = {who: {(r["image_id"], r["budget"]) for r in mine if r["attacked"] == who}
                 for who in ("network", "reference", "H")}
@@ -195,8 +192,8 @@ def test_controls_through_survey_run_on_ray(tmp_path):
          and r["attacked"] == "H"}
     assert all(ident[k] == pytest.approx(h[k], rel=1e-4) for k in ident)
     rows = table("ball")
-    assert len(rows) == 2 * 2 * 2 * 100
+    assert len(rows) == 2 * 2 * 50
     assert sum(r["point_gain"] >= 2 for r in rows) == 0
     assert sum(r["h_point_gain"] >= 2 for r in rows) == 0
-    assert sum(r["ref_point_gain"] is not None for r in rows) == 2 * 2 * 2 * 4
+    assert sum(r["ref_point_gain"] is not None for r in rows) == 2 * 2 * 4
     assert all(old_rule(r) for r in rows if r["radius"] == 0.25)   # the replaced rule: every draw 'persists'
