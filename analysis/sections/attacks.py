@@ -1,7 +1,10 @@
 """Report section of the `attacks` table: worst-case perturbation search (Antun et al., Algorithms 1 and 2).
 
 Default bad outcomes (amplification, PSNR loss) per image and level, the instability curves, and the
-worst case per network as a paper-style grid (x + r_j, f(A(x + r_j)), the reference, |r_j|).
+worst case per network as a paper-style grid (x + r_j, f(A(x + r_j)), the reference, |r_j|). Beside the
+paper's snapshots, the worst case at matched budgets (search = 'budget'): network, reference and H searched
+alike on the same images, with the paired per-image gain ratio network / reference and its image-bootstrap
+interval (`survey.analysis.paired`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import seaborn as sns
 import torch
 
 from survey.analysis.db import execute
+from survey.analysis.paired import paired_gain_ratio
 from survey.analysis.figures import NETWORK_STYLE, _as_image, _fmt, _panel, _save, _theme, plt, row_tensors
-from survey.analysis.sections.base import (MAX_WORST, Context, Definition, Section, format_number, h3, records,
-                                           slug)
+from survey.analysis.sections.base import (CONFIDENCE, MAX_WORST, Context, Definition, Section, format_interval,
+                                           format_number, h3,
+                                           percent, records, slug)
 
 DEFINITIONS = (
     Definition(
@@ -34,6 +39,19 @@ DEFINITIONS = (
                   "conservative threshold for an amplified, network-made artefact. Levels are ||r|| / ||x|| "
                   "snapshots; an image counts once per level whatever the number of restarts and parameter sets "
                   "(the attack is a family of algorithms: any of them succeeding makes the image bad)."),
+    Definition(
+        "attack-budget-gain", "attacks", "Amplified worst case at a budget",
+        bad="gain >= 2",
+        where="search = 'budget' AND attacked = 'network'", by=("budget",), per="image",
+        reference_bad="gain >= 2",
+        reference_where="search = 'budget' AND attacked = 'reference'",
+        reference_column="search", unit="image",
+        rationale="An image is bad at a budget eps when the worst perturbation with ||r|| <= eps ||x|| found by "
+                  "the budget search (projected ascent, several starts, best kept) has gain >= 2: the output moves "
+                  "at least twice as much as the input, relatively. Unlike the paper's snapshots of a diverging "
+                  "ascent, these are worst cases at a stated budget; the reference rows are the reference's own "
+                  "worst case with the same search, budgets, iterations, starts and images (not the network's "
+                  "perturbation transferred)."),
     Definition(
         "attack-psnr-drop", "attacks", "Worst-case PSNR loss",
         bad="psnr_clean - psnr >= 3",
@@ -69,11 +87,46 @@ class AttacksSection(Section):
                                      "size, network (solid) and reference on the same perturbed data (dashed); "
                                      "points are samples, lines binned means, the dotted diagonal is a gain of 1.")
 
+    def result_figures(self, ctx: Context) -> list[dict[str, Any]]:
+        """The worst case at matched budgets: network beside reference and H, with the paired ratio."""
+        if not {"search", "budget", "gain"} <= ctx.columns("attacks"):
+            return []
+        by = [c for c in ("network", "domain", "budget") if c in ctx.columns("attacks")]
+        versus_ref = paired_gain_ratio(ctx.con, by=by, n_boot=ctx.n_boot, seed=ctx.seed)
+        versus_h = {tuple(r[c] for c in by): r for r in paired_gain_ratio(ctx.con, by=by, denominator="H",
+                                                                          n_boot=ctx.n_boot, seed=ctx.seed)}
+        if not versus_ref and not versus_h:
+            return []
+        body = []
+        for r in versus_ref or list(versus_h.values()):
+            h = versus_h.get(tuple(r[c] for c in by), {})
+            body.append([*(r[c] for c in by), r["images"], r["network_median"], r.get("reference_median"),
+                         h.get("H_median"), r["ratio"] if versus_ref else None,
+                         format_interval(r["ci_low"], r["ci_high"]) if versus_ref else "–",
+                         r["share_above_1"] if versus_ref else None, h.get("ratio")])
+        command = f"survey estimate --paired --table attacks --store {ctx.given}"
+        return [h3("Worst case at matched budgets"),
+                ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
+                              "domain), network beside the reference's and H's own worst cases found by the same "
+                              "search on the same images: median gains, and the paired per-image ratio gain_network / "
+                              "gain_reference (geometric mean over images) with its image-bootstrap interval.",
+                              [*by, "images", "gain network (median)", "gain reference (median)",
+                               "gain H (median)", "ratio network / reference", f"{percent(CONFIDENCE)} interval",
+                               "share of images with ratio > 1", "ratio network / H"], body,
+                              numeric=range(len(by), len(by) + 8),
+                              note=f"Image bootstrap: {ctx.n_boot} resamples, seed {ctx.seed}; the unit of "
+                                   "independence is the image (its network, reference and H gains move together). "
+                                   "gain = relative output change / relative perturbation size; 1 is what a faithful "
+                                   "method does.", commands=[command])]
+
     def worst(self, ctx: Context) -> list[dict[str, Any]]:
         if "tensor_file" not in ctx.columns("attacks"):
             return []
-        frame = execute(ctx.con, "SELECT *, out_change_rel / r_rel AS gain FROM attacks WHERE attacked = 'network' "
-                                 f"AND tensor_file IS NOT NULL AND r_rel > 0 AND {ctx.live()}")
+        cols = ctx.columns("attacks")
+        gain = "" if "gain" in cols else ", out_change_rel / r_rel AS gain"
+        paper = " AND (search IS NULL OR search = 'paper')" if "search" in cols else ""
+        frame = execute(ctx.con, f"SELECT *{gain} FROM attacks WHERE attacked = 'network' "
+                                 f"AND tensor_file IS NOT NULL AND r_rel > 0{paper} AND {ctx.live()}")
         if frame.empty:
             return []
         doc = ctx.doc

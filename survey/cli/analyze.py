@@ -123,6 +123,10 @@ def estimate(
                                                "level on the row's axis; or ratio, views, sigma)."),
     y: str = typer.Option("psnr", "--y", help="Curve ordinate for --per curve and --slopes (psnr, ref_psnr, ssim, "
                                               "h_psnr ...)."),
+    paired: bool = typer.Option(False, "--paired", help="Instead: the paired per-image worst-case gain ratio "
+                                                        "network / reference (search = 'budget' rows) per network, "
+                                                        "domain and budget (or --by), with an image-bootstrap "
+                                                        "interval (--table attacks)."),
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
@@ -133,8 +137,10 @@ def estimate(
 
     Example: survey estimate --table ball --bad "out_change_rel >= 0.1" --by network,radius --store results
 
-    Example: survey estimate --table ball --bad "artefact_cos >= 0.5" --by network --per image --distribution
+    Example: survey estimate --table ball --bad "point_gain >= 2" --by network --per image --distribution
     --levels 0.01,0.1,0.5 --store results
+
+    Example: survey estimate --paired --table attacks --store results
     """
     from survey.analysis.estimate import estimate as run_estimate
     from survey.analysis.estimate import per_image_distribution, sweep_slopes
@@ -147,6 +153,9 @@ def estimate(
         fail("--distribution spreads per-image P(bad) over images: use --per row or --per image, not curve")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     root = store_path(store)
+    if paired:
+        _print_paired(root, table, groups, where, confidence, n_boot, seed, fmt)
+        return
     if table == "rare" and bad is None and not slopes:   # per-image rare-event estimates: their distribution
         from survey.analysis.rare_summary import LEVELS, rare_distribution
 
@@ -191,6 +200,28 @@ def estimate(
         _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
     else:
         _print_estimates(rows, title)
+
+
+def _print_paired(root: Path, table: str, groups: list[str], where: str | None, confidence: float, n_boot: int,
+                  seed: int, fmt: str) -> None:
+    """`survey estimate --paired`: network / reference gain ratio per group (analysis/paired.py)."""
+    from survey.analysis.paired import BY, paired_gain_ratio
+
+    rows = paired_gain_ratio(root, table=table, by=groups or BY, where=where or "search = 'budget'",
+                             confidence=confidence, n_boot=n_boot, seed=seed)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no paired rows matched (budget-search rows with attacked = 'network' and 'reference')")
+        return
+    keys = [c for c in (groups or BY) if c in rows[0]]
+    columns = [*keys, "images", "network_median", "reference_median", "ratio", "interval", "median",
+               "share_above_1"]
+    shown = [[*(r[c] for c in keys), r["images"], r["network_median"], r["reference_median"], r["ratio"],
+              f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", r["median"], r["share_above_1"]] for r in rows]
+    _print_table(columns, shown, title=f"{table}: paired per-image gain ratio network / reference (geometric mean "
+                                       f"over images), {confidence:g} image-bootstrap interval")
 
 
 def _numbers(text: str, option: str) -> list[float]:
