@@ -1,7 +1,8 @@
 """Report section of the `ball` table: the Gaussian ball around the worst case (paper Fig. 2).
 
-Default bad outcome: the artefact of the centre persists for a draw, per radius; P(persists) against the
-radius; per network, the centre with the largest artefact, a noisy draw and both artefacts.
+Default bad outcome: a point of the ball is itself a bad perturbation (point_gain >= 2), per radius, for the
+network, the reference and H on the same draws (the old 'artefact persists' rule is no evidence: the identity
+passes it); P(bad point) against the radius; per network, the centre with the largest artefact, a noisy draw and both artefacts.
 """
 
 from __future__ import annotations
@@ -18,16 +19,29 @@ from survey.analysis.sections.base import MAX_WORST, Context, Definition, Sectio
 
 DEFINITIONS = (
     Definition(
-        "ball-persistence", "ball", "Artefact persistence in the Gaussian ball",
-        bad="out_change_rel >= 0.5 * center_change_rel AND artefact_cos >= 0.5",
-        where="center = 'worst-case'", by=("radius",), per="row", unit="draw",
-        rationale="A draw v around a worst-case perturbation r is bad when the artefact of r survives: the "
-                  "output still moves at least half as far as at the centre, ||f(y + Ar + Av) - f(y)|| >= "
-                  "0.5 ||f(y + Ar) - f(y)||, in the same direction (cosine with the centre's artefact >= 0.5). "
-                  "The radius is ||v|| / ||r|| (the paper uses 1/4). Draws are the counted trials; draws of one "
-                  "image are correlated, so the primary interval is cluster-exact: it speaks for the population "
-                  "of images (the mean over images of each image's P(persists)), where the binomial intervals "
-                  "would count correlated draws as independent."),
+        "ball-point-gain", "ball", "Bad points in the Gaussian ball",
+        bad="point_gain >= 2",
+        where="center = 'worst-case' AND point_gain IS NOT NULL", by=("radius",), per="row", unit="draw",
+        reference_bad="ref_point_gain >= 2",
+        reference_where="center = 'worst-case' AND ref_point_gain IS NOT NULL",
+        reference_column="ref_point_gain",
+        rationale="A draw v around a worst-case perturbation r is bad when the ball point is itself a bad "
+                  "perturbation: its own gain (||f(y + A(r + v)) - f(y)|| / ||f(y)||) / (||r + v|| / ||x||) is at "
+                  "least 2, twice what a faithful method does. The same draws go to the reference (its first "
+                  "draws) and to H (next table), so network, reference and H are compared on the same points. "
+                  "This replaces 'the artefact persists' (output change >= half the centre's, cosine with the "
+                  "centre's artefact >= 0.5): that rule holds for any smooth map, the identity and a Tikhonov "
+                  "smoother included, so it is not evidence of instability (tests/test_ball_controls.py). "
+                  "The radius is ||v|| / ||r|| (the paper uses 1/4). Draws of one image are correlated, so the "
+                  "primary interval is cluster-exact: it speaks for the population of images (the mean over "
+                  "images of each image's P(bad point)), where the binomial intervals would count correlated "
+                  "draws as independent."),
+    Definition(
+        "ball-point-gain-h", "ball", "Bad points in the Gaussian ball for H (control)",
+        bad="h_point_gain >= 2",
+        where="center = 'worst-case' AND h_point_gain IS NOT NULL", by=("radius",), per="row", unit="draw",
+        rationale="The same question for H, the easy linear reconstruction (A* or FBP), on the same ball points "
+                  "around the network's worst case: what a method without learned components does there."),
 )
 
 
@@ -35,19 +49,20 @@ class BallSection(Section):
     table = "ball"
     title = "Gaussian ball"
     method = ("Gaussian ball around the worst case: complex Gaussian e in measurement space, v = A*e rescaled to "
-              "||v|| = radius · ||r||; does the artefact of r persist at x + r + v?")
-    params = ("center", "level", "noise_domain", "radius_kind", "radius", "draws")
+              "||v|| = radius · ||r||; is the point x + r + v itself a bad perturbation (its own gain >= 2), for the "
+              "network, H and the reference on the same draws?")
+    params = ("center", "level", "attack", "noise_domain", "radius_kind", "radius", "draws")
     definitions = DEFINITIONS
 
     def definition_figure(self, ctx: Context, definition: Definition, found) -> dict | None:
         primary = [r for r in found["network"] if r["primary"]]
-        if definition.key != "ball-persistence" or len({r["radius"] for r in primary}) < 2:
+        if definition.key != "ball-point-gain" or len({r["radius"] for r in primary}) < 2:
             return None
         hue = "network" if "dataset" not in primary[0] else "group"
         shown = [dict(r, group=f"{r['network']}, {r['dataset']}") for r in primary] if hue == "group" else primary
         methods = sorted({r["method"] for r in primary})
-        paths = ball_curves(shown, ctx.figure_path("ball_persistence"), method="primary", hue=hue, svg=ctx.doc.svg)
-        return ctx.doc.figure(paths, "P(artefact persists) against the ball radius ||v|| / ||r||, per network"
+        paths = ball_curves(shown, ctx.figure_path("ball_point_gain"), method="primary", hue=hue, svg=ctx.doc.svg)
+        return ctx.doc.figure(paths, "P(point gain >= 2) against the ball radius ||v|| / ||r||, per network"
                                      f"{' and dataset' if hue == 'group' else ''}; points are the estimates and bands "
                                      f"the {percent(definition.confidence)} primary intervals "
                                      f"({', '.join(methods)}).")
@@ -131,7 +146,7 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
 
 
 def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: str = "radius",
-                ylabel: str = "P(artefact persists)", method: str = "clopper-pearson", hue: str = "network",
+                ylabel: str = "P(point gain ≥ 2)", method: str = "clopper-pearson", hue: str = "network",
                 svg: bool = False) -> list[Path]:
     """P(bad) against the ball radius per `hue` group, the band being the `method` interval ("primary": each
     group's primary interval; the point is the row's `p`, so give rows whose `p` is the primary's estimate).
