@@ -41,7 +41,8 @@ def list_zoo() -> None:
 @app.command("train")
 @command
 def train_cmd(
-    name: str = typer.Argument(..., help="Zoo network name (see `survey zoo list`)."),
+    name: str = typer.Argument(..., help="Zoo network name (see `survey zoo list`), or a companion such as "
+                                         "dncnn-inn, dncnn-mcdropout, lactunet-probout."),
     steps: int = typer.Option(None, help="Override the recipe's step count (for quick trials)."),
     seed: int = typer.Option(0, help="Training seed."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
@@ -57,6 +58,10 @@ def train_cmd(
 
     card = train(name, steps=steps, seed=seed, device=device, log=log)
     m = card["test_metrics"]
+    if "method" in card:  # an uncertainty companion (survey.nets.uncertainty)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items())
+        typer.echo(f"{name}: {shown}; {card['wall_time_s']:.0f} s; sha256 {card['weights_sha256'][:12]}")
+        return
     typer.echo(f"{name}: test PSNR net {m['psnr_net']:.2f} dB, H {m['psnr_H']:.2f} dB, "
                f"reference {m.get('psnr_reference', float('nan')):.2f} dB; {card['wall_time_s']:.0f} s; "
                f"sha256 {card['weights_sha256'][:12]}")
@@ -121,4 +126,3 @@ def lipschitz_cmd(
         sigma = max(found.sigma)
         gap = f"; bound / sigma_1 = {found.gap:.4g}" if found.gap is not None else ""
         typer.echo(f"largest local sigma_1 over {len(found.sigma)} images: {sigma:.5g}{gap}")
-

@@ -62,6 +62,9 @@ def train(name: str, *, steps: int | None = None, seed: int = 0, device: str = "
     from survey.solvers import make_reference
 
     torch.set_flush_denormal(True)  # denormals slowed CPU training 2-5x partway through
+    from survey.nets.zoo import COMPANIONS
+    if name in COMPANIONS:
+        return train_companion(name, steps=steps, seed=seed, device=device, out_dir=out_dir, log=log)
     e: ZooEntry = entry(name)
     steps = steps or e.steps
     torch.manual_seed(seed)
@@ -112,6 +115,78 @@ def train(name: str, *, steps: int | None = None, seed: int = 0, device: str = "
                    "augmentation": "flips, 90-degree rotations", "seed": seed, **e.extra},
         "wall_time_s": round(wall, 1), "device": str(device), "host_cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "test_metrics": metrics, "notes": e.notes,
+        "weights_file": weights.name, "weights_sha256": file_sha256(weights),
+    }
+    (out_dir / card_path(name).name).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def train_companion(name: str, *, steps: int | None = None, seed: int = 0, device: str = "cpu",
+                    out_dir: Path | None = None, log=None) -> dict:
+    """Train uncertainty companion `name` ("<net>-<method>") post hoc around its frozen zoo network, by
+    the base's data pipeline (same split, augmentation and patches); write its weights and card."""
+    from survey.data import load_dataset
+    from survey.nets.uncertainty import build_companion
+    from survey.nets.zoo import companion_entry, load_card, load_network
+
+    torch.set_flush_denormal(True)
+    c = companion_entry(name)
+    base = entry(c.base)
+    steps = steps or c.steps
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net, physics = load_network(c.base, device)
+    companion = build_companion(c.method, net, **c.params).to(device)
+    train_physics = physics
+    if "patch" in base.extra:
+        from survey.physics import make_physics
+        train_physics = make_physics(**{**base.physics, "size": base.extra["patch"]}).to(device)
+    size = base.physics["size"]
+    train_set = load_dataset(base.dataset, split="train", size=size)
+    test_set = load_dataset(base.dataset, split="test", size=size)
+    x_train = train_set.images.to(device)
+    optimiser = torch.optim.Adam(companion.trainable(), lr=c.lr)
+    start = time.perf_counter()
+    net.eval()
+    for step in range(steps):
+        idx = torch.randint(0, x_train.shape[0], (c.batch,), generator=generator)
+        x = _augment(x_train[idx.to(device)], generator)
+        if "patch" in base.extra:
+            x = _crop(x, base.extra["patch"], generator)
+        loss = companion.loss(measure(train_physics, x, generator), train_physics, x, generator)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        companion.project_()
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log(step, loss.item(), time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    out_dir = Path(out_dir) if out_dir else weights_path(name).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / weights_path(name).name
+    state = companion.companion_state()
+    save_file(state, str(weights))
+    companion.load_companion_state(state)  # the card's metrics are those of the stored tensors
+    companion.eval()
+    x_test = test_set.images.to(device)
+    y_test = measure(physics, x_test, torch.Generator().manual_seed(seed + 1))
+    metrics = {k: round(v, 5) for k, v in companion.test_metrics(y_test, physics, x_test).items()}
+    card = {
+        "name": name, "base": c.base, "method": c.method, "params": c.params,
+        "base_weights_sha256": (load_card(c.base) or {}).get("weights_sha256"),
+        "tail_parameters": companion.split.tail_parameter_count(),
+        "stored_tensors": sum(v.numel() for v in state.values()),
+        "stored_dtypes": sorted({str(v.dtype).replace("torch.", "") for v in state.values()}),
+        "physics_spec": base.physics, "dataset": base.dataset,
+        "train_split": {"name": "train", "count": len(train_set), "content_hash": train_set.content_hash},
+        "test_split": {"name": "test", "count": len(test_set), "content_hash": test_set.content_hash},
+        "recipe": {"steps": steps, "batch": c.batch, "lr": c.lr, "optimiser": "adam",
+                   "loss": {"inn": "interval (seed 003)", "mcdropout": "mse with dropout",
+                            "probout": "gaussian nll"}[c.method],
+                   "augmentation": "flips, 90-degree rotations", "seed": seed, "post_hoc": "base weights frozen",
+                   **base.extra},
+        "wall_time_s": round(wall, 1), "device": str(device), "host_cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "test_metrics": metrics, "notes": c.notes,
         "weights_file": weights.name, "weights_sha256": file_sha256(weights),
     }
     (out_dir / card_path(name).name).write_text(json.dumps(card, indent=2) + "\n")

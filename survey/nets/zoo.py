@@ -79,6 +79,59 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
 ]}
 
 
+@dataclass(frozen=True)
+class CompanionEntry:
+    """An uncertainty companion of a zoo network (survey.nets.uncertainty), trained post hoc.
+
+    name: "<base>-<method>"; params: the companion's constructor keywords; steps / batch / lr: the recipe.
+    """
+
+    name: str
+    base: str
+    method: str                  # "inn", "mcdropout" or "probout"
+    params: dict
+    steps: int
+    batch: int = 16
+    lr: float = 1e-4
+    notes: str = ""
+
+
+#: Companions: the seed's INN in the last 8 layers of its 17-layer DnCNN is kept as is; its U-Net's 12
+#: interval layers (about half its 23) become 7 of our U-Net's 18 (the two finest decoder levels and the
+#: head), which keeps the companion files small and the bounds cheap. MC dropout fine-tunes the same tail
+#: with dropout, ProbOut adds a log-variance head on the features entering the last layer. Step counts are
+#: small (a few minutes each on a shared 2-core CPU); the INN learning rates are set so that the output
+#: widths can reach the size of the network's errors within them (widths grow through |W| with depth).
+COMPANIONS: dict[str, CompanionEntry] = {e.name: e for e in [
+    CompanionEntry("dncnn-inn", "dncnn", "inn", {"layers": 8, "beta": 1e-3}, steps=30, batch=8, lr=5e-9,
+                   notes="Interval weights in the last 8 of 17 convolutions (as the seed); beta = 1e-3 (seed)."),
+    CompanionEntry("dncnn-mcdropout", "dncnn", "mcdropout", {"layers": 8, "p": 0.05, "passes": 128}, steps=40,
+                   lr=1e-4, notes="Last 8 convolutions fine-tuned with dropout 0.05 after every other one (seed: "
+                                  "after every other convolution, trained from scratch)."),
+    CompanionEntry("dncnn-probout", "dncnn", "probout", {"hidden": 16}, steps=60, lr=1e-3,
+                   notes="Log-variance head on the last hidden features; mean = the frozen DnCNN."),
+    CompanionEntry("lactunet-inn", "lactunet", "inn", {"layers": 7, "beta": 1e-4}, steps=30, batch=8, lr=5e-8,
+                   notes="Interval weights in the last 7 of 18 layers (seed: 12 of its U-Net's 23); beta = 1e-4 "
+                         "(seed)."),
+    CompanionEntry("lactunet-mcdropout", "lactunet", "mcdropout", {"layers": 7, "p": 0.7, "passes": 128},
+                   steps=40, lr=1e-4, notes="Last 7 layers fine-tuned with dropout 0.7 after each up-sampling "
+                                             "(seed: after down- and up-sampling, trained from scratch)."),
+    CompanionEntry("lactunet-probout", "lactunet", "probout", {"hidden": 16}, steps=60, lr=1e-3,
+                   notes="Log-variance head on the last decoder features; mean = the frozen U-Net."),
+]}
+
+
+def companion_entry(name: str) -> CompanionEntry:
+    if name not in COMPANIONS:
+        raise ValueError(f"unknown companion {name!r}; choose one of {list(COMPANIONS)}")
+    return COMPANIONS[name]
+
+
+def companion_names(base: str) -> list[str]:
+    """The companions of zoo network `base` by the naming convention `<base>-<method>`."""
+    return [name for name, e in COMPANIONS.items() if e.base == base]
+
+
 def zoo_names() -> list[str]:
     return list(ZOO)
 
