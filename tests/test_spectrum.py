@@ -184,3 +184,72 @@ def test_spectrum_task_rows_tensors_and_sigma_rel():
         float(effective_rank(torch.tensor([r["sigma"] for r in rows[:4]], dtype=torch.float64))), rel=1e-9)
     with pytest.raises(ValueError, match="SpectrumTask.k"):
         make_task("spectrum", k=0)
+
+
+E2E_STUDY = """
+name = "spectrum-e2e"
+seed = 0
+store = "results"
+
+[[networks]]
+name = "dagan"
+
+[[networks]]
+name = "med50"
+
+[[networks]]
+name = "dncnn"
+
+[[datasets]]
+name = "brain"
+split = "test"
+count = 1
+
+[[tasks]]
+name = "spectrum"
+images_per_unit = 1
+params = { k = 4, iterations = 8, tol = 1e-3, with_reference = false }
+"""
+
+
+@pytest.mark.slow
+def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
+    """The pipeline of tasks/spectrum.toml (three zoo networks of three modalities), shrunk to k = 4 on one
+    image without the reference for CPU time: rows in the store, the section in a headless browser."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from survey.nets.zoo import is_trained
+    from tests.conftest import write_study
+    from tests.test_report import CHROMIUM_FLAGS, _chromium
+
+    if not all(is_trained(n) for n in ("dagan", "med50", "dncnn")):
+        pytest.skip("zoo weights missing")
+    path = write_study(tmp_path, E2E_STUDY)
+    run = subprocess.run([sys.executable, "-m", "survey.cli.main", "run", str(path)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [r for f in (tmp_path / "results" / "spectrum").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert {r["network"] for r in rows} == {"dagan", "med50", "dncnn"} and len(rows) == 12
+    for r in rows:
+        assert r["h_sigma"] is not None and r["sigma"] > 0
+        assert r["upper_bound"] is not None and r["upper_bound"] >= r["sigma"]
+    report = subprocess.run([sys.executable, "-m", "survey.cli.main", "report", "--study", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stdout + report.stderr
+    index = tmp_path / "reports" / "spectrum-e2e" / "index.html"
+    html = index.read_text()
+    assert "Local Jacobian spectrum and Lipschitz bounds" in html and "bound / max sigma_1" in html
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    shot = tmp_path / "report.png"
+    flags = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,3000", index.resolve().as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.std() > 20
