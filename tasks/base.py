@@ -200,6 +200,8 @@ class TaskContext:
     reference: the stable reference solver, `reference(y, physics) -> image`, or None.
     images: (B, 1, n, n) ground truths in [0, 1]; image_ids: their B stable ids.
     network / dataset: names recorded in every row; unit_id: the work unit's id (seeds the generator).
+    companions: the network's uncertainty companions, method -> model (survey.nets.uncertainty), for
+    tasks that use them (detect); empty when the network has none.
     """
 
     net: Callable[..., torch.Tensor]
@@ -210,6 +212,7 @@ class TaskContext:
     network: str = "network"
     dataset: str = "dataset"
     unit_id: str | None = None
+    companions: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.shape[1] != 1:
