@@ -10,15 +10,16 @@ on real Ray with a file network that builds IdentityNet.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
+from survey.analysis.db import query
 from survey.metrics import norms
 from survey.nets.exact import IdentityNet, MatrixNet, PlantedRidgeNet, TikhonovNet
 from survey.physics import make_physics
@@ -175,8 +176,9 @@ def test_controls_through_survey_run_on_ray(tmp_path):
                          capture_output=True, text=True, timeout=1400)
     assert run.returncode == 0, run.stdout + run.stderr
 
-    def table(name):
-        return [r for f in (tmp_path / "results" / name).rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    def table(name):  # through DuckDB: the network lives in the hive path only
+        frame = query(tmp_path / "results", f"SELECT * FROM {name}")
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
     attacks = [r for r in table("attacks") if r["search"] == "budget"]
     for network in ("identity",):
@@ -197,3 +199,10 @@ def test_controls_through_survey_run_on_ray(tmp_path):
     assert sum(r["h_point_gain"] >= 2 for r in rows) == 0
     assert sum(r["ref_point_gain"] is not None for r in rows) == 2 * 2 * 4
     assert all(old_rule(r) for r in rows if r["radius"] == 0.25)   # the replaced rule: every draw 'persists'
+    paired = subprocess.run([sys.executable, "-m", "survey.cli.main", "estimate", "--paired", "--table", "attacks",
+                             "--store", "results", "--format", "json"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert paired.returncode == 0, paired.stdout + paired.stderr
+    found = json.loads(paired.stdout)
+    assert {(r["network"], r["budget"], r["images"]) for r in found} == {("identity", 0.02, 2), ("identity", 0.05, 2)}
+    assert all(r["ci_low"] <= r["ratio"] <= r["ci_high"] for r in found)
