@@ -56,7 +56,7 @@ def pairs():
 
 def test_every_physical_family_is_registered_with_kinds_and_a_unit():
     assert set(PHYSICAL) <= set(family_names())
-    for name in family_names():
+    for name in set(family_names()) - {"gaussian", "poisson", "sphere"}:  # noise families: tests/test_perturb.py
         family = make_family(name)
         if family.kinds is not None:
             assert name in SEVERITY, f"{name}: add a severity to tests/test_families.py"

@@ -159,7 +159,7 @@ def test_snr_conversion(kind, operators):
 def test_poisson_counts_mean_and_variance(operators):
     """N = I0 exp(-y') has mean and variance I0 exp(-p) per bin within sampling error."""
     physics = operators["radon"]
-    family = make_family("poisson")
+    family = make_family("poisson", fov_cm=None)  # y taken as physical line integrals
     y = clean(physics, "radon", 1)
     dose = 200.0
     draws = 4000
@@ -181,7 +181,7 @@ def test_poisson_counts_mean_and_variance(operators):
 
 def test_poisson_zero_counts_floor():
     physics = make_physics("denoise", size=4)
-    family = make_family("poisson")
+    family = make_family("poisson", fov_cm=None)
     y = torch.full((1, 1, 4, 4), 30.0, dtype=torch.float64)  # I0 exp(-30): no photons arrive
     z = torch.zeros((1, 16), dtype=torch.float64)
     out = family.apply(y, z, 100.0, physics)
@@ -190,6 +190,26 @@ def test_poisson_zero_counts_floor():
         family.apply(y, z, 0.0, physics)
     with pytest.raises(ValueError, match="real"):
         family.apply(y.to(torch.complex128), z, 100.0, physics)
+
+
+def test_poisson_physical_scale(operators):
+    """By default an image value of 1 attenuates like water (0.2 / cm) over a 25 cm field of view: the
+    counts are Poisson(I0 exp(-a p)) with a = 0.2 * 25 / n, and y' comes back in the operator's units."""
+    physics = operators["radon"]
+    family = make_family("poisson")
+    a = 0.2 * 25.0 / physics.size
+    assert family.attenuation(physics) == pytest.approx(a)
+    y = clean(physics, "radon", 1)
+    z = latents(family, physics, 2000, seed=5)
+    noisy = family.apply(y, z, 1e4, physics)
+    mask = measured_mask(physics).expand_as(noisy)
+    counts = 1e4 * torch.exp(-a * noisy[mask].reshape(2000, -1))
+    lam = 1e4 * torch.exp(-a * y[measured_mask(physics).expand_as(y)])
+    assert torch.allclose(counts, counts.round(), atol=1e-5)
+    assert float(((counts.mean(0) - lam) / (lam / 2000).sqrt()).abs().max()) < 5
+    torch.testing.assert_close(family.apply(y, z[:1], math.inf, physics), y)
+    with pytest.raises(ValueError, match="mu_cm"):
+        make_family("poisson", fov_cm=-1.0)
 
 
 @pytest.mark.parametrize("lam", [0.01, 0.7, 3.0, 40.0, 1e3, 1e5])

@@ -7,6 +7,13 @@ constant, so importance sampling at a design point cannot use its gradient). A c
 logarithm: it is replaced by 0.5 photons (`ZERO_COUNT_FLOOR`), i.e. y' = log(2 I0) there.
 Unmeasured bins (outside `measured_mask`) keep y.
 
+Physical scale: our Radon line integrals are sums of image values times path lengths in pixels (about
+28 through a 64 x 64 head phantom), which no photon beam survives. With `fov_cm` set (default 25 cm
+across the image) an image value of 1 is taken to attenuate like `mu_cm` per cm (0.2 /cm: water at
+~70 keV), so p = a y with a = mu_cm * fov_cm / n (0.078 at n = 64, longest rays ~2.2, as in body CT),
+and the perturbed sinogram is y' = -log(N / I0) / a in the operator's units. `fov_cm = None` takes y as
+physical line integrals already.
+
 The quantile is computed in float64 with the regularised incomplete gamma functions
 (P(N <= k) = Q(k + 1, lam)), on the side of the distribution where z lies, so tails far out
 (z = +-8, u within 1e-15 of 0 or 1) stay exact; it equals scipy.stats.poisson.ppf(Phi(z), lam).
@@ -56,6 +63,18 @@ class Poisson(Family):
     severity_name = "I0"
     severity_unit = "photons per bin"
     kinds = ("radon",)  # real line integrals; a k-space has no photon counts
+
+    #: Linear attenuation (1/cm) of an image value of 1; the image spans `fov_cm` (None: y is physical).
+    mu_cm: float = 0.2
+    fov_cm: float | None = 25.0
+
+    def __post_init__(self):
+        if not (self.mu_cm > 0 and (self.fov_cm is None or self.fov_cm > 0)):
+            raise ValueError(f"poisson: mu_cm and fov_cm must be > 0, got {self.mu_cm!r}, {self.fov_cm!r}")
+
+    def attenuation(self, physics) -> float:
+        """a: physical line integral per unit of the operator's line integral (1 when fov_cm is None)."""
+        return 1.0 if self.fov_cm is None else self.mu_cm * self.fov_cm / physics.size
     identity_severity = math.inf
     differentiable = False
 
@@ -70,20 +89,21 @@ class Poisson(Family):
             raise ValueError("I0 (photons per bin) must be > 0")
         flat_y = y.reshape(y.shape[0], -1)
         index = support.index.to(y.device)
-        p = flat_y[:, index].to(torch.float64)
+        scale = self.attenuation(physics)
+        p = flat_y[:, index].to(torch.float64) * scale
         dose = dose.expand(*y.shape).reshape(y.shape[0], -1)[:, index]
         finite = torch.isfinite(dose)
         lam = torch.where(finite, dose * torch.exp(-p), torch.ones_like(p))
         counts = poisson_quantile(z.reshape(z.shape[0], -1).to(y.device), lam)
         noisy = -torch.log(counts.clamp(min=ZERO_COUNT_FLOOR) / torch.where(finite, dose, torch.ones_like(dose)))
-        values = torch.where(finite, noisy, p).to(y.dtype)
+        values = torch.where(finite, (noisy / scale).to(y.dtype), flat_y[:, index])  # I0 = inf: y exactly
         out = flat_y.clone()
         out[:, index] = values
         return out.reshape(y.shape)
 
 
-def build() -> Poisson:
-    return Poisson()
+def build(**params) -> Poisson:
+    return Poisson(**params)
 
 
 __all__ = ["Poisson", "ZERO_COUNT_FLOOR", "poisson_quantile"]
