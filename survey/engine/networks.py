@@ -37,6 +37,15 @@ class NetworkHandle:
         check_network(self.name, net, physics, device)
         return net, physics
 
+    def build_companions(self, net, device: str | torch.device = "cpu") -> dict:
+        """The network's trained uncertainty companions, method -> model, around `net` on `device`
+        (zoo networks: `<name>-inn`, `<name>-mcdropout`, `<name>-probout` where their weights exist;
+        none for bring-your-own networks)."""
+        if not self.zoo:
+            return {}
+        from survey.nets.uncertainty import load_companions
+        return load_companions(self.name, net, device)
+
     def weights_sha256(self) -> str | None:
         import hashlib
         if self.zoo:

@@ -1,4 +1,5 @@
-"""The Ray actor: holds one network, its operator and the reference solver on its device, runs units."""
+"""The Ray actor: holds one network, its companions, its operator and the reference solver on its device,
+runs units."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class SurveyWorker:
         self.net, self.physics = handle.build(self.device)
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self.companions = handle.build_companions(self.net, self.device)
         self.reference = make_reference(self.physics)
 
     def describe(self) -> dict[str, Any]:
@@ -67,7 +69,8 @@ class SurveyWorker:
                 x = torch.from_numpy(np.array(images[unit.dataset][lo:hi])).to(self.device)
                 ctx = TaskContext(net=self.net, physics=self.physics, images=x,
                                   image_ids=ids[unit.dataset][lo:hi], reference=self.reference,
-                                  network=unit.network, dataset=unit.dataset, unit_id=unit.unit_id)
+                                  network=unit.network, dataset=unit.dataset, unit_id=unit.unit_id,
+                                  companions=self.companions)
                 task = make_task(unit.task, **unit.params)
                 result = task(ctx, generator_for(unit.unit_id, self.device))
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}

@@ -105,18 +105,18 @@ class CompanionEntry:
 COMPANIONS: dict[str, CompanionEntry] = {e.name: e for e in [
     CompanionEntry("dncnn-inn", "dncnn", "inn", {"layers": 8, "beta": 1e-3}, steps=30, batch=8, lr=5e-9,
                    notes="Interval weights in the last 8 of 17 convolutions (as the seed); beta = 1e-3 (seed)."),
-    CompanionEntry("dncnn-mcdropout", "dncnn", "mcdropout", {"layers": 8, "p": 0.05, "passes": 128}, steps=40,
+    CompanionEntry("dncnn-mcdropout", "dncnn", "mcdropout", {"layers": 8, "p": 0.05, "passes": 128}, steps=20,
                    lr=1e-4, notes="Last 8 convolutions fine-tuned with dropout 0.05 after every other one (seed: "
                                   "after every other convolution, trained from scratch)."),
-    CompanionEntry("dncnn-probout", "dncnn", "probout", {"hidden": 16}, steps=60, lr=1e-3,
+    CompanionEntry("dncnn-probout", "dncnn", "probout", {"hidden": 16}, steps=30, lr=1e-3,
                    notes="Log-variance head on the last hidden features; mean = the frozen DnCNN."),
     CompanionEntry("lactunet-inn", "lactunet", "inn", {"layers": 7, "beta": 1e-4}, steps=30, batch=8, lr=5e-8,
                    notes="Interval weights in the last 7 of 18 layers (seed: 12 of its U-Net's 23); beta = 1e-4 "
                          "(seed)."),
     CompanionEntry("lactunet-mcdropout", "lactunet", "mcdropout", {"layers": 7, "p": 0.7, "passes": 128},
-                   steps=40, lr=1e-4, notes="Last 7 layers fine-tuned with dropout 0.7 after each up-sampling "
+                   steps=20, lr=1e-4, notes="Last 7 layers fine-tuned with dropout 0.7 after each up-sampling "
                                              "(seed: after down- and up-sampling, trained from scratch)."),
-    CompanionEntry("lactunet-probout", "lactunet", "probout", {"hidden": 16}, steps=60, lr=1e-3,
+    CompanionEntry("lactunet-probout", "lactunet", "probout", {"hidden": 16}, steps=30, lr=1e-3,
                    notes="Log-variance head on the last decoder features; mean = the frozen U-Net."),
 ]}
 
