@@ -88,11 +88,15 @@ def section_for(table: str, classes: Sequence[type] = ()) -> Section:
     return section
 
 
+#: The paper's four tests: their sections are always shown ("not run" when the store lacks them).
+PAPER_TABLES = ("attacks", "ball", "insertions", "sweeps")
+
+
 def report_sections(info: dict[str, Any], known: Sequence[str]) -> list[Section]:
     """The table sections of this report, in registry order, then store tables the registry does not know.
 
-    A table is shown when the store holds it, it has a section of its own, the study runs a task writing it
-    or a criterion names it; other registered tables are left out."""
+    A table is shown when the store holds it, the study runs a task writing it, a criterion names it or it
+    is one of the paper's four (then "not run" when the store lacks it); other registered tables are left out."""
     registered = registered_tables()
     writers = {getattr(cls, "task_name", None): table for table, classes in registered.items() for cls in classes}
     asked = {writers.get(t.get("name")) for t in info.get("tasks") or [] if isinstance(t, dict)}
@@ -100,7 +104,7 @@ def report_sections(info: dict[str, Any], known: Sequence[str]) -> list[Section]
     tables = list(registered) + sorted(t for t in known if t not in registered and t not in NOT_TABLES)
     sections = []
     for table in tables:
-        if table in known or table in asked or custom_section(table) is not None:
+        if table in known or table in asked or table in PAPER_TABLES:
             sections.append(section_for(table, registered.get(table, ())))
     return sections
 
