@@ -142,8 +142,8 @@ def top_singular(f: Callable, physics, x: torch.Tensor, k: int = 20, *, domain: 
                  generator: torch.Generator | None = None) -> SpectrumResult:
     """Top-k singular values and right singular vectors of the local Jacobian of f at each image.
 
-    f: called as f(y, physics) (a network, `differentiable(reference)`, IdentityNet for H), put in eval
-    mode; x: (B, 1, n, n); k: how many; block: Lanczos block size (vectors multiplied together in one
+    f: called as f(y, physics) (a network, the reference solver, run unrolled, or IdentityNet for H), put
+    in eval mode; x: (B, 1, n, n); k: how many; block: Lanczos block size (vectors multiplied together in one
     batched call; it also resolves singular values of multiplicity up to `block`, which single-vector
     Lanczos cannot: a real convolution's are all double; higher multiplicities are found when the
     Krylov space turns out invariant and is continued with fresh vectors); iterations: most J^T J products per image
@@ -155,6 +155,7 @@ def top_singular(f: Callable, physics, x: torch.Tensor, k: int = 20, *, domain: 
     if int(block) != block or block < 1:
         raise ValueError(f"top_singular: block must be an integer >= 1, got {block!r}")
     block = int(block)
+    f = differentiable(f)  # a reference solver runs unrolled (a copy); networks pass through
     with eval_mode(f):
         lin = Linearisation(f, physics, x.repeat_interleave(block, dim=0), domain)
         return _block_lanczos(lin, x.shape[0], block, int(k), iterations, tol, generator)

@@ -233,7 +233,8 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
     run = subprocess.run([sys.executable, "-m", "survey.cli.main", "run", str(path)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout + run.stderr
-    rows = [r for f in (tmp_path / "results" / "spectrum").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    rows = [{**r, "network": next(part.split("=", 1)[1] for part in f.parts if part.startswith("network="))}
+            for f in (tmp_path / "results" / "spectrum").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
     assert {r["network"] for r in rows} == {"dagan", "med50", "dncnn"} and len(rows) == 12
     for r in rows:
         assert r["h_sigma"] is not None and r["sigma"] > 0
