@@ -236,3 +236,33 @@ def test_uncertainty_is_differentiable_in_the_measurements():
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="inn"):
         build_companion("ensemble", DnCNN(depth=3, width=2))
+
+
+def test_trained_companions_load_with_their_hashes_checked(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from survey.nets import zoo
+    from survey.nets.uncertainty import load_companion, load_companions
+    from survey.nets.zoo import load_network
+
+    net, physics = load_network("dncnn")
+    companions = load_companions("dncnn", net)
+    assert set(companions) == {"inn", "mcdropout", "probout"}
+    assert all(not p.requires_grad for c in companions.values() for p in c.parameters())
+    x = torch.rand(1, 1, 64, 64, generator=_gen(16))
+    y = physics.A(x)
+    with torch.no_grad():
+        lo, hi = companions["inn"].bounds(y, physics)
+        f = net(y, physics)
+    assert bool((lo <= f).all() and (f <= hi).all())
+    # a card naming other base weights is refused
+    for name in ("dncnn", "dncnn-inn"):
+        for suffix in (".json", ".safetensors"):
+            shutil.copy(zoo.WEIGHTS_DIR / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    card = json.loads((tmp_path / "dncnn-inn.json").read_text())
+    card["base_weights_sha256"] = "0" * 64
+    (tmp_path / "dncnn-inn.json").write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="retrain"):
+        load_companion("dncnn-inn", net)
