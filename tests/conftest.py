@@ -69,3 +69,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: every test on a Ray cluster (the `ray_local` fixture, directly or through a store fixture) is
+    slow, so `make test-fast` (-m "not slow") keeps to unit and property tests; `make test` runs all."""
+    slow = pytest.mark.slow
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(slow)
