@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,129 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ray_local" in getattr(item, "fixturenames", ()):
             item.add_marker(slow)
+
+
+# -- the evidence report: a small real store, HTML parsing, headless Chromium ------------------------------
+
+#: A study of two tiny networks on MRI running every paper test (tests/test_report.py and others).
+REPORT_STUDY = """
+name = "report-test"
+seed = 5
+store = "results"
+description = "Two small residual CNNs on Cartesian MRI."
+intended_use = "Reconstruction of 32 x 32 MRI slices from undersampled Cartesian k-space (test fixture)."
+
+[[networks]]
+name = "tiny-a"
+factory = "tiny_net.py:build"
+physics = { kind = "mri", size = 32, ratio = 0.5, mask = "uniform-lines", seed = 0 }
+
+[[networks]]
+name = "tiny-b"
+factory = "tiny_net.py:build"
+# another size: one image id at two sizes in one store
+physics = { kind = "mri", size = 16, ratio = 0.3, mask = "gaussian-lines", seed = 0 }
+
+[[datasets]]
+name = "ellipses"
+split = "test"
+count = 4
+
+[[tasks]]
+name = "attack"
+images_per_unit = 4
+params = { iterations = 40, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels = [0.01, 0.03] }
+
+[[tasks]]
+name = "attack"
+images_per_unit = 4
+params = { search = "budget", budgets = [0.02], iterations = 4, restarts = 1, singular_start = false, matched = ["reference", "H"] }
+
+[[tasks]]
+name = "ball"
+images_per_unit = 4
+params = { level = 0.02, radius = [0.25, 1.0], draws = 10, batch = 80, attack = { iterations = 40, eta = 0.05 } }
+
+[[tasks]]
+name = "insertion"
+images_per_unit = 4
+params = { detail = "heart", size = 10, contrast = 0.4, count = 2 }
+
+[[tasks]]
+name = "sweep"
+images_per_unit = 4
+params = { ratios = [0.2, 0.5, 1.0] }
+
+[[criteria]]
+name = "Output moves less than 5% at 1% perturbations"
+table = "attacks"
+bad = "out_change_rel >= 0.05"
+where = "snapshot = 'level' AND snapshot_target = 0.01"
+# 4 images: even with no bad image, the image-level bound after Holm over 4 decisions is 1 - 0.0125^(1/4) ~ 0.67
+max_upper = 0.95
+
+[[criteria]]
+name = "Artefact does not persist"
+table = "ball"
+bad = "artefact_cos >= 0.5"
+max_upper = 0.2
+"""
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str | None:
+    """Path of Debian's headless-capable Chromium, or None (the browser tests skip then)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _Tables(HTMLParser):
+    """Collects the text of every table row (list of cell texts) and every <img> src."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_html(html: str) -> _Tables:
+    """The rows (cell texts) and <img> sources of an HTML page."""
+    parser = _Tables()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="session")
+def study_store(tmp_path_factory, ray_local):
+    """(study, store) after running the study above on the embedded Ray cluster."""
+    from survey.engine.scheduler import run_study
+    from survey.spec import load_study
+
+    folder = tmp_path_factory.mktemp("report_study")
+    study = load_study(write_study(folder, REPORT_STUDY))
+    summary = run_study(study, store_dir=folder / "results")
+    assert summary.failed == 0 and summary.done == summary.planned
+    return study, folder / "results"

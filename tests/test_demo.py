@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.test_report import CHROMIUM_FLAGS, _chromium
+from tests.conftest import CHROMIUM_FLAGS, chromium
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_demo_leaves_tables_for_all_four_tests(demo):
     assert networks == {"network=dagan", "network=med50", "network=dncnn"}
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_demo_report_screenshot_shows_the_figures(demo, tmp_path):
     _, index, _ = demo
     html = index.read_text()
@@ -46,7 +46,7 @@ def test_demo_report_screenshot_shows_the_figures(demo, tmp_path):
     figures_only = index.with_name("figures-only.html")
     hide = "<style>table, p, pre, ul, ol, h1, h2, h3, figcaption, .summary, dl {display: none !important}</style>"
     figures_only.write_text(html.replace("</head>", hide + "</head>", 1))
-    flags = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     url = figures_only.resolve().as_uri()
     dom = subprocess.run([*flags, "--window-size=1200,1000", "--virtual-time-budget=5000", "--dump-dom", url],
                          capture_output=True, text=True, timeout=60, check=True).stdout

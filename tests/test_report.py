@@ -9,7 +9,6 @@ import shlex
 import shutil
 import subprocess
 from html import unescape
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -21,121 +20,13 @@ from typer.testing import CliRunner
 from survey.analysis.decisions import decide
 from survey.analysis.estimate import estimate
 from survey.analysis.sections.base import METHOD_NAMES
-from survey.analysis.report import (DEFINITIONS, build_report, evaluate_criteria, format_interval, format_number,
+from survey.analysis.report import (DEFINITIONS, PAPER_TABLES, build_report, evaluate_criteria, format_interval, format_number,
                              overall_verdict)
 from survey.cli.report import report
-from survey.spec import load_study
-from tests.conftest import write_study
-
-STUDY = """
-name = "report-test"
-seed = 5
-store = "results"
-description = "Two small residual CNNs on Cartesian MRI."
-intended_use = "Reconstruction of 32 x 32 MRI slices from undersampled Cartesian k-space (test fixture)."
-
-[[networks]]
-name = "tiny-a"
-factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 32, ratio = 0.5, mask = "uniform-lines", seed = 0 }
-
-[[networks]]
-name = "tiny-b"
-factory = "tiny_net.py:build"
-# another size: one image id at two sizes in one store
-physics = { kind = "mri", size = 16, ratio = 0.3, mask = "gaussian-lines", seed = 0 }
-
-[[datasets]]
-name = "ellipses"
-split = "test"
-count = 4
-
-[[tasks]]
-name = "attack"
-images_per_unit = 4
-params = { iterations = 40, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels = [0.01, 0.03] }
-
-[[tasks]]
-name = "ball"
-images_per_unit = 4
-params = { level = 0.02, radius = [0.25, 1.0], draws = 10, batch = 80, attack = { iterations = 40, eta = 0.05 } }
-
-[[tasks]]
-name = "insertion"
-images_per_unit = 4
-params = { detail = "heart", size = 10, contrast = 0.4, count = 2 }
-
-[[tasks]]
-name = "sweep"
-images_per_unit = 4
-params = { ratios = [0.2, 0.5, 1.0] }
-
-[[criteria]]
-name = "Output moves less than 5% at 1% perturbations"
-table = "attacks"
-bad = "out_change_rel >= 0.05"
-where = "snapshot = 'level' AND snapshot_target = 0.01"
-# 4 images: even with no bad image, the image-level bound after Holm over 4 decisions is 1 - 0.0125^(1/4) ~ 0.67
-max_upper = 0.95
-
-[[criteria]]
-name = "Artefact does not persist"
-table = "ball"
-bad = "artefact_cos >= 0.5"
-max_upper = 0.2
-"""
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.conftest import CHROMIUM_FLAGS, chromium, parse_html
 
 
-class _Tables(HTMLParser):
-    """Collects the text of every table row (list of cell texts) and every <img> src."""
 
-    def __init__(self):
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self.images: list[str] = []
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "tr":
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-        elif tag == "img":
-            self.images.append(dict(attrs)["src"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
-            self._row = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def _parse(html: str) -> _Tables:
-    parser = _Tables()
-    parser.feed(html)
-    return parser
-
-
-@pytest.fixture(scope="session")
-def study_store(tmp_path_factory, ray_local):
-    """(study, store) after running the study above on the embedded Ray cluster."""
-    from survey.engine.scheduler import run_study
-
-    folder = tmp_path_factory.mktemp("report_study")
-    study = load_study(write_study(folder, STUDY))
-    summary = run_study(study, store_dir=folder / "results")
-    assert summary.failed == 0 and summary.done == summary.planned
-    return study, folder / "results"
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +40,7 @@ def built(study_store, tmp_path_factory):
 def test_report_is_self_contained_and_every_image_exists(built):
     _, _, index = built
     html = index.read_text()
-    parsed = _parse(html)
+    parsed = parse_html(html)
     assert len(parsed.images) >= 8
     for src in parsed.images:
         assert not src.startswith(("/", "http", "file:")), src
@@ -165,10 +56,10 @@ def test_report_is_self_contained_and_every_image_exists(built):
 def test_report_numbers_are_the_numbers_of_estimate(built):
     study, store, index = built
     html = index.read_text()
-    rows = _parse(html).rows
+    rows = parse_html(html).rows
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
     checked = 0
-    for definition in DEFINITIONS:
+    for definition in (d for d in DEFINITIONS if d.table in PAPER_TABLES):  # the tables this study ran
         by = ["network", *definition.by]
         expected = estimate(store, definition.table, definition.bad, where=definition.where, by=by,
                             per=definition.per, x=definition.x, y=definition.y)
@@ -239,7 +130,7 @@ def test_acceptance_verdicts_follow_the_primary_upper_bound_with_holm(built):
         assert result.status == ("pass" if all(g["passed"] for g in result.groups) else "fail")
     # the ball's artefact persists almost surely around a worst case: its criterion fails
     assert results[1].status == "fail" and overall_verdict(results) == "fail"
-    rows = _parse(index.read_text()).rows
+    rows = parse_html(index.read_text()).rows
     verdicts = [r[-2:] for r in rows if r and r[0] == study.criteria[1].name]
     assert verdicts == [["FAIL", "FAIL"], ["FAIL", "FAIL"]]   # raw, then after Holm
 
@@ -256,7 +147,7 @@ def test_missing_tables_read_not_run_and_the_recorded_study_is_used(study_store,
         assert f"Not run: the store holds no &#39;{table}&#39; table." in html
     assert "undersampled Cartesian k-space (test fixture)" in html  # intended use from runs.study_json
     assert "NOT RUN" in html  # the ball criterion cannot be judged
-    assert all((index.parent / src).is_file() for src in _parse(html).images)
+    assert all((index.parent / src).is_file() for src in parse_html(html).images)
 
 
 def test_cli_report_writes_and_prints_index(study_store, tmp_path, monkeypatch):
@@ -275,12 +166,8 @@ def test_cli_report_writes_and_prints_index(study_store, tmp_path, monkeypatch):
     assert missing.exit_code == 2 and "no such directory" in missing.output  # the CLI's one error path
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_report_renders_in_a_headless_browser(built, tmp_path):
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium); the browser check needs it")
     _, _, index = built
@@ -296,7 +183,7 @@ def test_report_renders_in_a_headless_browser(built, tmp_path):
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert 'data-images-loaded="all"' in body, body
     count = int(re.search(r'data-image-count="(\d+)"', body).group(1))
-    assert count == len(_parse(index.read_text()).images)
+    assert count == len(parse_html(index.read_text()).images)
 
 
 def test_an_empty_store_gives_a_report_of_sections_not_run(tmp_path):
@@ -305,7 +192,7 @@ def test_an_empty_store_gives_a_report_of_sections_not_run(tmp_path):
     for table in ("attacks", "ball", "insertions", "sweeps"):
         assert f"Not run: the store holds no &#39;{table}&#39; table." in html
     assert "NO CRITERIA" in html and "provenance unknown" in html
-    assert _parse(html).images == []
+    assert parse_html(html).images == []
 
 
 def _failed_entries(network: str, tasks=("attack", "ball", "insertion", "sweep")) -> list[dict]:
@@ -327,7 +214,7 @@ def test_a_network_whose_every_unit_failed_reads_no_data(study_store, tmp_path):
     finally:
         writer.close()
     html = build_report(copy, tmp_path / "out", study).read_text()
-    rows = _parse(html).rows
+    rows = parse_html(html).rows
     assert ["attack", "tiny-c", "0", "1", "0", "0"] in rows   # ledger: 0 ok, 1 failed, 0 rows, 0 s
     assert "Network tiny-c: failed, no data" in html
     assert html.count("No data from network tiny-c") == 4   # once per table
@@ -363,4 +250,4 @@ def test_units_retracted_by_forget_lend_no_tensors_to_worst_cases(study_store, t
     assert (index.parent / "figures" / "attack_tiny-b.png").exists()
     assert re.search(r"tiny-b, image ellipses/\d+: the sample with the largest gain", html)
     assert not re.search(r"tiny-a, image ellipses/\d+: the sample with the largest gain", html)
-    assert all((index.parent / src).is_file() for src in _parse(html).images)
+    assert all((index.parent / src).is_file() for src in parse_html(html).images)

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from survey.cli import app
-from tests.test_report import CHROMIUM_FLAGS, _chromium, _parse, study_store  # noqa: F401 (session fixture)
+from tests.conftest import CHROMIUM_FLAGS, chromium, parse_html
 
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "REPRODUCTION.md"
@@ -86,7 +86,7 @@ def test_committed_paper_report_is_complete():
     for key in ("attack-amplification", "ball-persistence", "insertion-lost", "sweep-falls"):
         networks = {r["network"] for r in data["estimates"][key]["network"]}
         assert len(networks) >= 5, (key, networks)
-    parsed = _parse(html)
+    parsed = parse_html(html)
     assert len(parsed.images) >= 6
     for src in parsed.images:
         assert (REPORT.parent / src).is_file(), src
@@ -96,10 +96,10 @@ def test_committed_paper_report_is_complete():
     assert len(shown) >= 2 and all((ROOT / p).is_file() for p in shown)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_committed_paper_report_renders_in_a_headless_browser(tmp_path):
     url = REPORT.resolve().as_uri()
-    flags = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     shot = tmp_path / "paper.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
                    capture_output=True, timeout=60, check=True)

@@ -144,7 +144,7 @@ def test_physical_study_end_to_end_with_report_screenshot(tmp_path):
     section shows the curves; a headless Chromium screenshot of that section."""
     import duckdb
 
-    from tests.test_report import CHROMIUM_FLAGS, _chromium
+    from tests.conftest import CHROMIUM_FLAGS, chromium
 
     store, reports = tmp_path / "results", tmp_path / "reports"
     result = subprocess.run([sys.executable, "-m", "survey.cli.main", "run", str(ROOT / "tasks" / "physical.toml"),
@@ -164,7 +164,7 @@ def test_physical_study_end_to_end_with_report_screenshot(tmp_path):
     html = index.read_text()
     assert "Physical perturbations" in html and "severity_psnr.png" in html
     assert "PSNR below 25 dB at a physical severity" in html
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
         pytest.skip("chromium is not installed; the screenshot needs it")
     # the results with only the severity section's figures: every other part and the tables folded away

@@ -225,7 +225,7 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
 
     from survey.nets.zoo import is_trained
     from tests.conftest import write_study
-    from tests.test_report import CHROMIUM_FLAGS, _chromium
+    from tests.conftest import CHROMIUM_FLAGS, chromium
 
     if not all(is_trained(n) for n in ("dagan", "med50", "dncnn")):
         pytest.skip("zoo weights missing")
@@ -245,7 +245,7 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
     index = tmp_path / "reports" / "spectrum-e2e" / "index.html"
     html = index.read_text()
     assert "Local Jacobian spectrum and Lipschitz bounds" in html and "bound / max sigma_1" in html
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
         pytest.skip("chromium is not installed")
     shot = tmp_path / "report.png"
