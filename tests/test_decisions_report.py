@@ -52,7 +52,8 @@ def _ball_store(root, datasets=("ellipses",)):
                     rows += [{"unit_id": unit, "network": network, "dataset": dataset, "task": "ball",
                               "image_id": f"{dataset}/{i}", "center": "worst-case", "radius": 0.25, "draw": d,
                               "center_change_rel": 0.2, "out_change_rel": 0.15 if i in bad else 0.01,
-                              "artefact_cos": 0.9 if i in bad else 0.1} for d in range(DRAWS)]
+                              "artefact_cos": 0.9 if i in bad else 0.1, "point_gain": 3.0 if i in bad else 1.0,
+                              "h_point_gain": 1.0} for d in range(DRAWS)]
                 fragment = store.write_rows("ball", network, rows)
                 entries += [{"unit_id": f"{network}-{dataset}-{i}", "status": "ok", "network": network,
                              "dataset": dataset, "task": "ball", "rows": DRAWS, "seconds": 0.1, "error": None,
@@ -153,20 +154,20 @@ def test_report_tables_lead_with_the_primary_interval_and_show_the_per_image_dis
     index = build_report(ball_store, tmp_path / "out", study, n_boot=200)
     html = index.read_text()
     data = _data(html)
-    assert data["estimates"]["ball-persistence"]["network"][0]["primary"]
+    assert data["estimates"]["ball-point-gain"]["network"][0]["primary"]
     lines = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     a = next(line for line in lines if line[:2] == ["net-a", "0.25"])
     b = next(line for line in lines if line[:2] == ["net-b", "0.25"])
     assert a[2] == "in-distribution" and b[2] == "out-of-distribution"
-    primary = next(r for r in data["estimates"]["ball-persistence"]["network"] if r["network"] == "net-a")
+    primary = next(r for r in data["estimates"]["ball-point-gain"]["network"] if r["network"] == "net-a")
     assert a[8] == f"[{primary['ci_low']:.4g}, {primary['ci_high']:.4g}]" and a[9] == "cluster-exact"
     assert a[11].startswith("Clopper–Pearson [") and a[12] == "over images of ellipses, mean per-image probability"
     assert "interval (primary)" in html and "Assumptions: cluster-exact: images are independent draws" in html
     # the per-image distribution: 2 of 7 images of net-a above every level
-    per_image = data["estimates"]["ball-persistence:per-image"]
+    per_image = data["estimates"]["ball-point-gain:per-image"]
     assert {(r["network"], r["level"], r["above"], r["images"]) for r in per_image["network"] if r["network"] == "net-a"} == \
         {("net-a", level, 2, IMAGES) for level in (0.01, 0.1, 0.5)}
-    assert (index.parent / "figures" / "per_image_ball-persistence.png").is_file()
+    assert (index.parent / "figures" / "per_image_ball-point-gain.png").is_file()
     assert "--per image --distribution" in per_image["commands"]["network"]
 
 
