@@ -10,7 +10,7 @@
   with percentile image-bootstrap intervals. Failure modes: "worst case vs Gaussian" (worstcase rows
   positive, gaussian rows of the same images negative), "adaptive vs Gaussian" (the attacker who knows
   the detector), "detail lost vs kept" (insertion rows, `lost`). The unit of resampling is the image,
-  so the paired positive and negative of an image stay together (DESIGN.md: the image is the unit of
+  so the paired positive and negative of an image stay together (the image is the unit of
   independence).
 - `adaptive_table(frame)`: per network and method, the output change of the adaptive attack relative to
   the plain worst case (damage kept), and the detection AUCs before and after.

@@ -1,6 +1,6 @@
 """Paired per-image ratio of worst-case gains, network over reference, with an image-bootstrap interval.
 
-"The network is less stable than the reference" is a paired claim (DESIGN.md "Always a matched comparison"):
+"The network is less stable than the reference" is a paired claim:
 both were searched with the same budget search, budget, iterations, starts and images (`attacks` rows with
 search = 'budget', attacked = 'network' / 'reference' / 'H'). Per group (network, domain, budget by default)
 and image i (the unit of independence, keyed by dataset and image_id):

@@ -1,4 +1,4 @@
-"""Worst-case perturbations: Algorithms 1 and 2 of Antun et al. (seeds/004, Methods).
+"""Worst-case perturbations: Algorithms 1 and 2 of Antun et al. (PNAS 2020, Methods).
 
 Maximise Q(r) = 1/2 ||f(y + A r) - p(x)||^2 - lam/2 ||r||^2 by gradient ascent with momentum
 
@@ -16,7 +16,7 @@ so lam and eta mean the same thing for every operator. With domain="measurement"
 space (complex for Fourier), u = y + e, and grad_u is used directly.
 
 The iteration does not converge when lam is below the squared local gain: ||r|| grows
-geometrically (NOTES.md pitfall 3). Snapshots are therefore taken when ||r|| / ||x|| first
+geometrically. Snapshots are therefore taken when ||r|| / ||x|| first
 crosses given levels (`snapshot_levels`) as well as at fixed iterations, and the search stops
 once every snapshot has fired. Defaults (eta = tau = 1e-3) suit images in [0, 1]: the paper's
 Deep MRI setting eta = tau = 1e-2 (preset "deepmri") overshoots small norms.
@@ -38,7 +38,7 @@ so every reconstruction network amplifies its worst case well beyond the referen
 the denoiser does not (its worst case is barely worse than TV denoising's response). Those reference
 numbers are transferred (the reference on the network's perturbation), not the reference's own worst case.
 
-`search="budget"` answers the referee's question instead (DESIGN.md "Worst case at a budget"): for each
+`search="budget"` answers the referee's question instead: for each
 budget eps in `budgets`, the worst r with ||r|| <= eps ||x|| (||e|| <= eps ||Ax|| in the measurement
 domain) by projected normalised-gradient ascent with momentum (`survey.tasks.budget.worst_case`),
 starts: `restarts` zero-mean random directions and, with `singular_start`, the top singular direction
@@ -67,7 +67,7 @@ from survey.tasks import validate
 from survey.tasks.budget import differentiable, top_singular_direction, worst_case
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, eval_mode, register
 
-#: Parameter sets of the paper's Table 1 (seeds/004 SI). The paper's text around Fig. 7 swaps the
+#: Parameter sets of the paper's Table 1 (Antun et al., PNAS 2020, SI). The paper's text around Fig. 7 swaps the
 #: two AUTOMAP p choices relative to the table; the table is followed here.
 PRESETS: dict[str, dict[str, Any]] = {
     "deepmri": dict(lam=1e-3, gamma=0.9, eta=1e-2, tau=1e-2, p="fAx"),

@@ -1,8 +1,8 @@
 """Gaussian-ball checks around a centre: does an artefact survive random noise? (paper Fig. 2).
 
-Antun et al. (seeds/001, Fig. 2) draw e complex Gaussian in measurement space, set v = A* e rescaled
+Antun et al. (arXiv 1902.05300, Fig. 2) draw e complex Gaussian in measurement space, set v = A* e rescaled
 to ||v|| = ||r|| / 4 around a worst-case perturbation r, and see the artefact of r again at
-x + r + v. Thousands of draws per centre turn that into a probability (DESIGN.md "Gaussian ball").
+x + r + v. Thousands of draws per centre turn that into a probability.
 
 Centre: `center="worst-case"` runs an embedded `Attack` (parameters `attack`, the same generator
 stream, so a unit replays alone from its id) and takes the snapshot where ||r|| / ||x|| first
@@ -22,7 +22,7 @@ no mask: A* ignores what is not measured (exactly off a Fourier mask; a Radon bi
 sees no pixel, or grazes one with a weight below 1e-6). t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
 radius * ||x|| ("relative-x"; ||A x|| for measurement noise), or t = radius ("absolute", a norm).
 
-The bad event (DESIGN.md "Gaussian ball"): a point of the ball is itself a bad perturbation. Every draw
+The bad event: a point of the ball is itself a bad perturbation. Every draw
 gets its point gain, with p = r + v the point's perturbation (s + e in the measurement domain):
 
     point_gain = (||f(y') - f(y)|| / ||f(y)||) / (||p|| / ||x||)      (||p|| / ||A x|| for measurement p),

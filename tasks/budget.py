@@ -1,4 +1,4 @@
-"""Worst case at a budget, and the gain of points of a Gaussian ball (DESIGN.md "The science, precisely").
+"""Worst case at a budget, and the gain of points of a Gaussian ball.
 
 Pure functions, no Task: the numerical core that the attack and ball tasks call.
 

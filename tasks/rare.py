@@ -1,6 +1,6 @@
 """How often is a random perturbation bad? P(D(f(y'), f(y)) >= delta) per image, down to rare events.
 
-DESIGN.md "How often": for each image, perturbation family (survey.perturb), severity and threshold delta,
+How often: for each image, perturbation family (survey.perturb), severity and threshold delta,
 the probability that a draw y' = family(y, z, severity) of the family (z ~ N(0, I), the family's standard
 Gaussian latent) changes the output by at least delta,
 

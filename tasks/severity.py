@@ -1,6 +1,6 @@
 """Severity sweeps over physical perturbation families: how often does each method fail at a physical severity?
 
-DESIGN.md "How often": for each image and family (survey.perturb: motion, coil, off-resonance, spike,
+How often: for each image and family (survey.perturb: motion, coil, off-resonance, spike,
 rings, view-jitter, poisson, gaussian, ...), a sweep over the family's severities (pixels of motion,
 relative map error, cycles of off-resonance, % gain error, degrees, photons per bin, sigma) with `draws`
 standard Gaussian latents per level. Draw d of an image uses the same latent z at every severity

@@ -1,6 +1,6 @@
 """Sampling sweeps: does the reconstruction improve when it is given more samples?
 
-The paper's third instability (seeds/004, "more samples, worse image"): a network trained at one
+The paper's third instability (Antun et al., PNAS 2020: "more samples, worse image"): a network trained at one
 sampling ratio is run, unchanged, on nested sampling patterns of increasing size. For each level
 the operator of the same kind, mask kind and seed as the network's own is built at that level,
 y = A_level x is measured, and the network f(y, A_level), the reference solver and the easy

@@ -5,7 +5,7 @@ mask of pixels that belong to it. `size` is the height of the detail's bounding 
 
 - "spade", "heart", "diamond", "club": the card-suit glyphs U+2660, U+2665, U+2666, U+2663 and
   "text" (default "CAN U SEE IT"), outlines from the DejaVu Sans font bundled with matplotlib
-  (`matplotlib.textpath.TextPath`), as in the paper's Fig. 4 (seeds/004);
+  (`matplotlib.textpath.TextPath`), as in the paper's Fig. 4 (Antun et al., PNAS 2020);
 - "heart-curve": the classic parametric heart x = 16 sin^3 t, y = 13 cos t - 5 cos 2t - 2 cos 3t - cos 4t
   (the paper's "heart that gradually disappears");
 - "ellipse": a solid tumour-like ellipse (width/height `aspect`, rotated by `angle` degrees);

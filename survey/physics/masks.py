@@ -7,7 +7,7 @@ ratio r keeps the first round(r * candidates) of that order, so with the same se
 at a lower ratio is a subset of the mask at a higher one (sampling sweeps), and the achieved ratio
 is within half a line/point of the request. Masks are centred; operators `ifftshift` them.
 
-"equispaced-lines" is the regular Cartesian pattern of the MRI-VN sweep in the paper's SI (seeds/004:
+"equispaced-lines" is the regular Cartesian pattern of the MRI-VN sweep in the paper's SI (Antun et al., PNAS 2020:
 "uniformly spaced lines (center lines was always included)"): after the centre band, lines come by
 lattice level, the offsets from DC that are multiples of n/2, then of n/4, n/8, ... (farthest-point order
 on the periodic line index, so any n works), in a seeded random order within a level. A prefix that ends
@@ -28,8 +28,8 @@ import torch
 MASK_KINDS: tuple[str, ...] = ("uniform-lines", "gaussian-lines", "equispaced-lines", "random-points", "poisson-disc",
                                "radial")
 
-#: Default side of the fully sampled centre as a fraction of n: 8 of 64 lines (as in the prototype
-#: of ../shared/NOTES.md). Radial masks have no separate centre by default: spokes oversample it.
+#: Default side of the fully sampled centre as a fraction of n: 8 of 64 lines (as in
+#: of our first prototype). Radial masks have no separate centre by default: spokes oversample it.
 DEFAULT_CENTER_FRACTION = {"uniform-lines": 0.125, "gaussian-lines": 0.125, "equispaced-lines": 0.125,
                            "random-points": 0.125, "poisson-disc": 0.125, "radial": 0.0}
 #: Standard deviation of the line density of "gaussian-lines", as a fraction of n.
