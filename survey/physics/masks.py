@@ -28,8 +28,8 @@ import torch
 MASK_KINDS: tuple[str, ...] = ("uniform-lines", "gaussian-lines", "equispaced-lines", "random-points", "poisson-disc",
                                "radial")
 
-#: Default side of the fully sampled centre as a fraction of n: 8 of 64 lines (as in
-#: of our first prototype). Radial masks have no separate centre by default: spokes oversample it.
+#: Default side of the fully sampled centre as a fraction of n: 8 of 64 lines (as in our first
+#: prototype). Radial masks have no separate centre by default: spokes oversample it.
 DEFAULT_CENTER_FRACTION = {"uniform-lines": 0.125, "gaussian-lines": 0.125, "equispaced-lines": 0.125,
                            "random-points": 0.125, "poisson-disc": 0.125, "radial": 0.0}
 #: Standard deviation of the line density of "gaussian-lines", as a fraction of n.
