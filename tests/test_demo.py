@@ -14,6 +14,8 @@ from PIL import Image
 
 from tests.conftest import CHROMIUM_FLAGS, chromium
 
+pytestmark = pytest.mark.slow  # the whole quick study on Ray: minutes
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -33,6 +35,20 @@ def test_demo_leaves_tables_for_all_four_tests(demo):
         assert rows > 0, table
     networks = {p.name for p in (store / "attacks").iterdir()}
     assert networks == {"network=dagan", "network=med50", "network=dncnn"}
+    from survey.analysis.db import query
+    # worst cases at matched budgets: network, reference and H on the same images and budgets
+    budget = query(store, "SELECT attacked, network, count(DISTINCT image_id) AS images, list(DISTINCT budget "
+                          "ORDER BY budget) AS budgets FROM attacks WHERE search = 'budget' GROUP BY ALL")
+    assert set(budget["attacked"]) == {"network", "reference", "H"}
+    for _, group in budget.groupby("network"):
+        assert group["images"].nunique() == 1 and group["budgets"].map(tuple).nunique() == 1
+    # ball points carry their own gain for the network, H and (on the reference draws) the reference
+    ball = query(store, "SELECT count(point_gain) AS net, count(h_point_gain) AS h, count(ref_point_gain) AS ref "
+                        "FROM ball")
+    assert (ball.iloc[0] > 0).all()
+    # one rare-event curve: P(bad) under thermal noise at two SNRs, network and H
+    rare = query(store, "SELECT DISTINCT target, severity FROM rare")
+    assert set(rare["target"]) == {"network", "H"} and rare["severity"].nunique() == 2
 
 
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
