@@ -29,6 +29,11 @@ def _cell(row: pd.Series | None) -> str:
     return f"{row['mean']:.2f}{sd} {format_interval(round(row['low'], 2), round(row['high'], 2))}"
 
 
+def _computed(by: list[str], frame: pd.DataFrame) -> dict[str, Any]:
+    """The report's machine-readable entry (as survey.analysis.report embeds estimates)."""
+    return {"by": by, "network": frame.to_dict("records"), "reference": [], "commands": {}}
+
+
 class DetectorsSection(Section):
     table = "detectors"
     title = "Uncertainty as an instability detector"
@@ -45,10 +50,19 @@ class DetectorsSection(Section):
               "Gaussian noise of the same norm, and inserted details the network loses from those it keeps; "
               "and does that survive an attacker who maximises the output change while holding the detector's "
               "score at its clean level.")
-    params = ("method", "experiment", "budget", "passes", "adaptive_weight")
+    params = ("method", "seed", "passes", "budget", "adaptive_weight")
 
-    def parameter_columns(self, ctx: Context):
-        return self.params
+    def parameter_table(self, ctx: Context, params, by=("network",)) -> dict:
+        """Parameters as recorded (missing values, e.g. the budget of a Table-1 row, shown as '–')."""
+        keys = ", ".join(f"coalesce(CAST({sql_identifier(c)} AS VARCHAR), '–') AS {sql_identifier(c)}"
+                         for c in [*by, *params])
+        frame = execute(ctx.con, f"SELECT {keys}, count(*) AS rows_, count(DISTINCT image_id) AS images_ "
+                                 f"FROM {sql_identifier(self.table)} WHERE {ctx.live()} GROUP BY ALL ORDER BY ALL "
+                                 "LIMIT 60")
+        body = [[*r[:-2], int(r[-2]), int(r[-1])] for r in frame.itertuples(index=False)]
+        return ctx.doc.table(f"Parameters of the '{self.table}' rows as recorded in the store, with row and image "
+                             "counts ('–': not applicable to the row's experiment).", [*by, *params, "rows", "images"],
+                             body, numeric=range(len(params) + len(by), len(params) + len(by) + 2))
 
     def _frame(self, ctx: Context) -> pd.DataFrame:
         return execute(ctx.con, f"SELECT * FROM {sql_identifier(self.table)} WHERE {ctx.live()}")
@@ -62,7 +76,7 @@ class DetectorsSection(Section):
         blocks: list[dict[str, Any]] = []
         blocks += self.table_one_blocks(ctx, frame)
         decisions = decision_table(frame, n_boot=ctx.n_boot, seed=ctx.seed)
-        ctx.computed["detectors:decisions"] = decisions.to_dict("records")
+        ctx.computed["detectors:decisions"] = _computed(["network", "method", "failure", "score"], decisions)
         blocks += self.decision_blocks(ctx, decisions)
         blocks += self.adaptive_blocks(ctx, frame, decisions)
         blocks += self.roc_blocks(ctx, frame)
@@ -70,7 +84,7 @@ class DetectorsSection(Section):
 
     def table_one_blocks(self, ctx: Context, frame: pd.DataFrame) -> list[dict[str, Any]]:
         t1 = table_one(frame, n_boot=ctx.n_boot, seed=ctx.seed)
-        ctx.computed["detectors:table1"] = t1.to_dict("records")
+        ctx.computed["detectors:table1"] = _computed(["network", "method", "experiment"], t1)
         if t1.empty:
             return [h3("Table 1: Pearson correlation"), p("No AdvDetect / ArtDetect rows.", "not-run")]
         networks = {uc: sorted(t1[t1["use_case"] == uc]["network"].unique()) for uc in ("denoising", "ct")}
@@ -121,7 +135,7 @@ class DetectorsSection(Section):
 
     def adaptive_blocks(self, ctx: Context, frame: pd.DataFrame, decisions: pd.DataFrame) -> list[dict[str, Any]]:
         table = adaptive_table(frame, decisions)
-        ctx.computed["detectors:adaptive"] = table.to_dict("records")
+        ctx.computed["detectors:adaptive"] = _computed(["network", "method"], table)
         if table.empty:
             return []
         body = [[r.network, METHOD_LABELS.get(r.method, r.method), r.images, r.change_worstcase, r.change_adaptive,
@@ -168,6 +182,7 @@ class DetectorsSection(Section):
                 ax.set_ylim(0, 1.01)
                 if i == 0 and j == 0:
                     ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
         paths = _save(fig, ctx.figure_path("detectors_roc"), svg=ctx.doc.svg)
         return [ctx.doc.figure(paths, "ROC curves of the max 8 x 8 patch mean of u, per network (rows) and failure "
                                       "mode (columns), one curve per method; the dotted diagonal is chance.")]
