@@ -46,6 +46,7 @@ def test_byo_files_are_what_the_script_makes_and_agree(tmp_path):
     assert all(torch.allclose(outs[0], out, atol=1e-5) for out in outs[1:])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_byo_study_runs_and_reports(tmp_path):
     import pandas as pd

@@ -11,6 +11,9 @@ from survey.solvers import make_reference
 from survey.tasks import TaskContext, generator_for, make_task
 
 
+pytestmark = pytest.mark.slow  # trained zoo networks, real attacks: seconds each
+
+
 @pytest.mark.parametrize("name, images, at_least", [
     ("automap", 4, 3.0),    # Fourier MRI: measured 5.2x
     ("med50", 4, 1.3),      # CT (Algorithm 2): measured 1.7x
