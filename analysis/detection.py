@@ -1,7 +1,7 @@
-"""Uncertainty detectors, judged: the seed's Table 1 and detection as a decision (the `detectors` table).
+"""Uncertainty detectors, judged: Oala et al.'s Table 1 and detection as a decision (the `detectors` table).
 
 - `table_one(frame)`: per (network, method, experiment) the mean Pearson score over images of each run
-  (seed), then mean and sd over runs, as the seed's Table 1; plus an image-bootstrap interval for the
+  (seed), then mean and sd over runs, as Oala et al.'s Table 1; plus an image-bootstrap interval for the
   mean over all images and runs (images resampled, runs of one image kept together).
 - `roc_auc(pos, neg)`: the area under the ROC curve as the Mann-Whitney probability P(s+ > s-) + 1/2
   P(s+ = s-); `average_precision(pos, neg)`: the area under the precision-recall curve (AUPRC, step
@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-#: The seed's Table 1 (Oala et al.): mean Pearson correlation (sd over three runs).
+#: The Table 1 of Oala et al.: mean Pearson correlation (sd over three runs).
 SEED_TABLE_ONE = {
     ("denoising", "advdetect"): {"inn": (0.77, 0.008), "mcdropout": (0.20, 0.001), "probout": (0.81, 0.002)},
     ("denoising", "artdetect"): {"inn": (0.69, 0.006), "mcdropout": (0.44, 0.02), "probout": (0.44, 0.01)},
@@ -41,7 +41,7 @@ FAILURES = {
 
 
 def use_case(physics: str) -> str:
-    """The seed's column group of an operator kind: 'denoising' or 'ct' (others by name)."""
+    """Oala et al.'s column group of an operator kind: 'denoising' or 'ct' (others by name)."""
     return {"denoise": "denoising", "radon": "ct"}.get(physics, physics)
 
 

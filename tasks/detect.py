@@ -5,14 +5,14 @@ The detectors are the network's uncertainty companions (survey.nets.uncertainty:
 plus "inputnoise", a model-free control needing no companion: the per-pixel std of f over T copies
 of the input with Gaussian measurement noise of `inputnoise_sigma` (relative to the RMS of A x).
 
-Table 1 of the seed (one row per image, method and experiment, column `pearson`):
+Table 1 of Oala et al. (one row per image, method and experiment, column `pearson`):
 
 - AdvDetect: an adversarial target x_tar is made from the reconstruction x_rec = f(y) inside a random
-  square patch (side `patch_fraction` of the image side, the seed's 50 / 512; placed where the
+  square patch (side `patch_fraction` of the image side, Oala et al.'s 50 / 512; placed where the
   truth's patch mean exceeds `tissue_threshold`): denoising adds Gaussian noise of sd `target_noise`
   there, other operators subtract `subtract` (1.5) times the patch mean of x_rec. The perturbation
   r minimises ||f(y + A r) - x_tar||^2 + lambda ||r||^2 (lambda 0.5 for denoising, 0 otherwise, as
-  the seed) by `adv_iterations` Adam steps (the seed: L-BFGS-B on the network input; here r is an
+  Oala et al.) by `adv_iterations` Adam steps (Oala et al.: L-BFGS-B on the network input; here r is an
   image-domain perturbation through A, as the survey's attacks). score = Pearson correlation over the
   image of |u(y) - u(y_adv)| and |f(y) - f(y_adv)|.
 - ArtDetect: denoising replaces the Gaussian noise by salt-and-pepper noise (density `saltpepper`) in
@@ -58,7 +58,7 @@ DETECT_COLUMNS: dict[str, Column] = {
     "image_id": Column("stable id of the ground-truth image"),
     "image_index": Column("index of the image in the unit"),
     "method": Column("uncertainty method: inn, mcdropout, probout (companions) or inputnoise (control)"),
-    "experiment": Column("advdetect, artdetect (the seed's Table 1), worstcase, gaussian, adaptive, insertion"),
+    "experiment": Column("advdetect, artdetect (Oala et al.'s Table 1), worstcase, gaussian, adaptive, insertion"),
     "seed": Column("experimental run (Table 1 averages three)"),
     "sample": Column("index of the input within (image, method, experiment): the contrast index for insertion"),
     "pearson": Column("Table 1 score: Pearson correlation of |u(y) - u(y')| with |f(y) - f(y')| (advdetect) or "
@@ -142,7 +142,7 @@ class Detect(Task):
 
     methods: detectors to test (companions from the context, or "inputnoise"); experiments: which of
     EXPERIMENTS to run; seed: experimental run. AdvDetect: patch_fraction, tissue_threshold,
-    target_noise, subtract, lam (None = the seed's: 0.5 denoising, 0 otherwise), adv_iterations,
+    target_noise, subtract, lam (None = Oala et al.'s: 0.5 denoising, 0 otherwise), adv_iterations,
     adv_lr. ArtDetect: saltpepper (density), art_detail, art_size (fraction of the side),
     art_contrast. Decisions: budget, budget_iterations, restarts, window; adaptive_weight,
     adaptive_iterations, attack_passes; insert_detail, insert_size (fraction), insert_contrasts.
@@ -330,7 +330,7 @@ class Detect(Task):
         return torch.stack([choice // cols, choice % cols], dim=1)
 
     def adversarial(self, ctx: TaskContext, x, y0, f0, g):
-        """(y_adv, relative target error, r): the seed's targeted attack, by Adam on r."""
+        """(y_adv, relative target error, r): Oala et al.'s targeted attack, by Adam on r."""
         physics, net = ctx.physics, ctx.net
         n = x.shape[-1]
         side = max(2, round(self.patch_fraction * n))

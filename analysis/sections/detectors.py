@@ -1,7 +1,7 @@
 """Report section of the `detectors` table: uncertainty companions as instability detectors.
 
 Our Table 1 (mean Pearson correlation per run, mean +- sd over runs, and an image-bootstrap interval)
-beside seed 003's, in its layout; detection as a decision (ROC-AUC and AUPRC with image-bootstrap
+beside Oala et al.'s, in its layout; detection as a decision (ROC-AUC and AUPRC with image-bootstrap
 intervals per method, failure mode and image-level score); the adaptive attack's effect; ROC curves.
 Numbers come from survey.analysis.detection.
 """
@@ -37,7 +37,7 @@ def _computed(by: list[str], frame: pd.DataFrame) -> dict[str, Any]:
 class DetectorsSection(Section):
     table = "detectors"
     title = "Uncertainty as an instability detector"
-    method = ("Seed 003 (Oala et al., interval neural networks as instability detectors) asks whether a "
+    method = ("Oala et al. (detecting failure modes in image reconstructions with interval neural network uncertainty) ask whether a "
               "network's uncertainty map lights up where it fails. Each zoo network gets three companions "
               "trained post hoc with its weights frozen: an interval neural network (interval weights in its "
               "last layers, u = upper - lower bound), MC dropout (a dropout variant of its last layers, u = "
@@ -91,7 +91,7 @@ class DetectorsSection(Section):
         methods = [m for m in METHOD_LABELS if m in set(t1["method"])]
         body = []
         for method in methods:
-            seed_row = [f"{METHOD_LABELS[method]}: seed 003"]
+            seed_row = [f"{METHOD_LABELS[method]}: Oala et al."]
             for key in COLUMNS_T1:
                 value = SEED_TABLE_ONE.get(key, {}).get(method)
                 seed_row.append(f"{value[0]:.2f} ± {value[1]:g}" if value else "–")
@@ -104,11 +104,11 @@ class DetectorsSection(Section):
             body.append(ours)
         runs = sorted(set(t1["runs"]))
         images = sorted(set(t1["images"]))
-        caption = ("Table 1 in the seed's layout: mean Pearson correlation, ± sd over runs, for AdvDetect and "
+        caption = ("Table 1 in Oala et al.'s layout: mean Pearson correlation, ± sd over runs, for AdvDetect and "
                    "ArtDetect on denoising (" + (", ".join(networks["denoising"]) or "–") + ") and limited-angle "
                    "CT (" + (", ".join(networks["ct"]) or "–") + f"). Ours: runs {runs}, images per run {images}; "
                    f"in brackets a {percent(0.95)} image-bootstrap interval of the mean over all images and runs "
-                   f"({ctx.n_boot} resamples). The seed's rows are copied from its Table 1 (three runs, its own data "
+                   f"({ctx.n_boot} resamples). Oala et al.'s rows are copied from their Table 1 (three runs, its own data "
                    "and networks).")
         columns = ["UQ method", "Denoising AdvDetect", "Denoising ArtDetect", "CT AdvDetect", "CT ArtDetect"]
         return [h3("Table 1: Pearson correlation of the uncertainty change with the failure"),

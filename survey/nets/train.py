@@ -182,7 +182,7 @@ def train_companion(name: str, *, steps: int | None = None, seed: int = 0, devic
         "test_split": {"name": "test", "count": len(test_set), "content_hash": test_set.content_hash,
                        "metrics_on_first": int(x_test.shape[0])},
         "recipe": {"steps": steps, "batch": c.batch, "lr": c.lr, "optimiser": "adam",
-                   "loss": {"inn": "interval (seed 003)", "mcdropout": "mse with dropout",
+                   "loss": {"inn": "interval (Oala et al.)", "mcdropout": "mse with dropout",
                             "probout": "gaussian nll"}[c.method],
                    "augmentation": "flips, 90-degree rotations", "seed": seed, "post_hoc": "base weights frozen",
                    **base.extra},

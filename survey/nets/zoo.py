@@ -96,7 +96,7 @@ class CompanionEntry:
     notes: str = ""
 
 
-#: Companions: the seed's INN in the last 8 layers of its 17-layer DnCNN is kept as is; its U-Net's 12
+#: Companions: Oala et al.'s INN in the last 8 layers of its 17-layer DnCNN is kept as is; its U-Net's 12
 #: interval layers (about half its 23) become 7 of our U-Net's 18 (the two finest decoder levels and the
 #: head), which keeps the companion files small and the bounds cheap. MC dropout fine-tunes the same tail
 #: with dropout, ProbOut adds a log-variance head on the features entering the last layer. Step counts are
@@ -104,18 +104,18 @@ class CompanionEntry:
 #: widths can reach the size of the network's errors within them (widths grow through |W| with depth).
 COMPANIONS: dict[str, CompanionEntry] = {e.name: e for e in [
     CompanionEntry("dncnn-inn", "dncnn", "inn", {"layers": 8, "beta": 1e-3}, steps=30, batch=8, lr=5e-9,
-                   notes="Interval weights in the last 8 of 17 convolutions (as the seed); beta = 1e-3 (seed)."),
+                   notes="Interval weights in the last 8 of 17 convolutions (as Oala et al.); beta = 1e-3 (Oala et al.)."),
     CompanionEntry("dncnn-mcdropout", "dncnn", "mcdropout", {"layers": 8, "p": 0.05, "passes": 128}, steps=20,
-                   lr=1e-4, notes="Last 8 convolutions fine-tuned with dropout 0.05 after every other one (seed: "
+                   lr=1e-4, notes="Last 8 convolutions fine-tuned with dropout 0.05 after every other one (Oala et al.: "
                                   "after every other convolution, trained from scratch)."),
     CompanionEntry("dncnn-probout", "dncnn", "probout", {"hidden": 16}, steps=30, lr=1e-3,
                    notes="Log-variance head on the last hidden features; mean = the frozen DnCNN."),
     CompanionEntry("lactunet-inn", "lactunet", "inn", {"layers": 7, "beta": 1e-4}, steps=30, batch=8, lr=5e-8,
-                   notes="Interval weights in the last 7 of 18 layers (seed: 12 of its U-Net's 23); beta = 1e-4 "
-                         "(seed)."),
+                   notes="Interval weights in the last 7 of 18 layers (Oala et al.: 12 of its U-Net's 23); beta = 1e-4 "
+                         "(Oala et al.)."),
     CompanionEntry("lactunet-mcdropout", "lactunet", "mcdropout", {"layers": 7, "p": 0.7, "passes": 128},
                    steps=20, lr=1e-4, notes="Last 7 layers fine-tuned with dropout 0.7 after each up-sampling "
-                                             "(seed: after down- and up-sampling, trained from scratch)."),
+                                             "(Oala et al.: after down- and up-sampling, trained from scratch)."),
     CompanionEntry("lactunet-probout", "lactunet", "probout", {"hidden": 16}, steps=30, lr=1e-3,
                    notes="Log-variance head on the last decoder features; mean = the frozen U-Net."),
 ]}

@@ -8,7 +8,7 @@ both non-negative; then, with W+ = max(W, 0) and W- = min(W, 0) (the split posit
     z_lo = W_lo+ p_lo + W_lo- p_hi - (W_hi+ n_hi + W_hi- n_lo) + b_lo
     z_hi = W_hi+ p_hi + W_hi- p_lo - (W_lo+ n_lo + W_lo- n_hi) + b_hi,
 
-the bounds of the seed's supplementary derivation for non-negative inputs (n = 0, e.g. after a ReLU),
+the bounds of Oala et al.'s supplementary derivation for non-negative inputs (n = 0, e.g. after a ReLU),
 extended soundly to signed ones (exact when no input interval straddles 0). Convolutions and
 transposed convolutions are linear maps of this kind; ReLU and max-pooling are monotone, so they map
 [lo, hi] to [relu(lo), relu(hi)]; concatenating a point skip adds [s, s]. If every weight lies in its
@@ -21,9 +21,9 @@ Trained post hoc, base weights frozen, on
 
     mean(relu(lo - x)^2) - beta mean(lo) + mean(relu(x - hi)^2) + beta mean(hi),
 
-the seed's loss with its L1 width term split between the bounds; u = hi - lo per pixel.
+Oala et al.'s loss with its L1 width term split between the bounds; u = hi - lo per pixel.
 Interval widths propagate through |W| rather than W, so they grow fast with depth: trained widths of
-the weights are tiny (1e-8 to 1e-6 here, the seed trains with a learning rate of 1e-6). Stored as
+the weights are tiny (1e-8 to 1e-6 here, Oala et al. train with a learning rate of 1e-6). Stored as
 non-negative offsets W - W_lo, W_hi - W in bfloat16 (float32's range, 3 significant digits; rounding
 keeps them >= 0, so containment survives storage) next to the base network's weights, whose hash the companion's card records.
 """

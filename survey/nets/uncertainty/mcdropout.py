@@ -2,7 +2,7 @@
 
 The variant: the frozen network's last L layers (survey.nets.uncertainty.tail.Split) get their own
 weights, initialised at the trained ones, with inverted dropout after some of them, and are trained
-by the zoo's recipe (pixel MSE, Adam, the same augmentation and patches) with dropout on. The seed
+by the zoo's recipe (pixel MSE, Adam, the same augmentation and patches) with dropout on. Oala et al.
 puts dropout after every other convolution of its DnCNN (p = 0.05) and after the down- and
 up-sampling of its U-Net (p = 0.7): here after every other tail layer of DnCNN and after each
 transposed convolution (up-sampling) in the U-Net's tail, the encoder being frozen.

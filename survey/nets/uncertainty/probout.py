@@ -1,13 +1,13 @@
 """ProbOut / mean-variance estimation (Nix and Weigend; Gast and Roth): a log-variance head, trained post hoc.
 
-The seed doubles the network's output channels and trains mean and variance together. Here the mean
+Oala et al. double the network's output channels and trains mean and variance together. Here the mean
 is the frozen network's own output f(y) and a small head (3 x 3 conv, ReLU, 3 x 3 conv) reads the
 features entering the network's last layer and predicts the per-pixel log-variance s(y); it is
 trained with the Gaussian negative log-likelihood
 
     1/2 mean((x - f(y))^2 exp(-s(y)) + s(y)),
 
-base weights frozen. u(y) = exp(s(y) / 2), the predicted standard deviation (the seed reports the
+base weights frozen. u(y) = exp(s(y) / 2), the predicted standard deviation (Oala et al. report the
 variance; the monotone map changes Pearson correlations a little, not the ranking of images).
 """
 
