@@ -92,6 +92,8 @@ def plan(study: "Study", dataset_sizes: dict[str, int]) -> list[Unit]:
                 if task.datasets and ds.name not in task.datasets:
                     continue
                 total = dataset_sizes[ds.name]
+                if task.max_images is not None:
+                    total = min(total, task.max_images)
                 for params in grid:
                     for start in range(0, total, task.images_per_unit):
                         stop = min(start + task.images_per_unit, total)

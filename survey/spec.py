@@ -87,6 +87,7 @@ class TaskSpec(_Model):
     repeats: int = Field(1, ge=1)           # independent repetitions (seeds) per grid point and shard
     networks: list[str] | None = None      # restrict to these networks (default: all)
     datasets: list[str] | None = None      # restrict to these datasets (default: all)
+    max_images: int | None = Field(None, ge=1)  # only the first N images of each dataset (costly tests)
 
 
 class EngineSpec(_Model):

@@ -46,3 +46,16 @@ def test_ids_change_with_seed_and_parameters():
     base = {u.unit_id for u in plan(parse_study(STUDY), sizes)}
     reseeded = {u.unit_id for u in plan(parse_study({**STUDY, "seed": 2}), sizes)}
     assert base.isdisjoint(reseeded)
+
+
+def test_max_images_runs_a_costly_task_on_the_first_images_only():
+    body = {**STUDY, "tasks": [{"name": "attack", "images_per_unit": 4, "params": {}},
+                               {"name": "attack", "images_per_unit": 4, "params": {"search": "budget"},
+                                "max_images": 2}]}
+    units = plan(parse_study(body), {"brain": 10, "shepp-logan": 1})
+    capped = [u for u in units if u.task_index == 1]
+    assert {(u.dataset, u.image_start, u.image_stop) for u in capped} == {("brain", 0, 2), ("shepp-logan", 0, 1)}
+    # a task without the cap keeps its units, and their ids, as before
+    uncapped = [u.unit_id for u in units if u.task_index == 0]
+    assert uncapped == [u.unit_id for u in plan(parse_study({**body, "tasks": body["tasks"][:1]}),
+                                                 {"brain": 10, "shepp-logan": 1})]
