@@ -133,7 +133,7 @@ BALL_COLUMNS: dict[str, Column] = {
     "out_change_rel": Column("||f(y') - f(y)|| / ||f(y)|| at the drawn point y'"),
     "err_rel": Column("||f(y') - x|| / ||x||"),
     "psnr": Column("PSNR of f(y') against x", "dB"),
-    "ssim": Column("SSIM of f(y') against x; None unless with_ssim"),
+    "ssim": Column("SSIM of f(y') against x; None when with_ssim is off"),
     "persist_rel": Column("||f(y') - f(y + s)|| / ||f(y + s) - f(y)||; None for a clean centre"),
     "artefact_cos": Column("cosine of f(y') - f(y) with the centre's artefact f(y + s) - f(y); None for a "
                            "clean centre"),
@@ -162,8 +162,8 @@ class Ball(Task):
     draws: draws per (image, radius); batch: at most this many samples per network call (but at
     least one draw of every image and radius). with_reference: also run the reference solver on the
     first `reference_draws` draws. bad_threshold: optional, rows get bad = out_change_rel >= it.
-    with_ssim: also SSIM per draw (off by default: on CPU `survey.metrics.ssim` costs about as much
-    as a small U-Net's forward pass; rows then hold None).
+    with_ssim: also SSIM per draw (on by default: `survey.metrics.ssim` costs 2-3% of a small U-Net's
+    forward pass, benchmarks/ssim_speed.py; off, rows hold None).
     keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
     """
 
@@ -178,7 +178,7 @@ class Ball(Task):
     with_reference: bool = False
     reference_draws: int = 64
     bad_threshold: float | None = None
-    with_ssim: bool = False
+    with_ssim: bool = True
     keep_tensors: bool = True
 
     table = "ball"
