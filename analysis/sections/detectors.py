@@ -15,7 +15,7 @@ import pandas as pd
 
 from survey.analysis.db import execute, sql_identifier
 from survey.analysis.detection import (FAILURES, METHOD_LABELS, SCORES, SEED_TABLE_ONE, adaptive_table,
-                                       decision_table, roc_curve, table_one, use_case)
+                                       decision_table, roc_curve, table_one)
 from survey.analysis.sections.base import Context, Section, format_interval, format_number, h3, p, percent
 
 COLUMNS_T1 = (("denoising", "advdetect"), ("denoising", "artdetect"), ("ct", "advdetect"), ("ct", "artdetect"))

@@ -17,7 +17,7 @@ import pandas as pd
 
 from survey.analysis.db import execute
 from survey.analysis.figures import _as_image, _panel, _save, _theme, plt, row_tensors
-from survey.analysis.sections.base import MAX_WORST, Context, Section, h3, p, records
+from survey.analysis.sections.base import MAX_WORST, Context, Section, h3, records
 
 TARGETS = (("sigma_rel", "network", "-"), ("ref_sigma_rel", "reference (unrolled CS)", "--"),
            ("h_sigma_rel", "H", ":"))
