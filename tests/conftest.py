@@ -40,6 +40,14 @@ def build(fail_batch: int = 0, crash_batch: int = 0):
 '''
 
 
+def tiny_study(name: str, tasks: str, *, count: int = 2, header: str = 'store = "results"') -> str:
+    """Study text: TinyNet (written by `write_study`) on 16 x 16 Cartesian MRI at 50%, `count` ellipse
+    phantoms of the test split, then `tasks` (the [[tasks]] and any further tables, as TOML)."""
+    return (f'name = "{name}"\n{header}\n\n[[networks]]\nname = "tiny"\nfactory = "tiny_net.py:build"\n'
+            'physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }\n\n'
+            f'[[datasets]]\nname = "ellipses"\nsplit = "test"\ncount = {count}\n\n{textwrap.dedent(tasks).strip()}\n')
+
+
 def write_study(folder: Path, body: str, net_source: str = TINY_NET) -> Path:
     """Write tiny_net.py and study.toml into `folder`; returns the study path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,29 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import write_study
+from tests.conftest import tiny_study, write_study
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "API.md"
 
-STUDY = """
-name = "api"
-store = "results"
-
-[[networks]]
-name = "tiny"
-factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }
-
-[[datasets]]
-name = "ellipses"
-split = "test"
-count = 3
-
+STUDY = tiny_study("api", """
 [[tasks]]
 name = "attack"
 images_per_unit = 3
 params = { iterations = 20, eta = 0.01, snapshot_levels = [0.05] }
-"""
+""", count=3)
 
 
 def _code_blocks(text: str) -> list[str]:

@@ -10,27 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_study
+from tests.conftest import tiny_study, write_study
 
-STUDY = """
-name = "shadow"
-store = "results"
-
-[[networks]]
-name = "tiny"
-factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }
-
-[[datasets]]
-name = "ellipses"
-split = "test"
-count = 2
-
+STUDY = tiny_study("shadow", """
 [[tasks]]
 name = "attack"
 images_per_unit = 2
 params = { iterations = 3, snapshot_levels = [0.05] }
-"""
+""", count=2)
 
 # What invoke or celery users keep beside their study: modules named like ours, importing nothing of ours.
 SHADOWS = {"tasks.py": "raise ImportError('the study folder tasks.py was imported')\n",

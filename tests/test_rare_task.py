@@ -20,6 +20,7 @@ from survey.perturb.gaussian import sigma_from_snr
 from survey.physics import make_physics
 from survey.store import Store
 from survey.tasks import TaskContext, generator_for, make_task
+from tests.conftest import tiny_study
 
 
 def _images(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -225,26 +226,12 @@ def test_report_section_shows_curves_and_distribution(tmp_path):
 
 # -- a study through the engine -------------------------------------------------------------------
 
-RARE_STUDY = """
-name = "tiny-rare"
-seed = 3
-store = "results"
-
-[[networks]]
-name = "tiny"
-factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }
-
-[[datasets]]
-name = "ellipses"
-split = "test"
-count = 2
-
+RARE_STUDY = tiny_study("tiny-rare", """
 [[tasks]]
 name = "rare"
 images_per_unit = 2
 params = { severities = [20.0, 30.0], thresholds = [0.2], particles = 30, mcmc_steps = 3, stop_below = 1e-4 }
-"""
+""", count=2, header='seed = 3\nstore = "results"')
 
 
 @pytest.mark.slow

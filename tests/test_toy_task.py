@@ -12,7 +12,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_study
+from tests.conftest import tiny_study, write_study
 
 TOY_TASK = '''
 """A toy test: the relative output change under a fixed-size random measurement perturbation."""
@@ -54,20 +54,7 @@ class ToyShift(Task):
         return rows, {}
 '''
 
-STUDY = """
-name = "toy"
-store = "results"
-
-[[networks]]
-name = "tiny"
-factory = "tiny_net.py:build"
-physics = { kind = "mri", size = 16, ratio = 0.5, mask = "uniform-lines", seed = 0 }
-
-[[datasets]]
-name = "ellipses"
-split = "test"
-count = 3
-
+STUDY = tiny_study("toy", """
 [[tasks]]
 name = "toy-shift"
 images_per_unit = 3
@@ -78,7 +65,7 @@ name = "toy change below 50%"
 table = "toyshift"
 bad = "out_change_rel >= 0.5"
 max_upper = 0.9
-"""
+""", count=3)
 
 
 @pytest.mark.slow
