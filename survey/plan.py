@@ -33,11 +33,6 @@ class Unit:
     def image_count(self) -> int:
         return self.image_stop - self.image_start
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"unit_id": self.unit_id, "network": self.network, "dataset": self.dataset, "task": self.task,
-                "params": json.dumps(self.params, sort_keys=True), "image_start": self.image_start,
-                "image_stop": self.image_stop, "repeat": self.repeat}
-
 
 def _list_valued(task_name: str) -> set[str]:
     """Parameters whose single value is itself a list (a flat list is then one value, not a grid)."""
