@@ -32,11 +32,17 @@ def dense_norm(fn, shape) -> float:
     return float(torch.linalg.matrix_norm(jac, ord=2))
 
 
-@pytest.mark.parametrize("conv", [nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 5, padding=2, stride=2),
-                                  nn.ConvTranspose2d(3, 2, 2, stride=2)])
-def test_convolution_norm_is_the_dense_matrix_norm_at_the_image_size(conv):
-    torch.manual_seed(0)
-    conv = conv.double()
+CONVOLUTIONS = {"3x3": lambda: nn.Conv2d(2, 3, 3, padding=1), "5x5-stride-2": lambda: nn.Conv2d(3, 2, 5, padding=2, stride=2),
+                "transposed": lambda: nn.ConvTranspose2d(3, 2, 2, stride=2)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 54])
+@pytest.mark.parametrize("kind", CONVOLUTIONS)
+def test_convolution_norm_is_the_dense_matrix_norm_at_the_image_size(kind, seed):
+    # weights drawn here, not at import (where they depended on what ran first); the 3x3 case at seed 54 has
+    # top singular values so close that plain power iteration (the first version) stopped 0.01% short of the norm
+    torch.manual_seed(seed)
+    conv = CONVOLUTIONS[kind]().double()
     size = 8
     channels = conv.in_channels
     weight = conv.weight.detach()
