@@ -14,8 +14,10 @@ from torch import nn
 
 from survey.perturb import family_names, make_family
 from survey.perturb.jitter import project
-from survey.perturb.motion import acquired_lines, rotate
+from survey.perturb.motion import acquired_lines, rotate, translate
 from survey.physics import make_physics
+from survey.physics.fastmri_masks import make_fastmri_mask
+from survey.physics.pmri import ParallelMRI
 
 SIZE = 16
 PHYSICS = {
@@ -129,6 +131,43 @@ def test_motion_trajectory_has_the_severity(operators):
     ky = torch.where(rows >= SIZE // 2, rows - SIZE, rows)
     assert bool((ky.diff() > 0).all())
     assert acquired_lines(physics.sampling).tolist() == rows.tolist()
+
+
+def column_operators():
+    """fastMRI's equispaced column masks at acceleration 4: the phase-encode lines are k-space columns."""
+    return {"mri": make_physics("mri", size=SIZE, mask="fastmri-equispaced", acceleration=4, seed=0),
+            "pmri": ParallelMRI(make_fastmri_mask("fastmri-equispaced", SIZE, 4, seed=0), 3)}
+
+
+@pytest.mark.parametrize("kind", ["mri", "pmri"])
+def test_motion_on_column_masks_moves_each_sampled_column_with_its_own_pose(kind, operators):
+    """With fastMRI's masks the lines are columns (line_axis -1): each sampled column of the perturbed data is
+    that column of the data of the object moved with that line's own pose (the first version read rows as
+    lines whatever the mask, so every column mixed the poses of all n rows)."""
+    physics = column_operators()[kind]
+    assert physics.line_axis == -1 and operators[kind].line_axis == -2
+    family = make_family("motion", rotation_per_pixel=0.0)
+    x = objects(1)
+    z = latents(family, physics, 1)
+    out = family.perturb(physics.A(x), z, 1.5, physics, x=x)
+    lines, shifts, _ = family.trajectory(z, 1.5, physics)   # in the transposed frame: (along readout, along lines)
+    assert sorted(lines.tolist()) == physics.sampling.any(dim=0).nonzero().squeeze(1).tolist()
+    for i, column in enumerate(lines.tolist()):
+        moved = translate(x[:, 0].to(torch.complex128), shifts[:, i, 1], shifts[:, i, 0])   # original frame
+        expected = physics.A(moved.unsqueeze(1))
+        torch.testing.assert_close(out[..., column], expected[..., column], rtol=0, atol=1e-10)
+    assert float(out[..., ~physics.sampling.any(dim=0)].abs().max()) == 0.0
+
+
+def test_off_resonance_on_column_masks_shifts_along_the_rows():
+    """A constant off-resonance of one cycle shifts the image one pixel along the readout, which for
+    fastMRI's column masks runs along the rows."""
+    physics, family = column_operators()["mri"], make_family("off-resonance")
+    x = objects(1)
+    z = torch.zeros((1, *family.latent_shape(physics)), dtype=torch.float64)
+    z[0, 0] = 1.0
+    torch.testing.assert_close(family.perturb(physics.A(x), z, 1.0, physics, x=x),
+                               physics.A(torch.roll(x, 1, dims=-2)), rtol=0, atol=1e-12)
 
 
 def test_rotation_by_shears():

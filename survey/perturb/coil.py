@@ -36,6 +36,17 @@ def fourier_parts(physics, dtype: torch.dtype, device) -> tuple[torch.Tensor, to
     return maps.to(device=device, dtype=complex_dtype), physics.sampling.to(device)
 
 
+def line_frame(physics, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(maps, sampling, flipped): `fourier_parts` in the frame where the phase-encode lines are k-space rows.
+    For an operator whose lines are columns (`line_axis == -1`, fastMRI's masks) both come transposed and
+    flipped is True: the caller transposes its x and y in and its result out (the 2-D DFT commutes with
+    transposition)."""
+    maps, sampling = fourier_parts(physics, dtype, device)
+    if getattr(physics, "line_axis", -2) == -1:
+        return maps.mT, sampling.mT, True
+    return maps, sampling, False
+
+
 def check_object(x: torch.Tensor | None, physics, batch: int, family: str) -> torch.Tensor:
     """The object x as (batch, 1, n, n), broadcast from a batch of 1; ValueError when missing or misshaped."""
     if x is None:
@@ -127,5 +138,5 @@ def build(modes: int = 3) -> CoilError:
     return CoilError(modes=modes)
 
 
-__all__ = ["CoilError", "FOURIER_KINDS", "check_object", "cosine_modes", "fourier_parts", "masked_kspace",
+__all__ = ["CoilError", "FOURIER_KINDS", "check_object", "cosine_modes", "fourier_parts", "line_frame", "masked_kspace",
            "smooth_field", "where_identity"]

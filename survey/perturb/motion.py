@@ -1,7 +1,9 @@
 """Rigid in-plane patient motion during a Cartesian MRI scan (single- or multi-coil).
 
-Rows of k-space (axis -2) are the phase-encode lines, read out along axis -1. The sampled lines are
-acquired one after another in k_y order (-n/2 .. n/2 - 1), in shots of `lines_per_shot` lines; shot s
+The phase-encode lines are the k-space rows (axis -2, read out along axis -1) or, for column masks such
+as fastMRI's, the columns (the operator's `line_axis`; everything below then reads in the transposed
+frame, where the lines are rows and a shift (d_row, d_col) is (along the readout, along the lines) of the
+original image). The sampled lines are acquired one after another in k_y order (-n/2 .. n/2 - 1), in shots of `lines_per_shot` lines; shot s
 sees the object rotated by theta_s about the image centre (pixel n // 2) and translated by
 d_s = (d_row, d_col) pixels, so its lines are those of the moved object:
     y'_line = y_line + [P F S_c M_s x - P F S_c x]_line      (M_s: rotate by theta_s, then translate by d_s)
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from survey.perturb.base import Family, batch_severity, broadcast_batch
-from survey.perturb.coil import FOURIER_KINDS, check_object, fourier_parts, where_identity
+from survey.perturb.coil import FOURIER_KINDS, check_object, line_frame, where_identity
 
 
 def _frequencies(n: int, dtype, device) -> torch.Tensor:
@@ -118,9 +120,10 @@ class Motion(Family):
         return severity if self.fov_mm is None else severity * (physics.size / self.fov_mm)
 
     def trajectory(self, z: torch.Tensor, severity, physics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows (L,), shifts (B, L, 2) pixels (row, col), angles (B, L) degrees) for the L acquired lines."""
+        """(rows (L,), shifts (B, L, 2) pixels (row, col), angles (B, L) degrees) for the L acquired lines, in
+        the line frame (see the module docstring)."""
         batch = z.shape[0]
-        _, sampling = fourier_parts(physics, torch.float64, z.device)
+        _, sampling, _ = line_frame(physics, torch.float64, z.device)
         rows = acquired_lines(sampling)
         count = rows.numel()
         shots = math.ceil(count / self.lines_per_shot)
@@ -143,17 +146,21 @@ class Motion(Family):
         y = broadcast_batch(y, z)
         x = check_object(x, physics, y.shape[0], self.name)
         sev = batch_severity(severity, y.shape[0], y)
+        flipped = line_frame(physics, torch.float64, y.device)[2]
+        if flipped:  # lines are columns: work in the transposed frame
+            x, y = x.mT, y.mT
         rows, shifts, angles = self.trajectory(z.to(y.device), sev, physics)
-        return where_identity(sev, y, y + self.change(x, rows, shifts, angles, physics))
+        moved = where_identity(sev, y, y + self.change(x, rows, shifts, angles, physics))
+        return moved.mT if flipped else moved
 
     def change(self, x: torch.Tensor, rows: torch.Tensor, shifts: torch.Tensor, angles: torch.Tensor,
                physics) -> torch.Tensor:
-        """P F S_c (M x - x) on the given lines: (B, C, n, n) complex128, zeros off them.
+        """P F S_c (M x - x) on the given lines: (B, C, n, n) complex128, zeros off them, in the line frame.
 
-        x (B, 1, n, n); rows (L,) FFT-layout line indices; shifts (B, L, 2) pixels; angles (B, L) degrees.
+        x (B, 1, n, n) in the line frame; rows (L,) FFT-layout line indices; shifts (B, L, 2) pixels; angles (B, L) degrees.
         """
         batch, n, count = x.shape[0], physics.size, rows.numel()
-        maps, sampling = fourier_parts(physics, torch.float64, x.device)
+        maps, sampling, _ = line_frame(physics, torch.float64, x.device)
         obj = x.to(torch.complex128).reshape(batch, 1, n, n).expand(batch, count, n, n).reshape(-1, n, n)
         moved = obj
         radians = torch.deg2rad(angles).reshape(-1)

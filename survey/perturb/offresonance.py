@@ -1,7 +1,8 @@
 """Off-resonance: a smooth random B0 field map accrues phase along the readout (Cartesian MRI).
 
 Rows of k-space (axis -2) are phase-encode lines, read out along axis -1 with the echo at the k-space
-centre: readout sample k_x is taken at time tau(k_x) T, tau = k_x / n in [-1/2, 1/2) (k_x signed). A
+centre (for column masks such as fastMRI's, `line_axis == -1`, the same in the transposed frame: read out
+along the rows): readout sample k_x is taken at time tau(k_x) T, tau = k_x / n in [-1/2, 1/2) (k_x signed). A
 spin at r off resonance by df(r) Hz has accrued the phase 2 pi df(r) tau T by then, so with
 phi(r) = df(r) T (cycles over the readout):
     y'(k) = y(k) + P F_{k_x} [S_c x (exp(-2 pi i phi tau(k_x)) - 1)](k)
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from survey.perturb.base import Family, batch_severity, broadcast_batch
-from survey.perturb.coil import FOURIER_KINDS, check_object, fourier_parts, smooth_field, where_identity
+from survey.perturb.coil import FOURIER_KINDS, check_object, line_frame, smooth_field, where_identity
 
 
 @dataclass(kw_only=True)
@@ -60,7 +61,9 @@ class OffResonance(Family):
         batch, n = y.shape[0], physics.size
         x = check_object(x, physics, batch, self.name)
         sev = batch_severity(severity, batch, y)
-        maps, sampling = fourier_parts(physics, torch.float64, y.device)
+        maps, sampling, flipped = line_frame(physics, torch.float64, y.device)
+        if flipped:  # lines are columns: work in the transposed frame
+            x, y = x.mT, y.mT
         phi = self.field_map(z.to(y.device), sev, physics)                        # (B, n, n)
         k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=y.device)  # signed k_x, FFT layout
         theta = -2 * math.pi * phi[:, None] * (k / n).reshape(1, n, 1, 1)          # (B, k_x, n, n)
@@ -73,7 +76,8 @@ class OffResonance(Family):
         # sum over columns per readout sample k_x, then the DFT along the rows (phase encoding)
         partial = torch.einsum("bcyx,bkyx,kx->bcyk", coil_images, modulation, kernel)
         change = torch.fft.fft(partial, dim=-2) / n * sampling
-        return where_identity(sev, y, y + change.to(y.dtype))
+        changed = where_identity(sev, y, y + change.to(y.dtype))
+        return changed.mT if flipped else changed
 
 
 def build(modes: int = 3) -> OffResonance:

@@ -91,6 +91,16 @@ class FourierSampled(LinearPhysics):
         return torch.fft.fftshift(self.sampling, dim=(-2, -1))
 
     @property
+    def line_axis(self) -> int:
+        """The k-space axis that indexes the phase-encode lines: -1 when the mask samples whole columns and
+        not whole rows (fastMRI's column masks; read out along the rows), else -2 (rows, read out along the
+        columns: our line masks; point masks are read as rows too)."""
+        m = self.sampling
+        whole_columns = bool((m == m[:1, :]).all())
+        whole_rows = bool((m == m[:, :1]).all())
+        return -1 if whole_columns and not whole_rows else -2
+
+    @property
     def ratio(self) -> float:
         """Achieved sampling ratio: sampled k-space points / n^2."""
         return float(self.sampling.sum()) / self.sampling.numel()
