@@ -218,6 +218,10 @@ class Detect(Task):
 
     # -- detectors ---------------------------------------------------------------------------------
 
+    def companions_needed(self) -> tuple[str, ...]:
+        """The companion methods this task reads from the context (checked by the engine's preflight)."""
+        return tuple(m for m in self.methods if m != "inputnoise")
+
     def detectors(self, ctx: TaskContext) -> dict[str, Any]:
         companions = getattr(ctx, "companions", None) or {}
         out = {}

@@ -115,3 +115,13 @@ def test_invalid_value_at_one_grid_point_fails_at_load(tmp_path):
         "iterations = 2, ", ""))
     with pytest.raises(StudyError, match=r"\[\[tasks\]\] #1 \(attack\)"):
         load_study(study)
+
+
+def test_detect_task_on_a_network_without_its_companions(tmp_path, no_ray):
+    """A detector study names companions the network does not have: refused before Ray with the command that
+    trains them (the first version failed each unit on the workers)."""
+    detect = '[[tasks]]\nname = "detect"\nparams = { methods = ["inputnoise", "inn"] }\n'
+    study = write_study(tmp_path, STUDY.format(weights="", extra="") + detect)
+    result = CliRunner().invoke(app, ["run", str(study), "--store", str(tmp_path / "results")])
+    _assert_refused(study, result, tmp_path, "#2 (detect)", "'mine'", "['inn']", "survey zoo train mine-inn")
+    assert no_ray == []

@@ -59,3 +59,8 @@ def test_zoo_list_shows_every_network():
     assert result.exit_code == 0, result.output
     for name in ZOO:
         assert name in result.output
+    # the trained uncertainty companions per network: dncnn and lactunet have all three, the others none
+    rows = {line.strip("│ ").split()[0]: line for line in result.output.splitlines() if line.startswith("│")}
+    for name in ("dncnn", "lactunet"):
+        assert rows[name].rstrip(" │").endswith("inn, mcdropout, probout"), rows[name]
+    assert rows["dagan"].rstrip(" │").endswith("-"), rows["dagan"]

@@ -21,21 +21,29 @@ def _fmt(value) -> str:
 @app.command("list")
 @command
 def list_zoo() -> None:
-    """Name, operator, sampling, parameter count, test PSNR of network / H / reference, weights hash.
+    """Name, operator, sampling, parameter count, test PSNR of network / H / reference, weights hash, and the
+    trained uncertainty companions (untrained ones in parentheses: `survey zoo train <name>-<method>`).
 
     Example: survey zoo list
     """
-    from survey.nets.zoo import ZOO, load_card
+    from survey.nets.zoo import ZOO, companion_names, is_trained, load_card
 
-    table = Table("name", "operator", "sampling", "dataset", "params", "PSNR net", "PSNR H", "PSNR ref", "sha256")
+    table = Table("name", "operator", "sampling", "dataset", "params", "PSNR net", "PSNR H", "PSNR ref", "sha256",
+                  "companions")
     for name, e in ZOO.items():
         card = load_card(name) or {}
         m = card.get("test_metrics", {})
         sampling = ", ".join(f"{k}={v}" for k, v in e.physics.items() if k not in ("kind", "seed"))
         table.add_row(name, e.physics["kind"], sampling, e.dataset, _fmt(card.get("parameters")),
                       _fmt(m.get("psnr_net")), _fmt(m.get("psnr_H")), _fmt(m.get("psnr_reference")),
-                      (card.get("weights_sha256") or "untrained")[:12])
+                      (card.get("weights_sha256") or "untrained")[:12], _companions(companion_names(name), is_trained))
     Console(width=200).print(table)
+
+
+def _companions(names: list[str], is_trained) -> str:
+    """"inn, mcdropout, (probout)": the companions' methods, untrained ones in parentheses; "-" for none."""
+    methods = [n.rsplit("-", 1)[1] if is_trained(n) else f"({n.rsplit('-', 1)[1]})" for n in names]
+    return ", ".join(methods) or "-"
 
 
 @app.command("train")

@@ -46,6 +46,13 @@ class NetworkHandle:
         from survey.nets.uncertainty import load_companions
         return load_companions(self.name, net, device)
 
+    def companion_methods(self) -> list[str]:
+        """The methods of the trained companions `build_companions` would load (none for bring-your-own)."""
+        if not self.zoo:
+            return []
+        from survey.nets.zoo import companion_names, is_trained
+        return [name.rsplit("-", 1)[1] for name in companion_names(self.name) if is_trained(name)]
+
     def weights_sha256(self) -> str | None:
         import hashlib
         if self.zoo:

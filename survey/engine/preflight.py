@@ -61,8 +61,9 @@ def checked_networks(study: Study) -> dict[str, NetworkHandle]:
 
 def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandle]) -> None:
     """Build each distinct (task, parameters, network) of the plan once and ask the task whether it fits
-    the network's images (`check_image_size`, where a task has one); raises StudyError listing every
-    pair that can never run, before anything is scheduled or written."""
+    the network's images (`check_image_size`, where a task has one) and whether the network has the
+    companion models it needs (`companions_needed`); raises StudyError listing every pair that can never
+    run, before anything is scheduled or written."""
     from survey.tasks import make_task
 
     problems: list[str] = []
@@ -73,10 +74,17 @@ def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandl
             continue
         seen.add(key)
         try:
-            check = getattr(make_task(unit.task, **unit.params), "check_image_size", None)
+            task = make_task(unit.task, **unit.params)
+            check = getattr(task, "check_image_size", None)
             if check is not None:
                 size = handles[unit.network].size
                 check(size, size)
+            needed = getattr(task, "companions_needed", None)
+            missing = [m for m in (needed() if needed else ()) if m not in handles[unit.network].companion_methods()]
+            if missing:
+                raise ValueError(f"needs the trained companion(s) {missing}, which it does not have (zoo networks: "
+                                 + ", ".join(f"`survey zoo train {unit.network}-{m}`" for m in missing)
+                                 + "; or drop them from the task's `methods`)")
         except ValueError as exc:
             problems.append(f"[[tasks]] #{unit.task_index + 1} ({unit.task}) on network {unit.network!r}: "
                             f"{_one_line(exc)}")
