@@ -68,8 +68,9 @@ RARE_COLUMNS: dict[str, Column] = {
     "ess": Column("effective number of failure draws of the importance weights; None for the others"),
     "certified_below": Column("P < this at the one-sided confidence, when splitting stopped before delta; "
                               "None otherwise"),
-    "stop": Column("how the estimate ended: reached, or splitting's certification reason (stop_below, "
-                   "max_levels, flat)"),
+    "stop": Column("how the estimate ended: reached, splitting's certification reason (stop_below, "
+                   "max_levels, flat), or importance's modes_unresolved (restarts kept finding new failure "
+                   "modes: p may be far too low, ci_high is 1)"),
     "design_radius": Column("importance: ||z*|| of the nearest design point (FORM reliability index); None "
                             "otherwise"),
     "confidence": Column("confidence level of the interval"),
@@ -252,7 +253,7 @@ class Rare(Task):
                                  "calls": int(result.calls), "grad_calls": int(result.grad_calls),
                                  "levels": result.levels, "ess": result.ess,
                                  "certified_below": result.certified_below,
-                                 "stop": info.get("reason", "reached") if estimator == "splitting" else "reached",
+                                 "stop": _stop(estimator, info),
                                  "design_radius": float(min(radius)) if radius else None,
                                  "settings": self.settings(estimator)})
         return TaskResult(rows, {})
@@ -262,6 +263,15 @@ class Rare(Task):
         if self.scale == "snr":
             return sigma_from_snr(y, level, physics)
         return float(level)
+
+
+def _stop(estimator: str, info: dict) -> str:
+    """The `stop` column: splitting's certification reason, importance's unresolved modes, else reached."""
+    if estimator == "splitting":
+        return info.get("reason", "reached")
+    if estimator == "importance" and info.get("modes_unresolved"):
+        return "modes_unresolved"
+    return "reached"
 
 
 def _reshaped(score: Callable, shape: tuple[int, ...]) -> Callable:

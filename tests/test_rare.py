@@ -126,7 +126,7 @@ def test_intervals_cover_exact(method, model, nominal):
     assert coverage >= 0.90
     assert np.median(errors) <= 0.15
     if method == "importance":
-        assert all(r.ess > 10 and r.grad_calls > 0 for r in results)
+        assert all(r.ess > 10 and r.grad_calls > 0 and not r.info["modes_unresolved"] for r in results)
     else:
         assert all(r.levels >= 1 and r.ess is None and r.certified_below is None for r in results)
 
@@ -177,6 +177,20 @@ def test_certification_bounds_the_last_level():
                         stop_below=1e-4)
     assert stopped.p is None and stopped.certified_below < 1e-4 and stopped.info["reason"] == "stop_below"
     assert stopped.levels < 12
+
+
+def test_importance_flags_an_isotropic_failure_set():
+    """S(z) = ||z|| (the identity under white noise): every direction fails alike, each restart finds its own
+    design point and the mixture misses almost all of the set (p_hat ~ 1e-17 against an exact 1e-6). The
+    restarts' Good-Turing count flags it: the upper end is 1, so the interval still holds the exact p (the
+    first version's did not), and `unseen_modes` says why. A one-direction failure set is not flagged."""
+    delta = math.sqrt(float(stats.chi2.isf(1e-6, DIM)))
+    result = importance(lambda z: z.norm(dim=1), DIM, delta, generator=torch.Generator().manual_seed(0),
+                        n=2000, restarts=16)
+    assert result.info["modes_unresolved"] and result.info["unseen_modes"] > 0.9
+    assert result.p < 1e-9 and result.ci_high == 1.0 and result.covers(1e-6)
+    linear = run("importance", "linear", 1e-6, 3)
+    assert not linear.info["modes_unresolved"] and linear.info["unseen_modes"] <= 0.25 and linear.ci_high < 1e-5
 
 
 def test_importance_needs_a_gradient():
