@@ -100,6 +100,17 @@ def test_h_on_a_fourier_mask_has_ones_up_to_the_sampled_count_then_zeros():
     assert torch.isnan(found.residual[:, sampled:]).all() and (found.residual[:, :sampled] < 1e-8).all()
 
 
+def test_identity_in_float32_has_every_singular_value_one():
+    """H of a denoiser is the identity: every sigma is 1. In float32 the Krylov space is invariant from the
+    first block and what is left after projecting is rounding; the first version took that for new
+    directions and reported sigma_1 = 3.5 at 64 x 64 (k = 20, as tasks/spectrum.toml runs it)."""
+    physics = make_physics("denoise", size=64, sigma=0.1)
+    x = torch.rand(2, 1, 64, 64, generator=gen(4))
+    found = top_singular(IdentityNet(), physics, x, 20, tol=1e-3, generator=gen())
+    assert torch.allclose(found.sigma, torch.ones_like(found.sigma), atol=1e-5), found.sigma
+    assert (found.residual < 1e-3).all()
+
+
 @pytest.fixture(scope="module")
 def automap():
     from survey.nets.zoo import is_trained, load_network
