@@ -33,7 +33,11 @@ class SpectrumSection(Section):
               "to first order; the spread of sigma_k says how many such bad directions there are. sigma_rel = "
               "sigma ||x|| / ||f(Ax)|| is on the scale of the worst-case search's gain. The upper bound is a global "
               "Lipschitz constant from layer norms along the network's graph: no perturbation of any size can "
-              "do worse; none is given where a layer has no bound.")
+              "do worse; none is given where a layer has no bound. A local singular value describes the map only "
+              "as far as the map stays linear: the unrolled reference (soft thresholds, TV smoothed at a small "
+              "eps) is nearly non-differentiable, and its sigma_1 can be large while its secant gain at the "
+              "attack's budgets is small (python -m benchmarks.spectrum_locality); compare networks with the "
+              "reference at a budget (worst-case attack, search = budget), not by sigma_1.")
     params = ("domain", "k_computed")
 
     def result_figures(self, ctx: Context) -> list[dict[str, Any]]:
