@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+from pathlib import Path
+
 import pytest
 
 from survey.spec import StudyError, load_study
@@ -67,10 +69,9 @@ def test_task_restricted_to_undeclared_network_fails(tmp_path):
         load_study(write(tmp_path, body))
 
 
-@pytest.mark.parametrize("name", ["quick.toml", "paper.toml", "paper-reduced.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "tasks").glob("*.toml")))
 def test_example_studies_validate_and_plan(name):
-    from pathlib import Path
-
+    """Every committed study loads, plans, builds each task and passes preflight (networks, companions)."""
     from survey.plan import plan
     from survey.tasks import make_task
 
