@@ -32,7 +32,8 @@ def dense_norm(fn, shape) -> float:
     return float(torch.linalg.matrix_norm(jac, ord=2))
 
 
-CONVOLUTIONS = {"3x3": lambda: nn.Conv2d(2, 3, 3, padding=1), "5x5-stride-2": lambda: nn.Conv2d(3, 2, 5, padding=2, stride=2),
+CONVOLUTIONS = {"3x3": lambda: nn.Conv2d(2, 3, 3, padding=1),
+                "5x5-stride-2": lambda: nn.Conv2d(3, 2, 5, padding=2, stride=2),
                 "transposed": lambda: nn.ConvTranspose2d(3, 2, 2, stride=2)}
 
 

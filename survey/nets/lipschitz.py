@@ -17,11 +17,12 @@ domain, e -> f(Ax + P e) in the measurement domain (P: the measured entries), in
   squares when A A* A = A (then the two ranges are orthogonal: null(A) and range(A*)).
 
 A layer without a rule (instance norm, an activation with no derivative bound, an unknown module) makes
-the bound None with the reason, never a wrong number. Each norm is the top eigenvalue of L^T L: exact from
-the dense Gram matrix for small maps, else by Lanczos (ARPACK, residual below 1e-6 relative), whose Ritz value approaches
-it from below; it is then raised by NORM_MARGIN (0.1%), so that a linear network's bound stays above its
-sigma_1 (plain power iteration stalled short of it when the top two singular values were close); the composed bound over-estimates the
-Lipschitz constant by the slack of the product rule, which dwarfs that. Architectures register a
+the bound None with the reason, never a wrong number. Each norm is the top eigenvalue of L^T L: exact
+from the dense Gram matrix for small maps, else by Lanczos (ARPACK, residual below 1e-6 relative), whose
+Ritz value approaches it from below; it is then raised by NORM_MARGIN (0.1%), so that a linear network's
+bound stays above its sigma_1 (plain power iteration stalled short of it when the top two singular values
+were close); the composed bound over-estimates the Lipschitz constant by the slack of the product rule,
+which dwarfs that. Architectures register a
 `bound(module, inputs, size)` in `RULES` (`rule(cls)`), so the architectures stay as they are.
 """
 
@@ -89,7 +90,8 @@ def operator_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
     restricts the input to its non-zeros (L P). Small maps: the dense Gram matrix, exactly. Larger ones:
     implicitly restarted Lanczos (ARPACK through scipy's `eigsh`: residual below `tol` relative, at most
     `iterations` restarts), whose Ritz value approaches the norm from below, within about `tol` of it even in
-    a cluster of near-equal top values, where plain power iteration stalls short of it. Returns the norm times (1 + NORM_MARGIN)."""
+    a cluster of near-equal top values, where plain power iteration stalls short of it. Returns the norm
+    times (1 + NORM_MARGIN)."""
     is_complex = dtype.is_complex
     real_dtype = torch.float32 if dtype in (torch.float32, torch.complex64) else torch.float64
     count = math.prod(shape) * (2 if is_complex else 1)
@@ -130,7 +132,8 @@ def operator_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
             (top,) = eigsh(operator, k=1, which="LA", v0=start, tol=accuracy, maxiter=iterations,
                            ncv=min(count - 1, 32), return_eigenvectors=False)
         except ArpackNoConvergence as error:
-            raise RuntimeError(f"operator norm on {shape}: Lanczos did not converge in {iterations} restarts") from error
+            raise RuntimeError(f"operator norm on {shape}: Lanczos did not converge in {iterations} "
+                               "restarts") from error
     return math.sqrt(max(float(top), 0.0)) * (1.0 + NORM_MARGIN)
 
 

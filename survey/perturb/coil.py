@@ -138,5 +138,5 @@ def build(modes: int = 3) -> CoilError:
     return CoilError(modes=modes)
 
 
-__all__ = ["CoilError", "FOURIER_KINDS", "check_object", "cosine_modes", "fourier_parts", "line_frame", "masked_kspace",
-           "smooth_field", "where_identity"]
+__all__ = ["CoilError", "FOURIER_KINDS", "check_object", "cosine_modes", "fourier_parts", "line_frame",
+           "masked_kspace", "smooth_field", "where_identity"]

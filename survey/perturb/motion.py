@@ -3,9 +3,9 @@
 The phase-encode lines are the k-space rows (axis -2, read out along axis -1) or, for column masks such
 as fastMRI's, the columns (the operator's `line_axis`; everything below then reads in the transposed
 frame, where the lines are rows and a shift (d_row, d_col) is (along the readout, along the lines) of the
-original image). The sampled lines are acquired one after another in k_y order (-n/2 .. n/2 - 1), in shots of `lines_per_shot` lines; shot s
-sees the object rotated by theta_s about the image centre (pixel n // 2) and translated by
-d_s = (d_row, d_col) pixels, so its lines are those of the moved object:
+original image). The sampled lines are acquired one after another in k_y order (-n/2 .. n/2 - 1), in
+shots of `lines_per_shot` lines; shot s sees the object rotated by theta_s about the image centre
+(pixel n // 2) and translated by d_s = (d_row, d_col) pixels, so its lines are those of the moved object:
     y'_line = y_line + [P F S_c M_s x - P F S_c x]_line      (M_s: rotate by theta_s, then translate by d_s)
 The translation is the k-space phase ramp exp(-2 pi i k . d / n) applied in the image domain (before the
 coil maps, which do not move), the rotation three FFT shears (band-limited, exact at theta = 0), so the
@@ -157,7 +157,8 @@ class Motion(Family):
                physics) -> torch.Tensor:
         """P F S_c (M x - x) on the given lines: (B, C, n, n) complex128, zeros off them, in the line frame.
 
-        x (B, 1, n, n) in the line frame; rows (L,) FFT-layout line indices; shifts (B, L, 2) pixels; angles (B, L) degrees.
+        x (B, 1, n, n) in the line frame; rows (L,) FFT-layout line indices; shifts (B, L, 2) pixels; angles
+        (B, L) degrees.
         """
         batch, n, count = x.shape[0], physics.size, rows.numel()
         maps, sampling, _ = line_frame(physics, torch.float64, x.device)
