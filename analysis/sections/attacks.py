@@ -3,8 +3,8 @@
 Default bad outcomes (amplification, PSNR loss) per image and level, the instability curves, and the
 worst case per network as a paper-style grid (x + r_j, f(A(x + r_j)), the reference, |r_j|). Beside the
 paper's snapshots, the worst case at matched budgets (search = 'budget'): network, reference and H searched
-alike on the same images, with the paired per-image gain ratio network / reference and its image-bootstrap
-interval (`survey.analysis.paired`).
+alike on the same images, with the paired per-image gain ratio network / reference and its t interval over
+images (`survey.analysis.paired`).
 """
 
 from __future__ import annotations
@@ -109,13 +109,14 @@ class AttacksSection(Section):
                 ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
                               "domain), network beside the reference's and H's own worst cases found by the same "
                               "search on the same images: median gains, and the paired per-image ratio gain_network / "
-                              "gain_reference (geometric mean over images) with its image-bootstrap interval.",
+                              "gain_reference (geometric mean over images) with its t interval on the per-image log ratios "
+                              "(the image bootstrap is too narrow with few images).",
                               [*by, "images", "gain network (median)", "gain reference (median)",
                                "gain H (median)", "ratio network / reference", f"{percent(CONFIDENCE)} interval",
                                "share of images with ratio > 1", "ratio network / H"], body,
                               numeric=range(len(by), len(by) + 8),
-                              note=f"Image bootstrap: {ctx.n_boot} resamples, seed {ctx.seed}; the unit of "
-                                   "independence is the image (its network, reference and H gains move together). "
+                              note="Interval: Student's t on the per-image log ratios (m - 1 degrees of "
+                                   "freedom); the unit of independence is the image (its network, reference and H gains move together). "
                                    "gain = relative output change / relative perturbation size; 1 is what a faithful "
                                    "method does.", commands=[command])]
 

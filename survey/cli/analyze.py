@@ -216,12 +216,14 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
         typer.echo("no paired rows matched (budget-search rows with attacked = 'network' and 'reference')")
         return
     keys = [c for c in (groups or BY) if c in rows[0]]
-    columns = [*keys, "images", "network_median", "reference_median", "ratio", "interval", "median",
+    columns = [*keys, "images", "network_median", "reference_median", "ratio", "interval*", "bootstrap", "median",
                "share_above_1"]
     shown = [[*(r[c] for c in keys), r["images"], r["network_median"], r["reference_median"], r["ratio"],
-              f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", r["median"], r["share_above_1"]] for r in rows]
+              f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", f"[{r['boot_low']:.4g}, {r['boot_high']:.4g}]",
+              r["median"], r["share_above_1"]] for r in rows]
     _print_table(columns, shown, title=f"{table}: paired per-image gain ratio network / reference (geometric mean "
-                                       f"over images), {confidence:g} image-bootstrap interval")
+                                       f"over images); * primary {confidence:g} interval: t on the per-image log "
+                                       "ratios; beside it the image bootstrap (too narrow with few images)")
 
 
 def _numbers(text: str, option: str) -> list[float]:
