@@ -17,7 +17,7 @@ the effective number of failure draws, (sum w 1)^2 / sum (w 1)^2. The score must
 
 The method is only as good as its list of failure modes: a mode no restart found is missed, and p is then
 underestimated with a confident interval (on a near-isotropic failure set, the identity under white noise,
-every restart finds its own design point and the mixture covers a vanishing part of the set: 7e-17 against
+every restart finds its own design point and the mixture covers a vanishing part of the set: 1e-15 against
 an exact 1e-6). The restarts say when that is likely: the Good-Turing estimate of the chance that one more
 restart would find a mode not yet seen is (modes found by exactly one restart) / (restarts that converged).
 Above UNSEEN_LIMIT the result is flagged (`info["unseen_modes"]`, `info["modes_unresolved"]`) and its upper
