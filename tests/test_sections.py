@@ -124,3 +124,23 @@ def test_generic_parameters_fall_back_to_columns_constant_per_unit(tmp_path):
     html = build_report(store, tmp_path / "out").read_text()
     head = re.search(r"Parameters of the &#39;probes&#39; rows.*?</tr>", html, re.S).group(0)
     assert "level" in head and "draw" not in head and "error" not in head
+
+
+def test_the_matched_budget_table_says_whether_each_search_levelled_off():
+    """Levelled off = the median over budget rows of gain_at_50 / gain_at_100, per group and side: 1 for a
+    search that had converged, below 1 for one still climbing (its gain a lower bound)."""
+    from types import SimpleNamespace
+
+    import duckdb
+    import pandas as pd
+
+    from survey.analysis.sections.attacks import AttacksSection
+
+    rows = pd.DataFrame({"network": ["n"] * 6, "budget": [0.02] * 6, "search": ["budget"] * 5 + ["paper"],
+                         "attacked": ["network", "network", "reference", "reference", "H", "network"],
+                         "gain_at_50": [2.0, 3.0, 1.8, 2.7, 1.0, 1.0], "gain_at_100": [2.0, 3.0, 2.0, 3.0, 1.0, 9.0]})
+    con = duckdb.connect()
+    con.register("attacks", rows)
+    ctx = SimpleNamespace(con=con, columns=lambda table: set(rows.columns), live=lambda: "TRUE")
+    levelled = AttacksSection._levelled(ctx, ["network", "budget"])
+    assert levelled == {("n", 0.02, "network"): 1.0, ("n", 0.02, "reference"): 0.9, ("n", 0.02, "H"): 1.0}

@@ -97,13 +97,16 @@ class AttacksSection(Section):
                                                                           n_boot=ctx.n_boot, seed=ctx.seed)}
         if not versus_ref and not versus_h:
             return []
+        levelled = self._levelled(ctx, by)
         body = []
         for r in versus_ref or list(versus_h.values()):
-            h = versus_h.get(tuple(r[c] for c in by), {})
+            key = tuple(r[c] for c in by)
+            h = versus_h.get(key, {})
             body.append([*(r[c] for c in by), r["images"], r["network_median"], r.get("reference_median"),
                          h.get("H_median"), r["ratio"] if versus_ref else None,
                          format_interval(r["ci_low"], r["ci_high"]) if versus_ref else "–",
-                         r["share_above_1"] if versus_ref else None, h.get("ratio")])
+                         r["share_above_1"] if versus_ref else None, h.get("ratio"),
+                         " / ".join(format_number(levelled.get((*key, who))) for who in ("network", "reference"))])
         command = f"survey estimate --paired --table attacks --store {ctx.given}"
         return [h3("Worst case at matched budgets"),
                 ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
@@ -113,12 +116,26 @@ class AttacksSection(Section):
                               "(the image bootstrap is too narrow with few images).",
                               [*by, "images", "gain network (median)", "gain reference (median)",
                                "gain H (median)", "ratio network / reference", f"{percent(CONFIDENCE)} interval",
-                               "share of images with ratio > 1", "ratio network / H"], body,
+                               "share of images with ratio > 1", "ratio network / H",
+                               "levelled off: network / reference"], body,
                               numeric=range(len(by), len(by) + 8),
                               note="Interval: Student's t on the per-image log ratios (m - 1 degrees of "
                                    "freedom); the unit of independence is the image (its network, reference and H gains move together). "
                                    "gain = relative output change / relative perturbation size; 1 is what a faithful "
-                                   "method does.", commands=[command])]
+                                   "method does. Levelled off: the median over images of the gain at half the "
+                                   "iterations over the gain at the end (1: the search had converged; below 1 "
+                                   "it was still climbing, and that side's gain is a lower bound).",
+                              commands=[command])]
+
+    @staticmethod
+    def _levelled(ctx: Context, by: Sequence[str]) -> dict[tuple, float]:
+        """(*by, attacked) -> median over the budget rows of gain_at_50 / gain_at_100 (convergence)."""
+        if not {"gain_at_50", "gain_at_100", "attacked"} <= ctx.columns("attacks"):
+            return {}
+        keys = ", ".join([*by, "attacked"])
+        frame = execute(ctx.con, f"SELECT {keys}, median(gain_at_50 / gain_at_100) AS levelled FROM attacks "
+                                 f"WHERE search = 'budget' AND gain_at_100 > 0 AND {ctx.live()} GROUP BY {keys}")
+        return {tuple(row[:-1]): float(row[-1]) for row in frame.itertuples(index=False)}
 
     def worst(self, ctx: Context) -> list[dict[str, Any]]:
         if "tensor_file" not in ctx.columns("attacks"):
