@@ -265,3 +265,21 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
                    capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 20
+
+
+def test_secant_gains_of_a_linear_map_are_its_sigma_1_at_every_step():
+    """benchmarks/spectrum_locality.py (the README's reference-vs-network reach of sigma_1): for a linear map
+    (Tikhonov on a Fourier mask) every secant gain along v_1 is sigma_1, however large the step; the identity
+    (H of a denoiser) gives 1."""
+    from benchmarks.spectrum_locality import secant_gains
+
+    mask = symmetric_mask(N, [(0, 0), (0, 1), (1, 0), (2, 3), (0, N // 2)])
+    physics = MRI(mask)
+    x = torch.rand(1, 1, N, N, generator=gen(5), dtype=torch.float64)
+    net = TikhonovNet(0.05)
+    found = top_singular(net, physics, x, 1, tol=1e-10, iterations=60, generator=gen())
+    gains = secant_gains(net, physics, x, found.vectors[:, 0])
+    assert gains == pytest.approx([float(found.sigma[0, 0])] * len(gains), rel=1e-6)
+    denoise = make_physics("denoise", size=N, sigma=0.1)
+    v = torch.randn(1, 1, N, N, generator=gen(6), dtype=torch.float64)
+    assert secant_gains(IdentityNet(), denoise, x, v / v.norm()) == pytest.approx([1.0] * len(gains), rel=1e-9)

@@ -26,7 +26,7 @@ def list_zoo() -> None:
 
     Example: survey zoo list
     """
-    from survey.nets.zoo import ZOO, companion_names, is_trained, load_card
+    from survey.nets.zoo import ZOO, load_card
 
     table = Table("name", "operator", "sampling", "dataset", "params", "PSNR net", "PSNR H", "PSNR ref", "sha256",
                   "companions")
@@ -36,13 +36,16 @@ def list_zoo() -> None:
         sampling = ", ".join(f"{k}={v}" for k, v in e.physics.items() if k not in ("kind", "seed"))
         table.add_row(name, e.physics["kind"], sampling, e.dataset, _fmt(card.get("parameters")),
                       _fmt(m.get("psnr_net")), _fmt(m.get("psnr_H")), _fmt(m.get("psnr_reference")),
-                      (card.get("weights_sha256") or "untrained")[:12], _companions(companion_names(name), is_trained))
+                      (card.get("weights_sha256") or "untrained")[:12], _companions(name))
     Console(width=200).print(table)
 
 
-def _companions(names: list[str], is_trained) -> str:
-    """"inn, mcdropout, (probout)": the companions' methods, untrained ones in parentheses; "-" for none."""
-    methods = [n.rsplit("-", 1)[1] if is_trained(n) else f"({n.rsplit('-', 1)[1]})" for n in names]
+def _companions(network: str) -> str:
+    """"inn, mcdropout, (probout)": the methods of a zoo network's companions, untrained ones in parentheses;
+    "-" for none."""
+    from survey.nets.zoo import companion_names, is_trained
+
+    methods = [n.rsplit("-", 1)[1] if is_trained(n) else f"({n.rsplit('-', 1)[1]})" for n in companion_names(network)]
     return ", ".join(methods) or "-"
 
 

@@ -79,8 +79,9 @@ def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandl
             if check is not None:
                 size = handles[unit.network].size
                 check(size, size)
-            needed = getattr(task, "companions_needed", None)
-            missing = [m for m in (needed() if needed else ()) if m not in handles[unit.network].companion_methods()]
+            needed = getattr(task, "companions_needed", lambda: ())()
+            have = handles[unit.network].companion_methods() if needed else []
+            missing = [m for m in needed if m not in have]
             if missing:
                 raise ValueError(f"needs the trained companion(s) {missing}, which it does not have (zoo networks: "
                                  + ", ".join(f"`survey zoo train {unit.network}-{m}`" for m in missing)

@@ -98,8 +98,7 @@ def operator_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
     keep = None
     if mask is not None:
         keep = torch.broadcast_to(mask != 0, shape)
-        keep = (torch.view_as_real(torch.complex(keep.double(), keep.double())) != 0) if is_complex else keep
-        keep = keep.reshape(-1).numpy()
+        keep = (keep.unsqueeze(-1).expand(*shape, 2) if is_complex else keep).reshape(-1).numpy()  # (re, im) pairs
 
     def to_tensor(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(real_dtype)

@@ -36,13 +36,17 @@ def fourier_parts(physics, dtype: torch.dtype, device) -> tuple[torch.Tensor, to
     return maps.to(device=device, dtype=complex_dtype), physics.sampling.to(device)
 
 
+def lines_are_columns(physics) -> bool:
+    """True when the operator's phase-encode lines are k-space columns (`line_axis == -1`, fastMRI's masks)."""
+    return getattr(physics, "line_axis", -2) == -1
+
+
 def line_frame(physics, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(maps, sampling, flipped): `fourier_parts` in the frame where the phase-encode lines are k-space rows.
-    For an operator whose lines are columns (`line_axis == -1`, fastMRI's masks) both come transposed and
-    flipped is True: the caller transposes its x and y in and its result out (the 2-D DFT commutes with
-    transposition)."""
+    For an operator whose lines are columns (`lines_are_columns`) both come transposed and flipped is True:
+    the caller transposes its x and y in and its result out (the 2-D DFT commutes with transposition)."""
     maps, sampling = fourier_parts(physics, dtype, device)
-    if getattr(physics, "line_axis", -2) == -1:
+    if lines_are_columns(physics):
         return maps.mT, sampling.mT, True
     return maps, sampling, False
 
@@ -139,4 +143,5 @@ def build(modes: int = 3) -> CoilError:
 
 
 __all__ = ["CoilError", "FOURIER_KINDS", "check_object", "cosine_modes", "fourier_parts", "line_frame",
+           "lines_are_columns",
            "masked_kspace", "smooth_field", "where_identity"]

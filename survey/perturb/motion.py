@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from survey.perturb.base import Family, batch_severity, broadcast_batch
-from survey.perturb.coil import FOURIER_KINDS, check_object, line_frame, where_identity
+from survey.perturb.coil import FOURIER_KINDS, check_object, line_frame, lines_are_columns, where_identity
 
 
 def _frequencies(n: int, dtype, device) -> torch.Tensor:
@@ -146,7 +146,7 @@ class Motion(Family):
         y = broadcast_batch(y, z)
         x = check_object(x, physics, y.shape[0], self.name)
         sev = batch_severity(severity, y.shape[0], y)
-        flipped = line_frame(physics, torch.float64, y.device)[2]
+        flipped = lines_are_columns(physics)
         if flipped:  # lines are columns: work in the transposed frame
             x, y = x.mT, y.mT
         rows, shifts, angles = self.trajectory(z.to(y.device), sev, physics)
