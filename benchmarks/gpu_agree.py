@@ -25,7 +25,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -37,6 +37,8 @@ RTOL, ATOL = 1e-6, 1e-9
 ZOO_RTOL = 1e-3
 #: --small: one zoo network per operator kind.
 SMALL_ZOO = ["dagan", "ell50", "mrivn", "dncnn"]
+#: Shares of the time budget after which no new unit, then no new zoo network, starts (the worker gets the rest).
+UNITS_SHARE, ZOO_SHARE = 0.6, 0.8
 
 
 def _close(a: Any, b: Any) -> tuple[bool, float]:
@@ -127,7 +129,10 @@ def _run_example(name: str, kind: str, device: torch.device, generator_device: t
 
 
 def check_unit(name: str, kind: str, device: torch.device) -> dict[str, Any]:
-    """One task on one operator kind: the three runs of the module docstring, with their outcome."""
+    """One task on one operator kind: the three runs of the module docstring, with their outcome.
+
+    status: agree (rows equal, and the device generator's run ran), differ, error (a run raised; `stage`
+    says which, the others still run), skipped (a module is missing)."""
     cpu = torch.device("cpu")
     result: dict[str, Any] = {"task": name, "kind": kind}
     start = time.perf_counter()
@@ -135,32 +140,39 @@ def check_unit(name: str, kind: str, device: torch.device) -> dict[str, Any]:
         on_cpu = _run_example(name, kind, cpu, cpu)
     except Exception as err:  # noqa: BLE001 - recorded, the check goes on
         return {**result, **outcome_of_error(err), "stage": "cpu"}
+    result["rows"] = len(on_cpu[0])
+    failed = None
     try:
         same_draws = _run_example(name, kind, device, cpu)
+        cmp = compare(on_cpu, same_draws)
+        result.update(max_rel=cmp["max_rel"], worst=cmp["worst"], mismatched=cmp.get("mismatched", {}),
+                      detail=cmp.get("detail", ""))
     except Exception as err:  # noqa: BLE001
-        return {**result, **outcome_of_error(err), "stage": "device, CPU generator"}
-    cmp = compare(on_cpu, same_draws)
-    result.update(rows=len(on_cpu[0]), max_rel=cmp["max_rel"], worst=cmp["worst"],
-                  mismatched=cmp.get("mismatched", {}), detail=cmp.get("detail", ""))
+        failed = {**outcome_of_error(err), "stage": "device, CPU generator"}
+        cmp = {"equal": False}
     if device.type == "cpu":  # the control: the same computation must give identical numbers
-        exact = cmp["max_rel"] == 0.0
-        result.update(status="agree" if exact else "differ", native="not run (device is the CPU)",
-                      seconds=round(time.perf_counter() - start, 3))
-        return result
-    try:
-        native_rows, _ = _run_example(name, kind, device, device)
-        columns_match = [set(r) for r in native_rows] == [set(r) for r in on_cpu[0]]
-        result["native"] = "ran" if columns_match else "ran, but its rows' columns differ from the CPU's"
-    except Exception as err:  # noqa: BLE001
-        out = outcome_of_error(err)
-        result["native"] = f"{out['status']}: {out['reason']}"
-        result["native_error"] = out.get("error", "")
-    result["status"] = "agree" if cmp["equal"] and result["native"] == "ran" else "differ"
+        result["native"] = "not run (device is the CPU)"
+        status = "agree" if failed is None and result["max_rel"] == 0.0 else "differ"
+    else:
+        try:
+            native_rows, _ = _run_example(name, kind, device, device)
+            columns_match = [set(r) for r in native_rows] == [set(r) for r in on_cpu[0]]
+            result["native"] = "ran" if columns_match else "ran, but its rows' columns differ from the CPU's"
+        except Exception as err:  # noqa: BLE001
+            out = outcome_of_error(err)
+            result["native"] = f"{out['status']}: {out['reason']}"
+            result["native_error"] = out.get("error", "")
+        status = "agree" if cmp["equal"] and result["native"] == "ran" else "differ"
+    if failed is not None:
+        result.update(failed)
+        status = failed["status"]
+    result["status"] = status
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
 
 
-def check_zoo(device: torch.device, count: int, names: list[str] | None = None) -> list[dict[str, Any]]:
+def check_zoo(device: torch.device, count: int, names: list[str] | None = None,
+              time_left: Callable[[], bool] = lambda: True) -> list[dict[str, Any]]:
     """Each trained zoo network's f(Ax), device against CPU: the largest difference relative to max |f|."""
     from survey.data import load_dataset
     from survey.nets.zoo import entry, is_trained, load_network, zoo_names
@@ -168,6 +180,9 @@ def check_zoo(device: torch.device, count: int, names: list[str] | None = None) 
     out = []
     for name in names or zoo_names():
         if not is_trained(name):
+            continue
+        if not time_left():
+            out.append({"network": name, "status": "not run", "reason": "time budget spent"})
             continue
         try:
             net_c, phys_c = load_network(name, "cpu")
@@ -195,7 +210,8 @@ def check_zoo(device: torch.device, count: int, names: list[str] | None = None) 
     return out
 
 
-def check_worker(device: torch.device, names: list[str] | None) -> list[dict[str, Any]]:
+def check_worker(device: torch.device, names: list[str] | None,
+                 time_left: Callable[[], bool] = lambda: True) -> list[dict[str, Any]]:
     """SurveyWorker in-process on the device: one budget-attack unit per zoo network (no Ray)."""
     out = []
     try:
@@ -211,6 +227,9 @@ def check_worker(device: torch.device, names: list[str] | None) -> list[dict[str
     params = dict(search="budget", budgets=[0.02], iterations=2, restarts=1, singular_start=False)
     for name in names or zoo_names():
         if not is_trained(name):
+            continue
+        if not time_left():
+            out.append({"network": name, "status": "not run", "reason": "time budget spent"})
             continue
         start = time.perf_counter()
         try:
@@ -252,17 +271,17 @@ def main() -> None:
     for i, name in enumerate(tasks):
         # --small: one operator kind per task, in turn, so every kind is still covered
         for kind in ([kinds[i % len(kinds)]] if args.small and kinds else kinds):
-            if clock.left() < 10:
-                part["units"].append({"task": name, "kind": kind, "status": "skipped", "reason": "time budget spent"})
+            if clock.spent() > UNITS_SHARE * clock.seconds:
+                part["units"].append({"task": name, "kind": kind, "status": "not run", "reason": "time budget spent"})
                 continue
             unit = check_unit(name, kind, device)
             part["units"].append(unit)
+            write_part(args.out, "agree", part)  # after each unit: a step stopped from outside keeps its units
             print(f"gpu_agree: {name:16s} {kind:8s} {unit['status']:7s} max rel {unit.get('max_rel', float('nan')):.2g}"
                   f" {unit.get('reason', '')}{unit.get('native', '') if unit.get('status') == 'differ' else ''}")
-    if clock.left() > 20:
-        part["zoo"] = check_zoo(device, count=2 if args.small else 8, names=SMALL_ZOO if args.small else None)
-    if clock.left() > 20:
-        part["worker"] = check_worker(device, ["dncnn"] if args.small else None)
+    part["zoo"] = check_zoo(device, count=2 if args.small else 8, names=SMALL_ZOO if args.small else None,
+                            time_left=lambda: clock.spent() < ZOO_SHARE * clock.seconds)
+    part["worker"] = check_worker(device, ["dncnn"] if args.small else None, time_left=lambda: clock.left() > 5)
     part["seconds"] = round(clock.spent(), 1)
     write_part(args.out, "agree", part)
     statuses = [u["status"] for u in part["units"]]

@@ -41,11 +41,14 @@ def verdict(tests: dict | None, agree: dict | None, speed: dict | None) -> list[
     if agree is None:
         problems.append("device/CPU agreement: did not finish")
     else:
+        not_run = [u for u in agree.get("units", []) if u["status"] == "not run"]
+        if not_run:
+            problems.append(f"{len(not_run)} of {len(agree['units'])} units not run (time budget spent)")
         for unit in agree.get("units", []):
-            if unit["status"] not in ("agree", "skipped"):
+            if unit["status"] not in ("agree", "skipped", "not run"):
                 problems.append(f"unit {unit['task']} on {unit['kind']}: {unit['status']} "
                                 f"({unit.get('reason') or unit.get('worst', '')} {unit.get('native', '')})".strip())
-        for part, fine in (("zoo", ("agree", "skipped")), ("worker", ("ran", "skipped"))):
+        for part, fine in (("zoo", ("agree", "skipped")), ("worker", ("ran", "skipped"))):  # 'not run' too: a problem
             for row in agree.get(part, []):
                 if row.get("status") not in fine:
                     problems.append(f"{part} {row['network']}: {row.get('status')} ({row.get('reason', '')})")

@@ -212,6 +212,8 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001
             entry.update(outcome_of_error(err))
         part["benchmarks"][name] = entry
+        part["seconds"] = round(clock.spent(), 1)
+        write_part(args.out, "speed", part)  # after each one: a step stopped from outside keeps what it measured
         best = (entry.get("device") or {}).get("best") or {}
         print(f"gpu_speed: {name:9s} {entry.get('status')}: device {best.get('rate', float('nan')):.1f} {spec['unit']} "
               f"at batch {best.get('batch')}, cpu {entry.get('cpu', {}).get('rate', float('nan')):.1f}, "
