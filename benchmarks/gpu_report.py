@@ -107,14 +107,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"### Throughput ({speed.get('network', 'dagan')}, 64 x 64 MRI; CPU side: "
               f"{speed.get('cpu_threads', '?')} torch threads in the same run)", "",
               "| benchmark | unit | device, best batch | best batch | CPU same run (batch) | ratio | README 2-core CPU "
-              "| ratio to README | peak memory GiB | what limited it |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| ratio to README | task / bare network loop | peak memory GiB | what limited it |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in speed.get("benchmarks", {}).items():
         best = (e.get("device") or {}).get("best") or {}
         cpu = e.get("cpu") or {}
         limited = (e.get("device") or {}).get("limited_by") or e.get("reason", "")
         lines.append(f"| {name} | {e.get('unit')} | {_num(best.get('rate'))} | {best.get('batch', '-')} | "
                      f"{_num(cpu.get('rate'))} ({cpu.get('batch', '-')}) | {_num(e.get('ratio'), 2)} | "
-                     f"{_num(e.get('readme_cpu'))} | {_num(e.get('ratio_readme'), 2)} | {best.get('peak_gib', '-')} | "
+                     f"{_num(e.get('readme_cpu'))} | {_num(e.get('ratio_readme'), 2)} | {_num(e.get('task_over_bare'), 2)} | "
+                     f"{best.get('peak_gib', '-')} | "
                      f"{limited} |")
     if speed.get("error"):
         lines.append(f"\nThroughput set-up failed: {speed['error'].get('reason')}")

@@ -15,7 +15,9 @@ Each is timed on the device at growing batches (each point after an untimed warm
 the rate stops rising by 5%, memory runs out or its time share is spent; the best batch is reported. The
 same measurement runs on this machine's CPU at the batch of benchmarks/README.md with `--cpu-threads`
 torch threads (2: the README's 2-core machine), and the ratio device / CPU is taken in this one run; the
-README's own 2-core figures are kept beside them (`README_CPU`).
+README's own 2-core figures are kept beside them (`README_CPU`). For attack, ball and rare a bare loop of the
+network alone at the best batch (`bare_rate`) shows how much of the device's time the task's own work takes
+(drawing noise, metrics, rows on the host).
 """
 
 from __future__ import annotations
@@ -126,6 +128,35 @@ def benchmarks(small: bool) -> dict[str, dict[str, Any]]:
                          measure=rare)}
 
 
+#: Benchmarks with a bare network loop beside them: name -> (needs the input gradient, calls per task call).
+BARE = {"attack": (True, lambda small: 2 if small else 20), "ball": (False, lambda small: 2 if small else 4),
+        "rare": (False, lambda small: 2 if small else 6)}
+
+
+def bare_rate(name: str, net, physics, images, batch: int, device: torch.device, small: bool) -> float:
+    """Network calls on `batch` images per second in a bare loop (forward, plus the input gradient for the
+    attack), as many calls as the task makes: the ceiling the task's own rate is read against."""
+    grad, reps = BARE[name][0], BARE[name][1](small)
+    y = physics.A(batch_of(images, batch))
+
+    def step():
+        if grad:
+            with torch.enable_grad():
+                u = y.clone().requires_grad_(True)
+                torch.autograd.grad(net(u, physics).square().sum(), u)
+        else:
+            with torch.no_grad():
+                net(y, physics)
+
+    step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync(device)
+    return batch * reps / (time.perf_counter() - start)
+
+
 def timed(measure, net, physics, images, batch: int, device: torch.device) -> dict[str, Any]:
     """One warm-up call, then one timed call at `batch`: rate, seconds, peak device memory."""
     measure(net, physics, images, batch, True)
@@ -208,6 +239,9 @@ def main() -> None:
                 entry["ratio"] = best["rate"] / entry["cpu"]["rate"]
                 if entry["readme_cpu"]:
                     entry["ratio_readme"] = best["rate"] / entry["readme_cpu"]
+                if name in BARE:  # the task's rate over a bare network loop at its best batch, on the device
+                    entry["bare_rate"] = bare_rate(name, *on_device[:3], best["batch"], device, args.small)
+                    entry["task_over_bare"] = best["rate"] / entry["bare_rate"]
             entry["status"] = "ok" if best else "error"
         except Exception as err:  # noqa: BLE001
             entry.update(outcome_of_error(err))

@@ -89,6 +89,8 @@ def test_every_throughput_has_a_best_batch_and_its_ratio(dry_run):
         assert best["rate"] == max(p["rate"] for p in entry["device"]["points"])
         assert entry["ratio"] == pytest.approx(best["rate"] / cpu["rate"])
         assert entry["device"]["limited_by"]
+        if name in gpu_speed.BARE:
+            assert entry["bare_rate"] > 0 and entry["task_over_bare"] == pytest.approx(best["rate"] / entry["bare_rate"])
     table = (out / "gpu_check.md").read_text()
     assert "| benchmark | unit | device, best batch |" in table and "Verdict: **PASS**" in table
     for name in benches:
