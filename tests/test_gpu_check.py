@@ -204,3 +204,26 @@ def test_the_batch_sweep_stops_at_a_plateau_or_at_memory(monkeypatch):
     found = gpu_speed.sweep(spec, (None, None, None), cpu, seconds=1e9)
     assert found["best"]["batch"] == 4 and found["limited_by"] == "memory: out of device memory at batch 16"
     assert math.isclose(found["best"]["rate"], 4.0)
+
+
+# -- on a CUDA device (gpu_check.sh runs these in its first step; here they skip) -------------------------
+
+def _units() -> list[tuple[str, str]]:
+    from survey.physics import physics_kinds
+    from survey.tasks import task_names
+
+    kinds = physics_kinds()
+    return [(name, kinds[i % len(kinds)]) for i, name in enumerate(task_names())]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name,kind", _units())
+def test_a_task_on_cuda_gives_the_cpu_rows_and_runs_with_a_cuda_generator(name, kind):
+    unit = gpu_agree.check_unit(name, kind, torch.device("cuda"))
+    assert unit["status"] == "agree", {k: v for k, v in unit.items() if k != "native_error"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_survey_worker_runs_a_unit_on_cuda():
+    (row,) = gpu_agree.check_worker(torch.device("cuda"), ["dagan"])
+    assert row["status"] == "ran" and row["rows"] > 0, row.get("error")
