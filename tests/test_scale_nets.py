@@ -115,7 +115,8 @@ def test_zoo_recipes_are_320_random_init_with_fastmri_masks(name):
 
     e = zoo.entry(name)
     assert e.physics["size"] == 320 and e.physics["mask"].startswith("fastmri-")
-    assert zoo.is_random_init(name) and zoo.is_trained(name)
+    assert zoo.is_random_init(name) and not zoo.is_trained(name) and name not in zoo.ZOO
+    assert name in zoo.zoo_names()
     card = zoo.load_card(name)
     assert card["init"] == "random" and card["trained"] is False and "not trained" in card["notes"]
     physics = zoo.build_physics(name)
@@ -129,7 +130,7 @@ def test_random_init_is_reproducible_and_leaves_the_global_rng_alone(monkeypatch
     small = zoo.ZooEntry("tiny-rand", "t", "fastmri_unet", {"chans": 2, "pools": 1},
                          {"kind": "mri", "size": 16, "mask": "fastmri-random", "acceleration": 4.0, "seed": 0},
                          "brain", steps=0, extra={"init": "random", "seed": 3})
-    monkeypatch.setitem(zoo.ZOO, "tiny-rand", small)
+    monkeypatch.setitem(zoo.SCALE_ZOO, "tiny-rand", small)
     state = torch.random.get_rng_state()
     a, _ = zoo.load_network("tiny-rand")
     b, _ = zoo.load_network("tiny-rand")

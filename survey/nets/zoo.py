@@ -101,7 +101,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("lactunet", "U-Net on the FBP for limited-angle CT (30 degree missing wedge)",
              "unet", {"width": 16, "depth": 3, "input_mode": "real"},
              {"kind": "radon", "size": 64, "views": 60, "angular_range": 150.0}, "brain", steps=2000),
-] + _fastmri_size_entries()}
+]}
+
+#: The fastMRI-size networks, kept apart from ZOO (the trained zoo) but found by `entry` and `zoo_names`.
+SCALE_ZOO: dict[str, ZooEntry] = {e.name: e for e in _fastmri_size_entries()}
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,12 @@ def companion_names(base: str) -> list[str]:
 
 
 def zoo_names() -> list[str]:
-    return list(ZOO)
+    return list(ZOO) + list(SCALE_ZOO)
 
 
 def entry(name: str) -> ZooEntry:
+    if name in SCALE_ZOO:
+        return SCALE_ZOO[name]
     if name not in ZOO:
         raise ValueError(f"unknown zoo network {name!r}; choose one of {zoo_names()}")
     return ZOO[name]
@@ -200,12 +205,12 @@ def file_sha256(path: Path) -> str:
 
 def is_random_init(name: str) -> bool:
     """A zoo network used untrained, initialised from a fixed seed (no weights file)."""
-    return name in ZOO and ZOO[name].extra.get("init") == "random"
+    return name in SCALE_ZOO and SCALE_ZOO[name].extra.get("init") == "random"
 
 
 def load_card(name: str) -> dict | None:
     if is_random_init(name):
-        e = ZOO[name]
+        e = SCALE_ZOO[name]
         return {"name": name, "init": "random", "seed": e.extra["seed"], "notes": e.notes, "trained": False,
                 "architecture": e.architecture, "arch_params": e.arch_params, "physics": e.physics}
     path = card_path(name)
@@ -213,9 +218,6 @@ def load_card(name: str) -> dict | None:
 
 
 def is_trained(name: str) -> bool:
-    """Ready to load: weights and card present (or a randomly initialised entry, see `is_random_init`)."""
-    if is_random_init(name):
-        return True
     return weights_path(name).exists() and card_path(name).exists()
 
 
