@@ -1,0 +1,65 @@
+"""`survey plan STUDY`: units, probed memory, measured cost per unit and expected time, before anything runs;
+bad budgets and networks whose probe fails are one line, exit 2."""
+
+from typer.testing import CliRunner
+
+from survey.cli import app
+from tests.conftest import tiny_study, write_study
+
+TASKS = """
+[[tasks]]
+name = "attack"
+images_per_unit = 1
+params = { iterations = 2, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels = [0.01], with_reference = false }
+"""
+
+
+def _plan(tmp_path, header='store = "results"', tasks=TASKS, extra=()):
+    path = write_study(tmp_path, tiny_study("plan-test", tasks, count=2, header=header))
+    return CliRunner().invoke(app, ["plan", str(path), *extra]), tmp_path
+
+
+def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
+    result, folder = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = 2')
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "plan-test on cpu: budget 2.00 GB per actor" in out
+    row = next(line for line in out.splitlines() if "attack" in line)
+    cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+    assert cells[:4] == ["tiny", "attack", "2", "2"]          # 2 units of 1 image each
+    assert cells[4] == "1"                                       # batch: the unit's one image
+    assert cells[6] != "-" and cells[9] != "-"                   # measured s/image and expected time
+    assert "expected wall time" in out and "- (use --measure)" not in out
+    assert not (folder / "results").exists()                     # nothing written to a store
+
+
+def test_plan_without_measuring_still_sizes_batches(tmp_path):
+    result, _ = _plan(tmp_path, extra=["--no-measure"])
+    assert result.exit_code == 0, result.output
+    assert "- (use --measure)" in result.output
+
+
+def test_budget_too_small_for_one_image_is_one_line_exit_2(tmp_path):
+    result, folder = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = 1e-6', extra=["--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "network 'tiny', task 'attack'" in lines[0] and "needs" in lines[0] and "memory_gb" in lines[0]
+
+
+def test_bad_budget_value_is_one_line_exit_2(tmp_path):
+    result, _ = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = -3', extra=["--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "engine.memory_gb" in lines[0] and "-3" in lines[0]
+
+
+def test_network_whose_probe_fails_is_one_line_exit_2(tmp_path):
+    # the network refuses batches of 2: the memory probe (batch 1 and 2) or preflight stops it before any work
+    body = tiny_study("plan-test", TASKS, count=2).replace(
+        'factory = "tiny_net.py:build"\n', 'factory = "tiny_net.py:build"\nkwargs = { fail_batch = 2 }\n')
+    path = write_study(tmp_path, body)
+    result = CliRunner().invoke(app, ["plan", str(path), "--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'tiny'" in lines[0] and "refuses batches of 2" in lines[0]
