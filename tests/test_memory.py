@@ -65,7 +65,7 @@ def test_batch_from_the_budget_honours_it_when_run():
     assert probe.peak(batch) * 1.0 <= budget
     assert memory.batch_size(probe, budget, task="attack", cap=1) == 1   # a fixed batch stays a cap
     # run that batch and measure: its real peak stays inside the budget
-    meter = memory._PeakMeter(torch.device("cpu"))
+    meter = memory.PeakMeter(torch.device("cpu"))
     x = torch.rand(batch, 1, N, N)
     for p in net.parameters():
         p.requires_grad_(False)

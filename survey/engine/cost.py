@@ -126,7 +126,7 @@ def _measure_one_image(worker, unit, work) -> tuple[float, int]:
     """Seconds and peak memory (bytes above the start) of `unit` cut to its first image, run in-process."""
     one = dataclasses.replace(unit, image_stop=unit.image_start + 1)
     size = worker.handle.size
-    meter = memory._PeakMeter(torch.device(worker.device))
+    meter = memory.PeakMeter(torch.device(worker.device))
     meter.start()
     t0 = time.perf_counter()
     (outcome,) = worker.run([one], work.images.get(size, {}), work.ids)

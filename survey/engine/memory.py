@@ -61,6 +61,15 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc malloc_trim), so that the next peak counts new pages."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
@@ -69,7 +78,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-class _PeakMeter:
+class PeakMeter:
     """Peak memory above the level at `start()`, in bytes, for the device in use."""
 
     def __init__(self, device: torch.device):
@@ -84,6 +93,7 @@ class _PeakMeter:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         elif self.method == "vmhwm":
+            _trim_heap()
             _reset_peak_rss()
             self.base = _status_kb("VmRSS") * 1024
         else:
@@ -124,7 +134,7 @@ def probe_memory(net, physics, *, network: str = "network", backward: bool = Tru
     requires = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():
         p.requires_grad_(False)
-    meter = _PeakMeter(device)
+    meter = PeakMeter(device)
     peaks, seconds, floor = [], 0.0, 0
     try:
         for batch in (1, 2):
@@ -197,5 +207,5 @@ def budget_bytes(memory_gb: float | None, device: str | torch.device = "cpu", ac
     return int(memory_gb * GB) if memory_gb is not None else default_budget_bytes(device, actors)
 
 
-__all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "available_bytes",
+__all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "PeakMeter", "available_bytes",
            "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "probe_memory"]
