@@ -103,6 +103,7 @@ def test_default_budget_is_a_share_of_the_free_memory():
 def test_forward_only_tasks_are_probed_without_backward():
     assert not memory.needs_backward("sweep") and memory.needs_backward("attack")
     assert memory.needs_backward("spectrum")
+    assert not memory.needs_backward("ball") and memory.search_first("ball")   # draws forward, centre searched
 
 
 @pytest.mark.parametrize("value", [0, -1, "lots", float("nan")])

@@ -33,10 +33,21 @@ def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
     assert not (folder / "results").exists()                     # nothing written to a store
 
 
+BALL = TASKS + """
+[[tasks]]
+name = "ball"
+images_per_unit = 2
+params = { draws = 4, batch = 3, attack = { iterations = 2 } }
+"""
+
+
 def test_plan_without_measuring_still_sizes_batches(tmp_path):
-    result, _ = _plan(tmp_path, extra=["--no-measure"])
+    result, _ = _plan(tmp_path, tasks=BALL, extra=["--no-measure"])
     assert result.exit_code == 0, result.output
     assert "- (use --measure)" in result.output
+    ball = next(line for line in result.output.splitlines() if "ball" in line)
+    cells = [c.strip() for c in ball.strip("│┃ ").split("│")]
+    assert cells[:5] == ["tiny", "ball", "1", "2", "3"]          # draws per call: the task's batch is the cap
 
 
 def test_budget_too_small_for_one_image_is_one_line_exit_2(tmp_path):

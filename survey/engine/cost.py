@@ -111,6 +111,8 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
             first = units[0]
             probe = probes[memory.needs_backward(first.task)]
             try:
+                if memory.search_first(first.task):   # its worst-case search: one image forward + backward
+                    memory.batch_size(probes[True], budget, task=first.task, cap=1)
                 batch = memory.batch_size(probe, budget, task=first.task, cap=_batch_cap(first))
             except memory.MemoryBudgetError as err:
                 raise StudyError(f"{study.path}: {err}") from None

@@ -28,7 +28,10 @@ HEADROOM = 1.25
 #: Share of the free memory an actor may plan on when no `[engine] memory_gb` is given.
 DEFAULT_FRACTION = 0.8
 #: Tasks whose inner loop is forward only (no gradient); every other task is probed forward + backward.
+#: The ball's draws are forward only, but its centre is a worst case found by a search first: one image
+#: forward + backward must fit as well (`search_first`).
 FORWARD_ONLY_TASKS = frozenset({"ball", "rare", "severity", "sweep", "insertion"})
+SEARCH_FIRST_TASKS = frozenset({"ball"})
 
 
 class MemoryBudgetError(ValueError):
@@ -165,7 +168,13 @@ def probe_memory(net, physics, *, network: str = "network", backward: bool = Tru
 
 
 def needs_backward(task: str) -> bool:
+    """Whether the task's batched inner loop (the one `batch_size` sizes) takes gradients."""
     return task not in FORWARD_ONLY_TASKS
+
+
+def search_first(task: str) -> bool:
+    """Whether the task runs a gradient search on its images before a forward-only batched loop."""
+    return task in SEARCH_FIRST_TASKS
 
 
 def batch_size(probe: MemoryProbe, budget_bytes: float, *, task: str, cap: int | None = None) -> int:
@@ -208,4 +217,4 @@ def budget_bytes(memory_gb: float | None, device: str | torch.device = "cpu", ac
 
 
 __all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "PeakMeter", "available_bytes",
-           "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "probe_memory"]
+           "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "probe_memory", "search_first"]
