@@ -74,3 +74,23 @@ def test_network_whose_probe_fails_is_one_line_exit_2(tmp_path):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "'tiny'" in lines[0] and "refuses batches of 2" in lines[0]
+
+
+def test_budget_batches_for_the_engine_give_every_unit_a_batch_within_its_cap(tmp_path):
+    from survey.engine.cost import budget_batches
+    from survey.engine.preflight import checked_networks
+    from survey.plan import plan
+    from survey.spec import StudyError, load_study
+
+    path = write_study(tmp_path, tiny_study("plan-test", BALL, count=2, header='store = "results"\n[engine]\nmemory_gb = 1'))
+    study = load_study(path)
+    handles = checked_networks(study)
+    units = plan(study, {"ellipses": 2})
+    batches = budget_batches(study, handles, units)
+    assert set(batches) == {u.unit_id for u in units}
+    assert {batches[u.unit_id] for u in units if u.task == "attack"} == {1}   # the unit's one image
+    assert {batches[u.unit_id] for u in units if u.task == "ball"} == {3}     # the ball's own batch caps it
+    tiny = study.model_copy(update={"engine": study.engine.model_copy(update={"memory_gb": 1e-6})})
+    import pytest
+    with pytest.raises(StudyError, match="network 'tiny', task 'attack'"):
+        budget_batches(tiny, handles, units)

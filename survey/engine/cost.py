@@ -75,6 +75,59 @@ def _batch_cap(unit) -> int:
     return max(unit.image_count, 1)
 
 
+def _group_key(unit) -> tuple:
+    return unit.network, unit.task_index, json.dumps(unit.params, sort_keys=True, default=str)
+
+
+def probe_network(study: Study, name: str, net, physics, device: str) -> dict[bool, memory.MemoryProbe]:
+    """Forward-only (False) and forward + backward (True) probes of one network at its image size;
+    StudyError (one line) naming the network when the probe fails."""
+    probes = {}
+    for backward in (False, True):
+        try:
+            probes[backward] = memory.probe_memory(net, physics, network=name, backward=backward, device=device)
+        except Exception as err:  # noqa: BLE001 - a network that cannot be probed is bad input
+            raise StudyError(f"{study.path}: network {name!r}: memory probe at {physics.size} x {physics.size} "
+                             f"failed: {type(err).__name__}: {' '.join(str(err).split())}") from None
+    return probes
+
+
+def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float) -> int:
+    """Images (or draws) per network call of `unit` within `budget` bytes; StudyError naming network, task
+    and the memory one image needs when not even one fits."""
+    try:
+        if memory.search_first(unit.task):   # its worst-case search: one image forward + backward
+            memory.batch_size(probes[True], budget, task=unit.task, cap=1)
+        return memory.batch_size(probes[memory.needs_backward(unit.task)], budget, task=unit.task,
+                                 cap=_batch_cap(unit))
+    except memory.MemoryBudgetError as err:
+        raise StudyError(f"{study.path}: {err}") from None
+
+
+def budget_batches(study: Study, handles: dict, units: list, device: str | None = None) -> dict[str, int]:
+    """unit_id -> batch for every unit, from each network's probe on `device` (default: the study's) and the
+    budget `[engine] memory_gb` (default: the actor's share of free memory). For the engine to call after
+    preflight, before Ray starts: a unit that cannot fit one image stops the run there (StudyError)."""
+    from survey.engine.worker import pick_device
+
+    device = pick_device(device or study.engine.device)
+    budget = memory.budget_bytes(study.engine.memory_gb, device, study.engine.actors_per_network)
+    batches: dict[str, int] = {}
+    for name, handle in handles.items():
+        mine = [u for u in units if u.network == name]
+        if not mine:
+            continue
+        net, physics = handle.build(device)
+        probes = probe_network(study, name, net, physics, device)
+        per_group: dict[tuple, int] = {}
+        for unit in mine:
+            key = _group_key(unit)
+            if key not in per_group:
+                per_group[key] = unit_batch(study, unit, probes, budget)
+            batches[unit.unit_id] = per_group[key]
+    return batches
+
+
 def estimate_study(study: Study, *, measure: bool = True, device: str | None = None) -> StudyCost:
     """The plan's cost on this machine (see the module docstring); StudyError (one line) when a network's
     probe fails or the memory budget cannot hold one image of a task."""
@@ -91,36 +144,22 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
     cost = StudyCost(study.name, device, budget, actors)
     groups: dict[tuple, list] = {}
     for unit in work.units:
-        groups.setdefault((unit.network, unit.task_index, json.dumps(unit.params, sort_keys=True, default=str)),
-                          []).append(unit)
+        groups.setdefault(_group_key(unit), []).append(unit)
     for name, handle in handles.items():
         keys = [k for k in groups if k[0] == name]
         if not keys:
             continue
         worker = SurveyWorker(handle, device, threads=torch.get_num_threads())
-        probes = {}
-        for backward in (False, True):
-            try:
-                probes[backward] = memory.probe_memory(worker.net, worker.physics, network=name,
-                                                       backward=backward, device=device)
-            except Exception as err:  # noqa: BLE001 - a network that cannot be probed is bad input
-                raise StudyError(f"{study.path}: network {name!r}: memory probe at {handle.size} x {handle.size} "
-                                 f"failed: {type(err).__name__}: {' '.join(str(err).split())}") from None
+        probes = probe_network(study, name, worker.net, worker.physics, device)
         for key in keys:
             units = groups[key]
             first = units[0]
-            probe = probes[memory.needs_backward(first.task)]
-            try:
-                if memory.search_first(first.task):   # its worst-case search: one image forward + backward
-                    memory.batch_size(probes[True], budget, task=first.task, cap=1)
-                batch = memory.batch_size(probe, budget, task=first.task, cap=_batch_cap(first))
-            except memory.MemoryBudgetError as err:
-                raise StudyError(f"{study.path}: {err}") from None
+            batch = unit_batch(study, first, probes, budget)
             seconds = peak = None
             if measure:
                 seconds, peak = _measure_one_image(worker, first, work)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
-                                      batch, probe.peak(1), seconds, peak))
+                                      batch, probes[memory.needs_backward(first.task)].peak(1), seconds, peak))
     return cost
 
 
@@ -139,4 +178,4 @@ def _measure_one_image(worker, unit, work) -> tuple[float, int]:
     return seconds, meter.peak()
 
 
-__all__ = ["StudyCost", "TaskCost", "estimate_study"]
+__all__ = ["StudyCost", "TaskCost", "budget_batches", "estimate_study", "probe_network", "unit_batch"]
