@@ -30,6 +30,8 @@ def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
     assert cells[4] == "1"                                       # batch: the unit's one image
     assert cells[6] != "-" and cells[9] != "-"                   # measured s/image and expected time
     assert "expected wall time" in out and "- (use --measure)" not in out
+    peak, budget = out.split("peak memory per actor ")[1].split(" GB")[:2]
+    assert float(peak) <= float(budget.split("of ")[1])            # the plan's batches honour the budget
     assert not (folder / "results").exists()                     # nothing written to a store
 
 

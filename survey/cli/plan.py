@@ -56,7 +56,8 @@ def plan(
     console = Console(width=200)
     console.print(table)
     total = cost.total_seconds()
-    console.print(f"expected wall time {_secs(total) if total is not None else '- (use --measure)'}; "
+    console.print(f"expected wall time {_secs(total) if total is not None else '- (use --measure)'} "
+                  f"(one image per task timed on this machine, scaled by images); "
                   f"peak memory per actor {_gb(cost.peak_bytes())} GB of {_gb(cost.budget_bytes)} GB "
-                  f"(measured on this machine, one image per task; times scale with images)",
+                  f"(probed, at the batches above)",
                   markup=False, highlight=False, soft_wrap=True)

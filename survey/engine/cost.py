@@ -32,6 +32,7 @@ class TaskCost:
     batch: int                       # images (draws) per network call: what the budget allows, at most the
                                      # task's own `batch` (else the unit's images)
     probe_peak_bytes: int            # probed peak of one image (forward, or forward + backward)
+    batch_peak_bytes: int            # probed peak of one call at `batch` (fixed + batch x per image)
     seconds_per_image: float | None  # measured on one image (None: not measured)
     peak_bytes: int | None           # measured peak memory of that one-image run
 
@@ -59,9 +60,8 @@ class StudyCost:
         return None if not per or any(p is None for p in per) else max(per)
 
     def peak_bytes(self) -> int:
-        """Largest peak of one batch over every task: measured per image where measured, else probed."""
-        return max((r.batch * (r.peak_bytes if r.peak_bytes is not None else r.probe_peak_bytes)
-                    for r in self.rows), default=0)
+        """Largest probed peak of one call at its batch over every task (at most the budget by construction)."""
+        return max((r.batch_peak_bytes for r in self.rows), default=0)
 
 
 def _batch_cap(unit) -> int:
@@ -155,11 +155,12 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
             units = groups[key]
             first = units[0]
             batch = unit_batch(study, first, probes, budget)
+            probe = probes[memory.needs_backward(first.task)]
             seconds = peak = None
             if measure:
                 seconds, peak = _measure_one_image(worker, first, work)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
-                                      batch, probes[memory.needs_backward(first.task)].peak(1), seconds, peak))
+                                      batch, probe.peak(1), probe.peak(batch), seconds, peak))
     return cost
 
 
