@@ -5,6 +5,7 @@ gradient tasks) at batch 1 and batch 2 at the network's own image size, giving a
 per-image part in bytes. On CUDA it reads `torch.cuda.max_memory_allocated`; on the CPU the process's
 peak resident set (Linux VmHWM, reset through /proc/self/clear_refs), falling back to the growth of
 `resource.getrusage` ru_maxrss (which can only rise, so it may read low after a bigger earlier peak).
+Resetting VmHWM also resets the process's ru_maxrss: after a probe, neither is a whole-process peak.
 
 `batch_size(...)` turns a budget into a batch: floor((budget - fixed) / (per_image * HEADROOM)),
 capped by a task's own fixed `batch`; a budget that cannot hold one image raises `MemoryBudgetError`
