@@ -136,3 +136,12 @@ def test_random_init_is_reproducible_and_leaves_the_global_rng_alone(monkeypatch
     b, _ = zoo.load_network("tiny-rand")
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_multicoil_fastmri_masks_match_single_coil_and_move_with_acceleration():
+    single, multi = _single(), make_physics("pmri", size=N, mask="fastmri-random", acceleration=4.0, seed=0, coils=4)
+    assert torch.equal(single.mask, multi.mask) and multi.describe()["acceleration"] == 4.0
+    eight = multi.at_ratio(0.125)
+    assert eight.coils == 4 and eight.describe()["acceleration"] == 8.0 and eight.ratio < multi.ratio
+    with pytest.raises(ValueError, match="acceleration"):
+        make_physics("pmri", size=N, mask="uniform-lines", ratio=0.25, acceleration=4.0)
