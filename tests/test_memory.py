@@ -123,3 +123,12 @@ def test_spec_accepts_a_memory_budget():
     data = {"name": "s", "networks": [{"name": "dagan"}], "datasets": [{"name": "brain", "count": 1}],
             "tasks": [{"name": "sweep"}], "engine": {"memory_gb": 8}}
     assert parse_study(data, "study.toml").engine.memory_gb == 8
+
+
+def test_probe_of_a_parameter_free_network():
+    class Zero(nn.Module):
+        def forward(self, y, physics):
+            return physics.H(y).real
+
+    probe = memory.probe_memory(Zero(), _physics(), network="H")
+    assert probe.per_image >= 2 * N * N * (4 + 8)   # at least the image and its complex data, twice

@@ -133,7 +133,10 @@ def probe_memory(net, physics, *, network: str = "network", backward: bool = Tru
     reuse) the whole batch-1 peak is taken as per-image, which can only overestimate; never less than the
     bytes of the image, its data, the output and one gradient.
     """
-    device = torch.device(device) if device is not None else next(net.parameters()).device
+    if device is None:
+        first = next(iter(net.parameters()), None)
+        device = first.device if first is not None else "cpu"
+    device = torch.device(device)
     n = physics.size
     requires = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():
