@@ -26,9 +26,10 @@ from typing import Any, Callable, ClassVar, NamedTuple, final
 import torch
 
 from survey.numerics import eval_mode
+from survey.registry import Registry
 
 #: task name -> task class; filled by `@register(name)` when a task module is imported.
-TASKS: dict[str, type] = {}
+TASKS: Registry = Registry("task")
 #: task name -> {value of the primary class's `variant_key` -> class}; filled by `@register(name, variant=...)`.
 VARIANTS: dict[str, dict[str, type]] = {}
 #: Prefix of tensor names indexed by the rows' `image_index` (one tensor per image) instead of the row.
@@ -91,6 +92,11 @@ class Task(abc.ABC):
         else:
             names = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         return names + (["preset"] if hasattr(cls, "preset") else [])
+
+    def applies_to(self, physics) -> str | None:
+        """None when the task runs on this operator; otherwise the reason it does not (the contract checks
+        skip such operators and say why, e.g. a sweep on an operator without a sampling axis)."""
+        return None
 
     @classmethod
     def list_parameters(cls) -> set[str]:
@@ -158,8 +164,10 @@ def register(name: str, *, variant: str | None = None) -> Callable[[type], type]
     """
 
     def decorate(cls: type) -> type:
-        if variant is None and name in TASKS and TASKS[name] is not cls:
-            raise ValueError(f"task name {name!r} is already registered by {TASKS[name].__qualname__}")
+        taken = TASKS.peek(name)
+        if variant is None and taken is not None and taken is not cls:
+            raise ValueError(f"task name {name!r} is already registered by {taken.__qualname__} "
+                             f"({TASKS.origin(name)})")
         taken = VARIANTS.get(name, {}).get(variant) if variant is not None else None
         if taken is not None and taken is not cls:
             raise ValueError(f"task {name!r} variant {variant!r} is already registered by {taken.__qualname__}")
@@ -174,7 +182,7 @@ def register(name: str, *, variant: str | None = None) -> Callable[[type], type]
             raise TypeError(f"task {name!r}: columns lack the labels {missing} or a Column meaning for {bad}")
         cls.task_name = name
         if variant is None:
-            TASKS[name] = cls
+            TASKS.add(name, cls)
             if cls.variant_key:
                 VARIANTS.setdefault(name, {})[getattr(cls, cls.variant_key)] = cls
         else:
@@ -204,7 +212,7 @@ def resolve(name: str, params: dict[str, Any]) -> type["Task"]:
 
 
 def task_names() -> list[str]:
-    return sorted(TASKS)
+    return TASKS.names()
 
 
 def task_class(name: str) -> type[Task]:
