@@ -72,6 +72,8 @@ class Task(abc.ABC):
     #: True when `run` needs autograd: it is then called under `torch.enable_grad()` (and turns
     #: gradients off where it does not need them); otherwise under `torch.no_grad()`.
     needs_grad: ClassVar[bool] = False
+    #: Meaning (and unit) of parameters the docstring does not explain as "name: meaning" (survey tasks show).
+    parameter_help: ClassVar[dict[str, Column]] = {}
     #: Parameters whose single value is a list (a flat list in a study is one value, not a grid).
     list_params: ClassVar[tuple[str, ...]] = ()
     #: Parameter whose value picks one of several classes registered under one name (`register(..., variant=)`).
