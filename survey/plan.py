@@ -55,7 +55,7 @@ def plan(study: Study, dataset_sizes: dict[str, int]) -> list[Unit]:
 
     units: list[Unit] = []
     extra = dict(plugins=tuple(plugins.resolve(p, study.base_dir) for p in study.plugins),
-                 study_dir=str(study.base_dir)) if study.plugins else {}
+                 study_dir=str(study.base_dir))
     for t_index, task in enumerate(study.tasks):
         grid = expand_grid(task)
         for net in study.networks:

@@ -130,21 +130,37 @@ NET = '''
 import torch
 from torch import nn
 
+from lab_layers import Residual  # a sibling module: the study's folder is on every worker's import path
+
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.body = Residual()
 
     def forward(self, y, physics):
         h = physics.H(y)
         h = h.real if torch.is_complex(h) else h
-        return h + 0.1 * torch.tanh(self.conv(h))
+        return self.body(h)
 
 
 def build():
     return Net()
+'''
+
+LAYERS = '''
+import torch
+from torch import nn
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, h):
+        return h + 0.1 * torch.tanh(self.conv(h))
 '''
 
 
@@ -152,7 +168,7 @@ def lab(folder: Path, plugins: str = '["lab_task.py", "lab_family.py", "lab_oper
     """The lab folder (plugins and network) and a study naming the plugins; the study's path."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("lab_task.py", LAB_TASK), ("lab_family.py", LAB_FAMILY), ("lab_operator.py", LAB_OPERATOR),
-                       ("lab_net.py", NET)):
+                       ("lab_net.py", NET), ("lab_layers.py", LAYERS)):
         (folder / name).write_text(text)
     study = folder / "study.toml"
     study.write_text(textwrap.dedent(f'''

@@ -49,9 +49,8 @@ class SurveyWorker:
         from survey import plugins
         from survey.solvers import make_reference
 
-        for unit in units[:1]:
-            if unit.plugins:
-                plugins.load(unit.plugins, unit.study_dir)
+        for unit in units[:1]:  # the study's folder on the path (a factory's siblings), then its plugins
+            plugins.load(unit.plugins, unit.study_dir or None)
         if self.net is not None:
             return
         self.net, self.physics = self.handle.build(self.device)
