@@ -229,9 +229,9 @@ class AttackTask(Task):
         for key in ("keep_tensors", "with_reference"):
             validate.flag(self, key)
         validate.text(self, "label")
-        if self.domain == "measurement" and self.gradient == "fbp":
-            raise ValueError(f"{name}: gradient='fbp' (Algorithm 2) needs domain='image'")
-        if self.domain == "measurement" and self.support != "none":
+        if self.gradient in ("fbp", "both") and "fbp" not in self.where.gradient_rules:
+            raise ValueError(f"{name}: gradient={self.gradient!r} (Algorithm 2's B) needs domain='image'")
+        if self.support != "none" and not self.where.takes_image_support:
             raise ValueError(f"{name}: support masks apply to image-domain perturbations only")
 
     @property
