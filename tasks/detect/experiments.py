@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import norms
-from survey.numerics import real_image
+from survey.numerics import ascent_step, cosine_step, real_image
 from survey.tasks.detect.detectors import WithNoise, patch_max
 
 
@@ -197,7 +197,6 @@ class WorstCase(Experiment):
         r = r0.clone()
         best, best_r = torch.full_like(m0, -math.inf), r0.clone()
         velocity = torch.zeros_like(r)
-        tiny = torch.finfo(x.dtype).tiny
         for k in range(task.adaptive_iterations + 1):
             with torch.enable_grad():
                 r_var = r.detach().requires_grad_(True)
@@ -213,12 +212,8 @@ class WorstCase(Experiment):
                 if k == task.adaptive_iterations:
                     break
                 (grad,) = torch.autograd.grad(objective.sum(), r_var)
-            grad = grad / norms(grad).clamp_min(tiny).view(-1, 1, 1, 1)
-            velocity = 0.5 * velocity + grad
-            direction = velocity / norms(velocity).clamp_min(tiny).view(-1, 1, 1, 1)
-            alpha = 0.02 + 0.48 * 0.5 * (1 + math.cos(math.pi * k / task.adaptive_iterations))
-            r = r.detach() + alpha * radius * direction
-            r = r * (radius.flatten() / norms(r).clamp_min(tiny)).clamp(max=1.0).view(-1, 1, 1, 1)
+            alpha = cosine_step(k, task.adaptive_iterations, 0.5, 0.02)
+            r, velocity = ascent_step(r.detach(), velocity, grad, radius.flatten(), alpha, momentum=0.5)
         return best_r.detach()
 
 
