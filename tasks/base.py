@@ -102,12 +102,14 @@ class Task(abc.ABC):
 
     @classmethod
     def list_parameters(cls) -> set[str]:
-        """Parameters whose single value is a list: `list_params` and the fields annotated tuple / list, so
-        a flat list in a study is one value of them, not a grid."""
+        """Parameters whose single value is a list: the fields annotated tuple / list (alone or in a union)
+        and, for an annotation that cannot say so (`Any`), `list_params`; a flat list in a study is then one
+        value of them, not a grid."""
         declared = set(cls.list_params)
         if dataclasses.is_dataclass(cls):
             declared |= {f.name for f in dataclasses.fields(cls)
-                         if str(f.type).split("[")[0].strip() in ("tuple", "list", "Sequence")}
+                         if any(part.split("[")[0].strip() in ("tuple", "list", "Sequence")
+                                for part in str(f.type).split("|"))}
         return declared
 
     def params(self) -> dict[str, Any]:
