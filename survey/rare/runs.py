@@ -7,8 +7,10 @@ particles' scores before and after them: copies that did not decorrelate keep th
 certified bound). `finish` turns R runs into one `RareResult`:
 
 - agreement: Q = sum_r (x_r - x_bar)^2 / v_r over the runs' log estimates x_r (inverse-variance mean
-  x_bar) against chi2(R - 1) at ALPHA_AGREE. A failure mode that some runs lost puts their estimates
-  orders of magnitude apart: Q explodes. (All runs losing it is not detected: more runs make it rarer.)
+  x_bar) against chi2(R - 1) at ALPHA_AGREE, at delta and at every level the runs share (their paths
+  interpolated there; certified runs are compared on their paths). A failure mode that some runs lost puts
+  their estimates orders of magnitude apart: Q explodes. (All runs losing it is not detected: more runs
+  make it rarer.)
 - mixing: a level whose moves accepted less than MIN_ACCEPT of the proposals, or left the scores
   correlated above MAX_SCORE_CORRELATION with where they started, fails (its particles are copies, not
   samples).
@@ -115,16 +117,17 @@ def agreement(x: list[float], v: list[float]) -> tuple[float, float]:
     return q, float(stats.chi2.sf(q, len(x) - 1))
 
 
-def defensible_upper(records: list[ChainRecord], z: float, delta: float) -> tuple[float, float | None]:
-    """(upper end, level L*): the largest upper end over runs of P(S > L*) at the highest level L* up to which
-    every run mixed and the runs agree (module docstring); (1, None) when there is none."""
+def defensible_upper(records: list[ChainRecord], z: float, delta: float) -> tuple[float, float | None, bool]:
+    """(upper end, level L*, disagreed): the largest upper end over runs of P(S > L*) at the highest level L* up
+    to which every run mixed and the runs agree (module docstring), (1, None) when there is none; disagreed:
+    whether the runs disagreed at some level they share."""
     limit = delta
     for rec in records:
         failure = rec.first_mixing_failure()
         if failure is not None:   # levels after the failed moves are not samples
             limit = min(limit, rec.levels[failure])
     if any(not rec.levels for rec in records):
-        return 1.0, None
+        return 1.0, None, False
     start = max(rec.levels[0] for rec in records)   # every run has a level at or below each candidate
     limit = min([limit] + [rec.levels[-1] for rec in records])
     candidates = sorted({l for rec in records for l in rec.levels if start <= l <= limit})
@@ -133,9 +136,9 @@ def defensible_upper(records: list[ChainRecord], z: float, delta: float) -> tupl
         compared = [rec.interpolated(level) for rec in records]
         _, p_value = agreement([x for x, _ in compared], [v for _, v in compared])
         if p_value < ALPHA_AGREE:
-            break
+            return best[0], best[1], True
         best = (min(1.0, max(math.exp(x + z * math.sqrt(v)) for x, v in (rec.at(level) for rec in records))), level)
-    return best
+    return best[0], best[1], False
 
 
 def finish(method: str, records: list[ChainRecord], confidence: float, settings: dict[str, Any], *,
@@ -152,11 +155,13 @@ def finish(method: str, records: list[ChainRecord], confidence: float, settings:
     if not reached:   # a certified bound: the largest over runs (each holds at 1 - alpha)
         p, low, high = None, 0.0, max(rec.bound if not rec.reached else high for rec in records)
         certified = high
-    failed = "runs_disagree" if p_agree < ALPHA_AGREE else ("mixing" if any(m is not None for m in mixing) else None)
-    defended_level = None
+    defended, defended_level, path_disagrees = defensible_upper(records, z_two, delta)
+    failed = "runs_disagree" if p_agree < ALPHA_AGREE or path_disagrees else \
+        ("mixing" if any(m is not None for m in mixing) else None)
+    if not failed:
+        defended_level = None
     if failed:
         stop = failed
-        defended, defended_level = defensible_upper(records, z_two, delta)
         high = max(high, defended)
         low = min(low, min((math.exp(xi - z_two * math.sqrt(vi)) for xi, vi in zip(x, v)), default=low))
         if certified is not None:
