@@ -106,10 +106,10 @@ def test_snr_severity_and_certification_on_mri():
     physics = make_physics("mri", size=16, ratio=0.4, mask="gaussian-lines", seed=0)
     x = _images(1, 16).to(torch.float64)
     ctx = TaskContext(net=lambda y, phys: phys.H(y).real, physics=physics, images=x, image_ids=["a"])
-    # a threshold far beyond reach at 30 dB: splitting stops once P < 1e-3 is certified
-    task = make_task("rare", severities=[30.0], thresholds=[5.0], targets=["network"], particles=50,
-                     stop_below=1e-3, mcmc_steps=2)
+    # a threshold far beyond reach at 30 dB: splitting stops once P < 1e-3 is certified (validated settings)
+    task = make_task("rare", severities=[30.0], thresholds=[5.0], targets=["network"], stop_below=1e-3)
     (row,), _ = task(ctx, generator_for("rare-snr"))
+    assert row["validated"] is True and row["runs"] == 4
     sigma = float(sigma_from_snr(physics.A(x), 30.0, physics))
     assert row["severity"] == 30.0 and row["severity_name"] == "SNR" and row["severity_unit"] == "dB"
     assert row["family_severity"] == pytest.approx(sigma)
@@ -136,6 +136,46 @@ def test_poisson_at_doses_on_radon_for_network_reference_and_h():
     # more photons, less noise: P cannot be larger at the higher dose (same streams)
     upper = [r["p"] if r["p"] is not None else r["ci_high"] for r in rows]
     assert upper[3] <= upper[0] + 1e-12
+
+
+def test_settings_below_the_validated_floor_warn_and_mark_rows():
+    """Fewer particles, steps or runs than the validated settings: a warning naming them at validation and
+    `validated = false` on every row of that estimator (mc has no floor); the defaults are the validated ones."""
+    from survey.rare.settings import VALIDATED
+
+    with pytest.warns(UserWarning, match=r"splitting with particles = 20 < 200, mcmc_steps = 2 < 10, runs = 2 < 4"):
+        task = make_task("rare", scale="family", severities=[0.05], thresholds=[0.5], estimators=["mc", "splitting"],
+                         targets=["network"], particles=20, mcmc_steps=2, runs=2, mc_draws=50, max_levels=1)
+    physics = make_physics("denoise", size=8, sigma=0.1)
+    ctx = TaskContext(net=_identity, physics=physics, images=_images(1, 8), image_ids=["a"])
+    rows, _ = task(ctx, generator_for("rare-floor"))
+    assert [(r["estimator"], r["validated"]) for r in rows] == [("mc", True), ("splitting", False)]
+    assert json.loads(rows[1]["settings"])["particles"] == 20 and rows[1]["runs"] == 2
+    default = make_task("rare", estimators=["splitting", "last-particle", "importance"])
+    for estimator in ("splitting", "last-particle"):
+        settings = json.loads(default.settings(estimator))
+        assert all(settings[k] == VALIDATED[estimator][k] for k in ("particles", "mcmc_steps", "runs"))
+        assert default.validated(estimator)
+    assert default.validated("importance") and default.restarts == VALIDATED["importance"]["restarts"]
+
+
+def test_bad_particle_settings_exit_2_with_one_line(tmp_path):
+    """particles, mcmc_steps, runs or confidence out of range: one line naming the parameter, exit 2."""
+    from survey.cli import app
+    from tests.conftest import write_study
+
+    runner = CliRunner()
+    for params, name in (("particles = 1", "particles"), ("mcmc_steps = 0", "mcmc_steps"), ("runs = 0", "runs"),
+                         ("confidence = 1.5", "confidence")):
+        study = write_study(tmp_path / name, tiny_study("bad-rare", f"""
+        [[tasks]]
+        name = "rare"
+        params = {{ severities = [20.0], {params} }}
+        """))
+        result = runner.invoke(app, ["status", str(study)])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"Rare.{name}" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("params, message", [

@@ -4,7 +4,8 @@
 independent estimates at the threshold with exact probability ~p (as one batch for the splitting
 estimators) and returns what the tests assert and docs/INTERVALS.md tabulates: coverage of the exact p,
 the share of repeats whose interval excludes it without a flag (`stop` other than reached, or importance
-sampling's unresolved modes), median |log10 p_hat - log10 p|, and the mean calls.
+sampling's unresolved modes), median |log10 p_hat - log10 p|, the relative RMS error of p_hat and the mean
+calls.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def measure(estimator: str, name: str, nominal: float, repeats: int = 100, seed:
     covers = np.array([r.covers(p) for r in results])
     flags = np.array([flagged(r) for r in results])
     errors = [abs(math.log10(r.p) - math.log10(p)) for r in results if r.p]
+    ratios = np.array([r.p / p for r in results if r.p is not None])
     return {"estimator": estimator, "map": name, "p": p, "repeats": repeats, "coverage": float(covers.mean()),
             "excluded_unflagged": float((~covers & ~flags).mean()), "flagged": float(flags.mean()),
             "median_log10_error": float(np.median(errors)) if errors else math.inf,
+            "relative_rmse": float(np.sqrt(np.mean((ratios - 1) ** 2))) if ratios.size else math.inf,
             "calls": float(np.mean([r.calls for r in results]))}
 
 
