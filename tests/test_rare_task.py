@@ -211,7 +211,8 @@ def _rare_store(root):
                              "log10_p": None if p is None else math.log10(p * scale), "calls": 1000, "grad_calls": 0,
                              "levels": 5, "ess": None, "certified_below": None if p is not None else high * scale,
                              "stop": "reached" if p is not None else "stop_below", "design_radius": None,
-                             "confidence": 0.95, "settings": "{}"})
+                             "confidence": 0.95, "settings": "{}", "runs": 4, "modes": 1,
+                             "validated": not (i == 7 and target == "H")})
         fragment = store.write_rows("rare", "net", rows)
         store.record_units([{"unit_id": f"u{i}", "status": "ok", "network": "net", "dataset": "toy", "task": "rare",
                              "rows": 2, "seconds": 0.1, "error": None, "attempts": 1, "run_id": "r", "finished_at": 1.0,
@@ -262,6 +263,8 @@ def test_report_section_shows_curves_and_distribution(tmp_path):
     assert "Severity curves" in html and "rare_severity.png" in html
     assert "How the per-image probability of a bad perturbation spreads" in html
     assert (tmp_path / "out" / "figures" / "rare_severity.png").stat().st_size > 1000
+    assert "Rows at settings below the validated ones (not certificates)" in html
+    assert "is a statement about that image alone" in html
 
 
 # -- a study through the engine -------------------------------------------------------------------
