@@ -240,6 +240,24 @@ def test_distribution_counts_and_bracket(tmp_path):
     assert h["surely_above"] == 0 and h["possibly_above"] == 0 and h["bracket_low"] == 0.0
 
 
+def test_claims_about_images_use_validated_rows_and_holm(tmp_path):
+    """Across-image claims: the count of images possibly above the level among validated rows, an exact binomial
+    p-value, Holm over the family of groups; two images cannot show anything about images in general."""
+    from survey.analysis.rare_summary import rare_claims
+    from scipy import stats as st
+
+    root = _rare_store(tmp_path / "store")
+    claims = rare_claims(root, level=1e-4, limit=0.5)
+    assert {c["target"] for c in claims} == {"network", "H"} and all(c["family_size"] == 2 for c in claims)
+    net = next(c for c in claims if c["target"] == "network")
+    h = next(c for c in claims if c["target"] == "H")
+    assert net["images"] == 8 and net["possibly_above"] == 3   # ci_high > 1e-4: images 0, 1, 7
+    assert h["images"] == 7 and h["possibly_above"] == 0       # image 7 of H is not validated
+    assert net["p_value"] == pytest.approx(st.binom.cdf(3, 8, 0.5))
+    assert h["p_value"] == pytest.approx(0.5 ** 7) and h["p_adjusted"] == pytest.approx(min(1, 2 * 0.5 ** 7))
+    assert h["passed"] and not net["passed"]
+
+
 def test_survey_estimate_table_rare(tmp_path):
     from survey.cli.analyze import estimate as estimate_command
 
@@ -264,6 +282,7 @@ def test_report_section_shows_curves_and_distribution(tmp_path):
     assert "How the per-image probability of a bad perturbation spreads" in html
     assert (tmp_path / "out" / "figures" / "rare_severity.png").stat().st_size > 1000
     assert "Rows at settings below the validated ones (not certificates)" in html
+    assert "Claims about images in general" in html and "Holm" in html
     assert "is a statement about that image alone" in html
 
 

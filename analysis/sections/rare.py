@@ -19,7 +19,8 @@ import pandas as pd
 import seaborn as sns
 
 from survey.analysis.figures import NETWORK_STYLE, _save, _theme, plt
-from survey.analysis.rare_summary import LEVELS, QUANTILES, SETTING, fetch, per_image_value, rare_distribution
+from survey.analysis.rare_summary import (LEVELS, QUANTILES, SETTING, fetch, per_image_value, rare_claims,
+                                          rare_distribution)
 from survey.analysis.sections.base import Context, Section, format_interval, format_number, h3, p, percent
 
 #: target column -> the solver names the other sections use (and their line styles).
@@ -77,6 +78,9 @@ class RareSection(Section):
         ctx.computed["rare:distribution"] = {"by": ["network", *SETTING], "network": rows, "reference": [],
                                              "commands": {"network": _command(ctx.given)}}
         blocks.append(distribution_table(ctx, rows))
+        claims = rare_claims(ctx.con, where=ctx.live()) if validated.any() else []
+        if claims:
+            blocks.append(claims_table(ctx, claims))
         if len(unvalidated):
             blocks.append(unvalidated_table(ctx, unvalidated))
         blocks.append(cost_table(ctx, frame))
@@ -123,6 +127,23 @@ def distribution_table(ctx: Context, rows: list[dict[str, Any]]) -> dict:
              f"bracket runs from the lower {percent(confidence)} Clopper–Pearson bound over images of the first count "
              "to the upper bound of the second: a conservative interval for the fraction of the population of "
              "images whose P(bad) exceeds the level.")
+
+
+def claims_table(ctx: Context, claims: list[dict[str, Any]]) -> dict:
+    """The across-image claims with Holm over the family of (network, severity, threshold, ...) decisions."""
+    body = [[*_setting_label(c), c["images"], c["possibly_above"], c["upper"], c["p_adjusted"],
+             "PASS" if c["passed"] else "not shown"] for c in claims]
+    first = claims[0]
+    return ctx.doc.table(
+        f"Claims about images in general: {first['claim']}, per setting, Holm-corrected over all "
+        f"{first['family_size']} (network, severity, threshold, ...) decisions.",
+        ["network", "family", "severity", "threshold", "distance", "estimator", "solver", "images",
+         "possibly above", f"upper {percent(first['confidence'])}", "Holm p", "verdict"],
+        body, numeric=range(7, 11), wrap=True,
+        note="An image counts as possibly above the level unless its own interval rules it out; the verdict "
+             "PASS says that, at the family-wise confidence, fewer than the stated share of the dataset's images "
+             "(as a population) exceed the level. With few images nothing general can be shown: a per-image "
+             "certificate is evidence about that image only.")
 
 
 def _validated(frame: pd.DataFrame) -> np.ndarray:
@@ -224,4 +245,4 @@ def severity_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) 
 
 
 __all__ = ["RareSection", "SECTION", "TARGET_NAMES", "cost_table", "distribution_table", "severity_curves",
-           "unvalidated_table"]
+           "claims_table", "unvalidated_table"]
