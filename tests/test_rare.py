@@ -122,7 +122,7 @@ def test_certification_bounds_the_last_level():
     delta = DELTAS["linear"][1e-9]
     p = exact("linear", 1e-9)
     results = splitting(m.score, DIM, delta, generator=torch.Generator().manual_seed(0), n_particles=200,
-                        max_levels=3, repeats=40)
+                        max_levels=3, runs=2, repeats=40)
     held = []
     for result in results:
         assert result.p is None and result.log10_p is None and result.levels == 3

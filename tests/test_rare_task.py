@@ -45,7 +45,7 @@ def test_identity_and_h_on_denoising_match_the_chi_square_and_share_streams():
     r2 = float(stats.chi2.isf(1e-6, dim))
     deltas = [math.sqrt(r2) * sigma / float(x[0].norm())]
     task = make_task("rare", family="gaussian", scale="family", severities=[sigma], thresholds=deltas,
-                     estimators=["splitting"], targets=["network", "H"], particles=300, stop_below=None, batch=512)
+                     estimators=["splitting"], targets=["network", "H"], stop_below=None, batch=512)
     rows, tensors = task(ctx, generator_for("rare-exact"))
     assert not tensors and len(rows) == 2 * 2
     for row in rows:
@@ -80,7 +80,7 @@ def test_planted_gain_network_exact_through_the_task():
     exact = model.probability(delta)
     ctx = TaskContext(net=planted, physics=physics, images=x, image_ids=["a"])
     task = make_task("rare", scale="family", severities=[sigma], thresholds=[delta],
-                     estimators=["splitting", "importance"], targets=["network"], particles=300, stop_below=None,
+                     estimators=["splitting", "importance"], targets=["network"], stop_below=None,
                      is_draws=1000, batch=512)
     rows, _ = task(ctx, generator_for("rare-planted"))
     for row in rows:
