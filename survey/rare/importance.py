@@ -152,8 +152,8 @@ def importance(score: Score, dim: int, delta: float, *, generator: torch.Generat
 
     n: draws from the proposal; restarts, iterations: the HL-RF search (a failure mode no restart
     finds is missed, and p underestimated with a confident interval: with 8 restarts 6% of the runs on
-    the two-mode gated map found one mode, and 16 missed the far mode of S = max(t, -3 t - 6.16) in 5%; 32
-    is the default); margin: keep design points
+    the two-mode gated map found one mode, and 16 often missed the far mode of S = max(t, -3 t - 6.16);
+    32 is the default, docs/INTERVALS.md); margin: keep design points
     with ||z*|| <= min ||z*|| + margin (default: every one found, each covered by the defensive mixture); dedupe: points closer than dedupe * ||z*|| count as one;
     means: skip the search and use these (K, d) proposal means. repeats: a list of that many independent
     estimates, their design-point searches run as one batch (the coverage tests).

@@ -22,8 +22,7 @@ Certification of p < p_c at confidence 1 - alpha: if p >= p_c then M is at least
 M >= m_c, the smallest m with P(Poisson(-N log p_c) >= m) <= alpha, happens with probability <= alpha.
 A run that reaches m_c moves before every particle reaches delta certifies p < p_c (`stop_below`), in at
 most about N (-log p_c) moves. The estimate certifies only when every run does (each on its own count:
-pooling the counts let runs that lost a failure mode outvote one that kept it, and the certificate at
-p = p_c was wrong in 11% of repeats on the two-mode map); if some run reached delta instead, `stop` is
+pooled counts let runs that lost a failure mode outvote one that kept it; docs/INTERVALS.md); if some run reached delta instead, `stop` is
 runs_disagree and the upper end the largest over runs. Calls: N per run to start, T per move.
 """
 
