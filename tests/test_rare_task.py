@@ -292,7 +292,7 @@ RARE_STUDY = tiny_study("tiny-rare", """
 [[tasks]]
 name = "rare"
 images_per_unit = 2
-params = { severities = [20.0, 30.0], thresholds = [0.2], particles = 30, mcmc_steps = 3, stop_below = 1e-4 }
+params = { severities = [20.0, 30.0], thresholds = [0.2], particles = 30, mcmc_steps = 3, runs = 1, stop_below = 1e-4 }
 """, count=2, header='seed = 3\nstore = "results"')
 
 
