@@ -11,8 +11,11 @@ for the network f, the compressed-sensing reference g and the easy reconstructio
 real images), on the same settings and the same random streams. Estimators (survey.rare): `mc` (naive
 Monte Carlo, exact Clopper-Pearson interval; the check where p is large), `splitting` (adaptive
 multilevel splitting with a pCN kernel; with `stop_below` it stops once P < stop_below is certified),
-`importance` (importance sampling at the FORM design points, with ESS; needs a family differentiable in
-z, so not poisson; the reference runs unrolled for its gradients). Severity: for the gaussian family an
+`last-particle` (last-particle splitting: exact Poisson interval and certification), `importance`
+(importance sampling at the FORM design points, with ESS; needs a family differentiable in z, so not
+poisson; the reference runs unrolled for its gradients). The splitting estimators pool independent runs
+and say when they disagree or do not mix (`stop`); settings below the validated ones
+(survey.rare.settings) warn and mark rows `validated = false`. Severity: for the gaussian family an
 SNR in dB (`scale="snr"`, converted per image to sigma by `sigma_from_snr`, per coil for parallel MRI),
 otherwise the family's own unit (photons per bin I0 for poisson).
 
