@@ -117,6 +117,8 @@ def budget_batches(study: Study, handles: dict, units: list, device: str | None 
         mine = [u for u in units if u.network == name]
         if not mine:
             continue
+        from survey import plugins
+        plugins.load(mine[0].plugins, mine[0].study_dir or None)  # a plugin may register the operator
         net, physics = handle.build(device)
         probes = probe_network(study, name, net, physics, device)
         per_group: dict[tuple, int] = {}
@@ -150,6 +152,7 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
         if not keys:
             continue
         worker = SurveyWorker(handle, device, threads=torch.get_num_threads())
+        worker._build(groups[keys[0]][:1])  # the units' plugins, then the network, as on an actor
         probes = probe_network(study, name, worker.net, worker.physics, device)
         for key in keys:
             units = groups[key]
