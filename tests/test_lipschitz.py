@@ -152,7 +152,7 @@ def test_layers_without_a_bound_give_none_with_the_reason():
 
 @pytest.mark.slow
 def test_zoo_networks_bound_their_sigma_1_on_test_images():
-    from survey.nets.lipschitz import zoo_gap
+    from survey.tasks.bracket import zoo_gap
     from survey.nets.zoo import is_trained
 
     for name in ("automap", "deepmri", "dagan"):
