@@ -15,8 +15,8 @@ clean point, so it is exact for every neuron that cannot change its pattern over
 
     f(A(x + r)) - f(Ax) = J r + R,     J the clean Jacobian,    |R| <= s (elementwise),
 
-where s comes from one forward pass of the deviations through the network with every weight replaced by
-its absolute value (|W_2 D W_1| <= |W_2| |D| |W_1| elementwise), and the bound on the input change of each
+where s comes from one forward pass of the deviations through the network as boxes (centre through W,
+half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1| elementwise; each deviation has a known sign), and the bound on the input change of each
 nonlinearity is beta = rho ||row of its clean Jacobian|| + (the deviations arriving there). The row norms
 and J come from the network's tangent map applied to every input basis vector (batched), once per image:
 they do not depend on rho, so every budget costs one more cheap pass. Then
@@ -214,8 +214,11 @@ class TangentOps(Ops):
 
 
 class DeviationOps(Ops):
-    """Elementwise bounds s on the deviation R of each value from its linearisation, for one radius rho:
-    linear layers with |weights|, each nonlinearity adding gamma(beta) (module docstring)."""
+    """Bounds on the deviation R of each value from its linearisation, for one radius rho, as a box
+    [c - w, c + w] carried in a batch of two (row 0: centre c, row 1: half-width w): linear layers map c with
+    their weights and w with their absolute values; each nonlinearity adds its deviation xi, which has a
+    known sign (ReLU and leaky ReLU: >= 0 off the clean piece below zero, <= 0 above; |z| and max-pooling:
+    >= 0, by convexity), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
 
     def __init__(self, clean: CleanOps, rows: list[torch.Tensor], rho: float):
         super().__init__()
@@ -223,37 +226,44 @@ class DeviationOps(Ops):
         self.unstable = 0
         self.units = 0
 
-    def _beta(self, k, s):
+    def _beta(self, k, box):
         """Bound on |input change| of nonlinearity k: rho ||row of J|| plus the deviations arriving."""
-        return self.rho * self.rows[k][None] * (1 + EVAL_MARGIN) + s
+        return self.rho * self.rows[k][None] * (1 + EVAL_MARGIN) + box[:1].abs() + box[1:]
 
-    def sub(self, a, b):
-        return a + b  # bounds on |deviation| add
+    @staticmethod
+    def _box(centre, width):
+        return torch.cat([centre, width])
 
     def affine(self, m, z):
-        return _linear(m, z, bias=False, absolute=True)
+        return self._box(_linear(m, z[:1], bias=False, absolute=False), _linear(m, z[1:], bias=False, absolute=True))
 
-    def linear_map(self, fn, s, absolute_fn=None):
-        if absolute_fn is not None:
-            return absolute_fn(s)
-        if bool((s != 0).any()):
+    def sub(self, a, b):
+        return self._box(a[:1] - b[:1], a[1:] + b[1:])
+
+    def linear_map(self, fn, box, absolute_fn=None):
+        if bool((box != 0).any()):
             raise Unsupported("a linear map without an absolute-value rule after a nonlinearity")
-        return torch.zeros_like(fn(s))
+        out = fn(box[:1])
+        return self._box(torch.zeros_like(out), torch.zeros_like(out))
 
-    def leaky(self, s, slope):
+    def _signed(self, d0, box, gamma, sign):
+        """d0 R + xi with xi in [0, gamma] (sign +1), [-gamma, 0] (-1)."""
+        return self._box(d0 * box[:1] + sign * gamma / 2, d0.abs() * box[1:] + gamma / 2)
+
+    def leaky(self, box, slope):
         k = self.next()
         z0 = self.clean.inputs[k]
-        beta = self._beta(k, s)
-        flip = (beta - z0.abs()).clamp_min(0)
+        flip = (self._beta(k, box) - z0.abs()).clamp_min(0)
         self.unstable += int((flip > 0).sum())
         self.units += flip.numel()
-        d0 = torch.where(z0 > 0, 1.0, abs(slope)).to(s.dtype)
-        return d0 * s + abs(1 - slope) * flip
+        d0 = torch.where(z0 > 0, 1.0, slope).to(box.dtype)
+        sign = torch.where(z0 > 0, -1.0, 1.0).to(box.dtype) * (1.0 if slope <= 1 else -1.0)
+        return self._signed(d0, box, abs(1 - slope) * flip, sign)
 
-    def magnitude(self, s, eps):
+    def magnitude(self, box, eps):
         k = self.next()
         z0 = self.clean.inputs[k]
-        beta = self._beta(k, s)
+        beta = self._beta(k, box)
         b = torch.sqrt(beta[:, :1] ** 2 + beta[:, 1:2] ** 2)
         norm0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2)
         m0 = torch.sqrt(norm0 ** 2 + eps)
@@ -261,21 +271,23 @@ class DeviationOps(Ops):
         gamma = torch.minimum(2 * b, b * b / (2 * m_min))
         self.units += gamma.numel()
         self.unstable += int((b >= norm0).sum())
-        return (z0[:, :1].abs() * s[:, :1] + z0[:, 1:2].abs() * s[:, 1:2]) / m0 + gamma
+        g = z0 / m0
+        centre = (g * box[:1]).sum(1, keepdim=True) + gamma / 2
+        width = (g.abs() * box[1:]).sum(1, keepdim=True) + gamma / 2
+        return self._box(centre, width)
 
-    def maxpool(self, s):
+    def maxpool(self, box):
         k = self.next()
         win = _windows(self.clean.inputs[k])
-        beta = _windows(self._beta(k, s))
-        sw = _windows(s)
+        beta = _windows(self._beta(k, box))
         top, arg = win.max(-1, keepdim=True)
-        beta_top = beta.gather(-1, arg)
-        others = win - top + beta + beta_top
+        others = win - top + beta + beta.gather(-1, arg)
         others = others.masked_fill(torch.zeros_like(win, dtype=torch.bool).scatter(-1, arg, True), -math.inf)
         gamma = others.amax(-1).clamp_min(0)
         self.unstable += int((gamma > 0).sum())
         self.units += gamma.numel()
-        return sw.gather(-1, arg).squeeze(-1) + gamma
+        picked = _windows(box).gather(-1, arg.expand(2, *arg.shape[1:])).squeeze(-1)
+        return self._box(picked[:1] + gamma / 2, picked[1:] + gamma / 2)
 
 
 class Program(NamedTuple):
@@ -339,8 +351,9 @@ def local_bound(program: Program, lin: Linearised, rho: float) -> LocalBound:
     """The certified bound at radius `rho` from a linearisation (module docstring)."""
     dev = DeviationOps(lin.clean, lin.rows, float(rho))
     with torch.no_grad():
-        s = program.run(dev, torch.zeros_like(program.base))
-    remainder = float(torch.linalg.vector_norm(s.double())) * (1 + EVAL_MARGIN)
+        zero = torch.zeros_like(program.base)
+        box = program.run(dev, torch.cat([zero, zero.real if zero.is_complex() else zero]))
+    remainder = float(torch.linalg.vector_norm((box[:1].abs() + box[1:]).double())) * (1 + EVAL_MARGIN)
     linear = float(rho) * lin.norm
     return LocalBound(float(rho), (linear + remainder) * (1 + 4 * 2.0 ** -53), linear, remainder, dev.unstable,
                       dev.units)

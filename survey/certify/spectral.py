@@ -31,8 +31,8 @@ import torch
 UNIT = 2.0 ** -53
 #: Largest Gram iteration count (beyond it the bound no longer moves in float64).
 MAX_STEPS = 24
-#: Matrices with a smaller side above this go to the Cholesky certificate instead of Gram iteration.
-GRAM_LIMIT = 512
+#: Real matrices with a smaller side above this go to the (faster) Cholesky certificate instead of Gram iteration.
+GRAM_LIMIT = 64
 
 
 def gamma(k: int, complex_: bool = False) -> float:
