@@ -148,3 +148,37 @@ def test_smoothing_task_prices_the_smoothing_in_psnr():
     for r in rows:
         assert r["certified_radius"] > 0 and r["samples"] == 144 and r["confidence"] == pytest.approx(0.99)
         assert r["psnr_price"] > 0  # noise in, noise out: the smoothed output is further from x
+
+
+def test_the_report_section_states_the_bracket_and_its_gap(tmp_path):
+    from survey.analysis.report import build_report
+    from survey.analysis.sections.bracket import gap_words
+    from survey.store import Store
+
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    torch.manual_seed(1)
+    ctx = TaskContext(net=DnCNN(depth=3, width=3).double().eval(), physics=physics, images=images(2),
+                      image_ids=["toy/0", "toy/1"], reference=SoftReference(), network="tiny-dncnn", dataset="toy",
+                      unit_id="bracket-unit")
+    bracket = make_task("bracket", budgets=[0.001, 0.01], iterations=10, restarts=1)(ctx, gen(0)).rows
+    ctx.unit_id = "smoothing-unit"
+    smooth = make_task("smoothing", budgets=[0.01], noise=0.05, n_center=8, n_cert=64, targets=["network"])(
+        ctx, gen(0)).rows
+    store = Store.open(tmp_path / "store")
+    try:
+        entries = []
+        for task, table, rows in (("bracket", "bracket", bracket), ("smoothing", "smoothing", smooth)):
+            fragment = store.write_rows(table, "tiny-dncnn", rows)
+            entries.append({"unit_id": rows[0]["unit_id"], "status": "ok", "network": "tiny-dncnn",
+                            "dataset": "toy", "task": task, "rows": len(rows), "seconds": 0.1, "error": None,
+                            "attempts": 1, "run_id": "r", "finished_at": 1.0, "fragments": [fragment]})
+        store.record_units(entries)
+    finally:
+        store.close()
+    html = build_report(tmp_path / "store", tmp_path / "out").read_text()
+    assert "Bracket of the worst case: attack, estimate and certificate" in html
+    assert "tiny-dncnn at eps = 0.001" in html and "the worst gain lies between" in html
+    assert "no bound rule for SoftReference" in html
+    assert "Center smoothing: what could be guaranteed" in html
+    assert gap_words(2.0, 2.01).startswith("pinned down") and "too loose" in gap_words(1.0, 500.0)
+    assert gap_words(1.0, None).startswith("no certificate")
