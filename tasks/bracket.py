@@ -247,7 +247,7 @@ def zoo_gap(name: str, *, count: int = 2, domain: str = "image", dataset: str | 
     from survey.nets.zoo import entry, load_network
 
     net, physics = load_network(name)
-    bound = lipschitz_bound(net, physics, domain=domain)
+    bound = lipschitz_bound(net, physics, domain=domain, estimate=True)
     sigma, ids = [], []
     if count > 0:
         data = load_dataset(dataset or entry(name).dataset, split=split, size=physics.size, count=count)

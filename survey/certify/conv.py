@@ -12,9 +12,10 @@ a torus with N >= n + 2p + k those indices are distinct mod N and those outside 
 the embedding, so the zero-padded convolution is (crop) (torus convolution) (embed), whose norm is at most
 the torus's: the padding correction is the larger torus. A transposed convolution is the adjoint of the
 convolution with its weight, stride and padding (output_padding only adds rows the adjoint ignores), with
-the same norm. Each K(w) is bounded by Gram iteration (survey.certify.spectral), after an entrywise bound
+the same norm. The largest ||K(w)|| is bounded (survey.certify.spectral), after an entrywise bound
 on the rounding of the tap sums (at most (T + 8) u sum |w_tap| per entry, T taps) is added by Weyl's
-inequality; groups are blocks, the largest counts.
+inequality; groups are blocks, the largest counts. All blocks are certified at once against one shift by
+batched Cholesky factorisations (survey.certify.spectral.max_bound).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from survey.certify.spectral import UNIT, gram_bound
+from survey.certify.spectral import UNIT, max_bound
 
 #: Complex entries of K(w) built at once (memory: 16 bytes each).
 CHUNK = 1 << 23
@@ -93,7 +94,7 @@ def _group_bound(w: torch.Tensor, size, stride, padding, circular: bool) -> floa
         angle = 2 * math.pi * (ah.unsqueeze(2) + aw.unsqueeze(1)).reshape(part.shape[0], taps)
         phase = torch.polar(torch.ones_like(angle), angle)                   # (F, taps)
         blocks = (phase @ placed.to(torch.complex128)).view(-1, c_out, c_in * sh * sw)
-        best = max(best, float(gram_bound(blocks, only_max=True).max()))
+        best = max(best, max_bound(blocks))
     return best + slack
 
 

@@ -361,7 +361,7 @@ def _register_zoo() -> None:
 
 
 def lipschitz_bound(net: nn.Module, physics, *, domain: str = "image", size: int | None = None,
-                    estimate: bool = True) -> LipschitzBound:
+                    estimate: bool = False) -> LipschitzBound:
     """Upper bound on the Lipschitz constant of r -> f(A r) (domain "image") or e -> f(P e) ("measurement")
     for the network `net` on `physics`, at image size `size` (default physics.size): None with the reason
     where some layer has no bound (see the module docstring); `estimate`: also the Lanczos product beside
