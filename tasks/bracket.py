@@ -47,7 +47,8 @@ BRACKET_COLUMNS: dict[str, Column] = {
     "domain": Column("where the perturbation lives: 'image' or 'measurement'"),
     "target": Column("what is bracketed: 'network', 'H' (the easy reconstruction) or 'reference' (unrolled CS)"),
     "budget": Column("eps: the ball ||r|| <= eps ||x|| (||e|| <= eps ||Ax|| in the measurement domain)"),
-    "lower_bound": Column("the budget search's gain at eps (reached: a lower bound on the worst gain)"),
+    "lower_bound": Column("the budget search's gain at eps (reached: a lower bound on the worst gain; run in the network's "
+                          "precision, so in float32 it can exceed a tight certificate by rounding, ~1e-6 relative)"),
     "sigma_estimate": Column("local sigma_1 ||x|| / ||f(Ax)|| (Lanczos): an estimate of the worst gain as eps -> 0"),
     "certified_upper": Column("certified upper bound on the worst gain over the ball (min of local and global); "
                               "None where the target has no certificate"),

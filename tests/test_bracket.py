@@ -182,3 +182,18 @@ def test_the_report_section_states_the_bracket_and_its_gap(tmp_path):
     assert "Center smoothing: what could be guaranteed" in html
     assert gap_words(2.0, 2.01).startswith("pinned down") and "too loose" in gap_words(1.0, 500.0)
     assert gap_words(1.0, None).startswith("no certificate")
+
+
+def test_a_study_whose_images_are_too_large_stops_with_one_line_and_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+
+    study = tmp_path / "s.toml"
+    study.write_text('name = "t"\n[[networks]]\nname = "dncnn"\n[[datasets]]\nname = "shepp-logan"\n'
+                     '[[tasks]]\nname = "bracket"\nparams = { max_inputs = 1000 }\n')
+    result = CliRunner().invoke(app, ["run", str(study), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "64 x 64 images have 4096 inputs, above max_inputs=1000" in lines[0]
+    assert not (tmp_path / "store" / "bracket").exists()
