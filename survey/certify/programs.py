@@ -104,8 +104,10 @@ def _register() -> None:
 
 
 def _complex_input(physics) -> bool:
+    device = next((b.device for b in physics.buffers()), torch.device("cpu"))
     with torch.no_grad():
-        probe = physics.H(physics.A(torch.zeros(1, 1, physics.size, physics.size, dtype=torch.float64)))
+        probe = physics.H(physics.A(torch.zeros(1, 1, physics.size, physics.size, dtype=torch.float64,
+                                                device=device)))
     return torch.is_complex(probe)
 
 
@@ -140,8 +142,8 @@ def basis_for(physics, domain: str, like: torch.Tensor) -> tuple[Callable[[torch
             return out.view(index.numel(), *shape)
         return unit_images, count
     mask = physics.measured_mask().to(torch.float64)
-    y = physics.A(like)
-    full = torch.broadcast_to(mask != 0, y.shape).reshape(-1)
+    y = physics.A(like).cpu()
+    full = torch.broadcast_to(mask.cpu() != 0, y.shape).reshape(-1)
     positions = torch.nonzero(full).squeeze(1)
     complex_ = torch.is_complex(y)
     count = positions.numel() * (2 if complex_ else 1)
@@ -158,18 +160,22 @@ def basis_for(physics, domain: str, like: torch.Tensor) -> tuple[Callable[[torch
 def certify_local(net, physics, x: torch.Tensor, radii: Sequence[float], *, domain: str = "image",
                   chunk: int = 128) -> ImageCertificate:
     """Certified bounds on max ||f(y(x) + y(r)) - f(y(x))|| over ||r|| <= rho for each rho in `radii`, at one
-    image x (1, 1, n, n); the network and physics are read in float64 (copies). Unsupported names the
-    first layer without a rule."""
+    image x (1, 1, n, n); the network and physics are read in float64 (copies, on the network's device; the
+    certificate of the dense Jacobian runs on the CPU). Unsupported names the first layer without a rule."""
     import copy
 
     build = builder_for(net)
-    net64 = copy.deepcopy(net).to("cpu", torch.float64).eval()
-    phys64 = copy.deepcopy(physics).to("cpu")
-    x64 = x.detach().to("cpu", torch.float64)
+    device = next((t.device for t in (*getattr(net, "parameters", lambda: [])(), x)), x.device)
+    net64 = copy.deepcopy(net).to(device, torch.float64).eval() if isinstance(net, torch.nn.Module) else net
+    phys64 = copy.deepcopy(physics).to(device)
+    x64 = x.detach().to(device, torch.float64)
     run = build(net64, phys64, domain)
     base = x64 if domain == "image" else phys64.A(x64)
-    basis, count = basis_for(phys64, domain, x64)
+    units, count = basis_for(phys64, domain, x64)
     prog = Program(run, lambda u: u, base)
+
+    def basis(index):
+        return units(index).to(device)
     lin = linearise(prog, basis, count, chunk=chunk)
     return ImageCertificate(lin, [local_bound(prog, lin, float(r)) for r in radii])
 

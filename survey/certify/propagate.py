@@ -331,7 +331,7 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
             columns.append(out.reshape(part.numel(), -1))
     jac = torch.cat(columns).T.contiguous()
     rows = [torch.sqrt(q) for q in (squares or [])]
-    return Linearised(clean, output, jac, dense_bound(jac) * (1 + EVAL_MARGIN), rows, count)
+    return Linearised(clean, output, jac, dense_bound(jac.cpu()) * (1 + EVAL_MARGIN), rows, count)
 
 
 class LocalBound(NamedTuple):

@@ -66,11 +66,13 @@ def center_smooth(f: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, si
         outs = []
         for part in range(0, count, batch):
             k = min(batch, count - part)
-            noise = torch.randn((k, *u.shape[1:]), generator=generator, dtype=u.real.dtype if u.is_complex() else u.dtype)
+            real = u.real.dtype if u.is_complex() else u.dtype
+            where = generator.device if generator is not None else u.device
+            noise = torch.randn((k, *u.shape[1:]), generator=generator, dtype=real, device=where)
             if u.is_complex():
-                noise = torch.complex(noise, torch.randn(noise.shape, generator=generator, dtype=noise.dtype))
+                noise = torch.complex(noise, torch.randn(noise.shape, generator=generator, dtype=real, device=where))
             if noise_mask is not None:
-                noise = noise * noise_mask
+                noise = noise * noise_mask.to(noise.device)
             with torch.no_grad():
                 outs.append(f(u + sigma * noise.to(u.device)).reshape(k, -1))
         return torch.cat(outs)
