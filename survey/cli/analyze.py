@@ -276,3 +276,41 @@ def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
         Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
     for note, count in notes.items():
         Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False, markup=False)
+
+
+@command
+def plan_size(
+    limit: float = typer.Option(..., "--limit", help="The criterion's largest acceptable P(bad) (max_upper)."),
+    rate: float = typer.Option(0.0, "--rate", help="The rate the tested network is believed to have (below the "
+                                                   "limit): 0 when no bad outcome is expected."),
+    power: float = typer.Option(None, "--power", help="Chance of passing wanted at that rate (e.g. 0.8); "
+                                                      "without it, the sample at which the rate itself passes."),
+    confidence: float = typer.Option(0.95, "--confidence", help="Confidence of the one-sided bound."),
+    family: int = typer.Option(1, "--family", help="Criterion x group decisions judged together (Holm: the last "
+                                                   "one passes at alpha / family)."),
+    unit: str = typer.Option("image", "--unit", help="What one cluster is (image, volume, subject): named in the "
+                                                     "answer only."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """How many images (or volumes, subjects) a criterion "P(bad) <= limit" needs to PASS at a target rate: exact
+    Clopper-Pearson on clusters counted once each, one-sided at the confidence.
+
+    Example: survey plan-size --limit 0.05 --rate 0.01 --power 0.8
+    """
+    from survey.analysis.decisions import plan_size as run_plan
+
+    if fmt not in ESTIMATE_FORMATS:
+        fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
+    plan = run_plan(limit, rate, confidence=confidence, power=power, family=family)
+    plan["unit"] = unit
+    if fmt == "json":
+        typer.echo(json.dumps(plan, indent=2))
+        return
+    if plan["clusters"] is None:
+        typer.echo(f"no sample up to 10^7 {unit}s passes P(bad) <= {limit:g} at rate {rate:g}")
+        return
+    how = (f"with power {plan['achieved_power']:.3f} (asked {power:g})" if power is not None
+           else "at that rate itself (no margin for chance: use --power for one)")
+    typer.echo(f"{plan['clusters']:,} {unit}s pass P(bad) <= {limit:g} at rate {rate:g} {how}: at most "
+               f"{plan['bad_allowed']} bad {unit}s of {plan['clusters']:,}, one-sided {plan['level']:.4g} "
+               f"Clopper-Pearson ({family} decision{'s' if family > 1 else ''} in the family)")
