@@ -49,10 +49,12 @@ METHODS = ("cluster-exact", "clopper-pearson", "wilson", "bootstrap")
 PER = ("row", "image", "curve")
 #: the image key; columns missing from a table are left out.
 DEFAULT_CLUSTER = ("network", "dataset", "image_id")
+#: units of independence (finest first) and the column naming each (survey.data.base.ImageId).
+UNIT_COLUMNS = {"image": "image_id", "volume": "volume_id", "subject": "subject_id"}
 #: keys of every row `estimate` returns, after the group columns.
 FIXED_KEYS = ("n", "k", "p", "ci_low", "ci_high", "method", "confidence", "interval", "rule_of_three",
               "clusters", "note", "primary", "primary_method", "point", "upper_bound", "n_eff", "df",
-              "estimand", "assumption")
+              "estimand", "assumption", "unit")
 CURVE_COLUMNS = ("slope", "y_start", "y_end", "y_peak", "x_peak", "points")
 #: what each method assumes, stated on its rows.
 ASSUMPTIONS = {
@@ -82,10 +84,56 @@ def _check_columns(kind: str, names: Sequence[str], known: Sequence[str], table:
     return names
 
 
-def _cluster_columns(cluster: Sequence[str] | None, known: Sequence[str], table: str) -> list[str]:
+def _cluster_columns(cluster: Sequence[str] | None, known: Sequence[str], table: str,
+                     unit: str = "image") -> list[str]:
     if cluster is None:
-        return [c for c in DEFAULT_CLUSTER if c in known] if "image_id" in known else []
+        if "image_id" not in known:
+            return []
+        return [c for c in DEFAULT_CLUSTER if c in known and c != "image_id"] + [UNIT_COLUMNS[unit]]
     return _check_columns("cluster", cluster, known, table)
+
+
+def carried_units(con, table: str, *, where: str | None = None, by: Sequence[str] = ()) -> dict[str, int]:
+    """unit -> the fewest clusters of that unit in any group of `by` (rows filtered by `where`), for each unit
+    whose column every row carries (non-null); {"image": ...} at least when the table has image_id."""
+    known = columns(con, table)
+    units = [u for u, c in UNIT_COLUMNS.items() if c in known]
+    if "image" not in units:
+        return {}
+    src = f"(SELECT * FROM {sql_identifier(table)} WHERE ({where}))" if where else sql_identifier(table)
+    keys = [c for c in ("network", "dataset") if c in known]
+    parts = []
+    for u in units:
+        col = sql_identifier(UNIT_COLUMNS[u])
+        tup = ", ".join([*(sql_identifier(k) for k in keys), col])
+        parts.append(f"count(*) - count({col}) AS {u}_missing, count(DISTINCT ({tup})) AS {u}_clusters")
+    group = f" GROUP BY {', '.join(sql_identifier(b) for b in by)}" if by else ""
+    try:
+        frame = execute(con, f"SELECT {', '.join(parts)} FROM {src} AS t{group}")
+    except QueryError as exc:
+        raise ValueError(f"estimate on {table!r} where={where!r}: {exc}") from None
+    if frame.empty:
+        return {"image": 0}
+    return {u: int(frame[f"{u}_clusters"].min()) for u in units if int(frame[f"{u}_missing"].max()) == 0}
+
+
+def resolve_unit(con, table: str, unit: str | None, *, where: str | None = None, by: Sequence[str] = ()) -> str:
+    """The unit of independence to cluster at: `unit` when the rows carry it (ValueError listing the units
+    they carry when not), else the coarsest unit carried with at least 2 clusters in every group (image
+    when none is)."""
+    present = carried_units(con, table, where=where, by=by)
+    if unit is not None:
+        if unit not in UNIT_COLUMNS:
+            raise ValueError(f"unknown cluster unit {unit!r}; choose one of {', '.join(UNIT_COLUMNS)} (the rows of "
+                             f"{table!r} carry: {', '.join(present) or 'none'})")
+        if unit not in present:
+            raise ValueError(f"cluster unit {unit!r}: the rows of {table!r} do not carry {UNIT_COLUMNS[unit]} "
+                             f"(units present: {', '.join(present) or 'none'})")
+        return unit
+    for u in reversed(list(UNIT_COLUMNS)):
+        if present.get(u, 0) >= 2:
+            return u
+    return "image"
 
 
 def _keys(by: Sequence[str], cluster: Sequence[str]) -> list[str]:
@@ -93,8 +141,16 @@ def _keys(by: Sequence[str], cluster: Sequence[str]) -> list[str]:
 
 
 def _counts_sql(table: str, bad: str, where: str | None, by: list[str], cluster: list[str], per: str,
-                x: str, y: str) -> str:
-    """SQL returning one row per (group, cluster): the group columns, n_i and k_i."""
+                x: str, y: str, image_cluster: list[str] | None = None) -> str:
+    """SQL returning one row per (group, cluster): the group columns, n_i and k_i. With `image_cluster` (the
+    image key, when the cluster is a coarser unit) and per "image" / "curve", images are counted first and
+    their counts summed per cluster: k_i bad images of n_i in the cluster."""
+    if image_cluster is not None and per != "row":
+        inner = _counts_sql(table, bad, where, by, _keys(image_cluster, cluster), per, x, y)
+        keys = _keys(by, cluster)
+        key_sql = ", ".join(sql_identifier(c) for c in keys)
+        return (f"SELECT {key_sql}, CAST(sum(n_i) AS BIGINT) AS n_i, CAST(sum(k_i) AS BIGINT) AS k_i "
+                f"FROM ({inner}) AS images GROUP BY {key_sql}")
     keys = _keys(by, cluster)
     key_sql = ", ".join(sql_identifier(c) for c in keys)
     select_keys = f"{key_sql}, " if keys else ""
@@ -147,7 +203,7 @@ def _group_index(frame, by: list[str]) -> tuple[np.ndarray, list[tuple]]:
 def estimate(store, table: str, bad: str | None = None, *, where: str | None = None,
              by: Sequence[str] = (), per: str = "row", confidence: float = 0.95, n_boot: int = 2000,
              seed: int = 0, cluster: Sequence[str] | None = None, x: str = "value",
-             y: str = "psnr") -> list[dict[str, Any]]:
+             y: str = "psnr", unit: str | None = None) -> list[dict[str, Any]]:
     """Per group of `by`, the probability that `bad` holds, with four intervals (one row per method, the
     primary one first).
 
@@ -156,8 +212,12 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
         per-image aggregation; for per="curve", `bad` is over the curve columns slope, y_start, y_end,
         y_peak, x_peak, points (default "slope < 0"). Units where `bad` is NULL are not counted.
     per: "row", "image" (bad if any of the image's rows is) or "curve" (see the module docstring).
-    cluster: the columns naming a bootstrap cluster (default network, dataset, image_id where the
+    cluster: the columns naming a cluster (default network, dataset and the unit's column where the
         table has image_id; () resamples rows independently).
+    unit: the unit of independence, "image", "volume" or "subject" (columns image_id, volume_id,
+        subject_id); None: the coarsest unit every row carries with at least 2 clusters in every group.
+        Coarser than the image with per="image" / "curve": each image is counted once, and a cluster's
+        share of bad images is its proportion (the estimand: over volumes, mean per-volume share).
     Returns dicts with the `by` columns then FIXED_KEYS: n, k, p, ci_low, ci_high, method,
     confidence, interval ("two-sided", "one-sided upper", "one-sided lower"), rule_of_three (3/n when
     k = 0, 1 - 3/n when k = n, else None), clusters (images in the group), note; then
@@ -166,16 +226,22 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
     estimate: the mean of per-image proportions for cluster-exact, k / n for the others), upper_bound
     (one-sided upper bound at `confidence`, for decisions; cluster-exact and clopper-pearson only), n_eff
     and df (what `intervals.effective_upper` needs to recompute it at another confidence), estimand
-    ("over images of <dataset>, mean per-image probability" ...) and assumption (the method's).
+    ("P(bad) for the population of images like these (<dataset>): mean per-image probability" ...),
+    assumption (the method's) and unit (the unit of independence: "image", "volume", "subject"; "row" with
+    no image columns).
     """
-    frame, clusters = _fetch_counts(store, table, bad, where=where, by=by, per=per, confidence=confidence,
-                                    cluster=cluster, x=x, y=y)
-    return _rows_from_counts(frame, list(by), confidence, n_boot, seed, iid=not clusters, per=per)
+    frame, clusters, unit, single = _fetch_counts(store, table, bad, where=where, by=by, per=per,
+                                                  confidence=confidence, cluster=cluster, x=x, y=y, unit=unit,
+                                                  with_unit=True)
+    return _rows_from_counts(frame, list(by), confidence, n_boot, seed, iid=not clusters, per=per, unit=unit,
+                             single=single)
 
 
 def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: Sequence[str], per: str,
-                  confidence: float, cluster: Sequence[str] | None, x: str, y: str):
-    """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns)."""
+                  confidence: float, cluster: Sequence[str] | None, x: str, y: str, unit: str | None = "image",
+                  with_unit: bool = False):
+    """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns),
+    and with `with_unit` also the unit clustered at and the single volume / subject every row shares, if any."""
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     if bad is None:
@@ -193,13 +259,21 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
     try:
         known = columns(con, table)
         _check_columns("group", by, known, table)
-        clusters = _cluster_columns(cluster, known, table)
+        chosen = "image"
+        if cluster is None and "image_id" in known:
+            chosen = resolve_unit(con, table, unit, where=where, by=by)
+        elif unit not in (None, "image"):
+            raise ValueError(f"cluster unit {unit!r}: table {table!r} has no image columns (or cluster= was given)")
+        clusters = _cluster_columns(cluster, known, table, chosen)
+        single = _single_unit(con, table, where, known) if clusters else None
         if per in ("image", "curve"):
             if not clusters:
                 raise ValueError(f"per={per!r} needs image columns: table {table!r} has no image_id; pass cluster=")
             if per == "curve":
                 _check_columns("curve", [x, y], known, table)
-        sql = _counts_sql(table, bad, where, by, clusters, per, x, y)
+        coarser = cluster is None and chosen != "image"
+        sql = _counts_sql(table, bad, where, by, clusters, per, x, y,
+                          image_cluster=[c for c in DEFAULT_CLUSTER if c in known] if coarser else None)
         try:
             frame = execute(con, sql, store=store if owned else None)
         except QueryError as exc:
@@ -209,7 +283,36 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
             con.close()
     # a fixed order of clusters: the bootstrap (seeded) then does not depend on how the rows lie in fragments
     frame = _in_key_order(frame[frame["n_i"] > 0], [c for c in frame.columns if c not in ("n_i", "k_i")])
+    if with_unit:
+        return frame, clusters, (chosen if clusters else "row"), single
     return frame, clusters
+
+
+def _assumption(method: str, unit: str) -> str:
+    """The method's assumption, with the unit of independence named."""
+    text = ASSUMPTIONS[method]
+    if unit in ("volume", "subject"):
+        text = text.replace("an image", f"a {unit}").replace("image", unit)
+    return text
+
+
+def _single_unit(con, table: str, where: str | None, known: Sequence[str]) -> dict[str, str]:
+    """{"volume": id, "subject": id} for the coarser units that every row carries with one value only."""
+    src = f"(SELECT * FROM {sql_identifier(table)} WHERE ({where}))" if where else sql_identifier(table)
+    out = {}
+    for u in ("volume", "subject"):
+        col = UNIT_COLUMNS[u]
+        if col not in known:
+            continue
+        c = sql_identifier(col)
+        try:
+            frame = execute(con, f"SELECT count(*) - count({c}) AS missing, count(DISTINCT {c}) AS distinct_, "
+                                 f"any_value({c}) AS value FROM {src} AS t")
+        except QueryError:
+            continue
+        if len(frame) and int(frame["missing"].iloc[0]) == 0 and int(frame["distinct_"].iloc[0]) == 1:
+            out[u] = str(frame["value"].iloc[0])
+    return out
 
 
 def per_image_distribution(store, table: str, bad: str | None = None, *, where: str | None = None,
@@ -258,8 +361,10 @@ def per_image_distribution(store, table: str, bad: str | None = None, *, where: 
     return rows
 
 
-def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool) -> list[str]:
-    """Per group, the population its estimates speak for, naming the datasets where the rows have them."""
+def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool, unit: str = "image",
+               single: dict[str, str] | None = None) -> list[str]:
+    """Per group, the population its estimates speak for, naming the datasets where the rows have them and
+    saying so in plain words when every row comes from one volume (or one subject)."""
     if iid:
         return ["over rows, each row an independent trial (no image columns)"] * n_groups
     if "dataset" in frame.columns:
@@ -267,13 +372,25 @@ def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool) -> li
         datasets = [names.get(g, "the data") for g in range(n_groups)]
     else:
         datasets = ["the data"] * n_groups
-    what = {"row": "mean per-image probability", "image": "probability that an image is bad (any of its rows)",
-            "curve": "probability that an image's curve is bad"}[per]
-    return [f"over images of {d}, {what}" for d in datasets]
+    if unit == "image":
+        what = {"row": "mean per-image probability", "image": "probability that an image is bad (any of its rows)",
+                "curve": "probability that an image's curve is bad"}[per]
+    else:
+        what = {"row": f"mean per-{unit} probability",
+                "image": f"mean per-{unit} share of bad images (an image is bad when any of its rows is)",
+                "curve": f"mean per-{unit} share of images whose curve is bad"}[per]
+    note = ""
+    single = single or {}
+    if "volume" in single and unit == "image":
+        who = f" of one subject ({single['subject']})" if "subject" in single else ""
+        note = (f"; every image is a slice of one volume{who}, {single['volume']}: the population is slices of "
+                "that volume, not other volumes or subjects")
+    return [f"P(bad) for the population of {unit}s like these ({d}{note}): {what}" for d in datasets]
 
 
 def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed: int,
-                      iid: bool, per: str = "row") -> list[dict[str, Any]]:
+                      iid: bool, per: str = "row", unit: str = "image",
+                      single: dict[str, str] | None = None) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     ids, keys = _group_index(frame, by)
@@ -301,7 +418,7 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
     independent = np.full(n_groups, True) if iid else np.bincount(ids, weights=n_i > 1, minlength=n_groups) == 0
     upper = {"cluster-exact": effective_upper(mo["mean"], mo["n_eff"], mo["df"], mo["m"], confidence),
              "clopper-pearson": beta_bounds(k, n, alpha, alpha)[1]}
-    estimands = _estimands(frame, ids, n_groups, per, iid)
+    estimands = _estimands(frame, ids, n_groups, per, iid, unit, single)
     rows = []
     for g, key in enumerate(keys):
         kg, ng = int(k[g]), int(n[g])
@@ -330,7 +447,8 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
                        clusters=ng if iid else int(m[g]), note=note, primary=method == primary,
                        primary_method=primary, point=point,
                        upper_bound=_python(float(upper[method][g])) if method in upper else None,
-                       n_eff=n_eff, df=df, estimand=estimands[g], assumption=ASSUMPTIONS[method])
+                       n_eff=n_eff, df=df, estimand=estimands[g],
+                       assumption=_assumption(method, "row" if iid else unit), unit="row" if iid else unit)
             rows.append(row)
     return rows
 
@@ -389,6 +507,7 @@ def sweep_slopes(store, *, table: str = "sweeps", by: Sequence[str] = (), where:
     return rows
 
 
-__all__ = ["ASSUMPTIONS", "CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "cluster_bootstrap",
+__all__ = ["ASSUMPTIONS", "CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "UNIT_COLUMNS",
+           "carried_units", "cluster_bootstrap", "resolve_unit",
            "clopper_pearson", "estimate", "iid_bootstrap", "per_image_distribution", "rule_of_three",
            "sweep_slopes", "wilson"]

@@ -238,7 +238,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         _methods_section(ctx, sections)
         correction = info.get("correction") or "holm"
         results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed,
-                                    correction=correction)
+                                    correction=correction, cluster=(info.get("analysis") or {}).get("cluster"))
         mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
         criteria_section(ctx.doc, results, correction)
         _results_section(ctx, sections)

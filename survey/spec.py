@@ -115,6 +115,12 @@ class CriterionSpec(_Model):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+class AnalysisSpec(_Model):
+    # the unit of independence intervals cluster at (survey.analysis.estimate): "image", "volume" or "subject";
+    # None: the coarsest unit the rows carry with at least 2 clusters
+    cluster: Literal["image", "volume", "subject"] | None = None
+
+
 class Study(_Model):
     name: str
     seed: int = 0
@@ -129,6 +135,7 @@ class Study(_Model):
     # family-wise correction over every criterion x group decision (survey.analysis.decisions): "holm"
     # keeps the chance of any wrong pass at 1 - confidence; "none" judges each decision alone
     correction: Literal["holm", "none"] = "holm"
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     path: str | None = None                # where the study file was read from (set by load_study)
 
     @model_validator(mode="after")

@@ -80,7 +80,7 @@ def test_clustered_rows_get_a_cluster_exact_primary_wider_than_clopper_pearson(b
         group = [r for r in rows if r["network"] == network]
         assert group[0]["primary"] and [r["primary"] for r in group].count(True) == 1
         assert group[0]["method"] == "cluster-exact" and group[0]["clusters"] == IMAGES
-        assert group[0]["estimand"] == "over images of ellipses, mean per-image probability"
+        assert group[0]["estimand"] == "P(bad) for the population of images like these (ellipses): mean per-image probability"
     a = {r["method"]: r for r in rows if r["network"] == "net-a"}
     # 2 of 7 images bad on every draw: 40 of 140 draws; correlated draws make the image-level interval wider
     assert a["cluster-exact"]["k"] == 2 * DRAWS and a["cluster-exact"]["point"] == pytest.approx(2 / 7)
@@ -167,7 +167,7 @@ def test_report_tables_lead_with_the_primary_interval_and_show_the_per_image_dis
     assert a[2] == "in-distribution" and b[2] == "out-of-distribution"
     primary = next(r for r in data["estimates"]["ball-point-gain"]["network"] if r["network"] == "net-a")
     assert a[8] == f"[{primary['ci_low']:.4g}, {primary['ci_high']:.4g}]" and a[9] == "cluster-exact"
-    assert a[11].startswith("Clopper–Pearson [") and a[12] == "over images of ellipses, mean per-image probability"
+    assert a[11].startswith("Clopper–Pearson [") and a[12] == "P(bad) for the population of images like these (ellipses): mean per-image probability"
     assert "interval (primary)" in html and "Assumptions: cluster-exact: images are independent draws" in html
     # the per-image distribution: 2 of 7 images of net-a above every level
     per_image = data["estimates"]["ball-point-gain:per-image"]
@@ -296,7 +296,7 @@ def test_two_folder_datasets_of_one_kind_run_and_stay_apart(tmp_path, ray_local)
     primary = [r for r in rows if r["primary"]]
     assert [r["dataset"] for r in primary] == ["hospital-a", "hospital-b"]
     assert all(r["clusters"] == 3 for r in primary)
-    assert primary[1]["estimand"].startswith("over images of hospital-b")
+    assert primary[1]["estimand"].startswith("P(bad) for the population of images like these (hospital-b")
     html = build_report(tmp_path / "results", tmp_path / "report", study, n_boot=100).read_text()
     lines = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert any(line[:4] == ["tiny", "hospital-a", "blob", "in-distribution"] for line in lines)

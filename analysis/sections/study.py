@@ -202,12 +202,13 @@ class CriterionResult:
 
 
 def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n_boot: int = N_BOOT,
-                      seed: int = SEED, correction: str = "holm") -> list[CriterionResult]:
+                      seed: int = SEED, correction: str = "holm", cluster: str | None = None) -> list[CriterionResult]:
     """Judge each criterion (CriterionSpec or dict) with `survey.analysis.decisions.decide`: a group passes
     when the one-sided upper bound of its PRIMARY interval (cluster-exact where rows share an image) is at
     most max_upper; every criterion x group decision is one member of a family corrected by `correction`
     ("holm" or "none"). The family is judged at the highest confidence the criteria state. Estimates come
-    from `estimate` with the criterion's `per` and `by`, as `survey estimate` prints them."""
+    from `estimate` with the criterion's `per` and `by`, as `survey estimate` prints them; `cluster` is the
+    unit of independence (the study's [analysis] cluster; None: the coarsest the rows carry with >= 2)."""
     from survey.analysis.decisions import CORRECTIONS, decide
     from survey.spec import CriterionSpec
 
@@ -228,14 +229,15 @@ def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n
                                      "not run", correction=correction,
                                      command=estimate_command(c.table, c.bad, where=c.where, by=by,
                                                               per=c.per, store=Path(store),
-                                                              confidence=c.confidence))
+                                                              confidence=c.confidence)
+                                     + (f" --cluster {cluster}" if cluster else ""))
             results.append(result)
             if c.table not in known:
                 result.message = f"the store holds no {c.table!r} table"
                 continue
             try:
                 rows = estimate(con, c.table, c.bad, where=c.where, by=by, per=c.per, confidence=c.confidence,
-                                n_boot=n_boot, seed=seed)
+                                n_boot=n_boot, seed=seed, unit=cluster)
             except ValueError as exc:
                 result.status, result.message = "error", str(exc)
                 continue

@@ -129,6 +129,9 @@ def estimate(
                                                         "interval (--table attacks)."),
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    cluster: str = typer.Option(None, "--cluster", help="Unit of independence the intervals speak for: image, "
+                                                        "volume or subject (default: the coarsest unit the rows "
+                                                        "carry with at least 2 clusters)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
     store: StoreOption = None,
 ) -> None:
@@ -141,6 +144,8 @@ def estimate(
     --levels 0.01,0.1,0.5 --store results
 
     Example: survey estimate --paired --table attacks --store results
+
+    Example: survey estimate --table ball --bad "point_gain >= 2" --by network --cluster volume --store results
     """
     from survey.analysis.estimate import estimate as run_estimate
     from survey.analysis.estimate import per_image_distribution, sweep_slopes
@@ -153,8 +158,11 @@ def estimate(
         fail("--distribution spreads per-image P(bad) over images: use --per row or --per image, not curve")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     root = store_path(store)
+    if cluster is not None and (slopes or distribution or (table == "rare" and bad is None)):
+        fail("--cluster applies to the probability estimates and --paired, not to --slopes, --distribution or "
+             "the rare table's summary")
     if paired:
-        _print_paired(root, table, groups, where, confidence, n_boot, seed, fmt)
+        _print_paired(root, table, groups, where, confidence, n_boot, seed, fmt, cluster)
         return
     if table == "rare" and bad is None and not slopes:   # per-image rare-event estimates: their distribution
         from survey.analysis.rare_summary import LEVELS, rare_distribution
@@ -186,7 +194,7 @@ def estimate(
                             n_boot=n_boot, seed=seed)
     else:
         rows = run_estimate(root, table, bad, where=where, by=groups, per=per, confidence=confidence,
-                            n_boot=n_boot, seed=seed, x=x, y=y)
+                            n_boot=n_boot, seed=seed, x=x, y=y, unit=cluster)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -203,7 +211,7 @@ def estimate(
 
 
 def _print_paired(root: Path, table: str, groups: list[str], where: str | None, confidence: float, n_boot: int,
-                  seed: int, fmt: str) -> None:
+                  seed: int, fmt: str, cluster: str | None = None) -> None:
     """`survey estimate --paired`: network / reference gain ratio per group (analysis/paired.py)."""
     from survey.analysis.paired import BY, paired_gain_ratio
 
