@@ -216,7 +216,7 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
     from survey.analysis.paired import BY, paired_gain_ratio
 
     rows = paired_gain_ratio(root, table=table, by=groups or BY, where=where or "search = 'budget'",
-                             confidence=confidence, n_boot=n_boot, seed=seed)
+                             confidence=confidence, n_boot=n_boot, seed=seed, unit=cluster or "image")
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -224,14 +224,28 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
         typer.echo("no paired rows matched (budget-search rows with attacked = 'network' and 'reference')")
         return
     keys = [c for c in (groups or BY) if c in rows[0]]
-    columns = [*keys, "images", "network_median", "reference_median", "ratio", "interval*", "bootstrap", "median",
+    unit = rows[0]["unit"]
+    columns = [*keys, "images", f"{unit}s" if unit != "image" else "units", "network_median", "reference_median",
+               "ratio", "interval*", "bootstrap", "p_sign_flip", "p_holm", "direction", "dropped", "median",
                "share_above_1"]
-    shown = [[*(r[c] for c in keys), r["images"], r["network_median"], r["reference_median"], r["ratio"],
+    shown = [[*(r[c] for c in keys), r["images"], r["units"], r["network_median"], r["reference_median"], r["ratio"],
               f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", f"[{r['boot_low']:.4g}, {r['boot_high']:.4g}]",
-              r["median"], r["share_above_1"]] for r in rows]
-    _print_table(columns, shown, title=f"{table}: paired per-image gain ratio network / reference (geometric mean "
-                                       f"over images); * primary {confidence:g} interval: t on the per-image log "
-                                       "ratios; beside it the image bootstrap (too narrow with few images)")
+              r["p_sign_flip"], r["p_holm"], r["direction"], r["dropped"], r["median"], r["share_above_1"]]
+             for r in rows]
+    _print_table(columns, shown, title=f"{table}: paired per-{unit} gain ratio network / reference (geometric mean "
+                                       f"over {unit}s); * primary {confidence:g} interval: t on the per-{unit} log "
+                                       "ratios; beside it the bootstrap (too narrow with few units)")
+    console = Console(width=max(160, Console().width))
+    console.print(f"p_sign_flip: exact two-sided sign-flip test of no difference; p_holm: Holm over the "
+                  f"{rows[0]['family_size']} groups above; a direction is shown only when p_holm <= "
+                  f"{1 - confidence:.3g} (the smallest p {rows[0]['units']} {unit}s allow is "
+                  f"{rows[0]['min_p']:.3g})", highlight=False, markup=False)
+    reasons: dict[str, int] = {}
+    for r in rows:
+        for reason, count in r["dropped_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    for reason, count in reasons.items():
+        console.print(f"dropped {count} image{'s' if count != 1 else ''}: {reason}", highlight=False, markup=False)
 
 
 def _numbers(text: str, option: str) -> list[float]:
