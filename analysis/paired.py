@@ -223,5 +223,107 @@ def paired_gain_ratio(store, *, table: str = "attacks", numerator: str = "networ
                          confidence=confidence, n_boot=n_boot, seed=seed, unit=unit)
 
 
-__all__ = ["BY", "bootstrap_interval", "paired_gain_ratio", "paired_ratios", "sign_flip_p",
-           "t_interval"]
+
+#: The ball's linearised point gain over its centre's gain, for a draw v nearly orthogonal to the worst case r
+#: at radius c = ||v|| / ||r||: ||r + v|| = ||r|| sqrt(1 + c^2) while the output moves by about ||J r|| (the
+#: worst direction dominates), so point_gain ~ centre_gain / sqrt(1 + c^2) (0.970 at c = 1/4).
+def linearised_point_gain(centre_gain, radius):
+    """centre_gain / sqrt(1 + radius^2): the point gain a linear map's ball would give (radius relative to r)."""
+    return np.asarray(centre_gain, dtype=float) / np.sqrt(1.0 + np.asarray(radius, dtype=float) ** 2)
+
+
+BALL_SIDES = {"network": ("point_gain", "center_gain"), "H": ("h_point_gain", "h_center_gain"),
+              "reference": ("ref_point_gain", "ref_center_gain")}
+
+
+def paired_ball(store, *, threshold: float = 2.0, by: Sequence[str] = ("network", "dataset", "radius"),
+                where: str | None = "center = 'worst-case' AND radius_kind = 'relative-r'", confidence: float = 0.95,
+                unit: str = "image") -> list[dict[str, Any]]:
+    """Per group of `by` and per comparison (network - reference, network - H): per unit (image, or volume)
+    the paired difference of P(point gain >= threshold) over that unit's draws (the reference on its own
+    draws), with its mean, t interval and exact sign-flip p (Holm over every row of the call); and per side
+    what the ball adds beyond its centre: the share of units whose P(bad point) is exactly the linearised
+    prediction 1{centre_gain / sqrt(1 + c^2) >= threshold} (0 or 1), i.e. the ball said nothing the centre's
+    gain had not. Row keys: the `by` columns, comparison, centres ("own" / "network's": scored on the
+    network's points, a transferred number), units, unit, network_p, other_p (means over units), difference,
+    ci_low, ci_high, p_sign_flip, p_holm, direction, network_as_centre / other_as_centre (the shares above),
+    dropped (units without the other side's draws)."""
+    con, own = (store, False) if not isinstance(store, (str, Path)) else (connect(Path(store)), True)
+    try:
+        cols = set(execute(con, f"DESCRIBE {sql_identifier('ball')}")["column_name"])
+        needed = {"point_gain", "center_gain", "radius", "image_id"}
+        if not needed <= cols:
+            return []
+        by = [c for c in by if c in cols]
+        unit_col = UNIT_COLUMNS.get(unit)
+        if unit_col is None or unit_col not in cols:
+            present = [u for u, c in UNIT_COLUMNS.items() if c in cols]
+            raise ValueError(f"cluster unit {unit!r}: the ball rows do not carry {unit_col or unit} "
+                             f"(units present: {', '.join(present)})")
+        wanted = [c for c in (*by, "dataset", "image_id", unit_col, "centres",
+                              *(c for pair in BALL_SIDES.values() for c in pair)) if c in cols]
+        wanted = list(dict.fromkeys(wanted))
+        frame = execute(con, f"SELECT {', '.join(sql_identifier(c) for c in wanted)} FROM ball"
+                             + (f" WHERE {where}" if where else ""))
+    finally:
+        if own:
+            con.close()
+    if frame.empty:
+        return []
+    if "centres" not in frame:
+        frame["centres"] = "network's"
+    key = [*by, "centres"]
+    image = [c for c in ("dataset", "image_id") if c in frame.columns]
+    per_image = []
+    for side, (point, centre) in BALL_SIDES.items():
+        if point not in frame or centre not in frame:
+            continue
+        part = frame[frame[point].notna() & frame[centre].notna()]
+        if part.empty:
+            continue
+        g = part.assign(_bad=part[point] >= threshold,
+                        _pred=linearised_point_gain(part[centre], part["radius"]) >= threshold)
+        agg = g.groupby(list(dict.fromkeys([*key, *image, unit_col])), dropna=False).agg(
+            p=("_bad", "mean"), predicted=("_pred", "first")).reset_index()
+        agg["side"] = side
+        per_image.append(agg)
+    if not per_image:
+        return []
+    table = pd.concat(per_image)
+    # one value per unit: the mean over its images
+    table = table.assign(agree=(table["p"] == table["predicted"].astype(float)).astype(float))
+    units = table.groupby([*key, unit_col, "side"], dropna=False).agg(p=("p", "mean"),
+                                                                        agree=("agree", "mean")).reset_index()
+    wide = units.pivot_table(index=[*key, unit_col], columns="side", values=["p", "agree"], dropna=False)
+    out = []
+    for group, part in wide.groupby(level=list(range(len(key))), dropna=False):
+        group = group if isinstance(group, tuple) else (group,)
+        for other in ("reference", "H"):
+            if ("p", other) not in part or ("p", "network") not in part:
+                continue
+            both = part[[("p", "network"), ("p", other), ("agree", "network"), ("agree", other)]].dropna(
+                subset=[("p", "network"), ("p", other)])
+            dropped = int(part[("p", "network")].notna().sum() - len(both))
+            if both.empty:
+                continue
+            diff = (both[("p", "network")] - both[("p", other)]).to_numpy(dtype=float)
+            low, high = t_interval(diff, confidence)
+            out.append({**dict(zip(key, group)), "comparison": f"network - {other}", "threshold": threshold,
+                        "units": int(diff.size), "unit": unit, "network_p": float(both[("p", "network")].mean()),
+                        "other_p": float(both[("p", other)].mean()), "difference": float(diff.mean()),
+                        "ci_low": low, "ci_high": high, "p_sign_flip": sign_flip_p(diff),
+                        "network_as_centre": float(both[("agree", "network")].mean()),
+                        "other_as_centre": float(both[("agree", other)].mean()), "dropped": dropped,
+                        "confidence": confidence})
+    from survey.analysis.decisions import holm
+
+    adjusted = holm([r["p_sign_flip"] for r in out], 1 - confidence)[0] if out else []
+    for r, p in zip(out, adjusted):
+        shown = p <= 1 - confidence
+        r.update(p_holm=float(p), direction=("network more often bad" if r["difference"] > 0 else
+                                             "network less often bad") if shown else "no difference shown")
+    return out
+
+
+__all__ = ["BALL_SIDES", "BY", "bootstrap_interval", "linearised_point_gain", "paired_ball", "paired_gain_ratio",
+           "paired_ratios", "sign_flip_p", "t_interval"]

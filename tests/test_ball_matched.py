@@ -64,3 +64,33 @@ def test_own_centres_need_a_budget_search_in_the_image_domain():
     with pytest.raises(ValueError, match="centres='own' needs"):
         ball(2, centres="own", attack={"domain": "measurement"}, noise_domain="measurement",
              radius_kind="relative-x")
+
+
+def _store(tmp_path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "ball" / "network=exact"
+    folder.mkdir(parents=True)
+    frame = {k: [r.get(k) for r in rows] for k in rows[0]}
+    pq.write_table(pa.table(frame), folder / "part-0.parquet")
+    return tmp_path
+
+
+def test_paired_ball_differences_and_what_the_ball_adds(tmp_path):
+    from survey.analysis.paired import linearised_point_gain, paired_ball
+
+    assert float(linearised_point_gain(2.0, 0.25)) == pytest.approx(2.0 / (1 + 1 / 16) ** 0.5)   # 0.970 x
+    physics = make_physics("denoise", size=N)
+    x = images(4).to(torch.float64)
+    net = MatrixNet.with_spectrum(N, torch.linspace(0.2, 3.0, N * N), generator=torch.Generator().manual_seed(1))
+    rows = ball(30, radius=[0.25])(context(net, physics, x), generator_for("paired-ball")).rows
+    found = paired_ball(_store(tmp_path, rows), threshold=1.5)
+    (h,) = [r for r in found if r["comparison"] == "network - H"]
+    # the linear network's worst-case gain is ~1.64 on every image: at threshold 1.5 its ball is all-bad, H's
+    # (gain 1) never: difference 1,
+    # each P exactly what the centre's gain predicts (the ball adds nothing for a linear map)
+    assert h["units"] == 4 and h["network_p"] == 1.0 and h["other_p"] == 0.0 and h["difference"] == 1.0
+    assert h["network_as_centre"] == 1.0 and h["other_as_centre"] == 1.0
+    assert h["p_sign_flip"] == pytest.approx(2 / 16) and h["direction"] == "no difference shown"   # 4 images
+    assert h["centres"] == "own"
