@@ -241,13 +241,16 @@ def paired_ball(store, *, threshold: float = 2.0, by: Sequence[str] = ("network"
                 unit: str = "image") -> list[dict[str, Any]]:
     """Per group of `by` and per comparison (network - reference, network - H): per unit (image, or volume)
     the paired difference of P(point gain >= threshold) over that unit's draws (the reference on its own
-    draws), with its mean, t interval and exact sign-flip p (Holm over every row of the call); and per side
+    draws), with its mean, interval (survey.analysis.paired_tests.bounded_difference_interval: t, or wider
+    where few units or no spread) and exact sign-flip p (Holm over every row of the call); and per side
     what the ball adds beyond its centre: the share of units whose P(bad point) is exactly the linearised
     prediction 1{centre_gain / sqrt(1 + c^2) >= threshold} (0 or 1), i.e. the ball said nothing the centre's
     gain had not. Row keys: the `by` columns, comparison, centres ("own" / "network's": scored on the
     network's points, a transferred number), units, unit, network_p, other_p (means over units), difference,
     ci_low, ci_high, p_sign_flip, p_holm, direction, network_as_centre / other_as_centre (the shares above),
     dropped (units without the other side's draws)."""
+    from survey.analysis.paired_tests import bounded_difference_interval
+
     con, own = (store, False) if not isinstance(store, (str, Path)) else (connect(Path(store)), True)
     try:
         cols = set(execute(con, f"DESCRIBE {sql_identifier('ball')}")["column_name"])
@@ -307,7 +310,7 @@ def paired_ball(store, *, threshold: float = 2.0, by: Sequence[str] = ("network"
             if both.empty:
                 continue
             diff = (both[("p", "network")] - both[("p", other)]).to_numpy(dtype=float)
-            low, high = t_interval(diff, confidence)
+            low, high = bounded_difference_interval(diff, confidence)
             out.append({**dict(zip(key, group)), "comparison": f"network - {other}", "threshold": threshold,
                         "units": int(diff.size), "unit": unit, "network_p": float(both[("p", "network")].mean()),
                         "other_p": float(both[("p", other)].mean()), "difference": float(diff.mean()),

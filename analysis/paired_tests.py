@@ -56,8 +56,7 @@ class ClusteredPaired(NamedTuple):
     """A paired comparison of two methods' binary successes on the same trials, trials grouped in clusters
     (images, volumes): clusters (K), pairs, first / second (success shares over clusters: mean of each
     cluster's share), difference (mean over clusters of the per-cluster difference of shares), ci_low,
-    ci_high (t interval on K - 1 degrees of freedom, clipped to [-1, 1]; the whole [-1, 1] when 2 / 2^K
-    exceeds 1 - confidence: so few clusters cannot exclude any difference), p_sign_flip (exact two-sided
+    ci_high (`bounded_difference_interval`), p_sign_flip (exact two-sided
     sign-flip test on the per-cluster differences: valid with any number of clusters), p_obuchowski
     (Obuchowski's clustered McNemar, chi-square with one degree of freedom: approximate, needs many
     clusters), b, c (discordant pair counts), p_pooled (the plain exact McNemar counting every pair as
@@ -76,6 +75,31 @@ class ClusteredPaired(NamedTuple):
     c: int
     p_pooled: float
     min_p: float
+
+
+def bounded_difference_interval(d, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for the population mean of per-cluster differences d (K,) of shares, each in [-1, 1]: the t
+    interval on K - 1 degrees of freedom clipped to [-1, 1]; the whole [-1, 1] when 2 / 2^K exceeds
+    1 - confidence (so few clusters cannot exclude any difference); and where the differences do not vary
+    (the t interval would have no width) the exact Clopper-Pearson interval on K all-or-nothing clusters
+    of the mapped mean (d + 1) / 2, the widest any bounded data with that mean allow."""
+    from scipy import stats
+
+    from survey.analysis.intervals import beta_bounds
+
+    d = np.asarray(d, dtype=float)
+    m = d.size
+    if m == 0:
+        return math.nan, math.nan
+    if 2.0 / 2**m > 1 - confidence:
+        return -1.0, 1.0
+    sd = float(d.std(ddof=1))
+    if sd <= 1e-12:
+        alpha = 1 - confidence
+        low, high = beta_bounds((d.mean() + 1) / 2 * m, m, alpha / 2, alpha / 2)
+        return float(2 * low - 1), float(2 * high - 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, m - 1)) * sd / math.sqrt(m)
+    return max(-1.0, float(d.mean()) - half), min(1.0, float(d.mean()) + half)
 
 
 def obuchowski_mcnemar(b_k, c_k) -> float:
@@ -99,8 +123,6 @@ def obuchowski_mcnemar(b_k, c_k) -> float:
 def clustered_paired(first, second, clusters, confidence: float = 0.95) -> ClusteredPaired:
     """Paired binary outcomes (True = success) of two methods on the same trials, `clusters` naming each
     trial's unit of independence (see `ClusteredPaired`)."""
-    from scipy import stats
-
     from survey.analysis.paired import sign_flip_p
 
     a, b_ = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
@@ -112,15 +134,11 @@ def clustered_paired(first, second, clusters, confidence: float = 0.95) -> Clust
     only_a, only_b = np.bincount(k, weights=a & ~b_), np.bincount(k, weights=b_ & ~a)
     d = share_a - share_b
     m = d.size
-    if 2.0 / 2**m > 1 - confidence:   # so few clusters that no sign pattern is rare enough: nothing excluded
-        low, high = -1.0, 1.0
-    else:
-        half = float(stats.t.ppf(0.5 + confidence / 2, m - 1)) * float(d.std(ddof=1)) / math.sqrt(m)
-        low, high = max(-1.0, float(d.mean()) - half), min(1.0, float(d.mean()) + half)
+    low, high = bounded_difference_interval(d, confidence)
     b, c = int(only_a.sum()), int(only_b.sum())
     return ClusteredPaired(int(m), int(a.size), float(share_a.mean()), float(share_b.mean()), float(d.mean()),
                            low, high, sign_flip_p(d), obuchowski_mcnemar(only_a, only_b),
                            b, c, mcnemar_exact(b, c), min(1.0, 2.0 / 2**m))
 
 
-__all__ = ["ClusteredPaired", "McNemar", "clustered_paired", "mcnemar", "mcnemar_exact", "obuchowski_mcnemar"]
+__all__ = ["ClusteredPaired", "McNemar", "bounded_difference_interval", "clustered_paired", "mcnemar", "mcnemar_exact", "obuchowski_mcnemar"]

@@ -98,3 +98,14 @@ def test_within_image_permutation_test_of_chance_keeps_its_level(K):
         pos, neg, k = _clustered_scores(rng, K, 2, 0.0, 1.5)
         rejected += within_cluster_permutation_p(pos, k, neg, k, n_perm=200, seed=r) <= 0.05
     assert rejected / 200 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200)
+
+
+def test_bounded_difference_interval_is_never_narrower_than_the_data_allow():
+    from survey.analysis.paired_tests import bounded_difference_interval
+
+    assert bounded_difference_interval(np.ones(4)) == (-1.0, 1.0)          # 4 clusters exclude nothing
+    low, high = bounded_difference_interval(np.ones(6))                     # no spread: exact, not zero width
+    assert high == 1.0 and low == pytest.approx(2 * 0.025 ** (1 / 6) - 1)
+    d = np.array([0.2, -0.1, 0.4, 0.0, 0.3, 0.1, 0.25, -0.05])
+    half = stats.t.ppf(0.975, 7) * d.std(ddof=1) / math.sqrt(8)
+    assert bounded_difference_interval(d) == pytest.approx((d.mean() - half, d.mean() + half))

@@ -130,8 +130,8 @@ class AttacksSection(Section):
                                    "iterations over the gain at the end (1: the search had converged; below 1 "
                                    "it was still climbing, and that side's gain is a lower bound). Sign-flip p: the "
                                    "exact two-sided sign-flip test of no difference, Holm-adjusted over every row "
-                                   "of this table; a direction is named only when it is at most 1 − "
-                                   f"{percent(CONFIDENCE)} (with m images no p falls below 2 / 2^m). Images "
+                                   "of this table; a direction is named only when it is at most "
+                                   f"{percent(1 - CONFIDENCE)} (with m images no p falls below 2 / 2^m). Images "
                                    "dropped: without a positive finite gain on both sides, with the reason.",
                               commands=[command])]
 
