@@ -160,7 +160,7 @@ def decide(criteria: Sequence[Mapping[str, Any]], *, correction: str = "holm",
     else:
         adjusted, passed, level = raw, raw <= alpha, np.full(K, confidence)
         adjusted_harm, failed, level_harm = harm, harm <= alpha, np.full(K, confidence)
-    upper_adjusted = np.array([float(effective_upper(point[i], n_eff[i], df[i], m[i], level[i])) for i in range(K)])
+    upper_adjusted = np.asarray(effective_upper(point, n_eff, df, m, level), dtype=np.float64)
     # the sample that would decide an undecided one: Bonferroni over the undecided of its side (Holm then
     # decides every one of them once each clears its bound at that level)
     open_pass = max(1, K - int(passed.sum())) if correction == "holm" else 1
