@@ -395,5 +395,9 @@ def criteria_section(doc: Doc, results: list[CriterionResult], correction: str =
                             status_column=16, numeric=[5, 6, 7, 9, 10, 11, 12, 13],
                             commands=[r.command for r in results]))
     for r in results:
+        populations = sorted({str(g.get("estimand")) for g in r.groups if g.get("estimand")})
+        if populations:
+            blocks.append(p(f"{r.name} — estimand: {'; '.join(populations)}."))
+    for r in results:
         if r.message:
             blocks.append(p(f"{r.name}: {r.status} — {r.message}", "not-run"))
