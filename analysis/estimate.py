@@ -241,7 +241,7 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
                   confidence: float, cluster: Sequence[str] | None, x: str, y: str, unit: str | None = "image",
                   with_unit: bool = False):
     """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns),
-    and with `with_unit` also the unit clustered at and the single volume / subject every row shares, if any."""
+    and with `with_unit` also the unit clustered at and, per dataset, the single volume / subject its rows share."""
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     if bad is None:
@@ -296,22 +296,26 @@ def _assumption(method: str, unit: str) -> str:
     return text
 
 
-def _single_unit(con, table: str, where: str | None, known: Sequence[str]) -> dict[str, str]:
-    """{"volume": id, "subject": id} for the coarser units that every row carries with one value only."""
+def _single_unit(con, table: str, where: str | None, known: Sequence[str]) -> dict[Any, dict[str, str]]:
+    """Per dataset (key None without a dataset column), {"volume": id, "subject": id} for the coarser units
+    that all its rows carry with one value only."""
     src = f"(SELECT * FROM {sql_identifier(table)} WHERE ({where}))" if where else sql_identifier(table)
-    out = {}
+    key = sql_identifier("dataset") if "dataset" in known else "NULL"
+    out: dict[Any, dict[str, str]] = {}
     for u in ("volume", "subject"):
         col = UNIT_COLUMNS[u]
         if col not in known:
             continue
         c = sql_identifier(col)
         try:
-            frame = execute(con, f"SELECT count(*) - count({c}) AS missing, count(DISTINCT {c}) AS distinct_, "
-                                 f"any_value({c}) AS value FROM {src} AS t")
+            frame = execute(con, f"SELECT {key} AS dataset, count(*) - count({c}) AS missing, "
+                                 f"count(DISTINCT {c}) AS distinct_, any_value({c}) AS value FROM {src} AS t "
+                                 "GROUP BY ALL")
         except QueryError:
             continue
-        if len(frame) and int(frame["missing"].iloc[0]) == 0 and int(frame["distinct_"].iloc[0]) == 1:
-            out[u] = str(frame["value"].iloc[0])
+        for r in frame.itertuples(index=False):
+            if int(r.missing) == 0 and int(r.distinct_) == 1:
+                out.setdefault(r.dataset if "dataset" in known else None, {})[u] = str(r.value)
     return out
 
 
@@ -379,13 +383,18 @@ def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool, unit:
         what = {"row": f"mean per-{unit} probability",
                 "image": f"mean per-{unit} share of bad images (an image is bad when any of its rows is)",
                 "curve": f"mean per-{unit} share of images whose curve is bad"}[per]
-    note = ""
     single = single or {}
-    if "volume" in single and unit == "image":
-        who = f" of one subject ({single['subject']})" if "subject" in single else ""
-        note = (f"; every image is a slice of one volume{who}, {single['volume']}: the population is slices of "
+
+    def note(names: str) -> str:   # every dataset of the group a slice set of the same one volume
+        units = [single.get(n if "dataset" in frame.columns else None, {}) for n in names.split(", ")]
+        volumes = {u.get("volume") for u in units}
+        if unit != "image" or len(volumes) != 1 or None in volumes:
+            return ""
+        subjects = {u.get("subject") for u in units}
+        who = f" of one subject ({subjects.pop()})" if len(subjects) == 1 and None not in subjects else ""
+        return (f"; every image is a slice of one volume{who}, {volumes.pop()}: the population is slices of "
                 "that volume, not other volumes or subjects")
-    return [f"P(bad) for the population of {unit}s like these ({d}{note}): {what}" for d in datasets]
+    return [f"P(bad) for the population of {unit}s like these ({d}{note(d)}): {what}" for d in datasets]
 
 
 def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed: int,
