@@ -137,3 +137,20 @@ def test_builtin_datasets_name_their_volumes_and_subjects():
 
     copy = pickle.loads(pickle.dumps(brain.ids[0]))   # the ids travel to Ray workers with their units
     assert isinstance(copy, ImageId) and copy.volume == "brain/icbm2009a" and copy == brain.ids[0]
+
+
+def test_the_study_names_the_unit_and_criteria_use_it(planted):
+    from survey.analysis.report import evaluate_criteria
+    from survey.spec import StudyError, parse_study
+
+    base = {"name": "u", "networks": [{"name": "dagan"}], "datasets": [{"name": "brain"}],
+            "tasks": [{"name": "ball"}]}
+    assert parse_study(base).analysis.cluster is None
+    assert parse_study({**base, "analysis": {"cluster": "volume"}}).analysis.cluster == "volume"
+    with pytest.raises(StudyError, match="cluster"):
+        parse_study({**base, "analysis": {"cluster": "slice"}})
+    criterion = {"name": "c", "table": "ball", "bad": "bad", "where": "rep < 2", "by": ["rep"], "max_upper": 0.5}
+    (volume,) = evaluate_criteria(planted, [criterion], cluster="volume", n_boot=10)
+    (image,) = evaluate_criteria(planted, [criterion], cluster="image", n_boot=10)
+    assert {g["unit"] for g in volume.groups} == {"volume"} and {g["clusters"] for g in volume.groups} == {VOLUMES}
+    assert {g["unit"] for g in image.groups} == {"image"} and "--cluster volume" in volume.command
