@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from survey.analysis.db import QueryError, columns, connect, execute, sql_identifier
+from survey.analysis.units import UNIT_COLUMNS, carried_units, resolve_unit, single_unit
 from survey.analysis.intervals import (_CHUNK_CELLS, _alpha, _chunks, _counts, _resampled_sums,  # noqa: F401
                                        beta_bounds, clopper_pearson, cluster_bootstrap, cluster_exact,
                                        design_n, effective_upper, iid_bootstrap, image_moments, rule_of_three, wilson)
@@ -49,8 +50,7 @@ METHODS = ("cluster-exact", "clopper-pearson", "wilson", "bootstrap")
 PER = ("row", "image", "curve")
 #: the image key; columns missing from a table are left out.
 DEFAULT_CLUSTER = ("network", "dataset", "image_id")
-#: units of independence (finest first) and the column naming each (survey.data.base.ImageId).
-UNIT_COLUMNS = {"image": "image_id", "volume": "volume_id", "subject": "subject_id"}
+
 #: keys of every row `estimate` returns, after the group columns.
 FIXED_KEYS = ("n", "k", "p", "ci_low", "ci_high", "method", "confidence", "interval", "rule_of_three",
               "clusters", "note", "primary", "primary_method", "point", "upper_bound", "n_eff", "df",
@@ -91,49 +91,6 @@ def _cluster_columns(cluster: Sequence[str] | None, known: Sequence[str], table:
             return []
         return [c for c in DEFAULT_CLUSTER if c in known and c != "image_id"] + [UNIT_COLUMNS[unit]]
     return _check_columns("cluster", cluster, known, table)
-
-
-def carried_units(con, table: str, *, where: str | None = None, by: Sequence[str] = ()) -> dict[str, int]:
-    """unit -> the fewest clusters of that unit in any group of `by` (rows filtered by `where`), for each unit
-    whose column every row carries (non-null); {"image": ...} at least when the table has image_id."""
-    known = columns(con, table)
-    units = [u for u, c in UNIT_COLUMNS.items() if c in known]
-    if "image" not in units:
-        return {}
-    src = f"(SELECT * FROM {sql_identifier(table)} WHERE ({where}))" if where else sql_identifier(table)
-    keys = [c for c in ("network", "dataset") if c in known]
-    parts = []
-    for u in units:
-        col = sql_identifier(UNIT_COLUMNS[u])
-        tup = ", ".join([*(sql_identifier(k) for k in keys), col])
-        parts.append(f"count(*) - count({col}) AS {u}_missing, count(DISTINCT ({tup})) AS {u}_clusters")
-    group = f" GROUP BY {', '.join(sql_identifier(b) for b in by)}" if by else ""
-    try:
-        frame = execute(con, f"SELECT {', '.join(parts)} FROM {src} AS t{group}")
-    except QueryError as exc:
-        raise ValueError(f"estimate on {table!r} where={where!r}: {exc}") from None
-    if frame.empty:
-        return {"image": 0}
-    return {u: int(frame[f"{u}_clusters"].min()) for u in units if int(frame[f"{u}_missing"].max()) == 0}
-
-
-def resolve_unit(con, table: str, unit: str | None, *, where: str | None = None, by: Sequence[str] = ()) -> str:
-    """The unit of independence to cluster at: `unit` when the rows carry it (ValueError listing the units
-    they carry when not), else the coarsest unit carried with at least 2 clusters in every group (image
-    when none is)."""
-    present = carried_units(con, table, where=where, by=by)
-    if unit is not None:
-        if unit not in UNIT_COLUMNS:
-            raise ValueError(f"unknown cluster unit {unit!r}; choose one of {', '.join(UNIT_COLUMNS)} (the rows of "
-                             f"{table!r} carry: {', '.join(present) or 'none'})")
-        if unit not in present:
-            raise ValueError(f"cluster unit {unit!r}: the rows of {table!r} do not carry {UNIT_COLUMNS[unit]} "
-                             f"(units present: {', '.join(present) or 'none'})")
-        return unit
-    for u in reversed(list(UNIT_COLUMNS)):
-        if present.get(u, 0) >= 2:
-            return u
-    return "image"
 
 
 def _keys(by: Sequence[str], cluster: Sequence[str]) -> list[str]:
@@ -265,7 +222,7 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
         elif unit not in (None, "image"):
             raise ValueError(f"cluster unit {unit!r}: table {table!r} has no image columns (or cluster= was given)")
         clusters = _cluster_columns(cluster, known, table, chosen)
-        single = _single_unit(con, table, where, known) if clusters else None
+        single = single_unit(con, table, where, known) if clusters else None
         if per in ("image", "curve"):
             if not clusters:
                 raise ValueError(f"per={per!r} needs image columns: table {table!r} has no image_id; pass cluster=")
@@ -294,29 +251,6 @@ def _assumption(method: str, unit: str) -> str:
     if unit in ("volume", "subject"):
         text = text.replace("an image", f"a {unit}").replace("image", unit)
     return text
-
-
-def _single_unit(con, table: str, where: str | None, known: Sequence[str]) -> dict[Any, dict[str, str]]:
-    """Per dataset (key None without a dataset column), {"volume": id, "subject": id} for the coarser units
-    that all its rows carry with one value only."""
-    src = f"(SELECT * FROM {sql_identifier(table)} WHERE ({where}))" if where else sql_identifier(table)
-    key = sql_identifier("dataset") if "dataset" in known else "NULL"
-    out: dict[Any, dict[str, str]] = {}
-    for u in ("volume", "subject"):
-        col = UNIT_COLUMNS[u]
-        if col not in known:
-            continue
-        c = sql_identifier(col)
-        try:
-            frame = execute(con, f"SELECT {key} AS dataset, count(*) - count({c}) AS missing, "
-                                 f"count(DISTINCT {c}) AS distinct_, any_value({c}) AS value FROM {src} AS t "
-                                 "GROUP BY ALL")
-        except QueryError:
-            continue
-        for r in frame.itertuples(index=False):
-            if int(r.missing) == 0 and int(r.distinct_) == 1:
-                out.setdefault(r.dataset if "dataset" in known else None, {})[u] = str(r.value)
-    return out
 
 
 def per_image_distribution(store, table: str, bad: str | None = None, *, where: str | None = None,

@@ -41,11 +41,11 @@ import pandas as pd
 from scipy import stats
 
 from survey.analysis.db import connect, execute, sql_identifier
+from survey.analysis.units import UNIT_COLUMNS
 
 #: Default grouping; the columns a table lacks are dropped.
 BY = ("network", "domain", "budget")
 IMAGE = ("dataset", "image_id")
-UNIT_COLUMNS = {"image": "image_id", "volume": "volume_id", "subject": "subject_id"}
 #: up to this many units the sign-flip test enumerates all 2^m sign patterns; above, Monte Carlo.
 SIGN_FLIP_EXACT_MAX = 16
 
