@@ -420,7 +420,8 @@ class Ball(Task):
         clean_centre = self.center == "clean"
         attack_params = "" if clean_centre else json.dumps(
             self.attack_task(tuple(centre.own)).params(), sort_keys=True)
-        shared = {"center": self.center, "centres": "own" if centre.own else "network's",
+        shared = {"center": self.center,
+                  "centres": "own" if centre.own else "clean" if clean_centre else "network's",
                   "center_domain": centre.domain,
                   "level": None if clean_centre else float(self.level), "attack": attack_params,
                   "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,

@@ -66,7 +66,8 @@ BALL_COLUMNS: dict[str, Column] = {
     **LABELS,
     "center": Column("centre of the ball: 'worst-case' (an attack snapshot) or 'clean' (r = 0)"),
     "centres": Column("'own': network, H and reference each around their own worst case at the budget, same "
-                      "draw directions; \"network's\": H and the reference scored on the network's points"),
+                      "draw directions; \"network's\": H and the reference scored on the network's points; "
+                      "'clean': every solver around x itself"),
     "center_domain": Column("where the centre lives: 'image' (r) or 'measurement' (e_c)"),
     "level": Column("||r|| / ||x|| of the attack snapshot used as centre; None for a clean centre"),
     "attack": Column("the embedded attack's parameters as sorted JSON; '' for a clean centre"),
