@@ -154,3 +154,20 @@ def test_the_study_names_the_unit_and_criteria_use_it(planted):
     (image,) = evaluate_criteria(planted, [criterion], cluster="image", n_boot=10)
     assert {g["unit"] for g in volume.groups} == {"volume"} and {g["clusters"] for g in volume.groups} == {VOLUMES}
     assert {g["unit"] for g in image.groups} == {"image"} and "--cluster volume" in volume.command
+
+
+def test_the_worker_stamps_each_row_with_its_images_volume_and_subject():
+    """In-process SurveyWorker (what each Ray actor runs) on the zoo denoiser and two brain slices: every row
+    carries the template's volume_id and subject_id from the ImageIds the engine ships."""
+    from survey.engine.networks import NetworkHandle
+    from survey.engine.worker import SurveyWorker
+    from survey.nets.zoo import entry
+    from survey.plan import Unit
+
+    brain = load_dataset("brain", size=entry("dncnn").physics["size"], count=2)
+    worker = SurveyWorker(NetworkHandle("dncnn", True, dict(entry("dncnn").physics)), device="cpu")
+    unit = Unit("u-units", "dncnn", "brain", "sweep", {"sigmas": [0.05, 0.1]}, 0, 2)
+    (outcome,) = worker.run([unit], {"brain": brain.images.numpy()}, {"brain": brain.ids})
+    assert outcome.error is None and outcome.rows
+    assert {r["volume_id"] for r in outcome.rows} == {"brain/icbm2009a"}
+    assert {r["subject_id"] for r in outcome.rows} == {"icbm152-2009a-template"}
