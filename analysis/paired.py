@@ -165,8 +165,10 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
         if unit != "image":   # one value per volume: the mean of its images' log ratios
             logs = pd.Series(logs, index=part.index.get_level_values(unit_col)).groupby(level=0).mean().to_numpy()
         low, high = t_interval(logs, confidence)
-        boot_low, boot_high = bootstrap_interval(logs, confidence, n_boot, seed, exact_max)
         m = logs.size
+        # one unit: no spread to resample (the t interval is NaN too)
+        boot_low, boot_high = bootstrap_interval(logs, confidence, n_boot, seed, exact_max) if m > 1 else (
+            math.nan, math.nan)
         sd = float(logs.std(ddof=1)) if m > 1 else math.nan
         p_t = (float(2 * stats.t.sf(abs(logs.mean()) / (sd / math.sqrt(m)), m - 1)) if m > 1 and sd > 0
                else 1.0 if m > 1 and not np.any(logs) else 0.0 if m > 1 else math.nan)

@@ -229,7 +229,7 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
                "ratio", "interval*", "bootstrap", "p_sign_flip", "p_holm", "direction", "dropped", "median",
                "share_above_1"]
     shown = [[*(r[c] for c in keys), r["images"], r["units"], r["network_median"], r["reference_median"], r["ratio"],
-              f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", f"[{r['boot_low']:.4g}, {r['boot_high']:.4g}]",
+              _pair(r["ci_low"], r["ci_high"]), _pair(r["boot_low"], r["boot_high"]),
               r["p_sign_flip"], r["p_holm"], r["direction"], r["dropped"], r["median"], r["share_above_1"]]
              for r in rows]
     _print_table(columns, shown, title=f"{table}: paired per-{unit} gain ratio network / reference (geometric mean "
@@ -246,6 +246,11 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
             reasons[reason] = reasons.get(reason, 0) + count
     for reason, count in reasons.items():
         console.print(f"dropped {count} image{'s' if count != 1 else ''}: {reason}", highlight=False, markup=False)
+
+
+def _pair(low: float, high: float) -> str:
+    """'[low, high]', or '–' where there is no interval (one unit)."""
+    return "–" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.4g}, {high:.4g}]"
 
 
 def _numbers(text: str, option: str) -> list[float]:
