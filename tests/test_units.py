@@ -119,13 +119,16 @@ def test_a_folder_of_volumes_gives_each_slice_its_parent_folder_as_volume(tmp_pa
             Image.fromarray((255 * (base + 0.01 * z).clip(0, 1)).astype(np.uint8)).save(
                 tmp_path / "data" / f"patient{v}" / f"slice{z}.png")
     np.save(tmp_path / "data" / "stack.npy", rng.random((3, 24, 24)))
+    Image.fromarray((255 * rng.random((24, 24))).astype(np.uint8)).save(tmp_path / "data" / "loose.png")
     found = load_dataset("folder", size=16, path=str(tmp_path / "data"))
     volumes = dict(zip(map(str, found.ids), found.volumes))
     assert volumes["folder/patient1/slice0.png"] == volumes["folder/patient1/slice1.png"] == "folder/patient1"
     assert len({volumes[f"folder/patient{v}/slice0.png"] for v in range(3)}) == 3
     assert {volumes[f"folder/stack.npy#{i}"] for i in range(3)} == {"folder/stack.npy"}   # a stack is a volume
+    assert volumes["folder/loose.png"] == "folder/loose.png"   # at the top level: its own volume
     rows = attach_units([{"image_id": i, "x": 1} for i in found.ids] + [{"x": 2}], found.ids)
-    assert rows[0]["volume_id"] == "folder/patient0" and "volume_id" not in rows[-1]
+    by_id = {str(r["image_id"]): r for r in rows[:-1]}
+    assert by_id["folder/patient0/slice1.png"]["volume_id"] == "folder/patient0" and "volume_id" not in rows[-1]
 
 
 def test_builtin_datasets_name_their_volumes_and_subjects():

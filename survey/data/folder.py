@@ -10,7 +10,8 @@ padded (`fit="pad"`) to a square, resized and scaled to [0, 1] (see survey.data.
 
 Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Volumes (the unit of
 independence, `ImageId.volume`): a DICOM file's SeriesInstanceUID (its PatientID the subject), a NIfTI
-file or any other stack the file itself, a single 2-D image its parent folder relative to the path. Splits: every image is in
+file or any other stack the file itself, a single 2-D image its parent folder relative to the path (one at
+the top level its own volume). Splits: every image is in
 'test' by default (`split_mode="test"`: a researcher's own images are what a study tests on).
 `split_mode="hash"` splits by sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being
 the file (so the slices of one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series
@@ -71,14 +72,14 @@ def non_empty(slices: list[np.ndarray], min_tissue: float) -> list[int]:
 def volume_of(rel: str, kind: str, is_stack: bool, header: dict) -> tuple[str, str | None]:
     """(volume, subject or None) of the images of one file, `rel` its path relative to the dataset: a DICOM
     file's SeriesInstanceUID and PatientID; a NIfTI file or any stack is its own volume; a single 2-D image
-    belongs to the volume of its parent folder (relative to the dataset path, '.' at the top)."""
+    belongs to the volume of its parent folder (relative to the dataset path); one at the top level of the
+    dataset is its own volume (the dataset folder itself is no volume)."""
     subject = f"patient:{header['patient']}" if header.get("patient") else None
     if header.get("series"):
         return f"series:{header['series']}", subject
-    if kind == "nifti" or is_stack:
+    if kind == "nifti" or is_stack or "/" not in rel:
         return f"folder/{rel}", subject
-    parent = rel.rsplit("/", 1)[0] if "/" in rel else "."
-    return f"folder/{parent}", subject
+    return f"folder/{rel.rsplit('/', 1)[0]}", subject
 
 
 def read_file(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[list[np.ndarray], bool, dict]:
