@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from survey.analysis.db import QueryError, columns, connect, execute, sql_identifier
+from survey.analysis.units import UNIT_COLUMNS, carried_units, resolve_unit, single_unit
 from survey.analysis.intervals import (_CHUNK_CELLS, _alpha, _chunks, _counts, _resampled_sums,  # noqa: F401
                                        beta_bounds, clopper_pearson, cluster_bootstrap, cluster_exact,
                                        design_n, effective_upper, iid_bootstrap, image_moments, rule_of_three, wilson)
@@ -49,10 +50,11 @@ METHODS = ("cluster-exact", "clopper-pearson", "wilson", "bootstrap")
 PER = ("row", "image", "curve")
 #: the image key; columns missing from a table are left out.
 DEFAULT_CLUSTER = ("network", "dataset", "image_id")
+
 #: keys of every row `estimate` returns, after the group columns.
 FIXED_KEYS = ("n", "k", "p", "ci_low", "ci_high", "method", "confidence", "interval", "rule_of_three",
               "clusters", "note", "primary", "primary_method", "point", "upper_bound", "n_eff", "df",
-              "estimand", "assumption")
+              "estimand", "assumption", "unit")
 CURVE_COLUMNS = ("slope", "y_start", "y_end", "y_peak", "x_peak", "points")
 #: what each method assumes, stated on its rows.
 ASSUMPTIONS = {
@@ -82,9 +84,12 @@ def _check_columns(kind: str, names: Sequence[str], known: Sequence[str], table:
     return names
 
 
-def _cluster_columns(cluster: Sequence[str] | None, known: Sequence[str], table: str) -> list[str]:
+def _cluster_columns(cluster: Sequence[str] | None, known: Sequence[str], table: str,
+                     unit: str = "image") -> list[str]:
     if cluster is None:
-        return [c for c in DEFAULT_CLUSTER if c in known] if "image_id" in known else []
+        if "image_id" not in known:
+            return []
+        return [c for c in DEFAULT_CLUSTER if c in known and c != "image_id"] + [UNIT_COLUMNS[unit]]
     return _check_columns("cluster", cluster, known, table)
 
 
@@ -93,8 +98,16 @@ def _keys(by: Sequence[str], cluster: Sequence[str]) -> list[str]:
 
 
 def _counts_sql(table: str, bad: str, where: str | None, by: list[str], cluster: list[str], per: str,
-                x: str, y: str) -> str:
-    """SQL returning one row per (group, cluster): the group columns, n_i and k_i."""
+                x: str, y: str, image_cluster: list[str] | None = None) -> str:
+    """SQL returning one row per (group, cluster): the group columns, n_i and k_i. With `image_cluster` (the
+    image key, when the cluster is a coarser unit) and per "image" / "curve", images are counted first and
+    their counts summed per cluster: k_i bad images of n_i in the cluster."""
+    if image_cluster is not None and per != "row":
+        inner = _counts_sql(table, bad, where, by, _keys(image_cluster, cluster), per, x, y)
+        keys = _keys(by, cluster)
+        key_sql = ", ".join(sql_identifier(c) for c in keys)
+        return (f"SELECT {key_sql}, CAST(sum(n_i) AS BIGINT) AS n_i, CAST(sum(k_i) AS BIGINT) AS k_i "
+                f"FROM ({inner}) AS images GROUP BY {key_sql}")
     keys = _keys(by, cluster)
     key_sql = ", ".join(sql_identifier(c) for c in keys)
     select_keys = f"{key_sql}, " if keys else ""
@@ -147,7 +160,7 @@ def _group_index(frame, by: list[str]) -> tuple[np.ndarray, list[tuple]]:
 def estimate(store, table: str, bad: str | None = None, *, where: str | None = None,
              by: Sequence[str] = (), per: str = "row", confidence: float = 0.95, n_boot: int = 2000,
              seed: int = 0, cluster: Sequence[str] | None = None, x: str = "value",
-             y: str = "psnr") -> list[dict[str, Any]]:
+             y: str = "psnr", unit: str | None = None) -> list[dict[str, Any]]:
     """Per group of `by`, the probability that `bad` holds, with four intervals (one row per method, the
     primary one first).
 
@@ -156,8 +169,12 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
         per-image aggregation; for per="curve", `bad` is over the curve columns slope, y_start, y_end,
         y_peak, x_peak, points (default "slope < 0"). Units where `bad` is NULL are not counted.
     per: "row", "image" (bad if any of the image's rows is) or "curve" (see the module docstring).
-    cluster: the columns naming a bootstrap cluster (default network, dataset, image_id where the
+    cluster: the columns naming a cluster (default network, dataset and the unit's column where the
         table has image_id; () resamples rows independently).
+    unit: the unit of independence, "image", "volume" or "subject" (columns image_id, volume_id,
+        subject_id); None: the coarsest unit every row carries with at least 2 clusters in every group.
+        Coarser than the image with per="image" / "curve": each image is counted once, and a cluster's
+        share of bad images is its proportion (the estimand: over volumes, mean per-volume share).
     Returns dicts with the `by` columns then FIXED_KEYS: n, k, p, ci_low, ci_high, method,
     confidence, interval ("two-sided", "one-sided upper", "one-sided lower"), rule_of_three (3/n when
     k = 0, 1 - 3/n when k = n, else None), clusters (images in the group), note; then
@@ -166,16 +183,22 @@ def estimate(store, table: str, bad: str | None = None, *, where: str | None = N
     estimate: the mean of per-image proportions for cluster-exact, k / n for the others), upper_bound
     (one-sided upper bound at `confidence`, for decisions; cluster-exact and clopper-pearson only), n_eff
     and df (what `intervals.effective_upper` needs to recompute it at another confidence), estimand
-    ("over images of <dataset>, mean per-image probability" ...) and assumption (the method's).
+    ("P(bad) for the population of images like these (<dataset>): mean per-image probability" ...),
+    assumption (the method's) and unit (the unit of independence: "image", "volume", "subject"; "row" with
+    no image columns).
     """
-    frame, clusters = _fetch_counts(store, table, bad, where=where, by=by, per=per, confidence=confidence,
-                                    cluster=cluster, x=x, y=y)
-    return _rows_from_counts(frame, list(by), confidence, n_boot, seed, iid=not clusters, per=per)
+    frame, clusters, unit, single = _fetch_counts(store, table, bad, where=where, by=by, per=per,
+                                                  confidence=confidence, cluster=cluster, x=x, y=y, unit=unit,
+                                                  with_unit=True)
+    return _rows_from_counts(frame, list(by), confidence, n_boot, seed, iid=not clusters, per=per, unit=unit,
+                             single=single)
 
 
 def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: Sequence[str], per: str,
-                  confidence: float, cluster: Sequence[str] | None, x: str, y: str):
-    """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns)."""
+                  confidence: float, cluster: Sequence[str] | None, x: str, y: str, unit: str | None = "image",
+                  with_unit: bool = False):
+    """Validated arguments -> (frame of per-(group, cluster) counts n_i, k_i in key order, cluster columns),
+    and with `with_unit` also the unit clustered at and, per dataset, the single volume / subject its rows share."""
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     if bad is None:
@@ -193,13 +216,21 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
     try:
         known = columns(con, table)
         _check_columns("group", by, known, table)
-        clusters = _cluster_columns(cluster, known, table)
+        chosen = "image"
+        if cluster is None and "image_id" in known:
+            chosen = resolve_unit(con, table, unit, where=where, by=by)
+        elif unit not in (None, "image"):
+            raise ValueError(f"cluster unit {unit!r}: table {table!r} has no image columns (or cluster= was given)")
+        clusters = _cluster_columns(cluster, known, table, chosen)
+        single = single_unit(con, table, where, known) if clusters else None
         if per in ("image", "curve"):
             if not clusters:
                 raise ValueError(f"per={per!r} needs image columns: table {table!r} has no image_id; pass cluster=")
             if per == "curve":
                 _check_columns("curve", [x, y], known, table)
-        sql = _counts_sql(table, bad, where, by, clusters, per, x, y)
+        coarser = cluster is None and chosen != "image"
+        sql = _counts_sql(table, bad, where, by, clusters, per, x, y,
+                          image_cluster=[c for c in DEFAULT_CLUSTER if c in known] if coarser else None)
         try:
             frame = execute(con, sql, store=store if owned else None)
         except QueryError as exc:
@@ -209,7 +240,17 @@ def _fetch_counts(store, table: str, bad: str | None, *, where: str | None, by: 
             con.close()
     # a fixed order of clusters: the bootstrap (seeded) then does not depend on how the rows lie in fragments
     frame = _in_key_order(frame[frame["n_i"] > 0], [c for c in frame.columns if c not in ("n_i", "k_i")])
+    if with_unit:
+        return frame, clusters, (chosen if clusters else "row"), single
     return frame, clusters
+
+
+def _assumption(method: str, unit: str) -> str:
+    """The method's assumption, with the unit of independence named."""
+    text = ASSUMPTIONS[method]
+    if unit in ("volume", "subject"):
+        text = text.replace("an image", f"a {unit}").replace("image", unit)
+    return text
 
 
 def per_image_distribution(store, table: str, bad: str | None = None, *, where: str | None = None,
@@ -258,8 +299,10 @@ def per_image_distribution(store, table: str, bad: str | None = None, *, where: 
     return rows
 
 
-def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool) -> list[str]:
-    """Per group, the population its estimates speak for, naming the datasets where the rows have them."""
+def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool, unit: str = "image",
+               single: dict[str, str] | None = None) -> list[str]:
+    """Per group, the population its estimates speak for, naming the datasets where the rows have them and
+    saying so in plain words when every row comes from one volume (or one subject)."""
     if iid:
         return ["over rows, each row an independent trial (no image columns)"] * n_groups
     if "dataset" in frame.columns:
@@ -267,13 +310,30 @@ def _estimands(frame, ids: np.ndarray, n_groups: int, per: str, iid: bool) -> li
         datasets = [names.get(g, "the data") for g in range(n_groups)]
     else:
         datasets = ["the data"] * n_groups
-    what = {"row": "mean per-image probability", "image": "probability that an image is bad (any of its rows)",
-            "curve": "probability that an image's curve is bad"}[per]
-    return [f"over images of {d}, {what}" for d in datasets]
+    if unit == "image":
+        what = {"row": "mean per-image probability", "image": "probability that an image is bad (any of its rows)",
+                "curve": "probability that an image's curve is bad"}[per]
+    else:
+        what = {"row": f"mean per-{unit} probability",
+                "image": f"mean per-{unit} share of bad images (an image is bad when any of its rows is)",
+                "curve": f"mean per-{unit} share of images whose curve is bad"}[per]
+    single = single or {}
+
+    def note(names: str) -> str:   # every dataset of the group a slice set of the same one volume
+        units = [single.get(n if "dataset" in frame.columns else None, {}) for n in names.split(", ")]
+        volumes = {u.get("volume") for u in units}
+        if unit != "image" or len(volumes) != 1 or None in volumes:
+            return ""
+        subjects = {u.get("subject") for u in units}
+        who = f" of one subject ({subjects.pop()})" if len(subjects) == 1 and None not in subjects else ""
+        return (f"; every image is a slice of one volume{who}, {volumes.pop()}: the population is slices of "
+                "that volume, not other volumes or subjects")
+    return [f"P(bad) for the population of {unit}s like these ({d}{note(d)}): {what}" for d in datasets]
 
 
 def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed: int,
-                      iid: bool, per: str = "row") -> list[dict[str, Any]]:
+                      iid: bool, per: str = "row", unit: str = "image",
+                      single: dict[str, str] | None = None) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     ids, keys = _group_index(frame, by)
@@ -301,7 +361,7 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
     independent = np.full(n_groups, True) if iid else np.bincount(ids, weights=n_i > 1, minlength=n_groups) == 0
     upper = {"cluster-exact": effective_upper(mo["mean"], mo["n_eff"], mo["df"], mo["m"], confidence),
              "clopper-pearson": beta_bounds(k, n, alpha, alpha)[1]}
-    estimands = _estimands(frame, ids, n_groups, per, iid)
+    estimands = _estimands(frame, ids, n_groups, per, iid, unit, single)
     rows = []
     for g, key in enumerate(keys):
         kg, ng = int(k[g]), int(n[g])
@@ -330,7 +390,8 @@ def _rows_from_counts(frame, by: list[str], confidence: float, n_boot: int, seed
                        clusters=ng if iid else int(m[g]), note=note, primary=method == primary,
                        primary_method=primary, point=point,
                        upper_bound=_python(float(upper[method][g])) if method in upper else None,
-                       n_eff=n_eff, df=df, estimand=estimands[g], assumption=ASSUMPTIONS[method])
+                       n_eff=n_eff, df=df, estimand=estimands[g],
+                       assumption=_assumption(method, "row" if iid else unit), unit="row" if iid else unit)
             rows.append(row)
     return rows
 
@@ -389,6 +450,7 @@ def sweep_slopes(store, *, table: str = "sweeps", by: Sequence[str] = (), where:
     return rows
 
 
-__all__ = ["ASSUMPTIONS", "CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "cluster_bootstrap",
+__all__ = ["ASSUMPTIONS", "CURVE_COLUMNS", "DEFAULT_CLUSTER", "FIXED_KEYS", "METHODS", "PER", "UNIT_COLUMNS",
+           "carried_units", "cluster_bootstrap", "resolve_unit",
            "clopper_pearson", "estimate", "iid_bootstrap", "per_image_distribution", "rule_of_three",
            "sweep_slopes", "wilson"]

@@ -192,6 +192,19 @@ def p_value(point, n_eff, df, m, limit) -> np.ndarray:
     return np.where(never, 1.0, np.exp(hi))
 
 
+def effective_lower(point, n_eff, df, m, confidence: float = 0.95) -> np.ndarray:
+    """One-sided lower bound at `confidence`, the mirror of `effective_upper` (0 where point is 0)."""
+    point = np.asarray(point, dtype=np.float64)
+    return 1.0 - effective_upper(1.0 - point, n_eff, df, m, confidence)
+
+
+def p_value_above(point, n_eff, df, m, limit) -> np.ndarray:
+    """One-sided p-value of "P(bad) <= limit" against "P(bad) > limit" (evidence of harm): the smallest
+    alpha at which `effective_lower` at 1 - alpha is above limit (1 when it never is)."""
+    point, limit = np.asarray(point, dtype=np.float64), np.asarray(limit, dtype=np.float64)
+    return p_value(1.0 - point, n_eff, df, m, 1.0 - limit)
+
+
 def cluster_t(mean, var_mean, m, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Cluster-robust t interval mean +- t_{m-1} sqrt(var_mean), clipped to [0, 1]. Secondary: it assumes
     the mean of per-image proportions is near normal, which fails for small p and few images (skew);
@@ -289,5 +302,5 @@ def iid_bootstrap(k, n, *, confidence: float = 0.95, n_boot: int = 2000,
 
 
 __all__ = ["beta_bounds", "clopper_pearson", "cluster_bootstrap", "cluster_exact", "cluster_exact_n",
-           "cluster_exact_upper", "cluster_t", "design_n", "effective_upper", "iid_bootstrap", "image_moments",
-           "p_value", "rule_of_three", "wilson"]
+           "cluster_exact_upper", "cluster_t", "design_n", "effective_lower", "effective_upper", "iid_bootstrap", "image_moments",
+           "p_value", "p_value_above", "rule_of_three", "wilson"]

@@ -30,7 +30,7 @@ from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, De
                                            format_interval, format_number, ledger_units, p, percent)
 from survey.analysis.sections.closing import limitations_section, provenance_section
 from survey.analysis.sections.generic import GenericSection
-from survey.analysis.sections.study import (CRITERION_METHOD, CriterionResult, Truths, correction_text,
+from survey.analysis.sections.study import (CRITERION_METHOD, CriterionResult, Truths, correction_text, criterion_detail,
                                             criteria_section, device_section, evaluate_criteria, mark_missing_networks,
                                             overall_verdict, runs as recorded_runs, study_info)
 
@@ -177,6 +177,8 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
     verdict = overall_verdict(results)
     text = {"pass": "All acceptance criteria are met.",
             "fail": f"{sum(r.status == 'fail' for r in results)} of {len(results)} acceptance criteria are not met.",
+            "inconclusive": f"{sum(r.status == 'inconclusive' for r in results)} of {len(results)} acceptance "
+                            "criteria cannot be decided with these images: no evidence of harm, too few to pass.",
             "incomplete": "Some acceptance criteria could not be judged (not run, no data or an error).",
             "no criteria": "The study states no acceptance criteria: the results are reported without a "
                            "verdict."}[verdict]
@@ -186,14 +188,7 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
                  " NO family-wise correction (correction = \"none\"): each decision judged alone.")
     items = []
     for r in results:
-        worst = max((g["upper_bound"] for g in r.groups if g["upper_bound"] is not None), default=None)
-        detail = (f"largest one-sided upper bound {format_number(worst)} vs limit {format_number(r.max_upper)}"
-                  if worst is not None else r.message or r.status)
-        if r.groups:
-            detail += f"; raw verdict {r.status_raw}, adjusted ({correction}) {r.status}"
-        if worst is not None and r.message:
-            detail += f"; {r.message}"
-        items.append({"name": r.name, "status": r.status, "detail": detail})
+        items.append({"name": r.name, "status": r.status, "detail": criterion_detail(r)})
     counts = []
     for section in sections:
         if section.table in ctx.known:
@@ -246,7 +241,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         _methods_section(ctx, sections)
         correction = info.get("correction") or "holm"
         results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed,
-                                    correction=correction)
+                                    correction=correction, cluster=(info.get("analysis") or {}).get("cluster"))
         mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
         criteria_section(ctx.doc, results, correction)
         _results_section(ctx, sections)

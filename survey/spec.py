@@ -118,6 +118,12 @@ class CriterionSpec(_Model):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+class AnalysisSpec(_Model):
+    # the unit of independence intervals cluster at (survey.analysis.estimate): "image", "volume" or "subject";
+    # None: the coarsest unit the rows carry with at least 2 clusters
+    cluster: Literal["image", "volume", "subject"] | None = None
+
+
 class Study(_Model):
     name: str
     seed: int = 0
@@ -135,6 +141,7 @@ class Study(_Model):
     # the study's own tasks, families, operators and report sections (survey.plugins): .py files relative
     # to the study file, or importable module names; imported before the rest of the study is validated
     plugins: list[str] = Field(default_factory=list)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     path: str | None = None                # where the study file was read from (set by load_study)
 
     @model_validator(mode="after")

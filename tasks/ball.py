@@ -22,6 +22,15 @@ no mask: A* ignores what is not measured (exactly off a Fourier mask; a Radon bi
 sees no pixel, or grazes one with a weight below 1e-6). t = radius * ||r|| ("relative-r"; ||s|| for measurement noise),
 radius * ||x|| ("relative-x"; ||A x|| for measurement noise), or t = radius ("absolute", a norm).
 
+Matched centres (`centres="own"`, the default wherever it applies: a budget-search centre in the image
+domain with image noise): network, H and the reference each get their OWN worst case at the same budget,
+found by the same search with the same starts on the same images (the embedded attack with matched
+targets), and their balls use the same draw directions, each scaled to its own radius; every point gain
+comes from the tested `survey.tasks.budget.point_gain`. The rows then pair network, H and reference per image
+and draw (`centres = 'own'`). Elsewhere (the paper's search, measurement-domain centres or noise) H and
+the reference are scored on the network's points (`centres = "network's"`, a transferred number: it says
+how they respond where the network is weak, not how stable they are).
+
 The bad event: a point of the ball is itself a bad perturbation. Every draw
 gets its point gain, with p = r + v the point's perturbation (s + e in the measurement domain):
 
@@ -48,105 +57,23 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from survey.metrics import norms, psnr, ssim
 from survey.tasks import validate
 from survey.tasks.attack import Attack
-from survey.tasks.base import (LABELS, PER_IMAGE, Column, Task, TaskContext, TaskResult, make_task, register,
-                               seed_from_id)
+from survey.tasks.ball_parts import BALL_COLUMNS, Centre, Recording, draw_seeds, gaussian_directions
+from survey.tasks.base import PER_IMAGE, Task, TaskContext, TaskResult, make_task, register
+from survey.tasks.budget import point_gain
 
 CENTERS = ("worst-case", "clean")
 NOISE_DOMAINS = ("image", "measurement")
+CENTRE_MODES = ("auto", "own", "network")
 RADIUS_KINDS = ("relative-r", "relative-x", "absolute")
 #: Attack parameters the ball sets itself.
 RESERVED_ATTACK_KEYS = ("snapshot_levels", "snapshot_iterations", "keep_tensors", "target", "budgets", "matched")
-
-
-def draw_seeds(generator: torch.Generator, draws: int) -> list[int]:
-    """One 63-bit seed per draw, derived from one number taken from `generator`."""
-    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    return [seed_from_id(f"ball:{base}:{d}") for d in range(draws)]
-
-
-def gaussian_directions(seeds: list[int], like: torch.Tensor, support: torch.Tensor | None = None,
-                        device: torch.device | str | None = None) -> torch.Tensor:
-    """Standard Gaussian draws shaped (len(seeds), *like.shape), dtype and device of `like`.
-
-    Complex `like` gives complex Gaussian entries (independent real and imaginary parts); entries
-    outside `support` are zero. `device`: where the per-draw generators run (default like's device).
-    """
-    device = torch.device(device) if device is not None else like.device
-    draws = []
-    for seed in seeds:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed)
-        draws.append(torch.randn(like.shape, generator=gen, dtype=like.dtype, device=device))
-    e = torch.stack(draws).to(like.device)
-    return e if support is None else e * support.to(like.device)
-
-
-class Centre(NamedTuple):
-    """r: (B, ...) the centre, image- or measurement-shaped; domain: "image" or "measurement";
-    info: per image, the columns describing how the centre was found."""
-
-    r: torch.Tensor
-    domain: str
-    info: list[dict[str, Any]]
-
-
-#: Columns of ball rows: one row per (image, radius, draw).
-BALL_COLUMNS: dict[str, Column] = {
-    **LABELS,
-    "center": Column("centre of the ball: 'worst-case' (an attack snapshot) or 'clean' (r = 0)"),
-    "center_domain": Column("where the centre lives: 'image' (r) or 'measurement' (e_c)"),
-    "level": Column("||r|| / ||x|| of the attack snapshot used as centre; None for a clean centre"),
-    "attack": Column("the embedded attack's parameters as sorted JSON; '' for a clean centre"),
-    "noise_domain": Column("where the draws live: 'image' (v = A* e) or 'measurement' (e)"),
-    "radius_kind": Column("what the radius is relative to: 'relative-r', 'relative-x' or 'absolute'"),
-    "draws": Column("draws per (image, radius) in the unit"),
-    "bad_threshold": Column("out_change_rel at or above which a draw is bad; None when not set"),
-    "image_id": Column("stable id of the ground-truth image"),
-    "image_index": Column("index of the image in the unit (first axis of the per_image/ tensors)"),
-    "center_reached": Column("whether the attack crossed `level` (else its last iterate is the centre)"),
-    "center_iteration": Column("iterate index of the centre in the attack"),
-    "center_restart": Column("the attack restart chosen as centre (largest output change)"),
-    "attack_iterations_run": Column("updates the embedded attack made"),
-    "center_psnr_visibility": Column("PSNR of x + r against x at the centre", "dB"),
-    "r_norm": Column("||r|| of the centre (||e_c|| for a measurement centre)", "image units"),
-    "r_rel": Column("||r|| / ||x|| (||e_c|| / ||A x|| for a measurement centre)"),
-    "center_change_rel": Column("||f(y + s) - f(y)|| / ||f(y)||: the centre's own output change"),
-    "psnr_clean": Column("PSNR of f(y) against x", "dB"),
-    "psnr_center": Column("PSNR of f(y + s) against x", "dB"),
-    "ref_center_change_rel": Column("the reference's ||g(y + s) - g(y)|| / ||g(y)||; None without reference"),
-    "ref_psnr_clean": Column("PSNR of the reference's g(y) against x; None without reference", "dB"),
-    "center_gain": Column("gain of the centre: (||f(y + s) - f(y)|| / ||f(y)||) / r_rel; None for a clean centre"),
-    "h_center_gain": Column("the same gain of the centre for H (the easy linear reconstruction)"),
-    "ref_center_gain": Column("the same gain of the centre for the reference; None without reference"),
-    "radius": Column("the ball's radius as asked (relative to radius_kind)"),
-    "target_norm": Column("the norm t each draw is scaled to", "image or measurement units"),
-    "draw": Column("index of the draw (its generator is seeded from the unit's stream and this index)"),
-    "noise_norm": Column("||v|| (||e|| for measurement noise) of the draw", "image or measurement units"),
-    "noise_rel": Column("||v|| / ||x|| (||e|| / ||A x|| for measurement noise)"),
-    "out_change_rel": Column("||f(y') - f(y)|| / ||f(y)|| at the drawn point y'"),
-    "err_rel": Column("||f(y') - x|| / ||x||"),
-    "psnr": Column("PSNR of f(y') against x", "dB"),
-    "ssim": Column("SSIM of f(y') against x; None when with_ssim is off"),
-    "persist_rel": Column("||f(y') - f(y + s)|| / ||f(y + s) - f(y)||; None for a clean centre"),
-    "artefact_cos": Column("cosine of f(y') - f(y) with the centre's artefact f(y + s) - f(y); None for a "
-                           "clean centre"),
-    "point_gain": Column("(||f(y') - f(y)|| / ||f(y)||) / (||r + v|| / ||x||): the ball point as a perturbation "
-                         "of its own (||s + e|| / ||A x|| in the measurement domain)"),
-    "h_point_gain": Column("the same point gain for H (the easy linear reconstruction) on the same point"),
-    "has_reference": Column("whether the reference solver ran on this draw"),
-    "ref_out_change_rel": Column("the reference's ||g(y') - g(y)|| / ||g(y)||; None where it did not run"),
-    "ref_err_rel": Column("the reference's ||g(y') - x|| / ||x||; None where it did not run"),
-    "ref_psnr": Column("PSNR of the reference's g(y') against x; None where it did not run", "dB"),
-    "ref_point_gain": Column("the same point gain for the reference on the same point; None where it did not run"),
-    "bad": Column("out_change_rel >= bad_threshold; None when no threshold is set"),
-}
 
 
 @register("ball")
@@ -165,6 +92,8 @@ class Ball(Task):
     with_ssim: also SSIM per draw (on by default: `survey.metrics.ssim` costs 2-3% of a small U-Net's
     forward pass, benchmarks/ssim_speed.py; off, rows hold None).
     keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
+    centres: "own" (H and the reference around their own worst cases, see the module docstring), "network"
+    (scored on the network's points), or "auto" (own wherever it applies).
     """
 
     center: str = "worst-case"
@@ -180,6 +109,7 @@ class Ball(Task):
     bad_threshold: float | None = None
     with_ssim: bool = True
     keep_tensors: bool = True
+    centres: str = "auto"
 
     table = "ball"
     title = "Gaussian ball around a worst case"
@@ -191,7 +121,8 @@ class Ball(Task):
 
     def __post_init__(self):
         name = type(self).__name__
-        for key, choices in (("center", CENTERS), ("noise_domain", NOISE_DOMAINS), ("radius_kind", RADIUS_KINDS)):
+        for key, choices in (("center", CENTERS), ("noise_domain", NOISE_DOMAINS), ("radius_kind", RADIUS_KINDS),
+                             ("centres", CENTRE_MODES)):
             validate.choice(self, key, choices)
         if isinstance(self.radius, (list, tuple)):
             validate.sequence(self, "radius", validate.numbers_in(0.0), "numbers >= 0", nonempty=True)
@@ -216,16 +147,27 @@ class Ball(Task):
                 and self.radius_kind == "relative-r"):
             raise ValueError(f"{name}: a measurement-domain centre has no image norm ||r||; with "
                              "radius_kind='relative-r' use noise_domain='measurement'")
+        if self.centres == "own" and not self.own_centres:
+            raise ValueError(f"{name}: centres='own' needs center='worst-case' with attack search='budget' in the "
+                             "image domain and noise_domain='image'")
+
+    @property
+    def own_centres(self) -> bool:
+        """Whether H and the reference get their own worst cases (see `centres`)."""
+        if self.centres == "network" or self.center != "worst-case":
+            return False
+        attack = self.attack_task()
+        return attack.search == "budget" and attack.domain == "image" and self.noise_domain == "image"
 
     @property
     def radii(self) -> tuple[float, ...]:
         return self.radius if isinstance(self.radius, tuple) else (self.radius,)
 
-    def attack_task(self) -> Attack:
+    def attack_task(self, matched: tuple[str, ...] = ()) -> Attack:
         """The embedded attack: `attack` parameters with one level snapshot at `level` (the paper's search)
-        or the one budget `level` (search = "budget")."""
+        or the one budget `level` (search = "budget"), with `matched` targets attacked alike."""
         if self.attack.get("search") == "budget":
-            params = {**self.attack, "budgets": [self.level], "keep_tensors": True}
+            params = {**self.attack, "budgets": [self.level], "keep_tensors": True, "matched": list(matched)}
         else:
             params = {**self.attack, "snapshot_levels": [self.level], "snapshot_iterations": [], "keep_tensors": True}
         try:
@@ -240,9 +182,20 @@ class Ball(Task):
             info = {"center_reached": None, "center_iteration": None, "center_restart": None,
                     "attack_iterations_run": None, "center_psnr_visibility": None}
             return Centre(torch.zeros_like(x), "image", [dict(info) for _ in range(x.shape[0])])
-        attack = self.attack_task()
-        # The reference's numbers at the snapshot are not needed: the ball computes its own.
-        rows, tensors = attack(dataclasses.replace(ctx, reference=None), generator)
+        own = self.own_centres
+        matched = ("H", "reference") if own and self.with_reference else ("H",) if own else ()
+        attack = self.attack_task(matched)
+        # The reference's numbers at the network's snapshot are not needed: the ball computes its own.
+        if own:
+            attack = dataclasses.replace(attack, with_reference=False)
+        rows, tensors = attack(ctx if "reference" in matched else dataclasses.replace(ctx, reference=None), generator)
+        if own:   # rows and tensors: target-major (network, H, reference), one per image at the one budget
+            count = x.shape[0]
+            r_all = tensors["r"].to(x.device)
+            own_r = {name: r_all[(i + 1) * count:(i + 2) * count] for i, name in enumerate(matched)}
+            rows, tensors = rows[:count], {"r": r_all[:count]}
+        else:
+            own_r = {}
         restarts = attack.restarts
         picked, info = [], []
         budget = attack.search == "budget"  # one row per image, the best over starts
@@ -258,7 +211,7 @@ class Ball(Task):
                          "attack_iterations_run": int(row["iterations_run"]),
                          "center_psnr_visibility": float(row["psnr_visibility"])})
         r = tensors["r"][picked].to(x.device)
-        return Centre(r, attack.domain, info)
+        return Centre(r, attack.domain, info, own_r)
 
     # -- the test -----------------------------------------------------------------------------
     def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
@@ -304,7 +257,9 @@ class Ball(Task):
         y_centre = y + shift
         clean, at_centre = f(y), f(y_centre)
         artefact = at_centre - clean
-        h_clean, h_centre = h(y), h(y_centre)
+        own = dict(centre.own)   # H / reference -> its own worst case (image domain)
+        h_clean = h(y)
+        h_centre = h(y + physics.A(own["H"])) if "H" in own else h(y_centre)
         x_norm, y_norm, clean_norm = norms(x), norms(y), norms(clean)
         artefact_norm = norms(artefact)
         image_noise = self.noise_domain == "image"
@@ -325,7 +280,26 @@ class Ball(Task):
         point_image = centre.domain == "image" and image_noise
         with_ref = reference is not None and self.reference_draws > 0
         ref_clean = ref(y) if reference is not None else None
-        ref_centre = ref(y_centre) if reference is not None else None
+        ref_centre = None
+        if reference is not None:
+            ref_centre = ref(y + physics.A(own["reference"])) if "reference" in own else ref(y_centre)
+
+        def own_targets(r_own: torch.Tensor) -> torch.Tensor:   # (B, R) radii of a ball around r_own
+            own_scale = norms(r_own) if self.radius_kind == "relative-r" else scale
+            return own_scale[:, None] * radii[None, :]
+
+        def own_balls(g, r_own: torch.Tensor, unit_dm: torch.Tensor, t_own: torch.Tensor):
+            """Per radius, `point_gain` of g around r_own on draws unit_dm (D, B, ...) scaled to t_own (B, R):
+            (gains, out_change_rel, artefact_cos) each (B, R, D), outputs (B * R * D, ...) in row order."""
+            found, outputs = [], []
+            for k in range(n_radii):
+                recorder = Recording(g)
+                found.append(point_gain(recorder, physics, x, r_own, t_own[:, k].view(1, count, *i_ones) * unit_dm,
+                                        batch=self.batch))
+                outputs.append(recorder.points().view(unit_dm.shape[0], count, *i_shape).transpose(0, 1))
+            stacked = [torch.stack([getattr(pg, name).T for pg in found], dim=1)
+                       for name in ("gain", "out_change_rel", "artefact_cos")]
+            return (*stacked, torch.stack(outputs, dim=1).reshape(-1, *i_shape))
 
         cols: dict[str, list[torch.Tensor]] = {}
         first_out = None
@@ -349,7 +323,11 @@ class Ball(Task):
             t = targets.view(count, n_radii, 1, *m_ones)
             u = y_centre.view(count, 1, 1, *m_shape) + t * unit_shift.view(count, 1, drawn, *m_shape)
             u = u.reshape(-1, *m_shape)
-            out = f(u)
+            if own:   # every target's ball through the tested point_gain, one direction per draw for all
+                unit_dm = unit.view(count, drawn, *i_shape).transpose(0, 1)
+                net_gain, net_change, net_cos, out = own_balls(f, centre.r, unit_dm, targets)
+            else:
+                out = f(u)
             if first_out is None:
                 first_out = out.view(count, n_radii, drawn, *i_shape)[:, :, 0]
             n = out.shape[0]
@@ -372,28 +350,40 @@ class Ball(Task):
             moved_norm = norms(moved)
             add("noise_norm", noise_norm, drawn)
             add("noise_rel", noise_norm / (x_norm if image_noise else y_norm).view(count, 1, 1), drawn)
-            add("out_change_rel", moved_norm / per_sample(clean_norm), drawn)
-            add("point_gain", moved_norm / per_sample(clean_norm) / point_rel, drawn)
-            h_change = norms(h(u) - per_sample(h_clean)) / per_sample(norms(h_clean))
-            add("h_point_gain", h_change / point_rel, drawn)
+            if own:
+                add("out_change_rel", net_change, drawn)
+                add("point_gain", net_gain, drawn)
+                add("h_point_gain", own_balls(h, own["H"], unit_dm, own_targets(own["H"]))[0], drawn)
+                add("artefact_cos", net_cos, drawn)
+            else:
+                add("out_change_rel", moved_norm / per_sample(clean_norm), drawn)
+                add("point_gain", moved_norm / per_sample(clean_norm) / point_rel, drawn)
+                h_change = norms(h(u) - per_sample(h_clean)) / per_sample(norms(h_clean))
+                add("h_point_gain", h_change / point_rel, drawn)
+                inner = (moved.conj() * per_sample(artefact)).real.reshape(n, -1).sum(dim=1)
+                add("artefact_cos", inner / (moved_norm * per_sample(artefact_norm)), drawn)
             add("persist_rel", norms(out - per_sample(at_centre)) / per_sample(artefact_norm), drawn)
-            inner = (moved.conj() * per_sample(artefact)).real.reshape(n, -1).sum(dim=1)
-            add("artefact_cos", inner / (moved_norm * per_sample(artefact_norm)), drawn)
             add("err_rel", norms(out - x_s) / per_sample(x_norm), drawn)
             add("psnr", psnr(out, x_s), drawn)
             if self.with_ssim:
                 add("ssim", ssim(out, x_s), drawn)
             if with_ref and start < self.reference_draws:
                 kept = min(stop, self.reference_draws) - start
-                u_ref = u.view(count, n_radii, drawn, *m_shape)[:, :, :kept].reshape(-1, *m_shape)
-                ref_out = ref(u_ref)
+                if own:
+                    ref_gain, ref_change, _, ref_out = own_balls(ref, own["reference"], unit_dm[:kept],
+                                                                 own_targets(own["reference"]))
+                else:
+                    u_ref = u.view(count, n_radii, drawn, *m_shape)[:, :, :kept].reshape(-1, *m_shape)
+                    ref_out = ref(u_ref)
                 k = ref_out.shape[0]
                 x_r = x.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(k, *i_shape)
                 ref_c = ref_clean.view(count, 1, 1, *i_shape).expand(count, n_radii, kept, *i_shape).reshape(
                     k, *i_shape)
-                kept_rel = point_rel.view(count, n_radii, drawn)[:, :, :kept].reshape(-1)
-                for name, value in (("ref_out_change_rel", norms(ref_out - ref_c) / norms(ref_c)),
-                                    ("ref_point_gain", norms(ref_out - ref_c) / norms(ref_c) / kept_rel),
+                if not own:
+                    kept_rel = point_rel.view(count, n_radii, drawn)[:, :, :kept].reshape(-1)
+                    ref_change = norms(ref_out - ref_c) / norms(ref_c)
+                    ref_gain = ref_change / kept_rel
+                for name, value in (("ref_out_change_rel", ref_change), ("ref_point_gain", ref_gain),
                                     ("ref_err_rel", norms(ref_out - x_r) / norms(x_r)),
                                     ("ref_psnr", psnr(ref_out, x_r))):
                     cols.setdefault(name, []).append(value.reshape(count, n_radii, kept))
@@ -401,15 +391,20 @@ class Ball(Task):
         columns = {k: torch.cat(v, dim=2).cpu().tolist() for k, v in cols.items()}
         r_rel = norms(centre.r) / (x_norm if centre.domain == "image" else y_norm)
         r_rel_safe = r_rel.clamp_min(torch.finfo(r_rel.dtype).tiny)
+        tiny = torch.finfo(r_rel.dtype).tiny
+
+        def own_rel(name: str) -> torch.Tensor:   # ||r_own|| / ||x||: each target's centre at its own size
+            return (norms(own[name]) / x_norm).clamp_min(tiny) if name in own else r_rel_safe
+
         per_image = {
             "r_norm": norms(centre.r), "r_rel": r_rel,
             "center_change_rel": artefact_norm / clean_norm, "psnr_clean": psnr(clean, x),
             "psnr_center": psnr(at_centre, x), "center_gain": artefact_norm / clean_norm / r_rel_safe,
-            "h_center_gain": norms(h_centre - h_clean) / norms(h_clean) / r_rel_safe}
+            "h_center_gain": norms(h_centre - h_clean) / norms(h_clean) / own_rel("H")}
         if reference is not None:
             per_image["ref_center_change_rel"] = norms(ref_centre - ref_clean) / norms(ref_clean)
             per_image["ref_psnr_clean"] = psnr(ref_clean, x)
-            per_image["ref_center_gain"] = per_image["ref_center_change_rel"] / r_rel_safe
+            per_image["ref_center_gain"] = per_image["ref_center_change_rel"] / own_rel("reference")
         image_values = {k: v.cpu().tolist() for k, v in per_image.items()}
         target_values = targets.cpu().tolist()
         rows = self._rows(ctx, centre, columns, image_values, target_values)
@@ -423,8 +418,11 @@ class Ball(Task):
     def _rows(self, ctx: TaskContext, centre: Centre, columns: dict[str, list], image_values: dict[str, list],
               target_values: list[list[float]]) -> list[dict[str, Any]]:
         clean_centre = self.center == "clean"
-        attack_params = "" if clean_centre else json.dumps(self.attack_task().params(), sort_keys=True)
-        shared = {"center": self.center, "center_domain": centre.domain,
+        attack_params = "" if clean_centre else json.dumps(
+            self.attack_task(tuple(centre.own)).params(), sort_keys=True)
+        shared = {"center": self.center,
+                  "centres": "own" if centre.own else "clean" if clean_centre else "network's",
+                  "center_domain": centre.domain,
                   "level": None if clean_centre else float(self.level), "attack": attack_params,
                   "noise_domain": self.noise_domain, "radius_kind": self.radius_kind, "draws": self.draws,
                   "bad_threshold": None if self.bad_threshold is None else float(self.bad_threshold)}
@@ -456,5 +454,5 @@ class Ball(Task):
         return rows
 
 
-__all__ = ["BALL_COLUMNS", "Ball", "CENTERS", "Centre", "NOISE_DOMAINS", "PER_IMAGE", "RADIUS_KINDS",
+__all__ = ["BALL_COLUMNS", "Ball", "CENTERS", "CENTRE_MODES", "Centre", "NOISE_DOMAINS", "PER_IMAGE", "RADIUS_KINDS",
            "draw_seeds", "gaussian_directions"]

@@ -28,6 +28,7 @@ import torch
 from survey.metrics import norms, psnr, ssim
 from survey.perturb import family_names, make_family
 from survey.numerics import real_image
+from survey.perturb.motion import register as register_to
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register
 
@@ -58,6 +59,8 @@ SEVERITY_COLUMNS: dict[str, Column] = {
     "psnr": Column("PSNR of the network's f(y') against x", "dB"),
     "ssim": Column("SSIM of f(y') against x; None unless with_ssim"),
     "out_change_rel": Column("||f(y') - f(y)|| / ||f(y)||"),
+    "registered": Column("whether each output was moved back by its best global translation onto f(y) before "
+                         "scoring (register = true: a global shift is not counted as damage)"),
     "psnr_clean": Column("PSNR of f(y) against x (the unperturbed image)", "dB"),
     "h_psnr": Column("PSNR of the easy reconstruction H(y') against x (real part for complex H, survey.numerics)", "dB"),
     "h_ssim": Column("SSIM of H(y') against x; None unless with_ssim"),
@@ -86,7 +89,9 @@ class Severity(Task):
     draws: latent draws per (image, family, severity); batch: at most this many perturbed measurements per
     network call. with_reference: also run the reference on the first `reference_draws` draws (None: all) of
     the levels `reference_levels` (indices into each family's severity list, -1 the last; None: every level):
-    the CS reference costs seconds per solve on a CPU. with_ssim: SSIM columns (else None).
+    the CS reference costs seconds per solve on a CPU. with_ssim: SSIM columns (else None). register: move
+    each perturbed output back by its best global translation onto the clean output before scoring, so a
+    global shift (a moved patient) is not counted as damage (survey.perturb.motion.register).
     """
 
     families: dict[str, Any] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_FAMILIES.items()})
@@ -97,6 +102,7 @@ class Severity(Task):
     reference_draws: int | None = None
     reference_levels: list[int] | None = None
     with_ssim: bool = True
+    register: bool = False
 
     table = "severity"
     title = "Physical perturbations at physical severities"
@@ -135,7 +141,7 @@ class Severity(Task):
         if self.reference_levels is not None:
             validate.sequence(self, "reference_levels", validate.integers_in(), "integers (level indices, -1 the last)",
                               convert=int)
-        for key in ("with_reference", "with_ssim"):
+        for key in ("with_reference", "with_ssim", "register"):
             validate.flag(self, key)
 
     def built(self) -> dict[str, Any]:
@@ -209,6 +215,8 @@ class Severity(Task):
                     out = clean[key][b].clone()
                     if bool(run.any()):
                         out[run] = solve(y_part[run]).to(out.dtype)
+                        if self.register:   # undo a global shift against the clean output first
+                            out[run] = register_to(out[run], clean[key][b][run]).to(out.dtype)
                     self._score(values, f"{key}psnr", psnr(out, x[b]))
                     self._score(values, f"{key}out_change_rel", norms(out - clean[key][b]) / norms(clean[key][b]))
                     if self.with_ssim:
@@ -219,7 +227,7 @@ class Severity(Task):
             for n, (b, k, d) in enumerate(items):
                 has_ref = with_ref((b, k, d))
                 row = {"image_id": ctx.image_ids[b], "image_index": b, **shared, "severity": levels[k],
-                       "identity": levels[k] == family.identity_severity, "draw": d,
+                       "identity": levels[k] == family.identity_severity, "draw": d, "registered": self.register,
                        "meas_change_rel": values["meas_change_rel"][n]}
                 for key in ("", "h_", "ref_"):
                     ran = key != "ref_" or has_ref

@@ -80,7 +80,7 @@ def test_clustered_rows_get_a_cluster_exact_primary_wider_than_clopper_pearson(b
         group = [r for r in rows if r["network"] == network]
         assert group[0]["primary"] and [r["primary"] for r in group].count(True) == 1
         assert group[0]["method"] == "cluster-exact" and group[0]["clusters"] == IMAGES
-        assert group[0]["estimand"] == "over images of ellipses, mean per-image probability"
+        assert group[0]["estimand"] == "P(bad) for the population of images like these (ellipses): mean per-image probability"
     a = {r["method"]: r for r in rows if r["network"] == "net-a"}
     # 2 of 7 images bad on every draw: 40 of 140 draws; correlated draws make the image-level interval wider
     assert a["cluster-exact"]["k"] == 2 * DRAWS and a["cluster-exact"]["point"] == pytest.approx(2 / 7)
@@ -112,9 +112,14 @@ def test_holm_and_none_verdicts_in_evaluate_criteria(ball_store):
         g = r.groups[0]
         assert g["method"] == "cluster-exact" and g["family_size"] == 2
         assert g["upper_bound"] == pytest.approx(1 - 0.05 ** (1 / 7), rel=1e-3) and g["passed_raw"]
-    assert [r.status for r in holm] == ["fail", "fail"] and [r.status_raw for r in holm] == ["pass", "pass"]
+    # no bad draw at all: after Holm the bound no longer clears the limit, but nothing shows harm either
+    assert [r.status for r in holm] == ["inconclusive"] * 2 and [r.status_raw for r in holm] == ["pass", "pass"]
     assert [r.status for r in none] == ["pass", "pass"] and overall_verdict(none) == "pass"
-    assert overall_verdict(holm) == "fail"   # the overall verdict follows the adjusted decisions
+    assert overall_verdict(holm) == "inconclusive"   # the overall verdict follows the adjusted decisions
+    g = holm[0].groups[0]
+    assert g["verdict"] == "INCONCLUSIVE" and g["lower_bound"] == 0.0 and not g["failed"]
+    # 8 images with no bad one pass at 97.5%: 1 - 0.025^(1/8) = 0.369 < 0.38 (7 give 0.41)
+    assert g["decide_clusters"] == 8 and g["decide_more"] == 1
     # the same numbers as decide() on the primary rows
     family = [{"name": c["name"], "limit": c["max_upper"],
                "rows": estimate(ball_store, "ball", c["bad"], where=c["where"], by=["network", "dataset"])}
@@ -135,10 +140,11 @@ def test_the_report_shows_raw_and_adjusted_verdicts_and_flags_no_correction(ball
     rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
     verdicts = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[-2:] for r in rows if "Artefact persists rarely" in r]
     if correction == "holm":
-        assert verdicts == [["PASS", "FAIL"]]   # raw, then adjusted
+        assert verdicts == [["PASS", "INCONCLUSIVE"]]   # raw, then adjusted
         assert "verdict (Holm)" in html and "Holm&#39;s step-down over all 2" in html
-        assert "summary fail" in html and 'class="warning"' not in html
-        assert [c["status"] for c in data["criteria"]] == ["fail", "fail"]
+        assert "summary inconclusive" in html and 'class="warning"' not in html
+        assert "up to 8 images each would decide them at the observed rates" in html
+        assert [c["status"] for c in data["criteria"]] == ["inconclusive", "inconclusive"]
         assert [c["status_raw"] for c in data["criteria"]] == ["pass", "pass"]
     else:
         assert verdicts == [["PASS", "PASS"]]
@@ -161,7 +167,7 @@ def test_report_tables_lead_with_the_primary_interval_and_show_the_per_image_dis
     assert a[2] == "in-distribution" and b[2] == "out-of-distribution"
     primary = next(r for r in data["estimates"]["ball-point-gain"]["network"] if r["network"] == "net-a")
     assert a[8] == f"[{primary['ci_low']:.4g}, {primary['ci_high']:.4g}]" and a[9] == "cluster-exact"
-    assert a[11].startswith("Clopper–Pearson [") and a[12] == "over images of ellipses, mean per-image probability"
+    assert a[11].startswith("Clopper–Pearson [") and a[12] == "P(bad) for the population of images like these (ellipses): mean per-image probability"
     assert "interval (primary)" in html and "Assumptions: cluster-exact: images are independent draws" in html
     # the per-image distribution: 2 of 7 images of net-a above every level
     per_image = data["estimates"]["ball-point-gain:per-image"]
@@ -290,7 +296,7 @@ def test_two_folder_datasets_of_one_kind_run_and_stay_apart(tmp_path, ray_local)
     primary = [r for r in rows if r["primary"]]
     assert [r["dataset"] for r in primary] == ["hospital-a", "hospital-b"]
     assert all(r["clusters"] == 3 for r in primary)
-    assert primary[1]["estimand"].startswith("over images of hospital-b")
+    assert primary[1]["estimand"].startswith("P(bad) for the population of images like these (hospital-b")
     html = build_report(tmp_path / "results", tmp_path / "report", study, n_boot=100).read_text()
     lines = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert any(line[:4] == ["tiny", "hospital-a", "blob", "in-distribution"] for line in lines)

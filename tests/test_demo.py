@@ -51,6 +51,30 @@ def test_demo_leaves_tables_for_all_four_tests(demo):
     assert set(rare["target"]) == {"network", "H"} and rare["severity"].nunique() == 2
 
 
+def test_demo_prints_three_valued_verdicts_and_fails_only_with_evidence(demo):
+    """The demo's 3-7 images per dataset cannot pass a 5% limit: criteria without evidence of harm read
+    INCONCLUSIVE (with the images that would decide them), FAIL only where a lower bound exceeds the limit."""
+    import json
+
+    store, index, stdout = demo
+    assert "INCONCLUSIVE" in stdout and "would decide" in stdout
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', index.read_text(), re.S).group(1))
+    for criterion in data["criteria"]:
+        groups = criterion["groups"]
+        assert criterion["status"] in ("pass", "fail", "inconclusive", "no data"), criterion["status"]
+        if criterion["status"] == "fail":
+            assert any(g["verdict"] == "FAIL" and g["lower_bound"] > g["limit"] for g in groups), criterion["name"]
+        for g in groups:
+            if g["verdict"] == "FAIL":
+                assert g["lower_bound"] > g["limit"]
+    from survey.analysis.db import query
+    units = query(store, "SELECT dataset, count(DISTINCT volume_id) AS volumes, count(*) - count(volume_id) AS "
+                         "missing FROM ball GROUP BY dataset ORDER BY dataset")
+    assert units.set_index("dataset")["missing"].max() == 0
+    assert int(units.set_index("dataset").loc["brain", "volumes"]) == 1   # the template: one volume
+    assert set(query(store, "SELECT DISTINCT centres FROM ball")["centres"]) == {"own"}
+
+
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_demo_report_screenshot_shows_the_figures(demo, tmp_path):
     _, index, _ = demo

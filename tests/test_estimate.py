@@ -155,7 +155,7 @@ def test_estimate_through_the_store(store: Path):
     for group in (cascade, unet):
         assert [m for m, r in group.items() if r["primary"]] == ["cluster-exact"]
         assert all(r["primary_method"] == "cluster-exact" for r in group.values())
-        assert group["cluster-exact"]["estimand"] == "over images of brain, mean per-image probability"
+        assert group["cluster-exact"]["estimand"] == "P(bad) for the population of images like these (brain): mean per-image probability"
         assert all(r["assumption"] for r in group.values())
     assert [r["method"] for r in rows][::len(METHODS)] == ["cluster-exact"] * 2
     # k = 0 over 4 images: the image-level exact bound 1 - alpha^(1/4), not 40 independent draws' 0.072
@@ -270,7 +270,7 @@ def test_per_image_distribution(store: Path):
     assert first["ci_low"] == pytest.approx(float(low)) and first["ci_high"] == pytest.approx(float(high))
     assert first["surely_above"] == 0 and first["possibly_above"] == 4     # 10 draws per image say little
     assert unet[1]["above"] == 0 and unet[1]["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 4))
-    assert "over images of brain" in first["estimand"]
+    assert "population of images like these (brain)" in first["estimand"]
 
 
 def test_decisions_from_estimates(store: Path):

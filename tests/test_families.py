@@ -99,8 +99,9 @@ def test_identity_determinism_batching(name, kind, operators):
 
 
 def test_motion_constant_integer_shift_is_the_shifted_image(operators):
-    """One constant integer-pixel shift for every line equals the measurements of the shifted image."""
-    family = make_family("motion", rotation_per_pixel=0.0)
+    """One constant integer-pixel shift for every line equals the measurements of the shifted image (with the
+    pose kept: pose='absolute'; the default removes it, see test_motion_severity_is_motion_during_the_scan)."""
+    family = make_family("motion", rotation_per_pixel=0.0, pose="absolute")
     x = objects()
     for kind in ("mri", "pmri"):
         physics = operators[kind]

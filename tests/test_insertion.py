@@ -261,9 +261,15 @@ def test_report_pairs_network_and_reference_and_draws_recovery_curves(tmp_path):
     frame = pd.DataFrame({"network": ["a"] * 8 + ["b"] * 4, "contrast": [0.15, 0.3] * 6, "size": [8, 8, 12, 12] * 3,
                           "recovered": [True, False, False, False, False, False, False, True, True, True, True, True],
                           "ref_recovered": [True, True, True, True, True, True, True, True, True, True, True, True],
-                          "h_recovered": [False] * 12})
+                          "h_recovered": [False] * 12, "dataset": ["d"] * 12,
+                          "image_id": [f"i{j // 2}" for j in range(8)] + [f"i{j // 2}" for j in range(4)]})
     tests = {t["network"]: t for t in paired_tests(frame)}
-    assert (tests["a"]["b"], tests["a"]["c"]) == (0, 6) and tests["a"]["p"] == pytest.approx(2 / 64)
-    assert tests["b"]["p"] == 1.0 and tests["b"]["pairs"] == 4
+    a = tests["a"]
+    assert (a["b"], a["c"]) == (0, 6) and a["p_pooled"] == pytest.approx(2 / 64)   # placements as independent
+    # paired per image (4 images, 2 placements each): per-image differences -0.5, -1, -1, -0.5 ... all of one
+    # sign, so the exact sign-flip p is its floor 2 / 2^4; 4 images cannot exclude any difference at 95%
+    assert a["unit"] == "image" and a["clusters"] == 4 and a["p_sign_flip"] == pytest.approx(2 / 16)
+    assert a["difference"] == pytest.approx(-0.75) and (a["ci_low"], a["ci_high"]) == (-1.0, 1.0)
+    assert tests["b"]["p"] == 1.0 and tests["b"]["pairs"] == 4 and tests["b"]["clusters"] == 2
     paths = recovery_curves(frame, tmp_path / "curves")
     assert all(path.exists() for path in paths)

@@ -106,7 +106,10 @@ class AttacksSection(Section):
                          h.get("H_median"), r["ratio"] if versus_ref else None,
                          format_interval(r["ci_low"], r["ci_high"]) if versus_ref else "–",
                          r["share_above_1"] if versus_ref else None, h.get("ratio"),
-                         " / ".join(format_number(levelled.get((*key, who))) for who in ("network", "reference"))])
+                         " / ".join(format_number(levelled.get((*key, who))) for who in ("network", "reference")),
+                         f"{format_number(r['p_holm'])}: {r['direction']}" if versus_ref else "–",
+                         (f"{r['dropped']} ({'; '.join(r['dropped_reasons'])})" if r.get("dropped") else "0")
+                         if versus_ref else "–"])
         command = f"survey estimate --paired --table attacks --store {ctx.given}"
         return [h3("Worst case at matched budgets"),
                 ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
@@ -117,14 +120,19 @@ class AttacksSection(Section):
                               [*by, "images", "gain network (median)", "gain reference (median)",
                                "gain H (median)", "ratio network / reference", f"{percent(CONFIDENCE)} interval",
                                "share of images with ratio > 1", "ratio network / H",
-                               "levelled off: network / reference"], body,
+                               "levelled off: network / reference", "sign-flip p (Holm): direction",
+                               "images dropped"], body,
                               numeric=range(len(by), len(by) + 8),
                               note="Interval: Student's t on the per-image log ratios (m - 1 degrees of "
                                    "freedom); the unit of independence is the image (its network, reference and H gains move together). "
                                    "gain = relative output change / relative perturbation size; 1 is what a faithful "
                                    "method does. Levelled off: the median over images of the gain at half the "
                                    "iterations over the gain at the end (1: the search had converged; below 1 "
-                                   "it was still climbing, and that side's gain is a lower bound).",
+                                   "it was still climbing, and that side's gain is a lower bound). Sign-flip p: the "
+                                   "exact two-sided sign-flip test of no difference, Holm-adjusted over every row "
+                                   "of this table; a direction is named only when it is at most "
+                                   f"{percent(1 - CONFIDENCE)} (with m images no p falls below 2 / 2^m). Images "
+                                   "dropped: without a positive finite gain on both sides, with the reason.",
                               commands=[command])]
 
     @staticmethod

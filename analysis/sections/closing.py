@@ -34,6 +34,7 @@ def limitations_section(ctx: Context, runs: list[dict[str, Any]], tables: Sequen
     if images:
         facts.append(f"at most {images} distinct test images per table")
     scale = ("This study used " + "; ".join(facts) + ". ") if facts else ""
+    single = single_volumes(ctx, tables)
     items = [
         ("Scale.", scale + "The networks are small re-trainings (or the user's own networks) at low resolution; "
                    "clinical networks at 256–512 pixels may behave differently, and conclusions do not transfer "
@@ -45,10 +46,13 @@ def limitations_section(ctx: Context, runs: list[dict[str, Any]], tables: Sequen
         ("What the statistics cover.", "Intervals quantify sampling uncertainty over the images and draws actually "
                                        "tested, under the stated definitions of a bad outcome; they do not cover other "
                                        "datasets, other noise models, adversaries with other budgets, or definitions "
-                                       "chosen differently. Draws of one image are correlated: the primary "
-                                       "interval (cluster-exact) speaks for the population of images and is wide "
-                                       "when few images are tested; the binomial intervals shown beside it count "
-                                       "correlated draws as independent. Out-of-distribution groups (data the "
+                                       "chosen differently. Draws of one image are correlated, and so are the "
+                                       "slices of one volume: the primary interval (cluster-exact) speaks for the "
+                                       "population of the coarsest unit the rows carry (subject > volume > image; "
+                                       "each table's estimand names it) and is wide when few are tested; the "
+                                       "binomial intervals shown beside it count correlated draws as independent. "
+                                       + single +
+                                       "Out-of-distribution groups (data the "
                                        "network was not trained on) are marked as such and say nothing of the "
                                        "intended use unless it includes that data."),
         ("Reference solver.", "The compressed-sensing reference is tuned once per operator; it is a stable baseline, "
@@ -59,6 +63,23 @@ def limitations_section(ctx: Context, runs: list[dict[str, Any]], tables: Sequen
                                 "reader studies."),
     ]
     blocks.append({"kind": "list", "items": items})
+
+
+def single_volumes(ctx: Context, tables: Sequence[str]) -> str:
+    """A sentence for each dataset whose every image is a slice of one volume (the brain template): its
+    intervals speak for slices of that volume, not for volumes or subjects; '' when there is none."""
+    found: dict[str, str] = {}
+    for table in ctx.known:
+        if table in tables and {"volume_id", "dataset"} <= set(ctx.columns(table)):
+            frame = execute(ctx.con, f"SELECT dataset, count(DISTINCT volume_id) AS volumes, any_value(volume_id) "
+                                     f"AS volume, count(*) - count(volume_id) AS missing FROM "
+                                     f"{sql_identifier(table)} GROUP BY dataset")
+            for r in frame.itertuples(index=False):
+                if int(r.volumes) == 1 and int(r.missing) == 0:
+                    found[str(r.dataset)] = str(r.volume)
+    return "".join(f"Every image of dataset {d!r} is a slice of one volume ({v}): its numbers speak for slices of "
+                   "that one volume (one subject), not for other brains or patients, whatever the interval. "
+                   for d, v in sorted(found.items()))
 
 
 def provenance_section(ctx: Context, runs: list[dict[str, Any]]) -> None:

@@ -2,8 +2,10 @@
 
 Default bad outcome: the detail is lost (not recovered), per detail; recovery rates of the network and the
 reference pooled over details; recovery against contrast and size as curves (network, reference and the H(y)
-control on the same insertions); McNemar's exact test per network on the paired network / reference outcomes;
-per network, the two insertions with the lowest correlation.
+control on the same insertions, bands resampling images); per network the cluster-valid paired comparison of
+network and reference (per-image paired difference of recovery with a t interval and an exact sign-flip test,
+Obuchowski's clustered McNemar and the plain McNemar beside it); per network, the two insertions with the
+lowest correlation.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import seaborn as sns
 from survey.analysis.db import execute
 from survey.analysis.estimate import clopper_pearson, estimate
 from survey.analysis.figures import as_image, fmt, panel, save_figure, theme, plt, row_tensors
-from survey.analysis.paired_tests import mcnemar
-from survey.analysis.sections.base import MAX_WORST, Context, Definition, Section, format_number, h3, percent, records
+from survey.analysis.paired_tests import clustered_paired
+from survey.analysis.sections.base import (CONFIDENCE, MAX_WORST, Context, Definition, Section, format_interval,
+                                           format_number, h3, percent, records)
 
 DEFINITIONS = (
     Definition(
@@ -93,18 +96,27 @@ class InsertionsSection(Section):
         blocks.append(ctx.doc.figure(paths, "Share of inserted details recovered against the detail's contrast "
                                             "(left) and size (right) per network: the network (solid), the reference "
                                             "(dashed) and the zero-filled / FBP control H(y) (dotted), all on the same "
-                                            "insertions; mean over placements with a 95% bootstrap band."))
+                                            "insertions; the mean over images of each image's share, with a 95% "
+                                            "band resampling images (not placements: placements of one image are "
+                                            "correlated; percentile bands are narrow with few images)."))
         tests = paired_tests(frame)
         if tests:
+            unit = tests[0]["unit"]
             blocks.append(ctx.doc.table(
-                "McNemar's exact test per network: network and reference on the same insertions (paired "
-                "recovered / lost outcomes); b = recovered by the network only, c = by the reference only; "
-                "two-sided p from Binomial(b + c, 1/2).",
-                ["network", "insertions", "network recovered", "reference recovered", "b", "c", "p"],
-                [[t["network"], t["pairs"], t["network_recovered"], t["reference_recovered"], t["b"], t["c"],
-                  format_number(t["p"])] for t in tests], numeric=range(1, 7),
-                note="Placements on one image are not independent, so p is a per-insertion summary, not a "
-                     "population-of-images claim; the recovery intervals above are the cluster-valid ones."))
+                f"Network against reference on the same insertions, paired per {unit} (the unit of independence): "
+                f"per {unit}, the difference of the shares recovered; its mean with a {percent(CONFIDENCE)} t "
+                f"interval, the exact sign-flip test on the per-{unit} differences (primary, valid with any number "
+                "of clusters), Obuchowski's clustered McNemar (chi-square, approximate with few clusters) and "
+                "the plain McNemar counting every placement as independent (too small a p when placements of one "
+                "image share its difficulty).",
+                ["network", "insertions", f"{unit}s", "network recovered", "reference recovered", "difference",
+                 f"{percent(CONFIDENCE)} interval", "sign-flip p*", "clustered McNemar p", "plain McNemar p"],
+                [[t["network"], t["pairs"], t["clusters"], t["network_recovered"], t["reference_recovered"],
+                  t["difference"], format_interval(t["ci_low"], t["ci_high"]), format_number(t["p_sign_flip"]),
+                  format_number(t["p_obuchowski"]), format_number(t["p_pooled"])] for t in tests],
+                numeric=range(1, 10),
+                note=f"With K {unit}s no sign-flip p falls below 2 / 2^K; with K <= 5 the interval is the whole "
+                     "[-1, 1] (so few clusters cannot exclude any difference)."))
         return blocks
 
 
@@ -188,23 +200,39 @@ def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, l
     return save_figure(fig, out, svg)
 
 
-def paired_tests(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """McNemar's exact test per network on rows holding both recovered and ref_recovered (same insertions)."""
+def cluster_unit(frame: pd.DataFrame) -> tuple[str, pd.Series]:
+    """(unit, cluster key per row): the coarsest unit every row carries with at least 2 clusters (subject,
+    volume), else the image (dataset/image_id)."""
+    for unit, column in (("subject", "subject_id"), ("volume", "volume_id")):
+        if column in frame and frame[column].notna().all() and frame[column].nunique() >= 2:
+            return unit, frame[column].astype(str)
+    image = frame["image_id"].astype(str)
+    return "image", (frame["dataset"].astype(str) + "/" + image) if "dataset" in frame else image
+
+
+def paired_tests(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+    """Per network, network against reference on rows holding both recovered and ref_recovered (the same
+    insertions), paired per cluster (`cluster_unit`): survey.analysis.paired_tests.clustered_paired."""
     if "ref_recovered" not in frame or "recovered" not in frame:
         return []
     paired = frame.dropna(subset=["recovered", "ref_recovered"])
     result = []
     for network, sub in paired.groupby("network", sort=True):
-        net, ref = sub["recovered"].astype(bool).tolist(), sub["ref_recovered"].astype(bool).tolist()
-        test = mcnemar(net, ref)
-        result.append({"network": str(network), "pairs": len(net), "network_recovered": sum(net),
-                       "reference_recovered": sum(ref), "b": test.b, "c": test.c, "p": test.p_value})
+        unit, keys = cluster_unit(sub)
+        net, ref = sub["recovered"].astype(bool).to_numpy(), sub["ref_recovered"].astype(bool).to_numpy()
+        test = clustered_paired(net, ref, keys.to_numpy(), confidence)
+        result.append({"network": str(network), "pairs": len(net), "unit": unit, "clusters": test.clusters,
+                       "network_recovered": int(net.sum()), "reference_recovered": int(ref.sum()),
+                       "b": test.b, "c": test.c, "p": test.p_sign_flip, "p_sign_flip": test.p_sign_flip,
+                       "p_obuchowski": test.p_obuchowski, "p_pooled": test.p_pooled, "difference": test.difference,
+                       "ci_low": test.ci_low, "ci_high": test.ci_high})
     return result
 
 
 def recovery_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
     """P(recovered) against contrast and against size, one line style per solver (network, reference,
-    H(y) control) and one colour per network, on the same insertions."""
+    H(y) control) and one colour per network, on the same insertions: the mean over images (or volumes) of
+    each one's share recovered, the band a 95% percentile bootstrap over those units."""
     theme()
     if frame.empty:
         raise ValueError("recovery_curves needs at least one row")
@@ -212,14 +240,16 @@ def recovery_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) 
     for column, solver in (("recovered", "network"), ("ref_recovered", "reference (CS)"), ("h_recovered", "H(y)")):
         if column in frame and frame[column].notna().any():
             sub = frame.dropna(subset=[column])
-            parts.append(sub.assign(solver=solver, y=sub[column].astype(float)))
+            parts.append(sub.assign(solver=solver, y=sub[column].astype(float), _unit=cluster_unit(sub)[1]))
     long = pd.concat(parts, ignore_index=True)
     long["contrast"] = long["contrast"].abs()
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), sharey=True)
     dashes = {"network": "", "reference (CS)": (4, 2), "H(y)": (1, 2)}
     order = [s for s in dashes if s in set(long["solver"])]
     for ax, x, label in ((axes[0], "contrast", "detail contrast (image units)"), (axes[1], "size", "detail size (pixels)")):
-        sns.lineplot(data=long, x=x, y="y", hue="network", style="solver", style_order=order,
+        # one value per (image or volume, x): the bands then resample the units, not the correlated placements
+        units = long.groupby(["network", "solver", x, "_unit"], as_index=False)["y"].mean()
+        sns.lineplot(data=units, x=x, y="y", hue="network", style="solver", style_order=order,
                      dashes={k: dashes[k] for k in order}, errorbar=("ci", 95), n_boot=200, seed=0, marker="o",
                      markersize=4, ax=ax, legend=ax is axes[0])
         ax.set_xlabel(label)

@@ -180,9 +180,11 @@ def distinct_networks(ctx: Context, tables: Sequence[str]) -> list[str]:
 
 @dataclass
 class CriterionResult:
-    """The verdict on one acceptance criterion: status "pass", "fail", "not run", "no data" or "error".
+    """The verdict on one acceptance criterion: status "pass", "fail", "inconclusive", "not run", "no data" or
+    "error".
 
-    status follows the corrected decisions (`passed`), status_raw each decision alone (`passed_raw`)."""
+    status follows the corrected decisions (`verdict`: fail when some group is FAIL, pass when every group is
+    PASS, else inconclusive), status_raw each decision alone (`verdict_raw`)."""
 
     name: str
     table: str
@@ -200,12 +202,13 @@ class CriterionResult:
 
 
 def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n_boot: int = N_BOOT,
-                      seed: int = SEED, correction: str = "holm") -> list[CriterionResult]:
+                      seed: int = SEED, correction: str = "holm", cluster: str | None = None) -> list[CriterionResult]:
     """Judge each criterion (CriterionSpec or dict) with `survey.analysis.decisions.decide`: a group passes
     when the one-sided upper bound of its PRIMARY interval (cluster-exact where rows share an image) is at
     most max_upper; every criterion x group decision is one member of a family corrected by `correction`
     ("holm" or "none"). The family is judged at the highest confidence the criteria state. Estimates come
-    from `estimate` with the criterion's `per` and `by`, as `survey estimate` prints them."""
+    from `estimate` with the criterion's `per` and `by`, as `survey estimate` prints them; `cluster` is the
+    unit of independence (the study's [analysis] cluster; None: the coarsest the rows carry with >= 2)."""
     from survey.analysis.decisions import CORRECTIONS, decide
     from survey.spec import CriterionSpec
 
@@ -226,14 +229,15 @@ def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n
                                      "not run", correction=correction,
                                      command=estimate_command(c.table, c.bad, where=c.where, by=by,
                                                               per=c.per, store=Path(store),
-                                                              confidence=c.confidence))
+                                                              confidence=c.confidence)
+                                     + (f" --cluster {cluster}" if cluster else ""))
             results.append(result)
             if c.table not in known:
                 result.message = f"the store holds no {c.table!r} table"
                 continue
             try:
                 rows = estimate(con, c.table, c.bad, where=c.where, by=by, per=c.per, confidence=c.confidence,
-                                n_boot=n_boot, seed=seed)
+                                n_boot=n_boot, seed=seed, unit=cluster)
             except ValueError as exc:
                 result.status, result.message = "error", str(exc)
                 continue
@@ -251,21 +255,67 @@ def evaluate_criteria(store: Path | str, criteria: Sequence[Any], con=None, *, n
                 result.groups.append({**row, **{k: v for k, v in d.items() if k not in ("criterion", "group")}})
             for f in family:
                 result = results[f["name"]]
-                result.status = "pass" if all(g["passed"] for g in result.groups) else "fail"
-                result.status_raw = "pass" if all(g["passed_raw"] for g in result.groups) else "fail"
+                result.status = criterion_status([g["verdict"] for g in result.groups])
+                result.status_raw = criterion_status([g["verdict_raw"] for g in result.groups])
         return results
     finally:
         if own:
             con.close()
 
 
+def criterion_status(verdicts: Sequence[str]) -> str:
+    """A criterion over its groups' verdicts: "fail" when some group is FAIL (evidence of harm), "pass" when
+    every group is PASS, else "inconclusive" (too few clusters to tell for some group)."""
+    if any(v == "FAIL" for v in verdicts):
+        return "fail"
+    return "pass" if all(v == "PASS" for v in verdicts) else "inconclusive"
+
+
 def overall_verdict(results: Sequence[CriterionResult]) -> str:
-    """"pass", "fail", "incomplete" (some criterion not judged) or "no criteria"; on the corrected decisions."""
+    """"pass", "fail", "inconclusive" (judged, but some criterion cannot be decided with these clusters),
+    "incomplete" (some criterion not judged) or "no criteria"; on the corrected decisions."""
     if not results:
         return "no criteria"
     if any(r.status == "fail" for r in results):
         return "fail"
-    return "pass" if all(r.status == "pass" for r in results) else "incomplete"
+    if all(r.status == "pass" for r in results):
+        return "pass"
+    return "inconclusive" if all(r.status in ("pass", "inconclusive") for r in results) else "incomplete"
+
+
+def decide_text(group: dict[str, Any]) -> str:
+    """What would decide an undecided group (or why none would), in words: "INCONCLUSIVE: about 59 images
+    (55 more) would decide it at the observed rate"."""
+    unit = group.get("unit") or "image"
+    if group.get("verdict") != "INCONCLUSIVE":
+        return str(group.get("verdict"))
+    need = group.get("decide_clusters")
+    if need is None:
+        return (f"INCONCLUSIVE: at the observed rate ({format_number(group['point'])}, at the limit) no number of "
+                f"{unit}s decides it")
+    side = "pass" if group["point"] < group["limit"] else "fail"
+    return (f"INCONCLUSIVE: about {need:,} {unit}s ({group.get('decide_more', 0):,} more) would make it {side} at "
+            f"the observed rate {format_number(group['point'])}")
+
+
+def criterion_detail(r: CriterionResult) -> str:
+    """One line for the summary: the worst bounds against the limit and, for each undecided group, the sample
+    that would decide it."""
+    if not r.groups:
+        return r.message or r.status
+    worst = max((g["upper_bound"] for g in r.groups if g["upper_bound"] is not None), default=None)
+    low = max((g["lower_bound"] for g in r.groups if g.get("lower_bound") is not None), default=None)
+    detail = (f"one-sided bounds: largest upper {format_number(worst)}, largest lower {format_number(low)} vs limit "
+              f"{format_number(r.max_upper)}; raw verdict {r.status_raw}, adjusted ({r.correction}) {r.status}")
+    undecided = [g for g in r.groups if g.get("verdict") == "INCONCLUSIVE"]
+    if undecided:
+        needs = [g["decide_clusters"] for g in undecided if g.get("decide_clusters") is not None]
+        unit = undecided[0].get("unit") or "image"
+        detail += (f"; {len(undecided)} of {len(r.groups)} group(s) inconclusive"
+                   + (f", up to {max(needs):,} {unit}s each would decide them at the observed rates" if needs else ""))
+    if r.message:
+        detail += f"; {r.message}"
+    return detail
 
 
 def mark_missing_networks(results: Sequence[CriterionResult], ctx: Context, tasks: dict[str, Sequence[str]]) -> None:
@@ -304,37 +354,50 @@ def criteria_section(doc: Doc, results: list[CriterionResult], correction: str =
         return
     stated = sorted({r.confidence for r in results}) or [CONFIDENCE]
     family = sorted({g["confidence"] for r in results for g in r.groups})
-    blocks.append(p("A criterion passes when, for every group, the one-sided upper confidence bound of P(bad) from "
-                    "the group's primary interval is at most the stated limit: cluster-exact (Korn–Graubard on "
-                    "per-image proportions, for the population of images) where rows share an image, exact "
-                    "Clopper–Pearson where they are independent trials (one row per image, per-image or per-curve "
-                    "counting). Always one-sided at the stated confidence "
-                    f"({' / '.join(percent(c) for c in stated)}), never the upper end of a two-sided interval. "
+    blocks.append(p("Each criterion × group gets one of three verdicts. PASS: the one-sided upper confidence bound "
+                    "of P(bad) from the group's primary interval is below the stated limit. FAIL: the one-sided "
+                    "lower bound is above it (evidence of harm, not merely too few images). INCONCLUSIVE: the "
+                    "interval straddles the limit, so these images (or volumes) cannot tell; the table says how "
+                    "many would decide it were the observed rate to hold. The primary interval is cluster-exact "
+                    "(Korn–Graubard on per-cluster proportions, for the population of clusters) where rows share "
+                    "an image, volume or subject, exact Clopper–Pearson where they are independent trials (one row "
+                    "per cluster, per-cluster or per-curve counting). Always one-sided at the stated confidence "
+                    f"({' / '.join(percent(c) for c in stated)}), never the end of a two-sided interval. "
                     "Datasets are judged apart unless a criterion's `by` leaves out \"dataset\"."))
     if len(stated) > 1 and family:
         blocks.append(p(f"The criteria state different confidences; the family is judged at the highest, "
                         f"{percent(family[0])}.", "not-run"))
     text, cls = correction_text(results, correction)
-    blocks.append(p(text, cls))
+    blocks.append(p(text + " The same correction applies to FAIL (Holm over the one-sided tests of harm).", cls))
     rows = []
     for r in results:
         if not r.groups:
-            rows.append([r.name, r.table, r.bad, r.where or "–", "–", "–", "–", "–", "–", "–", "–", "–",
-                         format_number(r.max_upper), "–", r.status.upper()])
+            rows.append([r.name, r.table, r.bad, r.where or "–", "–", "–", "–", "–", "–", "–", "–", "–", "–",
+                         format_number(r.max_upper), "–", "–", r.status.upper()])
         for g in r.groups:
             group = ", ".join(f"{c}={g.get(c)}" for c in r.by) or "all"
+            need = g.get("decide_clusters")
+            decides = ("decided" if g["verdict"] != "INCONCLUSIVE" else
+                       "none at this rate" if need is None else f"{need:,} {g.get('unit') or 'image'}s")
             rows.append([r.name, r.table, r.bad, r.where or "–", group, g["n"], g["k"], g["point"], g["method"],
-                         g["upper_bound"], g["p_value"], g["p_adjusted"] if correction != "none" else "–",
-                         format_number(r.max_upper), "PASS" if g["passed_raw"] else "FAIL",
-                         "PASS" if g["passed"] else "FAIL"])
+                         g["lower_bound"], g["upper_bound"], g["p_value"],
+                         g["p_adjusted"] if correction != "none" else "–", format_number(r.max_upper),
+                         decides, g["verdict_raw"], g["verdict"]])
     adjusted = "verdict (Holm)" if correction == "holm" else "verdict (uncorrected)"
     blocks.append(doc.table("Acceptance criteria from the study file, judged per group: the primary interval's "
-                            "one-sided upper bound against the limit; the raw verdict judges each decision alone, the "
-                            f"adjusted one ({correction}) the family.",
+                            "one-sided bounds against the limit (PASS below, FAIL above, INCONCLUSIVE across); the "
+                            "raw verdict judges each decision alone, the adjusted one "
+                            f"({correction}) the family; 'would decide at' is the number of clusters at which the "
+                            "observed rate would decide it.",
                             ["criterion", "table", "bad", "where", "group", "n", "k", "estimate", "primary method",
-                             "upper bound (one-sided)", "p-value", "adjusted p-value", "limit", "raw verdict",
-                             adjusted], rows, status_column=14, numeric=[5, 6, 7, 9, 10, 11, 12],
+                             "lower bound (one-sided)", "upper bound (one-sided)", "p-value (pass)",
+                             "adjusted p-value", "limit", "would decide at", "raw verdict", adjusted], rows,
+                            status_column=16, numeric=[5, 6, 7, 9, 10, 11, 12, 13],
                             commands=[r.command for r in results]))
+    for r in results:
+        populations = sorted({str(g.get("estimand")) for g in r.groups if g.get("estimand")})
+        if populations:
+            blocks.append(p(f"{r.name} — estimand: {'; '.join(populations)}."))
     for r in results:
         if r.message:
             blocks.append(p(f"{r.name}: {r.status} — {r.message}", "not-run"))

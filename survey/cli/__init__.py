@@ -30,6 +30,7 @@ app.command("forget")(run.forget)
 app.command("demo")(demo.demo)
 app.command("query")(analyze.query)
 app.command("estimate")(analyze.estimate)
+app.command("plan-size")(analyze.plan_size)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
 

@@ -129,6 +129,9 @@ def estimate(
                                                         "interval (--table attacks)."),
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    cluster: str = typer.Option(None, "--cluster", help="Unit of independence the intervals speak for: image, "
+                                                        "volume or subject (default: the coarsest unit the rows "
+                                                        "carry with at least 2 clusters)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
     store: StoreOption = None,
 ) -> None:
@@ -141,6 +144,8 @@ def estimate(
     --levels 0.01,0.1,0.5 --store results
 
     Example: survey estimate --paired --table attacks --store results
+
+    Example: survey estimate --table ball --bad "point_gain >= 2" --by network --cluster volume --store results
     """
     from survey.analysis.estimate import estimate as run_estimate
     from survey.analysis.estimate import per_image_distribution, sweep_slopes
@@ -153,8 +158,11 @@ def estimate(
         fail("--distribution spreads per-image P(bad) over images: use --per row or --per image, not curve")
     groups = [c.strip() for c in by.split(",") if c.strip()] if by else []
     root = store_path(store)
+    if cluster is not None and (slopes or distribution or (table == "rare" and bad is None)):
+        fail("--cluster applies to the probability estimates and --paired, not to --slopes, --distribution or "
+             "the rare table's summary")
     if paired:
-        _print_paired(root, table, groups, where, confidence, n_boot, seed, fmt)
+        _print_paired(root, table, groups, where, confidence, n_boot, seed, fmt, cluster)
         return
     if table == "rare" and bad is None and not slopes:   # per-image rare-event estimates: their distribution
         from survey.analysis.rare_summary import LEVELS, rare_distribution
@@ -186,7 +194,7 @@ def estimate(
                             n_boot=n_boot, seed=seed)
     else:
         rows = run_estimate(root, table, bad, where=where, by=groups, per=per, confidence=confidence,
-                            n_boot=n_boot, seed=seed, x=x, y=y)
+                            n_boot=n_boot, seed=seed, x=x, y=y, unit=cluster)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -203,12 +211,12 @@ def estimate(
 
 
 def _print_paired(root: Path, table: str, groups: list[str], where: str | None, confidence: float, n_boot: int,
-                  seed: int, fmt: str) -> None:
+                  seed: int, fmt: str, cluster: str | None = None) -> None:
     """`survey estimate --paired`: network / reference gain ratio per group (analysis/paired.py)."""
     from survey.analysis.paired import BY, paired_gain_ratio
 
     rows = paired_gain_ratio(root, table=table, by=groups or BY, where=where or "search = 'budget'",
-                             confidence=confidence, n_boot=n_boot, seed=seed)
+                             confidence=confidence, n_boot=n_boot, seed=seed, unit=cluster or "image")
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -216,14 +224,33 @@ def _print_paired(root: Path, table: str, groups: list[str], where: str | None, 
         typer.echo("no paired rows matched (budget-search rows with attacked = 'network' and 'reference')")
         return
     keys = [c for c in (groups or BY) if c in rows[0]]
-    columns = [*keys, "images", "network_median", "reference_median", "ratio", "interval*", "bootstrap", "median",
+    unit = rows[0]["unit"]
+    columns = [*keys, "images", f"{unit}s" if unit != "image" else "units", "network_median", "reference_median",
+               "ratio", "interval*", "bootstrap", "p_sign_flip", "p_holm", "direction", "dropped", "median",
                "share_above_1"]
-    shown = [[*(r[c] for c in keys), r["images"], r["network_median"], r["reference_median"], r["ratio"],
-              f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]", f"[{r['boot_low']:.4g}, {r['boot_high']:.4g}]",
-              r["median"], r["share_above_1"]] for r in rows]
-    _print_table(columns, shown, title=f"{table}: paired per-image gain ratio network / reference (geometric mean "
-                                       f"over images); * primary {confidence:g} interval: t on the per-image log "
-                                       "ratios; beside it the image bootstrap (too narrow with few images)")
+    shown = [[*(r[c] for c in keys), r["images"], r["units"], r["network_median"], r["reference_median"], r["ratio"],
+              _pair(r["ci_low"], r["ci_high"]), _pair(r["boot_low"], r["boot_high"]),
+              r["p_sign_flip"], r["p_holm"], r["direction"], r["dropped"], r["median"], r["share_above_1"]]
+             for r in rows]
+    _print_table(columns, shown, title=f"{table}: paired per-{unit} gain ratio network / reference (geometric mean "
+                                       f"over {unit}s); * primary {confidence:g} interval: t on the per-{unit} log "
+                                       "ratios; beside it the bootstrap (too narrow with few units)")
+    console = Console(width=max(160, Console().width))
+    console.print(f"p_sign_flip: exact two-sided sign-flip test of no difference; p_holm: Holm over the "
+                  f"{rows[0]['family_size']} groups above; a direction is shown only when p_holm <= "
+                  f"{1 - confidence:.3g} (the smallest p {rows[0]['units']} {unit}s allow is "
+                  f"{rows[0]['min_p']:.3g})", highlight=False, markup=False)
+    reasons: dict[str, int] = {}
+    for r in rows:
+        for reason, count in r["dropped_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    for reason, count in reasons.items():
+        console.print(f"dropped {count} image{'s' if count != 1 else ''}: {reason}", highlight=False, markup=False)
+
+
+def _pair(low: float, high: float) -> str:
+    """'[low, high]', or '–' where there is no interval (one unit)."""
+    return "–" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.4g}, {high:.4g}]"
 
 
 def _numbers(text: str, option: str) -> list[float]:
@@ -276,3 +303,41 @@ def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
         Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
     for note, count in notes.items():
         Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False, markup=False)
+
+
+@command
+def plan_size(
+    limit: float = typer.Option(..., "--limit", help="The criterion's largest acceptable P(bad) (max_upper)."),
+    rate: float = typer.Option(0.0, "--rate", help="The rate the tested network is believed to have (below the "
+                                                   "limit): 0 when no bad outcome is expected."),
+    power: float = typer.Option(None, "--power", help="Chance of passing wanted at that rate (e.g. 0.8); "
+                                                      "without it, the sample at which the rate itself passes."),
+    confidence: float = typer.Option(0.95, "--confidence", help="Confidence of the one-sided bound."),
+    family: int = typer.Option(1, "--family", help="Criterion x group decisions judged together (Holm: the last "
+                                                   "one passes at alpha / family)."),
+    unit: str = typer.Option("image", "--unit", help="What one cluster is (image, volume, subject): named in the "
+                                                     "answer only."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """How many images (or volumes, subjects) a criterion "P(bad) <= limit" needs to PASS at a target rate: exact
+    Clopper-Pearson on clusters counted once each, one-sided at the confidence.
+
+    Example: survey plan-size --limit 0.05 --rate 0.01 --power 0.8
+    """
+    from survey.analysis.decisions import plan_size as run_plan
+
+    if fmt not in ESTIMATE_FORMATS:
+        fail(f"--format must be one of {', '.join(ESTIMATE_FORMATS)}, got {fmt!r}")
+    plan = run_plan(limit, rate, confidence=confidence, power=power, family=family)
+    plan["unit"] = unit
+    if fmt == "json":
+        typer.echo(json.dumps(plan, indent=2))
+        return
+    if plan["clusters"] is None:
+        typer.echo(f"no sample up to 10^7 {unit}s passes P(bad) <= {limit:g} at rate {rate:g}")
+        return
+    how = (f"with power {plan['achieved_power']:.3f} (asked {power:g})" if power is not None
+           else "at that rate itself (no margin for chance: use --power for one)")
+    typer.echo(f"{plan['clusters']:,} {unit}s pass P(bad) <= {limit:g} at rate {rate:g} {how}: at most "
+               f"{plan['bad_allowed']} bad {unit}s of {plan['clusters']:,}, one-sided {plan['level']:.4g} "
+               f"Clopper-Pearson ({family} decision{'s' if family > 1 else ''} in the family)")

@@ -33,8 +33,31 @@ def report(
     if out is None:
         out = Path("reports") / (spec.name if spec is not None else _recorded_name(store))
     index = build_report(store, out, spec)
+    for line in verdict_lines(index):
+        typer.echo(line)
     typer.echo(str(index))
     return index
+
+
+def verdict_lines(index: Path) -> list[str]:
+    """One line per acceptance criterion as the report's summary judged it (PASS, FAIL, INCONCLUSIVE with the
+    number of images that would decide it, NOT RUN ...), read back from the report's embedded data."""
+    import json
+    import re
+
+    found = re.search(r'id="report-data">(.*?)</script>', index.read_text(encoding="utf-8"), re.S)
+    data = json.loads(found.group(1)) if found else {}
+    lines = []
+    for c in data.get("criteria", []):
+        groups = c.get("groups") or []
+        undecided = [g for g in groups if g.get("verdict") == "INCONCLUSIVE"]
+        needs = [g["decide_clusters"] for g in undecided if g.get("decide_clusters") is not None]
+        unit = (undecided[0].get("unit") if undecided else None) or "image"
+        extra = (f" ({len(undecided)} of {len(groups)} groups undecided; up to {max(needs):,} {unit}s each would "
+                 f"decide them at the observed rates)" if needs else
+                 f" ({len(undecided)} of {len(groups)} groups undecided)" if undecided else "")
+        lines.append(f"{c.get('status', '?').upper():>12}  {c.get('name')}{extra}")
+    return lines
 
 
 def _recorded_name(store: Path) -> str:

@@ -9,7 +9,9 @@ imported (slow). Slices:
   has the same scale in every slice, then resized to size x size with antialiasing;
 - shown anterior up, the patient's left on the image's left;
 - scaled to [0, 1] by the 99.5th percentile of the slice's tissue pixels (clipped above).
-Splits by slice index: test z % 5 == 0, val z % 5 == 1, train the rest. Ids 'brain/z083'.
+Splits by slice index: test z % 5 == 0, val z % 5 == 1, train the rest. Ids 'brain/z083'. Every slice
+belongs to one volume and one subject (VOLUME, SUBJECT): intervals over these slices speak for slices of
+this one template, not for a population of brains.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import numpy as np
 import torch
 
 from survey.data import io
-from survey.data.base import ImageSet
+from survey.data.base import ImageId, ImageSet
 
 TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 TISSUE_LEVEL = 0.1   # of the volume maximum
 MARGIN = 0.08        # background kept around the tissue box, as a fraction of its larger side
+VOLUME = "brain/icbm2009a"
+SUBJECT = "icbm152-2009a-template"
 
 
 def template_path() -> Path:
@@ -99,7 +103,8 @@ def load(split: str = "test", size: int = 64, *, min_tissue: float = 0.1,
     images = scale_by_tissue(images, level, percentile)
     source = (f"ICBM 2009a nonlinear symmetric T1 template ({TEMPLATE}, shipped in the nilearn wheel), "
               f"axial slices z={zs[0]}..{zs[-1]} with tissue fraction >= {min_tissue}")
-    return ImageSet("brain", split, [f"brain/z{zs[i]:03d}" for i in chosen], images, source)
+    ids = [ImageId(f"brain/z{zs[i]:03d}", volume=VOLUME, subject=SUBJECT) for i in chosen]
+    return ImageSet("brain", split, ids, images, source)
 
 
 def scale_by_tissue(images: torch.Tensor, level: float, percentile: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ and listed in `skipped`. RescaleSlope/Intercept are applied (CT in Hounsfield un
 first clipped below at -1024 HU (air; the scanner's padding outside the field of view falls below
 it), then every image is scaled from its minimum to its 99.5th percentile. Non-square images are padded (not cropped)
 to a square with their background. Few images, so all are in 'test'; 'train' and 'val' raise.
-Ids 'dicom-samples/<file stem>'.
+Ids 'dicom-samples/<file stem>'; each image's volume is its SeriesInstanceUID and its subject its PatientID.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from survey.data import io
-from survey.data.base import ImageSet
+from survey.data.base import ImageId, ImageSet
 
 # file name -> what it shows (documentation only)
 SAMPLES = {
@@ -52,7 +52,8 @@ def load(split: str = "test", size: int = 64, *, percentile: float = io.DEFAULT_
             frames, info = io.read_dicom(path)
             pixels = frames[0].clip(min=AIR_HU) if info["modality"] == "CT" else frames[0]
             images.append(io.prepare_image(pixels, size, fit="pad", percentile=percentile))
-            ids.append(f"dicom-samples/{path.stem}")
+            ids.append(ImageId(f"dicom-samples/{path.stem}", volume=f"series:{info['series']}" if info["series"] else None,
+                               subject=f"patient:{info['patient']}" if info["patient"] else None))
         except ValueError as exc:
             skipped.append((str(path), str(exc)))
     if not images:

@@ -6,7 +6,8 @@ Per file, the image of each slice comes from the first dataset present among
   orthonormal inverse 2-D FFT (ifftshift -> ifft2 -> fftshift) of each coil, combined by
   root-sum-of-squares (magnitude for one coil).
 `key` forces one of them. Each slice is centre-cropped to a square (fastMRI's readout oversampling
-makes k-space images tall), resized and scaled to [0, 1]. Ids 'fastmri/<file>#<slice>'. Every slice
+makes k-space images tall), resized and scaled to [0, 1]. Ids 'fastmri/<file>#<slice>'; a file is
+one volume ('fastmri/<file>'). Every slice
 is in 'test' by default (`split_mode="test"`); `split_mode="hash"` splits by sha256 of the file name
 mod 10 (0 test, 1 val, 2..9 train), so one volume's slices share a split. Unusable files are listed
 in `skipped` as (file, reason), unusable slices of a usable file as ('file#slice', reason); if
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from survey.data import io
-from survey.data.base import ImageSet
+from survey.data.base import ImageId, ImageSet
 
 IMAGE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 KSPACE_KEY = "kspace"
@@ -132,7 +133,7 @@ def scan(path, size: int, *, key: str | None = None, split_mode: str = io.DEFAUL
                 except Exception as exc:
                     skipped.append((f"{rel}#{i}", io.failure_reason(exc)))
                     continue
-                ids.append(f"fastmri/{rel}#{i}")
+                ids.append(ImageId(f"fastmri/{rel}#{i}", volume=f"fastmri/{rel}"))
                 splits.append(split)
     if not ids:
         reasons = "".join(f"\n  {f}: {r}" for f, r in skipped[:20])
@@ -298,7 +299,7 @@ def scan_raw(root: Path, files: list[tuple[Path, str]], size: int, *, split_mode
         for i, x in zip(volume.slices, volume.images):
             pixels = torch.from_numpy(x.astype(np.complex64))
             images.append((pixels.abs() if image == "magnitude" else pixels)[None])
-            ids.append(f"fastmri/{rel}#{i}")
+            ids.append(ImageId(f"fastmri/{rel}#{i}", volume=f"fastmri/{rel}"))
             splits.append(split)
     if not ids:
         reasons = "".join(f"\n  {f}: {r}" for f, r in skipped[:20])

@@ -8,7 +8,10 @@ complex -> magnitude). In stacks, slices with almost no signal (fewer than `min_
 pixels above 5% of the stack's range) are dropped. Each image is centre-cropped (`fit="crop"`) or
 padded (`fit="pad"`) to a square, resized and scaled to [0, 1] (see survey.data.io).
 
-Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Splits: every image is in
+Ids: 'folder/<path relative to the folder>' plus '#<slice>' for stacks. Volumes (the unit of
+independence, `ImageId.volume`): a DICOM file's SeriesInstanceUID (its PatientID the subject), a NIfTI
+file or any other stack the file itself, a single 2-D image its parent folder relative to the path (one at
+the top level its own volume). Splits: every image is in
 'test' by default (`split_mode="test"`: a researcher's own images are what a study tests on).
 `split_mode="hash"` splits by sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being
 the file (so the slices of one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from survey.data import io
-from survey.data.base import ImageSet
+from survey.data.base import ImageId, ImageSet
 
 SPLIT_MODES = io.SPLIT_MODES
 MAX_REASONS_SHOWN = 20
@@ -66,31 +69,49 @@ def non_empty(slices: list[np.ndarray], min_tissue: float) -> list[int]:
         return [i for i, s in enumerate(slices) if (s > level).mean() >= min_tissue]
 
 
-def read_slices(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[list[np.ndarray], bool, str | None]:
-    """(2-D arrays, is_stack, DICOM series uid) of one file; ValueError with the reason if unusable."""
+def volume_of(rel: str, kind: str, is_stack: bool, header: dict) -> tuple[str, str | None]:
+    """(volume, subject or None) of the images of one file, `rel` its path relative to the dataset: a DICOM
+    file's SeriesInstanceUID and PatientID; a NIfTI file or any stack is its own volume; a single 2-D image
+    belongs to the volume of its parent folder (relative to the dataset path); one at the top level of the
+    dataset is its own volume (the dataset folder itself is no volume)."""
+    subject = f"patient:{header['patient']}" if header.get("patient") else None
+    if header.get("series"):
+        return f"series:{header['series']}", subject
+    if kind == "nifti" or is_stack or "/" not in rel:
+        return f"folder/{rel}", subject
+    return f"folder/{rel.rsplit('/', 1)[0]}", subject
+
+
+def read_file(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[list[np.ndarray], bool, dict]:
+    """(2-D arrays, is_stack, header facts: DICOM series and patient) of one file; ValueError if unusable."""
     if kind == "dicom":
         frames, info = io.read_dicom(path)
-        return frames, len(frames) > 1, info.get("series")
+        return frames, len(frames) > 1, info
+    slices, is_stack = _read_other(path, kind, axis=axis, npy_axis=npy_axis)
+    return slices, is_stack, {}
+
+
+def _read_other(path: Path, kind: str, *, axis: int, npy_axis: int) -> tuple[list[np.ndarray], bool]:
     if kind == "raster":
         pages = io.read_raster(path)
-        return pages, len(pages) > 1, None
+        return pages, len(pages) > 1
     if kind == "nifti":
         data = io.read_nifti(path)
         if data.ndim == 2:
-            return [data], False, None
+            return [data], False
         if data.ndim != 3:
             raise ValueError(f"expected a 2-D image or 3-D volume, got shape {tuple(data.shape)}")
-        return [io.display_slice(data, i, axis) for i in range(data.shape[axis])], True, None
+        return [io.display_slice(data, i, axis) for i in range(data.shape[axis])], True
     data = io.read_numpy(path)
     if data.dtype.kind not in "biufc":
         raise ValueError(f"unsupported array dtype {data.dtype}")
     if data.ndim == 2:
-        return [data], False, None
+        return [data], False
     if data.ndim != 3:
         raise ValueError(f"expected a 2-D image or 3-D stack, got shape {tuple(data.shape)}")
     if not -3 <= npy_axis < 3:
         raise ValueError(f"npy_axis must be 0, 1 or 2, got {npy_axis}")
-    return list(np.moveaxis(data, npy_axis, 0)), True, None
+    return list(np.moveaxis(data, npy_axis, 0)), True
 
 
 def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | None = None,
@@ -109,7 +130,9 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
             out.skipped.append((rel, f"unsupported file type {''.join(file.suffixes) or '(no extension)'!r}"))
             continue
         try:
-            slices, is_stack, series = read_slices(file, kind, axis=axis, npy_axis=npy_axis)
+            slices, is_stack, header = read_file(file, kind, axis=axis, npy_axis=npy_axis)
+            series = header.get("series")
+            volume, subject = volume_of(rel, kind, is_stack, header)
             keep = range(len(slices))
             if is_stack:
                 keep = non_empty(slices, min_tissue)
@@ -121,7 +144,7 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
             continue
         split = io.file_split(split_mode, f"series:{series}" if series else rel)
         for i in keep:
-            image_id = f"folder/{rel}#{i}" if is_stack else f"folder/{rel}"
+            image_id = ImageId(f"folder/{rel}#{i}" if is_stack else f"folder/{rel}", volume=volume, subject=subject)
             try:
                 out.images.append(io.prepare_image(slices[i], size, fit=fit, percentile=percentile))
             except Exception as exc:

@@ -260,7 +260,7 @@ def read_dicom(path: Path) -> tuple[list[np.ndarray], dict]:
     if stack.ndim != 3:
         raise ValueError(f"DICOM pixel array has unexpected shape {tuple(a.shape)}")
     info = {"modality": str(ds.get("Modality", "")), "photometric": photometric, "frames": frames,
-            "series": str(ds.get("SeriesInstanceUID", "")) or None}
+            "series": str(ds.get("SeriesInstanceUID", "")) or None, "patient": str(ds.get("PatientID", "")) or None}
     return list(stack), info
 
 

@@ -70,6 +70,7 @@ class SurveyWorker:
             ids: dict[str, list[str]]) -> list[UnitOutcome]:
         """Run each unit; one outcome per unit, in order; a unit that raises yields an outcome with its
         error, the others go on."""
+        from survey.data.base import attach_units
         from survey.tasks import TaskContext, generator_for, make_task
 
         try:
@@ -89,7 +90,8 @@ class SurveyWorker:
                 task = make_task(unit.task, **unit.params)
                 result = task(ctx, generator_for(unit.unit_id, self.device))
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
-                outcomes.append(UnitOutcome(unit, result.rows, tensors, None, time.perf_counter() - start))
+                rows = attach_units(result.rows, ctx.image_ids)   # volume_id / subject_id where the data says
+                outcomes.append(UnitOutcome(unit, rows, tensors, None, time.perf_counter() - start))
             except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on
                 outcomes.append(UnitOutcome(unit, error=traceback.format_exc(limit=8),
                                             seconds=time.perf_counter() - start))

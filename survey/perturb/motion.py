@@ -14,9 +14,18 @@ shift of x. The difference is added to y, so noise already in y stays; severity 
 
 Trajectory: a smooth random function of the scan time, sum_j w_j c_j cos(pi j t) over `modes` cosine
 modes (w_j = 1 / (1 + j), Gaussian coefficients c from the latent, 3 x modes numbers: row shift, column
-shift, rotation), rescaled so that every draw has exactly RMS displacement |d| over the acquired lines =
-severity pixels (or mm with `fov_mm`, the field of view) and RMS rotation = rotation_per_pixel x the RMS
-displacement in pixels (degrees). The latent picks the trajectory's shape; the severity its size.
+shift, rotation). The severity measures motion DURING the acquisition, not where the patient lies: the
+pose at the k-space centre (`pose="centre"`, the default: the line nearest k_y = 0, which sets the image's
+position and contrast) or the mean pose over the acquired lines (`pose="mean"`) is removed first, then the
+path is rescaled so that every draw has exactly RMS displacement |d| over the acquired lines = severity
+pixels (or mm with `fov_mm`, the field of view) and RMS rotation = rotation_per_pixel x the RMS displacement
+in pixels (degrees); 0.5 px means 0.5 px of motion during the scan. `pose="absolute"` keeps the pose (a
+constant path is then a clean shift of the whole image: a moved patient, not a motion artefact). The
+latent picks the trajectory's shape; the severity its size.
+
+`register(images, reference)` undoes the best global translation of images against a reference (FFT
+cross-correlation, parabolic sub-pixel peak, band-limited shift), for scores that should not count a global
+shift as damage.
 """
 
 from __future__ import annotations
@@ -87,6 +96,7 @@ class Motion(Family):
     rotation_per_pixel: float = 1.0
     lines_per_shot: int = 1
     fov_mm: float | None = None
+    pose: str = "centre"
 
     name = "motion"
     severity_name = "RMS displacement"
@@ -105,6 +115,11 @@ class Motion(Family):
                 or not math.isfinite(self.rotation_per_pixel) or self.rotation_per_pixel < 0:
             raise ValueError(f"motion: rotation_per_pixel must be a finite number >= 0 (degrees), "
                              f"got {self.rotation_per_pixel!r}")
+        if self.pose not in POSES:
+            raise ValueError(f"motion: pose must be one of {list(POSES)}, got {self.pose!r}")
+        if self.pose != "absolute" and self.modes < 2:
+            raise ValueError(f"motion: modes={self.modes} is a constant pose, which pose={self.pose!r} removes "
+                             "(nothing would move during the scan); use modes >= 2 or pose='absolute'")
         if self.fov_mm is not None:
             if isinstance(self.fov_mm, bool) or not isinstance(self.fov_mm, (int, float)) or not self.fov_mm > 0:
                 raise ValueError(f"motion: fov_mm must be a number > 0 (mm) or None, got {self.fov_mm!r}")
@@ -112,7 +127,7 @@ class Motion(Family):
 
     def params(self) -> dict:
         return {"modes": self.modes, "rotation_per_pixel": self.rotation_per_pixel,
-                "lines_per_shot": self.lines_per_shot, "fov_mm": self.fov_mm}
+                "lines_per_shot": self.lines_per_shot, "fov_mm": self.fov_mm, "pose": self.pose}
 
     def latent_shape(self, physics) -> tuple[int, ...]:
         return (3 * self.modes,)
@@ -135,6 +150,11 @@ class Motion(Family):
         basis = torch.cos(math.pi * j[:, None] * t[None, :]) / (1.0 + j[:, None])   # (K, S)
         c = z.to(torch.float64).reshape(batch, 3, self.modes)
         path = torch.einsum("bpk,ks->bps", c, basis)[:, :, shot_of_line]              # (B, 3, L)
+        if self.pose == "centre":   # the pose of the line nearest k_y = 0 (lines are in k_y order)
+            ky = torch.where(rows >= physics.size - physics.size // 2, rows - physics.size, rows)
+            path = path - path[:, :, int(ky.abs().argmin())].unsqueeze(-1)
+        elif self.pose == "mean":
+            path = path - path.mean(dim=-1, keepdim=True)
         pixels = self.pixels(batch_severity(severity, batch, z), physics)
         rms_d = path[:, :2].square().sum(1).mean(1).sqrt().clamp(min=1e-300)
         rms_a = path[:, 2].square().mean(1).sqrt().clamp(min=1e-300)
@@ -181,10 +201,40 @@ class Motion(Family):
         return out * sampling
 
 
+def register(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`images` (B, 1, n, n) moved back by the global translation that best aligns each with `reference`
+    (B or 1, 1, n, n): the peak of the circular FFT cross-correlation of the magnitudes, refined to sub-pixel
+    by a parabola through the peak and its neighbours on each axis, undone by a band-limited shift (real
+    images stay real). So a clean global shift scores as no change."""
+    n = images.shape[-1]
+    a = images.abs() if torch.is_complex(images) else images
+    b = (reference.abs() if torch.is_complex(reference) else reference).expand_as(a)
+    xcorr = torch.fft.ifft2(torch.fft.fft2(a.to(torch.float64)) * torch.fft.fft2(b.to(torch.float64)).conj()).real
+    flat = xcorr.reshape(xcorr.shape[0], -1).argmax(dim=1)
+    peak_r, peak_c = flat // n, flat % n
+    idx = torch.arange(xcorr.shape[0], device=images.device)
+    grid = xcorr[:, 0]
+
+    def refine(peak, axis):
+        prev = grid[idx, (peak - 1) % n, peak_c] if axis == 0 else grid[idx, peak_r, (peak - 1) % n]
+        here = grid[idx, peak_r, peak_c]
+        nxt = grid[idx, (peak + 1) % n, peak_c] if axis == 0 else grid[idx, peak_r, (peak + 1) % n]
+        denom = prev - 2 * here + nxt
+        offset = torch.where(denom.abs() > 1e-12, 0.5 * (prev - nxt) / denom, torch.zeros_like(denom))
+        signed = torch.where(peak > n // 2, peak - n, peak).to(torch.float64)
+        return signed + offset.clamp(-0.5, 0.5)
+
+    d_row, d_col = refine(peak_r, 0), refine(peak_c, 1)
+    moved = translate(images[:, 0].to(torch.complex128), -d_row, -d_col).unsqueeze(1)
+    return (moved.real if not torch.is_complex(images) else moved).to(images.dtype)
+
+
 def build(modes: int = 4, rotation_per_pixel: float = 1.0, lines_per_shot: int = 1,
-          fov_mm: float | None = None) -> Motion:
+          fov_mm: float | None = None, pose: str = "centre") -> Motion:
     return Motion(modes=modes, rotation_per_pixel=rotation_per_pixel, lines_per_shot=lines_per_shot,
-                  fov_mm=fov_mm)
+                  fov_mm=fov_mm, pose=pose)
 
 
-__all__ = ["Motion", "acquired_lines", "build", "rotate", "shift_along", "translate"]
+POSES = ("centre", "mean", "absolute")
+
+__all__ = ["Motion", "POSES", "acquired_lines", "build", "register", "rotate", "shift_along", "translate"]
