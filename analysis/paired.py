@@ -86,7 +86,9 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
     numerator / denominator medians of `value`, and the labels.
 
     frame: rows with the `by` columns, image_id (dataset too when present), `attacked` and `value`; an
-    image counts in a group only when both `numerator` and `denominator` have a positive finite value there.
+    image counts in a group only when both `numerator` and `denominator` have a positive finite value there,
+    and, when the frame has the budget search's `levelled_off`, only when both searches levelled off there
+    (`not_levelled`: the pairs left out for it).
     """
     by = [c for c in by if c in frame.columns]
     image = [c for c in IMAGE if c in frame.columns]
@@ -97,6 +99,13 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
     if numerator not in worst or denominator not in worst:
         return out
     worst = worst.dropna(subset=[numerator, denominator])
+    unlevelled = worst.iloc[:, :0].assign(n=0)["n"]
+    if "levelled_off" in keep.columns:  # a pair counts only where both searches levelled off
+        level = keep.assign(ok=keep["levelled_off"].fillna(True).astype(bool)) \
+            .groupby([*by, *image, "attacked"], dropna=False)["ok"].all().unstack("attacked")
+        both = level.reindex(worst.index)[[numerator, denominator]].fillna(False).all(axis=1)
+        unlevelled = (~both).astype(int)
+        worst = worst[both]
     groups = worst.groupby(level=list(range(len(by))), dropna=False) if by else [((), worst)]
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
@@ -104,8 +113,10 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
         logs = np.log(ratios)
         low, high = t_interval(logs, confidence)
         boot_low, boot_high = bootstrap_interval(logs, confidence, n_boot, seed, exact_max)
+        left_out = int(unlevelled.xs(key, drop_level=False, level=list(range(len(by)))).sum()) if by and len(
+            unlevelled) else int(unlevelled.sum())
         out.append({**dict(zip(by, key)), "numerator": numerator, "denominator": denominator, "value": value,
-                    "images": int(ratios.size), "ratio": float(np.exp(logs.mean())),
+                    "images": int(ratios.size), "not_levelled": left_out, "ratio": float(np.exp(logs.mean())),
                     "ci_low": float(np.exp(low)), "ci_high": float(np.exp(high)), "interval": "t",
                     "boot_low": float(np.exp(boot_low)), "boot_high": float(np.exp(boot_high)),
                     "median": float(np.median(ratios)), "share_above_1": float((ratios > 1).mean()),
@@ -125,7 +136,7 @@ def paired_gain_ratio(store, *, table: str = "attacks", numerator: str = "networ
         cols = set(execute(con, f"DESCRIBE {sql_identifier(table)}")["column_name"])
         if not {"attacked", value, "image_id"} <= cols or (where and "search" in where and "search" not in cols):
             return []
-        wanted = [c for c in (*by, *IMAGE, "attacked", value) if c in cols]
+        wanted = [c for c in (*by, *IMAGE, "attacked", value, "levelled_off") if c in cols]
         sql = f"SELECT {', '.join(sql_identifier(c) for c in wanted)} FROM {sql_identifier(table)}"
         frame = execute(con, sql + (f" WHERE {where}" if where else ""))
     finally:
