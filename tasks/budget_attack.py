@@ -178,6 +178,7 @@ class BudgetAttack(AttackTask):
                     return out
 
                 columns, tensors = measure(found.r, f, self.transferred(ctx, name), physics, x, where, foreground)
+                columns["gain_l2"] = columns["out_change_rel"] / columns["r_rel"]
                 columns.update(self._measures(tensors["out"], f(physics.A(x)), columns["r_rel"]))
                 if reports:  # the clean solve, then one per budget, then the clean one above
                     columns["solver_converged"] = torch.stack([
@@ -205,8 +206,7 @@ class BudgetAttack(AttackTask):
         clean_s = clean.repeat(outs.shape[0], *([1] * (clean.ndim - 1)))
         window = min(self.window, clean.shape[-1], clean.shape[-2])
         shape = outs.shape[:2]
-        return {"gain_l2": (norms(flat) / norms(clean_s)).view(shape) / r_rel,
-                "gain_patch": change("patch", flat, clean_s, window=window).view(shape) / r_rel}
+        return {"gain_patch": change("patch", flat, clean_s, window=window).view(shape) / r_rel}
 
     def _stacked(self, kept: dict[str, list[torch.Tensor]], names, images: int) -> dict[str, torch.Tensor]:
         """Per-target tensors concatenated in row order; ref_out (the network's only) zero elsewhere."""
@@ -249,8 +249,11 @@ class BudgetAttack(AttackTask):
                 row.update({k: float(v[e][b]) for k, v in values.items()
                             if k not in ("solver_converged", "solver_iterations")})
                 if "solver_converged" in values:
+                    # A solver stopped at a tolerance: the gain is the fresh solve's whose convergence the row records.
                     row["solver_converged"] = bool(values["solver_converged"][e][b])
                     row["solver_iterations"] = int(values["solver_iterations"][e][b])
+                    if self.objective in ("l2", "patch"):
+                        row["gain"] = row["gain_l2"] if self.objective == "l2" else row["gain_patch"]
                 row["objective"] = None  # Q belongs to the paper's search
                 rows.append(row)
                 order.append((e, b))
