@@ -152,14 +152,16 @@ def test_tv_hessian_is_the_derivative_of_the_tv_gradient():
     assert torch.allclose(tv.smoothed_tv_hessian(x, w, 3e-3), fd, rtol=1e-5, atol=1e-6 * float(fd.abs().max()))
 
 
+@pytest.mark.slow  # the unroll through a solve to 1e-7 (benchmarks/converged_agreement.py runs 8 iterations)
 @pytest.mark.parametrize("name", list(OPERATORS))
 def test_search_gains_with_implicit_gradients_match_the_unroll_within_3_percent(name):
+    # At 1e-6 the two searches drift apart on MRI (5% after 20 iterations); at 1e-7 they agree.
     physics, x = operator(name), images(4)
     gains = {}
     for rule in ("implicit", "unroll"):
-        solver = ConvergedCS(make_reference(physics), tolerance=1e-5, max_iterations=20000, gradient=rule,
-                             adjoint_tolerance=1e-7)
-        found = worst_case(solver, physics, x, (0.02,), iterations=6, restarts=1, gradient="adjoint",
+        solver = ConvergedCS(make_reference(physics), tolerance=1e-7, max_iterations=50000, gradient=rule,
+                             adjoint_tolerance=1e-4)
+        found = worst_case(solver, physics, x, (0.02,), iterations=3, restarts=1, gradient="adjoint",
                            generator=gen(7))
         assert solver.stats["not_converged"] == 0
         gains[rule] = found.gain
