@@ -229,12 +229,13 @@ def test_linear_map_through_the_converged_path_reaches_its_top_singular_value():
     matrix[inside] = torch.linalg.solve(hessian, data.T)
     sigma = torch.linalg.svdvals(matrix)
     exact = sigma[0] * norms(x) / norms(x.flatten(1) @ matrix.T)
-    found = worst_case(solver, physics, x, (0.01, 0.05), iterations=60, restarts=1, gradient="adjoint",
-                       generator=gen())
+    # The implicit Jacobian products give a top singular vector (||L v1|| = sigma_1) ...
+    # (sigma_1 = 1.038 against 1.011 for sigma_2: power iteration needs ~150 steps)
+    v1 = singular_direction(solver, physics, x, iterations=150, generator=gen(2))
+    assert float((norms(v1.flatten(1) @ matrix.T) / sigma[0]).min()) > 0.9999
+    # ... and the search through the converged path, from it and a random start, reaches the exact gain.
+    found = worst_case(solver, physics, x, (0.01, 0.05), iterations=10, restarts=1, starts=v1[None],
+                       gradient="adjoint", generator=gen())
     assert solver.stats["not_converged"] == 0 and solver.stats["adjoint_not_converged"] == 0
     ratio = found.gain / exact
-    assert float(ratio.min()) >= 0.995 and float(ratio.max()) <= 1 + 1e-6
-    # The implicit Jacobian products give its top singular vector.
-    v1 = singular_direction(solver, physics, x, iterations=40, generator=gen(2))
-    top = torch.linalg.svd(matrix).Vh[0].view(1, N, N)
-    assert float((v1.flatten(1) @ top.flatten()).abs().min()) > 0.99
+    assert float(ratio.min()) >= 0.999 and float(ratio.max()) <= 1 + 1e-6
