@@ -86,7 +86,8 @@ def tolerance(args) -> None:
     unrolled = make_reference(physics).to(torch.float64)
     gain, _, trace = search(unrolled, physics, x, args.budget, args.iterations)
     print(f"| FISTA, 200 iterations (unrolled) | {', '.join(f'{g:.3f}' for g in gain.tolist())} | "
-          f"{float(gain.median()):.3f} | {float(trace[:, 1].median()):.3f} / {float(trace[:, 2].median()):.3f} | 200 | - |")
+          f"{float(gain.median()):.3f} | {float(trace[:, 1].median()):.3f} / {float(trace[:, 2].median()):.3f} "
+          "| 200 | - |")
     for tol in args.tolerances:
         solver = converged(physics, tol)
         gain, _, trace = search(solver, physics, x, args.budget, args.iterations)
