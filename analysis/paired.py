@@ -87,8 +87,8 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
 
     frame: rows with the `by` columns, image_id (dataset too when present), `attacked` and `value`; an
     image counts in a group only when both `numerator` and `denominator` have a positive finite value there,
-    and, when the frame has the budget search's `levelled_off`, only when both searches levelled off there
-    (`not_levelled`: the pairs left out for it).
+    and, when the frame has the budget search's `levelled_off` / `solver_converged`, only when both searches
+    levelled off there and no reference solve missed its tolerance (`not_levelled`: the pairs left out).
     """
     by = [c for c in by if c in frame.columns]
     image = [c for c in IMAGE if c in frame.columns]
@@ -100,9 +100,11 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
         return out
     worst = worst.dropna(subset=[numerator, denominator])
     unlevelled = worst.iloc[:, :0].assign(n=0)["n"]
-    if "levelled_off" in keep.columns:  # a pair counts only where both searches levelled off
-        level = keep.assign(ok=keep["levelled_off"].fillna(True).astype(bool)) \
-            .groupby([*by, *image, "attacked"], dropna=False)["ok"].all().unstack("attacked")
+    flags = [c for c in ("levelled_off", "solver_converged") if c in keep.columns]
+    if flags:  # a pair counts only where both searches levelled off and every reference solve converged
+        ok = pd.concat([keep[c].astype(object).where(keep[c].notna(), True).astype(bool) for c in flags],
+                       axis=1).all(axis=1)
+        level = keep.assign(ok=ok).groupby([*by, *image, "attacked"], dropna=False)["ok"].all().unstack("attacked")
         both = level.reindex(worst.index)[[numerator, denominator]].fillna(False).all(axis=1)
         unlevelled = (~both).astype(int)
         worst = worst[both]
@@ -136,7 +138,7 @@ def paired_gain_ratio(store, *, table: str = "attacks", numerator: str = "networ
         cols = set(execute(con, f"DESCRIBE {sql_identifier(table)}")["column_name"])
         if not {"attacked", value, "image_id"} <= cols or (where and "search" in where and "search" not in cols):
             return []
-        wanted = [c for c in (*by, *IMAGE, "attacked", value, "levelled_off") if c in cols]
+        wanted = [c for c in (*by, *IMAGE, "attacked", value, "levelled_off", "solver_converged") if c in cols]
         sql = f"SELECT {', '.join(sql_identifier(c) for c in wanted)} FROM {sql_identifier(table)}"
         frame = execute(con, sql + (f" WHERE {where}" if where else ""))
     finally:

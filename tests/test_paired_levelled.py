@@ -28,3 +28,10 @@ def test_pairs_that_did_not_level_off_are_left_out_and_counted():
     assert kept["images"] == 2 and kept["not_levelled"] == 1
     assert kept["ratio"] == pytest.approx(2.0)
     assert paired_ratios(frame([True] * 6), by=["network", "budget"])[0]["images"] == 3
+
+
+def test_pairs_with_an_unconverged_reference_solve_are_left_out():
+    data = frame([True] * 6)
+    data["solver_converged"] = [None, True, None, False, None, True]
+    kept = paired_ratios(data, by=["network", "budget"])[0]
+    assert kept["images"] == 2 and kept["not_levelled"] == 1
