@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import analyze, datasets, demo, physics, report, run, schema, zoo
+from survey.cli import analyze, datasets, demo, physics, report, run, schema, tasks, zoo
 
 app = typer.Typer(
     name="survey",
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(physics.app, name="physics")
 app.add_typer(zoo.app, name="zoo")
+app.add_typer(tasks.app, name="tasks")
 app.command("run")(run.run)
 app.command("status")(run.status)
 app.command("forget")(run.forget)
