@@ -69,6 +69,11 @@ class BudgetAttack(AttackTask):
     (`singular_iterations` power iterations); step, momentum: `worst_case`'s first step (a fraction of the
     budget radius) and momentum; gradient: "auto" (both rules on Radon), "adjoint", "fbp" or "both";
     matched: targets attacked with the same search in the same unit ("reference", "H", "network").
+    objective: the measure the search maximises, "l2", "patch" or "roi"; window: the patch objective's window
+    side in pixels (2 up to the image size); roi: the region of interest [top, left, height, width] in pixels;
+    until_level: run until every best gain levelled off, `iterations` the cap; level_rise: the relative rise
+    over the last quarter of the iterations below which a search has levelled off; reference_tolerance: solve
+    the reference to this tolerance (0: fixed FISTA iterations); reference_max_iterations: the cap per solve.
     The other parameters are `AttackTask`'s (tasks/attack_core.py).
     """
 
