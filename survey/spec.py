@@ -99,6 +99,9 @@ class EngineSpec(_Model):
     device: str = "auto"                    # auto: cuda when available, else cpu
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    # memory budget per actor (GiB) that batch sizes are planned in (survey.engine.memory); None: the
+    # actor's share of the free RAM (CPU) or free GPU memory (CUDA)
+    memory_gb: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class CriterionSpec(_Model):

@@ -21,7 +21,8 @@ TASK_MODULES: tuple[str, ...] = ("survey.tasks.attack", "survey.tasks.ball", "su
                                  "survey.tasks.severity",
                                  "survey.tasks.rare",
                                  "survey.tasks.spectrum",
-                                 "survey.tasks.detect")
+                                 "survey.tasks.detect",
+                                 "survey.tasks.bracket")
 #: Environment variable naming extra task modules (comma-separated, importable on every worker's path,
 #: e.g. through PYTHONPATH): a researcher's own task kind without editing this package.
 PLUGIN_VARIABLE = "SURVEY_TASK_MODULES"

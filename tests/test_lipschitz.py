@@ -152,7 +152,7 @@ def test_layers_without_a_bound_give_none_with_the_reason():
 
 @pytest.mark.slow
 def test_zoo_networks_bound_their_sigma_1_on_test_images():
-    from survey.nets.lipschitz import zoo_gap
+    from survey.tasks.bracket import zoo_gap
     from survey.nets.zoo import is_trained
 
     for name in ("automap", "deepmri", "dagan"):
@@ -160,3 +160,46 @@ def test_zoo_networks_bound_their_sigma_1_on_test_images():
             continue
         found = zoo_gap(name, count=2)
         assert found.bound.value is not None and max(found.sigma) <= found.bound.value, (name, found)
+
+
+def test_a_rule_registered_before_first_use_keeps_the_zoo_rules(monkeypatch):
+    import survey.nets.lipschitz as lip
+
+    monkeypatch.setattr(lip, "RULES", {})
+    monkeypatch.setattr(lip, "_ZOO_REGISTERED", False)
+
+    class Doubled(nn.Module):
+        def forward(self, y, physics):
+            return 2 * physics.H(y)
+
+    @lip.rule(Doubled)
+    def _doubled(net, inputs, size):
+        return 2 * inputs.h
+
+    @lip.rule(IdentityNet)  # a user's own rule for a zoo class wins over the zoo's
+    def _identity(net, inputs, size):
+        return 7.0
+
+    physics = make_physics("denoise", size=8, sigma=0.1)
+    assert lip.lipschitz_bound(Doubled(), physics).value == pytest.approx(2.0, rel=1e-6)
+    assert lip.lipschitz_bound(IdentityNet(), physics).value == 7.0
+    found = lip.lipschitz_bound(DnCNN(depth=3, width=2).eval(), physics)
+    assert found.value is not None and found.certified and not found.missing
+
+
+def test_the_bound_module_imports_nothing_from_the_task_layer():
+    import survey.nets.lipschitz as lip
+    import survey.nets.lipschitz_rules as rules
+
+    for module in (lip, rules):
+        source = open(module.__file__).read()
+        assert "survey.tasks" not in source, module.__name__
+
+
+def test_certified_and_estimated_bounds_are_labelled_apart():
+    physics = make_physics("denoise", size=N, sigma=0.1)
+    net = DnCNN(depth=4, width=4).eval()
+    plain = lipschitz_bound(net, physics)
+    both = lipschitz_bound(net, physics, estimate=True)
+    assert plain.estimate is None and plain.certified and both.value == pytest.approx(plain.value)
+    assert both.estimate is not None and both.estimate <= both.value * (1 + NORM_MARGIN) ** 5

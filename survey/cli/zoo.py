@@ -121,7 +121,7 @@ def lipschitz_cmd(
 
     Example: survey zoo lipschitz dagan --images 4 --layers
     """
-    from survey.nets.lipschitz import zoo_gap
+    from survey.tasks.bracket import zoo_gap
 
     found = zoo_gap(name, count=images, domain=domain)
     bound = found.bound
@@ -131,7 +131,10 @@ def lipschitz_cmd(
             table.add_row(layer, "none" if value is None else f"{value:.5g}")
         Console().print(table)
     shown = "none" if bound.value is None else f"{bound.value:.5g}"
-    typer.echo(f"{name} ({domain} domain): upper bound {shown}" +
+    estimate = "" if bound.estimate is None else f", Lanczos estimate {bound.estimate:.5g} (not a bound)"
+    kind = "certified upper bound" if bound.certified else "upper bound (some factors only estimated: " \
+        + ", ".join(bound.uncertified) + ")"
+    typer.echo(f"{name} ({domain} domain): {kind} {shown}{estimate}" +
                (f" ({'; '.join(bound.missing)})" if bound.missing else ""))
     if found.sigma:
         sigma = max(found.sigma)

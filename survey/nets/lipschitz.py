@@ -17,13 +17,16 @@ domain, e -> f(Ax + P e) in the measurement domain (P: the measured entries), in
   squares when A A* A = A (then the two ranges are orthogonal: null(A) and range(A*)).
 
 A layer without a rule (instance norm, an activation with no derivative bound, an unknown module) makes
-the bound None with the reason, never a wrong number. Each norm is the top eigenvalue of L^T L: exact
-from the dense Gram matrix for small maps, else by Lanczos (ARPACK, residual below 1e-6 relative), whose
-Ritz value approaches it from below; it is then raised by NORM_MARGIN (0.1%), so that a linear network's
-bound stays above its sigma_1 (plain power iteration stalled short of it when the top two singular values
-were close); the composed bound over-estimates the Lipschitz constant by the slack of the product rule,
-which dwarfs that. Architectures register a
-`bound(module, inputs, size)` in `RULES` (`rule(cls)`), so the architectures stay as they are.
+the bound None with the reason, never a wrong number. `value` is certified: every norm is an upper bound in
+exact arithmetic with its floating-point error added (survey.certify: a convolution's from its exact circular
+spectrum on a torus large enough to hold its zero padding, a dense layer's and a small linear map's by Gram
+iteration or a Cholesky certificate on its dense matrix); a linear map too large to write down here (more
+than CERTIFY_LIMIT real inputs) falls back to its estimate and the bound says so (`certified` False,
+`uncertified` naming the maps). `estimate` beside it is the same product with every norm from Lanczos
+(ARPACK, residual below 1e-6 relative, raised by NORM_MARGIN): a numerical estimate, not a bound. Either
+over-estimates the Lipschitz constant by the slack of the product rule. Architectures register a
+`bound(module, inputs, size)` in `RULES` (`rule(cls)`), so the architectures stay as they are; a rule
+registered by a user before first use is kept (the zoo's rules fill in the rest).
 """
 
 from __future__ import annotations
@@ -46,13 +49,18 @@ NORM_MARGIN = 1e-3
 
 
 class LipschitzBound(NamedTuple):
-    """value: the bound (None when some layer has none); domain: "image" or "measurement"; layers: name ->
-    the norm used for it (None where none exists); missing: why there is no bound (empty when there is)."""
+    """value: the certified bound (None when some layer has none); domain: "image" or "measurement"; layers:
+    name -> the certified norm used for it (None where none exists); missing: why there is no bound (empty
+    when there is); estimate: the same product from Lanczos norms (an estimate); certified: whether every
+    factor of `value` is certified; uncertified: the maps whose factor is only an estimate."""
 
     value: float | None
     domain: str
     layers: dict[str, float | None]
     missing: list[str]
+    estimate: float | None = None
+    certified: bool = False
+    uncertified: tuple[str, ...] = ()
 
 
 class _Unbounded(Exception):
@@ -73,6 +81,18 @@ class Inputs:
     adj: float
     data: float
     layers: dict[str, float | None] = field(default_factory=dict)
+    certified: bool = True
+    uncertified: list[str] = field(default_factory=list)
+
+    def map_norm(self, label: str, apply: Callable, shape: tuple[int, ...], *, dtype: torch.dtype = torch.float64,
+                 mask: torch.Tensor | None = None) -> float:
+        """||apply|| (see `map_norm`), certified when this is the certified pass; records the label."""
+        value = map_norm(apply, shape, dtype=dtype, mask=mask, certified=self.certified)
+        if value is None:
+            self.uncertified.append(label)
+            value = operator_norm(apply, shape, dtype=dtype, mask=mask)
+        self.layers[label] = value
+        return value
 
 
 # -- operator norms ---------------------------------------------------------------------------------
@@ -136,6 +156,28 @@ def operator_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
     return math.sqrt(max(float(top), 0.0)) * (1.0 + NORM_MARGIN)
 
 
+#: Linear maps with at most this many real inputs are written down densely and certified.
+CERTIFY_LIMIT = 4096
+
+
+def map_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *,
+             dtype: torch.dtype = torch.float64, mask: torch.Tensor | None = None,
+             certified: bool = True) -> float | None:
+    """||L|| of a linear map: certified from its dense matrix (survey.certify.spectral.map_bound) when
+    `certified` and it has at most CERTIFY_LIMIT real inputs (None when it has more), else the Lanczos
+    estimate `operator_norm`."""
+    if not certified:
+        return operator_norm(apply, shape, dtype=dtype, mask=mask)
+    from survey.certify.spectral import map_bound
+
+    complex_ = dtype.is_complex
+    count = int(mask.ne(0).sum()) * (2 if complex_ else 1) if mask is not None and mask.numel() == math.prod(shape) \
+        else math.prod(shape) * (2 if complex_ else 1)
+    if count > CERTIFY_LIMIT:
+        return None
+    return map_bound(lambda u: apply(u.to(dtype)), shape, complex_=complex_, mask=mask)
+
+
 def _real(t: torch.Tensor) -> torch.Tensor:
     return t.real if torch.is_complex(t) else t
 
@@ -146,28 +188,27 @@ def on_cpu(physics):
     return physics if device.type == "cpu" else copy.deepcopy(physics).to("cpu")
 
 
-def physics_inputs(physics, domain: str) -> Inputs:
-    """The input norms of `physics` for `domain` (see `Inputs`), in float64."""
+def physics_inputs(physics, domain: str, certified: bool = True) -> Inputs:
+    """The input norms of `physics` for `domain` (see `Inputs`), in float64; certified ones when
+    `certified` (where the map is small enough, see `map_norm`), else Lanczos estimates."""
+    if domain not in ("image", "measurement"):
+        raise ValueError(f"lipschitz: domain {domain!r} is not 'image' or 'measurement'")
     n = physics.size
     physics = on_cpu(physics)
-    image = (1, 1, n, n)
+    inputs = Inputs(physics, domain, 0.0, 0.0, 1.0, certified=certified)
     if domain == "image":
-        h = operator_norm(lambda r: _real(physics.H(physics.A(r))), image)
-        adj = operator_norm(lambda r: _real(physics.A_adjoint(physics.A(r))), image)
-        data = operator_norm(lambda r: physics.A(r), image)
-    elif domain == "measurement":
+        image = (1, 1, n, n)
+        inputs.h = inputs.map_norm("input: H(A r)", lambda r: _real(physics.H(physics.A(r))), image)
+        inputs.adj = inputs.map_norm("input: A*(A r)", lambda r: _real(physics.A_adjoint(physics.A(r))), image)
+        inputs.data = inputs.map_norm("input: A r", lambda r: physics.A(r), image)
+    else:
         mshape = (1, *physics.measurement_shape)
         cdtype = torch.complex128 if physics.complex_measurements else torch.float64
         mask = physics.measured_mask().to(torch.float64)
-        h = operator_norm(lambda e: physics.H(e), mshape, dtype=cdtype, mask=mask)
-        adj = operator_norm(lambda e: physics.A_adjoint(e), mshape, dtype=cdtype, mask=mask)
-        data = 1.0
-    else:
-        raise ValueError(f"lipschitz: domain {domain!r} is not 'image' or 'measurement'")
-    inputs = Inputs(physics, domain, h, adj, data)
-    inputs.layers.update({"input: H(A r)" if domain == "image" else "input: H(P e)": h,
-                          "input: A*(A r)" if domain == "image" else "input: A*(P e)": adj,
-                          "input: A r" if domain == "image" else "input: P e": data})
+        inputs.h = inputs.map_norm("input: H(P e)", lambda e: physics.H(e), mshape, dtype=cdtype, mask=mask)
+        inputs.adj = inputs.map_norm("input: A*(P e)", lambda e: physics.A_adjoint(e), mshape, dtype=cdtype,
+                                     mask=mask)
+        inputs.layers["input: P e"] = 1.0
     return inputs
 
 
@@ -182,9 +223,17 @@ def _bn_scale(bn: nn.BatchNorm2d) -> torch.Tensor:
     return scale * bn.weight.detach().cpu().double() if bn.affine else scale
 
 
-def conv_norm(conv: nn.Module, size: int, scale: torch.Tensor | None = None) -> float:
+def conv_norm(conv: nn.Module, size: int, scale: torch.Tensor | None = None, certified: bool = False) -> float:
     """Operator norm of a Conv2d / ConvTranspose2d (bias dropped, output channels scaled by `scale`) on
-    (1, C_in, size, size) inputs, from it and its transpose (`operator_norm`)."""
+    (1, C_in, size, size) inputs: certified (survey.certify.conv.module_bound) when `certified`, else the
+    Lanczos estimate from it and its transpose (`operator_norm`)."""
+    if certified:
+        from survey.certify.conv import module_bound
+
+        try:
+            return module_bound(conv, size, scale)
+        except ValueError as err:
+            raise _Unbounded(str(err)) from err
     weight = conv.weight.detach().cpu().float()  # float32: twice as fast, and NORM_MARGIN covers its rounding
     transposed = isinstance(conv, nn.ConvTranspose2d)
     if scale is not None:
@@ -227,9 +276,11 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def sequential_bound(seq: nn.Module, size: int, name: str, layers: dict[str, float | None]) -> tuple[float, int]:
+def sequential_bound(seq: nn.Module, size: int, name: str, layers: dict[str, float | None],
+                     certified: bool = False) -> tuple[float, int]:
     """Product of the layer norms of an nn.Sequential (or one module) at image size `size`, a BatchNorm2d
-    folded into the convolution before it; returns (bound, image size at the output). Records each norm."""
+    folded into the convolution before it; returns (bound, image size at the output). Records each norm.
+    `certified`: certified layer norms (else Lanczos estimates)."""
     modules = list(seq) if isinstance(seq, nn.Sequential) else [seq]
     total, i = 1.0, 0
     while i < len(modules):
@@ -241,14 +292,20 @@ def sequential_bound(seq: nn.Module, size: int, name: str, layers: dict[str, flo
                 scale = _bn_scale(modules[i + 1])
                 label += "+BatchNorm2d"
                 i += 1
-            value = conv_norm(m, size, scale)
+            value = conv_norm(m, size, scale, certified)
             size = _out_size(m, size)
         elif isinstance(m, nn.BatchNorm2d):
             value = float(_bn_scale(m).abs().max())
         elif isinstance(m, nn.Linear):
-            value = float(torch.linalg.matrix_norm(m.weight.detach().cpu().double(), ord=2))
+            weight = m.weight.detach().cpu().double()
+            if certified:
+                from survey.certify.spectral import dense_bound
+
+                value = dense_bound(weight)
+            else:
+                value = float(torch.linalg.matrix_norm(weight, ord=2))
         elif isinstance(m, nn.Sequential):
-            value, size = sequential_bound(m, size, f"{name}[{i}]", layers)
+            value, size = sequential_bound(m, size, f"{name}[{i}]", layers, certified)
         elif isinstance(m, (nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)):
             layers[label] = None
             raise _Unbounded(f"{label}: a normalisation by the input's own statistics has no global bound")
@@ -287,189 +344,57 @@ def rule(cls: type) -> Callable:
     return decorate
 
 
+_ZOO_REGISTERED = False
+
+
 def _register_zoo() -> None:
-    from survey.nets.automap import Automap
-    from survey.nets.cascade import Cascade
-    from survey.nets.dncnn import DnCNN
-    from survey.nets.exact import ConvolutionNet, IdentityNet, MatrixNet, TikhonovNet
-    from survey.nets.unet import UNet
-    from survey.nets.varnet import VarNet
+    """Add the zoo's rules, once, keeping any rule a user registered first for the same class."""
+    global _ZOO_REGISTERED
+    if _ZOO_REGISTERED:
+        return
+    _ZOO_REGISTERED = True
+    from survey.nets.lipschitz_rules import register_zoo_rules
 
-    @rule(IdentityNet)
-    def _identity(net, inputs: Inputs, size: int) -> float:
-        return inputs.h
-
-    @rule(MatrixNet)
-    def _matrix(net, inputs: Inputs, size: int) -> float:
-        g = float(torch.linalg.matrix_norm(net.matrix.detach().cpu().double(), ord=2))
-        inputs.layers["matrix G"] = g
-        return g * inputs.h
-
-    @rule(ConvolutionNet)
-    def _convolution(net, inputs: Inputs, size: int) -> float:
-        k = float(torch.fft.fft2(net.kernel.detach().cpu().double()).abs().max())  # exact: circular convolution, diagonal in the DFT basis
-        inputs.layers["circular convolution"] = k
-        return k * inputs.h
-
-    @rule(TikhonovNet)
-    def _tikhonov(net, inputs: Inputs, size: int) -> float:
-        physics, mu = inputs.physics, net.mu
-        image = (1, 1, size, size)
-        # f(y) = (Re A*A + mu)^{-1} Re A* y: the whole linear map, its norm directly
-        if inputs.domain == "image":
-            value = operator_norm(lambda r: net(physics.A(r), physics), image)
-        else:
-            cdtype = torch.complex128 if physics.complex_measurements else torch.float64
-            value = operator_norm(lambda e: net(e, physics), (1, *physics.measurement_shape), dtype=cdtype,
-                                  mask=physics.measured_mask().to(torch.float64))
-        inputs.layers[f"Tikhonov solve (mu={mu:g})"] = value
-        return value
-
-    @rule(DnCNN)
-    def _dncnn(net, inputs: Inputs, size: int) -> float:
-        body, _ = sequential_bound(net.body, size, "body", inputs.layers)
-        return inputs.h * (1.0 + body)  # h - body(h)
-
-    @rule(UNet)
-    def _unet(net, inputs: Inputs, size: int) -> float:
-        layers = inputs.layers
-        sizes, level = [], []
-        current = size
-        for i, block in enumerate(net.down):
-            if i > 0:
-                pool, _ = sequential_bound(net.pool, current, "pool", layers)
-                current //= 2
-            else:
-                pool = 1.0
-            b, current = sequential_bound(block, current, f"down[{i}]", layers)
-            level.append((level[-1] if level else 1.0) * pool * b)
-            sizes.append(current)
-        z = level[-1]
-        for j, (up, merge) in enumerate(zip(net.up, net.merge)):
-            skip = level[-2 - j]
-            u, s = sequential_bound(up, sizes[-1 - j], f"up[{j}]", layers)
-            m, _ = sequential_bound(merge, s, f"merge[{j}]", layers)
-            z = m * math.hypot(u * z, skip)  # a concatenation: root of the sum of squares
-        head, _ = sequential_bound(net.head, size, "head", layers)
-        # input: Re h, |h| (eps inside the root) or (Re h, Im h): each 1-Lipschitz in h
-        return inputs.h * (1.0 + head * z)  # base + head(unet(features))
-
-    @rule(Automap)
-    def _automap(net, inputs: Inputs, size: int) -> float:
-        # the sampled entries of y as reals: 1-Lipschitz in y (the measured entries)
-        dense, _ = sequential_bound(net.dense, size, "dense", inputs.layers)
-        conv, _ = sequential_bound(net.conv, size, "conv", inputs.layers)
-        return inputs.data * dense * (1.0 + conv)  # z + conv(z)
-
-    @rule(Cascade)
-    def _cascade(net, inputs: Inputs, size: int) -> float:
-        physics = inputs.physics
-        image = (1, 1, size, size)
-        projector = operator_norm(lambda x: x - physics.A_adjoint(physics.A(x)), image, dtype=torch.complex128)
-        orthogonal = _reproduces(physics)
-        inputs.layers["DC: I - A*A"] = projector
-        inputs.layers["DC: A A* A = A (orthogonal ranges)"] = 1.0 if orthogonal else 0.0
-        lip = inputs.adj  # x0 = A* y
-        for i, cnn in enumerate(net.cnns):
-            c, _ = sequential_bound(cnn, size, f"cnn[{i}]", inputs.layers)  # complex <-> channels: isometries
-            u = (1.0 + c) * lip
-            lip = math.hypot(projector * u, inputs.adj) if orthogonal else projector * u + inputs.adj
-        return lip  # real part: 1
-
-    @rule(VarNet)
-    def _varnet(net, inputs: Inputs, size: int) -> float:
-        physics = inputs.physics
-        lip = inputs.adj  # x0 = A* y
-        for t, step in enumerate(net.steps):
-            lam = float(step.lam.detach())
-            kernel = (step.kernel - step.kernel.mean(dim=(1, 2, 3), keepdim=True)).detach().cpu().double()
-            pad = kernel.shape[-1] // 2
-            k_norm = operator_norm(lambda z: F.conv2d(z, kernel, padding=pad), (1, 2, size, size))
-            slope = table_slope(step.act) * (1.0 + NORM_MARGIN)  # the float32 lookup rounds its slopes
-            data = operator_norm(lambda x: x - lam * physics.A_adjoint(physics.A(x)), (1, 1, size, size),
-                                 dtype=torch.complex128)
-            inputs.layers[f"steps[{t}] filters K"] = k_norm
-            inputs.layers[f"steps[{t}] activation slope"] = slope
-            inputs.layers[f"steps[{t}] I - lam A*A"] = data
-            # x - K^T phi(K x) - lam A*(A x - y): triangle inequality over the three terms
-            lip = (data + k_norm * k_norm * slope) * lip + abs(lam) * inputs.adj
-        return lip
+    user = dict(RULES)
+    register_zoo_rules()
+    RULES.update(user)
 
 
-def table_slope(act: nn.Module) -> float:
-    """Largest |slope| of a piecewise-linear lookup-table activation (RBFActivation: the curve sampled at
-    its knots, linearly interpolated, constant beyond): exact Lipschitz constant of the implemented map."""
-    values = act.curves().detach().cpu().double()
-    step = float(act.knots[1] - act.knots[0])
-    return float((values[:, 1:] - values[:, :-1]).abs().max()) / step
-
-
-def _reproduces(physics, trials: int = 2) -> bool:
-    """True when A A* A = A numerically (then range(I - A*A) = null(A) is orthogonal to range(A*))."""
-    gen = torch.Generator().manual_seed(1)
-    n = physics.size
-    for _ in range(trials):
-        x = torch.randn((1, 1, n, n), generator=gen, dtype=torch.complex128)
-        ax = physics.A(x)
-        again = physics.A(physics.A_adjoint(ax))
-        if float(torch.linalg.vector_norm(again - ax)) > 1e-9 * float(torch.linalg.vector_norm(ax)):
-            return False
-    return True
-
-
-def lipschitz_bound(net: nn.Module, physics, *, domain: str = "image", size: int | None = None) -> LipschitzBound:
+def lipschitz_bound(net: nn.Module, physics, *, domain: str = "image", size: int | None = None,
+                    estimate: bool = False) -> LipschitzBound:
     """Upper bound on the Lipschitz constant of r -> f(A r) (domain "image") or e -> f(P e) ("measurement")
     for the network `net` on `physics`, at image size `size` (default physics.size): None with the reason
-    where some layer has no bound (see the module docstring). Parameters are read in float64 on the CPU."""
-    if not RULES:
-        _register_zoo()
+    where some layer has no bound (see the module docstring); `estimate`: also the Lanczos product beside
+    it. Parameters are read in float64 on the CPU."""
+    _register_zoo()
     size = int(size if size is not None else physics.size)
     target = getattr(net, "module", None) if type(net) not in RULES and hasattr(net, "module") else net
     cls = next((c for c in type(target).__mro__ if c in RULES), None)
     if cls is None:
         return LipschitzBound(None, domain, {}, [f"no Lipschitz rule for {type(net).__name__} (register one with "
                                                  "survey.nets.lipschitz.rule)"])
-    inputs = physics_inputs(physics, domain)
-    inputs.physics = on_cpu(physics)
-    try:
-        with torch.no_grad():
-            value = RULES[cls](target, inputs, size)
-    except _Unbounded as err:
-        return LipschitzBound(None, domain, inputs.layers, [str(err)])
-    return LipschitzBound(float(value), domain, inputs.layers, [])
+    results = []
+    for certified in ((True, False) if estimate else (True,)):
+        inputs = physics_inputs(physics, domain, certified)
+        inputs.physics = on_cpu(physics)
+        try:
+            with torch.no_grad():
+                value = float(RULES[cls](target, inputs, size))
+        except _Unbounded as err:
+            return LipschitzBound(None, domain, inputs.layers, [str(err)])
+        results.append((value, inputs))
+    value, inputs = results[0]
+    return LipschitzBound(value, domain, inputs.layers, [], results[1][0] if estimate else None,
+                          not inputs.uncertified, tuple(inputs.uncertified))
 
 
-class ZooGap(NamedTuple):
-    """The bound of a zoo network beside the largest local sigma_1 seen over `image_ids`: gap = bound / sigma."""
-
-    name: str
-    bound: LipschitzBound
-    sigma: list[float]
-    image_ids: list[str]
-
-    @property
-    def gap(self) -> float | None:
-        return None if self.bound.value is None or not self.sigma else self.bound.value / max(self.sigma)
-
-
-def zoo_gap(name: str, *, count: int = 2, domain: str = "image", dataset: str | None = None,
-            split: str = "test") -> ZooGap:
-    """Global bound of zoo network `name` and sigma_1 of its local Jacobian (tasks/spectrum.py) at `count`
-    images of its dataset (default: the one it was trained on)."""
-    from survey.data import load_dataset
-    from survey.nets.zoo import entry, load_network
-    from survey.tasks.spectrum import top_singular
-
-    net, physics = load_network(name)
-    bound = lipschitz_bound(net, physics, domain=domain)
-    sigma, ids = [], []
-    if count > 0:
-        data = load_dataset(dataset or entry(name).dataset, split=split, size=physics.size, count=count)
-        found = top_singular(net, physics, data.images, 1, domain=domain, tol=1e-4,
-                             generator=torch.Generator().manual_seed(0))
-        sigma, ids = found.sigma[:, 0].tolist(), list(data.ids)
-    return ZooGap(name, bound, sigma, ids)
-
-
-__all__ = ["Inputs", "ZooGap", "zoo_gap", "LipschitzBound", "RULES", "conv_norm", "lipschitz_bound", "operator_norm", "physics_inputs",
+__all__ = ["CERTIFY_LIMIT", "Inputs", "LipschitzBound", "map_norm", "RULES", "conv_norm", "lipschitz_bound", "operator_norm", "physics_inputs",
            "rule", "sequential_bound", "table_slope"]
+
+
+def __getattr__(name: str):
+    if name in ("table_slope",):
+        from survey.nets import lipschitz_rules
+
+        return getattr(lipschitz_rules, name)
+    raise AttributeError(name)

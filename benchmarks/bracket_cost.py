@@ -1,0 +1,107 @@
+"""Benchmark: what the bracket costs per image, and what it says, on trained zoo networks.
+
+Per network and image: the certificate's tangent pass (the dense clean Jacobian, one tangent per input,
+batched), its deviation pass per budget, the budget search and Lanczos for sigma_1; each also in
+network-call equivalents (one forward + backward of the network on one image). Then the bracket at each
+budget (attack gain <= truth <= certified gain, sigma_1 beside it) and the certified global Lipschitz bound
+as a gain, and center smoothing's certified radius with its PSNR price. Ratios and figures, not timed tests:
+
+    python -m benchmarks.bracket_cost --networks dncnn dagan ell50 --size 64 --budgets 0.001 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import machine
+
+
+def unit_cost(net, physics, x) -> float:
+    y = physics.A(x)
+    start = time.perf_counter()
+    with torch.enable_grad():
+        u = y.clone().requires_grad_(True)
+        torch.autograd.grad(net(u, physics).square().sum(), u)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="+", default=["dncnn", "dagan", "ell50"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.001, 0.01])
+    parser.add_argument("--images", type=int, default=1)
+    parser.add_argument("--smoothing-noise", type=float, default=0.05)
+    parser.add_argument("--no-estimate", action="store_true", help="skip the Lanczos product (slow at 64 x 64)")
+    args = parser.parse_args(argv)
+
+    from survey.certify.programs import certify_local
+    from survey.certify.smoothing import center_smooth
+    from survey.data import load_dataset
+    from survey.metrics import psnr
+    from survey.nets.lipschitz import lipschitz_bound
+    from survey.nets.zoo import entry, load_network
+    from survey.physics import make_physics
+    from survey.tasks.budget import worst_case
+    from survey.tasks.spectrum import leading_directions, top_singular
+
+    torch.set_flush_denormal(True)
+    print(f"machine: {machine()}")
+    for name in args.networks:
+        e = entry(name)
+        net, _ = load_network(name)
+        physics = make_physics(**{**e.physics, "size": args.size})
+        data = load_dataset(e.dataset, size=args.size, count=args.images)
+        start = time.perf_counter()
+        glob = lipschitz_bound(net, physics, estimate=not args.no_estimate)
+        t_global = time.perf_counter() - start
+        estimate = "" if glob.estimate is None else f", Lanczos estimate {glob.estimate:.4g}"
+        print(f"\n{name} at {args.size} x {args.size}: global Lipschitz bound {glob.value:.4g} (certified: "
+              f"{glob.certified}){estimate}, {t_global:.1f} s", flush=True)
+        for i in range(args.images):
+            x = data.images[i:i + 1].double()
+            net64 = net.double()
+            unit = min(unit_cost(net64, physics, x) for _ in range(3))
+            rho = [b * float(x.norm()) for b in args.budgets]
+            start = time.perf_counter()
+            cert = certify_local(net, physics, x, rho)
+            t_cert = time.perf_counter() - start
+            start = time.perf_counter()
+            spec = top_singular(net64, physics, x, 1, tol=1e-3, generator=torch.Generator().manual_seed(0))
+            t_spec = time.perf_counter() - start
+            start = time.perf_counter()
+            starts = leading_directions(net64, physics, x, 1, generator=torch.Generator().manual_seed(1))
+            attack = worst_case(net64, physics, x, args.budgets, iterations=60, restarts=4, starts=starts,
+                                generator=torch.Generator().manual_seed(2))
+            t_attack = time.perf_counter() - start
+            with torch.no_grad():
+                clean = net64(physics.A(x), physics)
+            scale = float(x.norm()) / float(clean.norm())
+            print(f"  image {data.ids[i]}: forward+backward {unit * 1e3:.1f} ms; certificate {t_cert:.1f} s "
+                  f"({t_cert / unit:.0f} calls; ||J||_cert {cert.lin.norm:.4g}), Lanczos {t_spec:.1f} s, "
+                  f"budget search {t_attack:.1f} s", flush=True)
+            print("    budget   attack   sigma_1   certified(local)   linear  remainder  unstable  global")
+            for k, b in enumerate(cert.bounds):
+                unit_gain = float(clean.norm()) * args.budgets[k]
+                print(f"    {args.budgets[k]:<8g} {float(attack.gain[k, 0]):7.4f}  {float(spec.sigma[0, 0]) * scale:7.4f}"
+                      f"   {b.bound / unit_gain:14.4g}   {b.linear / unit_gain:7.4f}  {b.remainder / unit_gain:9.4g}"
+                      f"  {b.unstable / max(b.units, 1):7.1%}  {glob.value * scale:8.4g}")
+            for eps in args.budgets:
+                start = time.perf_counter()
+                sm = center_smooth(lambda u: net64(physics.A(u), physics), x, args.smoothing_noise,
+                                   eps * float(x.norm()), n_center=64, n_cert=512,
+                                   generator=torch.Generator().manual_seed(3))
+                t_sm = time.perf_counter() - start
+                centre = sm.centre.view_as(x)
+                price = float(psnr(clean.clamp(0, 1), x)[0]) - float(psnr(centre.clamp(0, 1), x)[0])
+                gain = None if sm.radius is None else sm.radius / float(centre.norm()) / eps
+                print(f"    smoothing noise {args.smoothing_noise:g}, eps {eps:g}: certified radius "
+                      f"{sm.radius if sm.radius is None else round(sm.radius, 4)} (as a gain {gain if gain is None else round(gain, 1)}), "
+                      f"p {sm.p:.4f}, {sm.samples} samples, {t_sm:.1f} s, PSNR price {price:.2f} dB {sm.reason}")
+
+
+if __name__ == "__main__":
+    main()

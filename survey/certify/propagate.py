@@ -1,0 +1,363 @@
+"""A certified bound on max ||f(A(x + r)) - f(Ax)|| over the ball ||r|| <= rho, by bound propagation.
+
+Written around the clean point: every nonlinearity phi (ReLU, leaky ReLU, |z|, 2 x 2 max-pooling) is its
+linearisation at the clean pre-activation z0 plus a deviation, phi(z0 + d) - phi(z0) = D0 d + xi with
+D0 = phi'(z0), and |xi_j| <= gamma_j(beta_j) whenever |d_j| <= beta_j:
+
+    ReLU                 gamma = max(0, beta - |z0|)                (exact: 0 for a neuron that cannot flip)
+    leaky ReLU(a)        gamma = |1 - a| max(0, beta - |z0|)
+    |z| (eps in root)    gamma = min(2 b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, m_min the least
+                         value of sqrt(|z|^2 + eps) within b of z0 (Taylor with the Hessian bound 1 / m)
+    2 x 2 max-pooling    gamma = max(0, max_{i != i*} (a_i - a_i* + beta_i + beta_i*)), i* the clean argmax
+
+Unrolled through the network (the CROWN-style linear relaxation, with the relaxation centred at the
+clean point, so it is exact for every neuron that cannot change its pattern over the ball):
+
+    f(A(x + r)) - f(Ax) = J r + R,     J the clean Jacobian,    |R| <= s (elementwise),
+
+where s comes from one forward pass of the deviations through the network as boxes (centre through W,
+half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1| elementwise; each deviation has a known sign), and the bound on the input change of each
+nonlinearity is beta = rho ||row of its clean Jacobian|| + (the deviations arriving there). The row norms
+and J come from the network's tangent map applied to every input basis vector (batched), once per image:
+they do not depend on rho, so every budget costs one more cheap pass. Then
+
+    max ||f(A(x + r)) - f(Ax)|| <= rho ||J||_cert + ||s||_2,
+
+||J||_cert a certified norm of the dense J (survey.certify.spectral). On a linear network s = 0 and the
+bound is rho sigma_1, exactly. Each term is rho times a non-decreasing function of rho, so bound / rho is
+non-decreasing: the certified gain at rho also bounds the gain of every smaller perturbation. Arithmetic is
+float64; the rounding of the network's own evaluation is covered by a relative margin EVAL_MARGIN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Relative margin for the rounding of the network's float64 evaluation (forward and tangent passes).
+EVAL_MARGIN = 1e-9
+
+
+class Unsupported(Exception):
+    """A layer without a bound rule (the message names it)."""
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    if not bn.track_running_stats or bn.running_var is None:
+        raise Unsupported(f"{type(bn).__name__} without running statistics")
+    scale = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = -bn.running_mean.double() * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight.double(), shift * bn.weight.double() + bn.bias.double()
+    return scale, shift
+
+
+def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -> torch.Tensor:
+    """An affine layer applied to z: with its bias (clean values) or without (tangents, deviations), and
+    with |weights| for the deviation pass."""
+    if isinstance(module, nn.BatchNorm2d):
+        scale, shift = _bn_affine(module)
+        scale = scale.abs() if absolute else scale
+        out = z * scale.view(1, -1, 1, 1)
+        return out + shift.view(1, -1, 1, 1) if bias else out
+    w = module.weight.double()
+    w = w.abs() if absolute else w
+    b = module.bias.double() if (bias and module.bias is not None) else None
+    if isinstance(module, nn.Linear):
+        return F.linear(z, w, b)
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module.padding, str) or module.padding_mode not in ("zeros", "circular"):
+            raise Unsupported(f"{type(module).__name__} with padding {module.padding!r} / {module.padding_mode!r}")
+        if isinstance(module, nn.ConvTranspose2d):
+            return F.conv_transpose2d(z, w, b, module.stride, module.padding, module.output_padding, module.groups,
+                                      module.dilation)
+        if module.padding_mode == "circular":
+            ph, pw = module.padding
+            z = F.pad(z, (pw, pw, ph, ph), mode="circular")
+            return F.conv2d(z, w, b, module.stride, 0, module.dilation, module.groups)
+        return F.conv2d(z, w, b, module.stride, module.padding, module.dilation, module.groups)
+    raise Unsupported(f"no bound rule for {type(module).__name__}")
+
+
+AFFINE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+PASS = (nn.Identity, nn.Dropout)
+
+
+class Ops:
+    """The operations a program (survey.certify.programs) is written in; three subclasses give them their
+    meaning: clean values, tangents (batched), and elementwise deviation bounds."""
+
+    def __init__(self):
+        self.index = 0  # nonlinearity counter: the programs call them in the same order in every pass
+
+    def next(self) -> int:
+        self.index += 1
+        return self.index - 1
+
+    def sequential(self, seq: nn.Module, z, name: str = "body"):
+        """Run an nn.Sequential (or one module) of supported layers."""
+        modules = list(seq) if isinstance(seq, nn.Sequential) else [seq]
+        for i, m in enumerate(modules):
+            if isinstance(m, AFFINE):
+                z = self.affine(m, z)
+            elif isinstance(m, nn.ReLU):
+                z = self.leaky(z, 0.0)
+            elif isinstance(m, nn.LeakyReLU):
+                z = self.leaky(z, float(m.negative_slope))
+            elif isinstance(m, nn.MaxPool2d):
+                if m.kernel_size not in (2, (2, 2)) or (m.stride not in (2, (2, 2), None)) or m.padding not in (0, (0, 0)) \
+                        or m.dilation not in (1, (1, 1)) or m.ceil_mode:
+                    raise Unsupported(f"{name}[{i}] {m}: only 2 x 2 max-pooling with stride 2 has a bound rule")
+                z = self.maxpool(z)
+            elif isinstance(m, nn.Sequential):
+                z = self.sequential(m, z, f"{name}[{i}]")
+            elif isinstance(m, nn.Flatten):
+                z = z.flatten(1)
+            elif isinstance(m, PASS):
+                continue
+            else:
+                raise Unsupported(f"{name}[{i}] {type(m).__name__}: no bound rule")
+        return z
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def cat(self, parts, dim: int = 1):
+        return torch.cat(parts, dim)
+
+    def take(self, z, channels: slice):
+        return z[:, channels]
+
+
+class CleanOps(Ops):
+    """Clean values; records the input of every nonlinearity."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def affine(self, m, z):
+        return _linear(m, z, bias=True, absolute=False)
+
+    def linear_map(self, fn, z, absolute_fn=None):
+        return fn(z)
+
+    def leaky(self, z, slope):
+        self.next()
+        self.inputs.append(z)
+        return torch.where(z > 0, z, slope * z)
+
+    def magnitude(self, z, eps):
+        self.next()
+        self.inputs.append(z)
+        return torch.sqrt(z[:, :1] ** 2 + z[:, 1:2] ** 2 + eps)
+
+    def maxpool(self, z):
+        self.next()
+        self.inputs.append(z)
+        return F.max_pool2d(z, 2)
+
+
+def _windows(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H/2, W/2, 4): the 2 x 2 windows of max-pooling."""
+    b, c, h, w = z.shape
+    return z[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5) \
+        .reshape(b, c, h // 2, w // 2, 4)
+
+
+class TangentOps(Ops):
+    """The clean Jacobian applied to a batch of tangents; accumulates the squared row norms at every
+    nonlinearity's input."""
+
+    def __init__(self, clean: CleanOps, squares: list[torch.Tensor] | None = None):
+        super().__init__()
+        self.clean = clean
+        self.squares = squares if squares is not None else [torch.zeros_like(z[0]) for z in clean.inputs]
+
+    def _record(self, k, t):
+        self.squares[k] += t.square().sum(0)
+
+    def affine(self, m, z):
+        return _linear(m, z, bias=False, absolute=False)
+
+    def linear_map(self, fn, z, absolute_fn=None):
+        return fn(z)
+
+    def leaky(self, t, slope):
+        k = self.next()
+        self._record(k, t)
+        z0 = self.clean.inputs[k]
+        return t * torch.where(z0 > 0, 1.0, slope).to(t.dtype)
+
+    def magnitude(self, t, eps):
+        k = self.next()
+        self._record(k, t)
+        z0 = self.clean.inputs[k]
+        m0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2 + eps)
+        return (z0[:, :1] * t[:, :1] + z0[:, 1:2] * t[:, 1:2]) / m0
+
+    def maxpool(self, t):
+        k = self.next()
+        self._record(k, t)
+        win = _windows(self.clean.inputs[k])
+        arg = win.argmax(-1, keepdim=True)
+        tw = _windows(t)
+        return tw.gather(-1, arg.expand(tw.shape[0], *arg.shape[1:])).squeeze(-1)
+
+
+class DeviationOps(Ops):
+    """Bounds on the deviation R of each value from its linearisation, for one radius rho, as a box
+    [c - w, c + w] carried in a batch of two (row 0: centre c, row 1: half-width w): linear layers map c with
+    their weights and w with their absolute values; each nonlinearity adds its deviation xi, which has a
+    known sign (ReLU and leaky ReLU: >= 0 off the clean piece below zero, <= 0 above; |z| and max-pooling:
+    >= 0, by convexity), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
+
+    def __init__(self, clean: CleanOps, rows: list[torch.Tensor], rho: float):
+        super().__init__()
+        self.clean, self.rows, self.rho = clean, rows, rho
+        self.unstable = 0
+        self.units = 0
+
+    def _beta(self, k, box):
+        """Bound on |input change| of nonlinearity k: rho ||row of J|| plus the deviations arriving."""
+        return self.rho * self.rows[k][None] * (1 + EVAL_MARGIN) + box[:1].abs() + box[1:]
+
+    @staticmethod
+    def _box(centre, width):
+        return torch.cat([centre, width])
+
+    def affine(self, m, z):
+        return self._box(_linear(m, z[:1], bias=False, absolute=False), _linear(m, z[1:], bias=False, absolute=True))
+
+    def sub(self, a, b):
+        return self._box(a[:1] - b[:1], a[1:] + b[1:])
+
+    def linear_map(self, fn, box, absolute_fn=None):
+        if bool((box != 0).any()):
+            raise Unsupported("a linear map without an absolute-value rule after a nonlinearity")
+        out = fn(box[:1])
+        return self._box(torch.zeros_like(out), torch.zeros_like(out))
+
+    def _signed(self, d0, box, gamma, sign):
+        """d0 R + xi with xi in [0, gamma] (sign +1), [-gamma, 0] (-1)."""
+        return self._box(d0 * box[:1] + sign * gamma / 2, d0.abs() * box[1:] + gamma / 2)
+
+    def leaky(self, box, slope):
+        k = self.next()
+        z0 = self.clean.inputs[k]
+        flip = (self._beta(k, box) - z0.abs()).clamp_min(0)
+        self.unstable += int((flip > 0).sum())
+        self.units += flip.numel()
+        d0 = torch.where(z0 > 0, 1.0, slope).to(box.dtype)
+        sign = torch.where(z0 > 0, -1.0, 1.0).to(box.dtype) * (1.0 if slope <= 1 else -1.0)
+        return self._signed(d0, box, abs(1 - slope) * flip, sign)
+
+    def magnitude(self, box, eps):
+        k = self.next()
+        z0 = self.clean.inputs[k]
+        beta = self._beta(k, box)
+        b = torch.sqrt(beta[:, :1] ** 2 + beta[:, 1:2] ** 2)
+        norm0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2)
+        m0 = torch.sqrt(norm0 ** 2 + eps)
+        m_min = torch.sqrt((norm0 - b).clamp_min(0) ** 2 + eps)
+        gamma = torch.minimum(2 * b, b * b / (2 * m_min))
+        self.units += gamma.numel()
+        self.unstable += int((b >= norm0).sum())
+        g = z0 / m0
+        centre = (g * box[:1]).sum(1, keepdim=True) + gamma / 2
+        width = (g.abs() * box[1:]).sum(1, keepdim=True) + gamma / 2
+        return self._box(centre, width)
+
+    def maxpool(self, box):
+        k = self.next()
+        win = _windows(self.clean.inputs[k])
+        beta = _windows(self._beta(k, box))
+        top, arg = win.max(-1, keepdim=True)
+        others = win - top + beta + beta.gather(-1, arg)
+        others = others.masked_fill(torch.zeros_like(win, dtype=torch.bool).scatter(-1, arg, True), -math.inf)
+        gamma = others.amax(-1).clamp_min(0)
+        self.unstable += int((gamma > 0).sum())
+        self.units += gamma.numel()
+        picked = _windows(box).gather(-1, arg.expand(2, *arg.shape[1:])).squeeze(-1)
+        return self._box(picked[:1] + gamma / 2, picked[1:] + gamma / 2)
+
+
+class Program(NamedTuple):
+    """A network written in Ops: `run(ops, h) -> output`, h the network input as (B, C, n, n) real
+    channels; `lift(r)`: the linear map from the perturbation to h (batched), `base`: h at the clean point."""
+
+    run: Callable[[Ops, torch.Tensor], torch.Tensor]
+    lift: Callable[[torch.Tensor], torch.Tensor]
+    base: torch.Tensor
+
+
+@dataclass
+class Linearised:
+    """What one image's tangent pass leaves: clean output, the dense Jacobian J (outputs, inputs), its
+    certified norm, and the row norms of the clean Jacobian at every nonlinearity's input."""
+
+    clean: CleanOps
+    output: torch.Tensor
+    jacobian: torch.Tensor
+    norm: float
+    rows: list[torch.Tensor]
+    inputs: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], count: int, *,
+              chunk: int = 128) -> Linearised:
+    """Clean pass, then the tangent pass over `count` input basis vectors (basis(indices) -> batch of
+    perturbations), `chunk` at a time; the dense Jacobian's certified norm."""
+    from survey.certify.spectral import dense_bound
+
+    clean = CleanOps()
+    with torch.no_grad():
+        output = program.run(clean, program.base)
+        squares = None
+        columns = []
+        for part in torch.arange(count).split(chunk):
+            tangent = TangentOps(clean, squares)
+            out = program.run(tangent, program.lift(basis(part)))
+            squares = tangent.squares
+            columns.append(out.reshape(part.numel(), -1))
+    jac = torch.cat(columns).T.contiguous()
+    rows = [torch.sqrt(q) for q in (squares or [])]
+    return Linearised(clean, output, jac, dense_bound(jac.cpu()) * (1 + EVAL_MARGIN), rows, count)
+
+
+class LocalBound(NamedTuple):
+    """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho;
+    linear = rho ||J||_cert, remainder = ||s||_2; unstable / units: nonlinear units that may leave their
+    clean piece, of all."""
+
+    rho: float
+    bound: float
+    linear: float
+    remainder: float
+    unstable: int
+    units: int
+
+
+def local_bound(program: Program, lin: Linearised, rho: float) -> LocalBound:
+    """The certified bound at radius `rho` from a linearisation (module docstring)."""
+    dev = DeviationOps(lin.clean, lin.rows, float(rho))
+    with torch.no_grad():
+        zero = torch.zeros_like(program.base)
+        box = program.run(dev, torch.cat([zero, zero.real if zero.is_complex() else zero]))
+    remainder = float(torch.linalg.vector_norm((box[:1].abs() + box[1:]).double())) * (1 + EVAL_MARGIN)
+    linear = float(rho) * lin.norm
+    return LocalBound(float(rho), (linear + remainder) * (1 + 4 * 2.0 ** -53), linear, remainder, dev.unstable,
+                      dev.units)
+
+
+__all__ = ["CleanOps", "DeviationOps", "EVAL_MARGIN", "LocalBound", "Linearised", "Ops", "Program", "TangentOps",
+           "Unsupported", "linearise", "local_bound"]

@@ -1,0 +1,208 @@
+"""Certified norms and local bounds (survey.certify): against exact dense norms, exact linear networks, and the
+exact maxima of small ReLU networks found by enumerating their activation patterns (tests/certify_exact.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from certify_exact import TinyMLP, disk_maximum, mlp, segment_maximum
+from survey.certify.conv import module_bound
+from survey.certify.programs import certify_local, program
+from survey.certify.propagate import Unsupported
+from survey.certify.spectral import cholesky_bound, dense_bound, gram_bound
+from survey.nets.dncnn import DnCNN
+from survey.nets.exact import ConvolutionNet, IdentityNet, MatrixNet
+from survey.physics import make_physics
+
+
+@program(TinyMLP)
+def _tiny(net, physics, domain):
+    return lambda ops, u: ops.sequential(net.seq, ops.linear_map(lambda v: v.flatten(1)[:, :net.dim], u))
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def with_spectrum(values, m: int, n: int, seed: int) -> torch.Tensor:
+    u, _ = torch.linalg.qr(torch.randn(m, m, generator=gen(seed), dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed + 1), dtype=torch.float64))
+    s = torch.zeros(m, n, dtype=torch.float64)
+    k = min(m, n, len(values))
+    s[range(k), range(k)] = torch.tensor(values[:k], dtype=torch.float64)
+    return u @ s @ v.T
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(7, 5), (30, 40), (90, 70)])
+def test_dense_bounds_are_above_the_exact_norm_and_tight(shape, seed):
+    w = torch.randn(*shape, generator=gen(seed), dtype=torch.float64)
+    exact = float(torch.linalg.matrix_norm(w, ord=2))
+    for bound in (float(gram_bound(w)), cholesky_bound(w), dense_bound(w)):
+        assert exact <= bound <= exact * (1 + 1e-6), (bound, exact)
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1e-6, 1e-9, 0.0])
+def test_close_and_equal_top_singular_values_stay_bounded(gap):
+    # the case where power iteration and plain Lanczos stop short of the norm
+    w = with_spectrum([1.0, 1.0 - gap, 0.5, 0.2], 40, 30, seed=3)
+    exact = float(torch.linalg.matrix_norm(w, ord=2))
+    assert exact <= float(gram_bound(w)) <= exact * (1 + 1e-6)
+    assert exact <= cholesky_bound(w) <= exact * (1 + 1e-6)
+    assert 1.0 <= float(gram_bound(torch.eye(128, dtype=torch.float64))) <= 1 + 1e-6  # 128 equal values
+
+
+def test_batched_complex_blocks_each_get_their_own_bound():
+    blocks = torch.randn(50, 6, 9, generator=gen(4), dtype=torch.complex128)
+    exact = torch.linalg.matrix_norm(blocks, ord=2)
+    found = gram_bound(blocks)
+    assert bool((found >= exact).all()) and bool((found <= exact * (1 + 1e-6)).all())
+    assert float(gram_bound(blocks, only_max=True).max()) >= float(exact.max())
+
+
+def dense_norm(fn, shape) -> float:
+    numel = math.prod(shape)
+    jac = torch.autograd.functional.jacobian(lambda u: fn(u.view(shape)).reshape(-1),
+                                             torch.zeros(numel, dtype=torch.float64))
+    return float(torch.linalg.matrix_norm(jac, ord=2))
+
+
+CONVS = {
+    "3x3": lambda: nn.Conv2d(2, 3, 3, padding=1),
+    "5x5-stride-2": lambda: nn.Conv2d(3, 2, 5, padding=2, stride=2),
+    "stride-3-no-padding": lambda: nn.Conv2d(2, 2, 4, stride=3),
+    "dilated-grouped": lambda: nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2),
+    "transposed-2x2": lambda: nn.ConvTranspose2d(3, 2, 2, stride=2),
+    "transposed-4x4-padded": lambda: nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 54])
+@pytest.mark.parametrize("kind", CONVS)
+def test_convolution_bounds_are_above_the_dense_matrix_norm(kind, seed):
+    torch.manual_seed(seed)
+    conv = CONVS[kind]().double()
+    size = 8
+    exact = dense_norm(lambda u: conv(u) - conv(torch.zeros_like(u)), (1, conv.in_channels, size, size))
+    bound = module_bound(conv, size)
+    assert exact <= bound, (kind, exact, bound)
+    # the torus that holds the zero padding is larger than the image: looser at 8 x 8 than at 64 x 64
+    assert bound <= 1.5 * exact, (kind, exact, bound)
+    if kind == "transposed-2x2":  # non-overlapping windows: the torus adds nothing
+        assert bound <= exact * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_circular_convolutions_are_bounded_exactly(seed, stride):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(3, 4, 3, padding=1, stride=stride, padding_mode="circular").double()
+    exact = dense_norm(lambda u: conv(u) - conv(torch.zeros_like(u)), (1, 3, 8, 8))
+    assert exact <= module_bound(conv, 8) <= exact * (1 + 1e-9)
+
+
+# -- local bounds ---------------------------------------------------------------------------------------
+
+DENOISE = make_physics("denoise", size=8, sigma=0.1)
+
+
+def image(seed: int, n: int = 8) -> torch.Tensor:
+    return nn.functional.avg_pool2d(torch.rand(1, 1, n, n, generator=gen(seed), dtype=torch.float64), 3, 1, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_networks_get_sigma_1_times_the_radius(seed):
+    x = image(seed)
+    nets = [MatrixNet.with_spectrum(8, torch.tensor([2.0, 2.0 - 1e-7, 1.0, 0.3]), generator=gen(seed)),
+            ConvolutionNet(torch.randn(8, 8, generator=gen(seed + 5), dtype=torch.float64))]
+    sigmas = [2.0, nets[1].sigma_max()]
+    for net, sigma in zip(nets, sigmas):
+        rho = [0.01 * float(x.norm()), float(x.norm())]
+        found = certify_local(net, DENOISE, x, rho)
+        for r, b in zip(rho, found.bounds):
+            assert b.remainder == 0.0
+            assert sigma * r <= b.bound <= sigma * r * (1 + 1e-6), (type(net).__name__, b, sigma * r)
+
+
+def test_a_linear_convolution_stack_gets_its_composed_norm_not_the_product():
+    torch.manual_seed(2)
+    seq = nn.Sequential(nn.Linear(4, 12), nn.Linear(12, 12), nn.Linear(12, 3)).double()
+    net = TinyMLP(seq, 4)
+    x = image(3, 2)
+    with torch.no_grad():
+        composed = float(torch.linalg.matrix_norm(seq[2].weight @ seq[1].weight @ seq[0].weight, ord=2))
+        product = math.prod(float(torch.linalg.matrix_norm(m.weight, ord=2)) for m in seq)
+    b = certify_local(net, make_physics("denoise", size=2, sigma=0.1), x, [0.1]).bounds[0]
+    assert 0.1 * composed <= b.bound <= 0.1 * composed * (1 + 1e-6) < 0.1 * product
+
+
+def test_the_identity_is_bounded_by_the_radius_itself():
+    x = image(4)
+    for rho in (1e-3, 0.1, 10.0):
+        b = certify_local(IdentityNet(), DENOISE, x, [rho]).bounds[0]
+        assert rho <= b.bound <= rho * (1 + 1e-6)
+
+
+TINY = make_physics("denoise", size=2, sigma=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_hidden_layer_bound_is_above_the_exact_maximum_and_within_2x(seed):
+    # 300 ReLU units on a 2-D input (the network reads two of the four pixels: the 4-D ball projects onto the
+    # disk of the same radius); the exact maximum enumerates the line arrangement's vertices and arcs
+    seq = mlp([2, 300, 3], seed)
+    x = torch.rand(1, 1, 2, 2, generator=gen(seed), dtype=torch.float64)
+    radii = [0.05, 0.1, 0.4]
+    found = certify_local(TinyMLP(seq, 2), TINY, x, radii)
+    for rho, b in zip(radii, found.bounds):
+        exact = disk_maximum(seq, x.flatten()[:2], rho)
+        assert exact <= b.bound, (seed, rho, exact, b.bound)
+        if rho <= 0.1:  # measured 1.09-1.94 here; at rho = 0.4 (a third of the units unstable) 2.3-3.8
+            assert b.bound <= 2 * exact, (seed, rho, exact, b.bound)
+        assert b.unstable > 0  # the test reaches the nonlinear part
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_hidden_layer_bound_is_above_the_exact_maximum(seed):
+    # 200 ReLU units on a 1-D input; the exact maximum sweeps the segment through every activation pattern
+    seq = mlp([1, 100, 100, 3], seed)
+    x = torch.rand(1, 1, 2, 2, generator=gen(seed), dtype=torch.float64)
+    radii = [0.05, 0.2]
+    found = certify_local(TinyMLP(seq, 1), TINY, x, radii)
+    ratios = []
+    for rho, b in zip(radii, found.bounds):
+        exact = segment_maximum(seq, x.flatten()[:1], rho)
+        assert exact <= b.bound, (seed, rho, exact, b.bound)
+        ratios.append(b.bound / exact)
+    # within 2x at rho = 0.05 for seeds 0 and 2 (1.19, 1.43); seed 1 is 4.6x: the interval step between the
+    # hidden layers is loose (docs/CERTIFY.md), so 2x is not claimed for two hidden layers
+    assert ratios[0] <= (2.0 if seed != 1 else 5.0)
+
+
+def test_the_bound_over_rho_never_decreases():
+    seq = mlp([2, 300, 3], 0)
+    x = torch.rand(1, 1, 2, 2, generator=gen(0), dtype=torch.float64)
+    radii = [0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
+    per = [b.bound / b.rho for b in certify_local(TinyMLP(seq, 2), TINY, x, radii).bounds]
+    assert all(a <= b * (1 + 1e-12) for a, b in zip(per, per[1:]))
+
+
+def test_layers_without_a_rule_are_named():
+    dn = DnCNN(depth=3, width=2).eval()
+    dn.body[2] = nn.InstanceNorm2d(2)
+    with pytest.raises(Unsupported, match=r"body\[2\] InstanceNorm2d"):
+        certify_local(dn, DENOISE, image(0), [0.1])
+    seq = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    with pytest.raises(Unsupported, match="Tanh"):
+        certify_local(TinyMLP(seq, 2), TINY, image(0, 2), [0.1])
+
+    class Foreign(nn.Module):
+        def forward(self, y, physics):
+            return y
+
+    with pytest.raises(Unsupported, match="no bound rule for Foreign"):
+        certify_local(Foreign(), DENOISE, image(0), [0.1])
