@@ -46,6 +46,8 @@ from survey.analysis.units import UNIT_COLUMNS
 #: Default grouping; the columns a table lacks are dropped.
 BY = ("network", "domain", "budget")
 IMAGE = ("dataset", "image_id")
+#: the drop reason of a pair whose search did not level off or whose reference solve missed its tolerance
+NOT_LEVELLED = "a search did not level off or a reference solve missed its tolerance"
 #: up to this many units the sign-flip test enumerates all 2^m sign patterns; above, Monte Carlo.
 SIGN_FLIP_EXACT_MAX = 16
 
@@ -125,7 +127,9 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
 
     frame: rows with the `by` columns, image_id (dataset too when present; volume_id / subject_id for those
     units), `attacked` and `value`. An image counts only when both `numerator` and `denominator` have a
-    positive finite value there; every other image of the group is counted in `dropped` with its reason.
+    positive finite value there and, when the frame has the budget search's `levelled_off` / `solver_converged`,
+    both searches levelled off there and no reference solve missed its tolerance; every other image of the group
+    is counted in `dropped` with its reason (`not_levelled`: those left out for the search or the solve).
     """
     if unit not in UNIT_COLUMNS:
         raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNIT_COLUMNS)}")
@@ -148,10 +152,19 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
         if side not in worst:
             worst[side], usable[side] = np.nan, np.nan
     present = usable.notna()
+    settled = pd.Series(True, index=worst.index)
+    flags = [c for c in ("levelled_off", "solver_converged") if c in sides.columns]
+    if flags:  # a pair counts only where both searches levelled off and every reference solve converged
+        ok = pd.concat([sides[c].astype(object).where(sides[c].notna(), True).astype(bool) for c in flags],
+                       axis=1).all(axis=1)
+        level = sides.assign(_ok=ok).groupby([*keys, "attacked"], dropna=False)["_ok"].all().unstack("attacked")
+        level = level.reindex(index=worst.index, columns=[numerator, denominator])
+        settled = level.fillna(True).astype(bool).all(axis=1)
     reasons = np.select([~present[numerator], ~present[denominator],
-                         ~usable[numerator].fillna(False).astype(bool), ~usable[denominator].fillna(False).astype(bool)],
+                         ~usable[numerator].fillna(False).astype(bool), ~usable[denominator].fillna(False).astype(bool),
+                         ~settled],
                         [f"no {numerator} row", f"no {denominator} row", f"{numerator} {value} <= 0 or not finite",
-                         f"{denominator} {value} <= 0 or not finite"], default="")
+                         f"{denominator} {value} <= 0 or not finite", NOT_LEVELLED], default="")
     worst = worst.assign(_reason=reasons)
     groups = worst.groupby(level=list(range(len(by))), dropna=False) if by else [((), worst)]
     for key, part in groups:
@@ -177,7 +190,7 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
                     "ci_low": float(np.exp(low)), "ci_high": float(np.exp(high)), "interval": "t",
                     "boot_low": float(np.exp(boot_low)), "boot_high": float(np.exp(boot_high)),
                     "p_sign_flip": sign_flip_p(logs, seed=seed), "p_t": p_t, "min_p": min(1.0, 2.0 / 2**m),
-                    "dropped": int(len(dropped)),
+                    "dropped": int(len(dropped)), "not_levelled": int((dropped["_reason"] == NOT_LEVELLED).sum()),
                     "dropped_reasons": {str(r): int(n) for r, n in dropped["_reason"].value_counts().items()},
                     "median": float(np.median(ratios)), "share_above_1": float((ratios > 1).mean()),
                     f"{numerator}_median": float(part[numerator].median()),
@@ -212,8 +225,8 @@ def paired_gain_ratio(store, *, table: str = "attacks", numerator: str = "networ
             present = [u for u, c in UNIT_COLUMNS.items() if c in cols]
             raise ValueError(f"cluster unit {unit!r}: the rows of {table!r} do not carry {UNIT_COLUMNS[unit]} "
                              f"(units present: {', '.join(present)})")
-        wanted = [c for c in (*by, *IMAGE, *([UNIT_COLUMNS[unit]] if unit != "image" else []), "attacked", value)
-                  if c in cols]
+        wanted = [c for c in (*by, *IMAGE, *([UNIT_COLUMNS[unit]] if unit != "image" else []), "attacked", value,
+                              "levelled_off", "solver_converged") if c in cols]
         sql = f"SELECT {', '.join(sql_identifier(c) for c in wanted)} FROM {sql_identifier(table)}"
         frame = execute(con, sql + (f" WHERE {where}" if where else ""))
     finally:

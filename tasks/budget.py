@@ -57,6 +57,8 @@ from survey.metrics import norms
 from survey.numerics import differentiable, eval_mode as _eval, measured_mask as _measured_mask
 from survey.numerics import per_sample as _view, real_dtype, real_like as _real_like, squared_error
 from survey.numerics import best_of, standard_gaussian as _gaussian
+from survey.solvers.converged import ConvergedSolver, singular_direction
+from survey.tasks.budget_objectives import check_objective, levelled_off, measure as measure_change
 
 DOMAINS = tuple(_DOMAINS)
 GRADIENTS = ("auto", "adjoint", "fbp", "both")
@@ -70,7 +72,10 @@ class BudgetResult(NamedTuple):
     r: (E, B, *shape) image- or measurement-shaped; gain, out_change_rel (||f(u) - f(Ax)|| / ||f(Ax)||),
     norm_ratio (||r|| / ||x|| or ||e|| / ||Ax||): (E, B); trace: (E, B, len(TRACE_FRACTIONS)) the
     best-so-far gain after those fractions of the iterations; start: (E, B) index of the winning
-    start (given starts first, then random ones); rule: (E, B) index into `rules`.
+    start (given starts first, then random ones); rule: (E, B) index into `rules`; objective: the measure
+    gain and out_change_rel are in ("l2", "patch", "roi"; survey.tasks.budget_objectives); levelled: (E, B)
+    True where the best gain rose by less than `level_rise` over the last quarter of the iterations run;
+    iterations_run: the iterations made (fewer than `iterations` when every (budget, image) levelled off).
     """
 
     budgets: tuple[float, ...]
@@ -84,6 +89,9 @@ class BudgetResult(NamedTuple):
     rule: torch.Tensor
     rules: tuple[str, ...]
     iterations: int
+    objective: str = "l2"
+    levelled: torch.Tensor | None = None
+    iterations_run: int | None = None
 
 
 def measured_mask(physics, y: torch.Tensor) -> torch.Tensor:
@@ -108,7 +116,9 @@ def _gradient_rules(gradient: str, physics, domain: str) -> tuple[str, ...]:
 def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float], *, domain: str = "image",
                iterations: int = 100, restarts: int = 2, starts: torch.Tensor | None = None,
                step: float = 2.0, final_step: float = 0.05, momentum: float = 0.5, gradient: str = "auto",
-               support: torch.Tensor | None = None, generator: torch.Generator | None = None) -> BudgetResult:
+               support: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               objective: str = "l2", window: int = 8, roi: Sequence[int] | None = None,
+               until_level: bool = False, level_rise: float = 0.01, min_iterations: int = 8) -> BudgetResult:
     """Worst perturbation of x within each budget, for every image (see the module docstring).
 
     net: called as net(y, physics) -> (N, 1, n, n), differentiable in y, samples independent (it is
@@ -121,7 +131,15 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
     (image domain; measurement perturbations are always confined to the measured entries).
     The random starts are shared across budgets (the same direction, scaled), so the budgets are
     compared on common random numbers; a copy of `generator` gives another f the same starts.
+    objective, window, roi: the output change ascended and scored ("l2", "patch" over window x window
+    windows, "roi" = [top, left, height, width]; survey.tasks.budget_objectives). until_level: stop once
+    every (budget, image)'s best gain rose by less than `level_rise` (relative) over the last quarter of
+    the iterations run (at least `min_iterations`); `iterations` is then the cap.
     """
+    check_objective(objective, window if objective == "patch" else None, roi, x.shape[-1])
+    if not 0 < level_rise < 1 or int(min_iterations) != min_iterations or min_iterations < 1:
+        raise ValueError("worst_case: level_rise must be in (0, 1) and min_iterations an integer >= 1")
+    score = measure_change(objective, window, roi)
     try:
         where = as_domain(domain)
     except ValueError as err:
@@ -176,9 +194,10 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
         best_change = torch.full_like(radius, -math.inf)
         best_gain = torch.zeros_like(radius)
         best_r = r.clone()
-        checkpoints = [(math.ceil(f * iterations), i) for i, f in enumerate(TRACE_FRACTIONS)]
-        trace = torch.zeros(len(TRACE_FRACTIONS), radius.shape[0], dtype=radius.dtype, device=radius.device)
+        history = []  # per iteration, the best-so-far gain per sample (N,)
         tiny = torch.finfo(radius.dtype).tiny
+        levelled = torch.zeros(n_budgets, n_images, dtype=torch.bool, device=radius.device)
+        run = iterations
         for k in range(iterations + 1):
             need_grad = k < iterations
             with torch.enable_grad():
@@ -186,18 +205,27 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
                 u = u.detach().requires_grad_(need_grad)
                 out = net(u, physics)
                 diff = out - clean_s
-                if need_grad:
+                if objective == "l2":
+                    change = norms(diff) / clean_norm
                     loss = 0.5 * squared_error(diff).sum()
+                else:
+                    change = score(diff, clean_s)
+                    loss = 0.5 * (change * clean_norm).square().sum()
+                if need_grad:
                     (grad_u,) = torch.autograd.grad(loss, u)
-            change = norms(diff.detach())
-            gain = (change / clean_norm) / (norms(r) / scale_s).clamp_min(tiny)
+            change = change.detach()
+            gain = change / (norms(r) / scale_s).clamp_min(tiny)
             better = change > best_change
             best_change = torch.where(better, change, best_change)
             best_gain = torch.where(better, gain, best_gain)
             best_r = torch.where(_view(better, r.ndim), r, best_r)
-            for at, i in checkpoints:
-                if k == at:
-                    trace[i] = best_gain
+            history.append(best_gain.clone())
+            if until_level and k >= min_iterations:
+                per = torch.stack(history).view(k + 1, n_budgets * n_images, -1).amax(dim=2)
+                levelled = levelled_off(per, rise=level_rise).view(n_budgets, n_images)
+                if bool(levelled.all()):
+                    run = k
+                    break
             if not need_grad:
                 break
             grad = torch.empty_like(r)
@@ -220,11 +248,15 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
         r_best = best_r[flat].view(n_budgets, n_images, *like.shape[1:])
         change = best_change[flat].view(n_budgets, n_images)
         norm_ratio = (norms(best_r[flat]) / scale_s[flat]).view(n_budgets, n_images)
-        # At each checkpoint, the best over starts and rules (as the final answer is).
+        # After 25 / 50 / 100% of the iterations run, the best over starts and rules (as the final answer is).
+        trace = torch.stack([history[math.ceil(f * run)] for f in TRACE_FRACTIONS])
         trace_best = trace.T.reshape(n_budgets, n_images, n_starts * n_rules, -1).max(dim=2).values
-        change_rel = change / norms(clean).view(1, -1)
-        return BudgetResult(budgets, where.name, r_best, best_gain[flat].view(n_budgets, n_images), change_rel,
-                            norm_ratio, trace_best, winner // n_rules, winner % n_rules, rules, int(iterations))
+        if not until_level:
+            per = torch.stack(history).view(len(history), n_budgets * n_images, -1).amax(dim=2)
+            levelled = levelled_off(per, rise=level_rise).view(n_budgets, n_images)
+        return BudgetResult(budgets, where.name, r_best, best_gain[flat].view(n_budgets, n_images), change,
+                            norm_ratio, trace_best, winner // n_rules, winner % n_rules, rules, int(iterations),
+                            objective, levelled, int(run))
 
 
 def paired_worst_case(targets: dict[str, Callable], physics, x: torch.Tensor, budgets: Sequence[float], *,
@@ -248,7 +280,10 @@ def paired_worst_case(targets: dict[str, Callable], physics, x: torch.Tensor, bu
 def top_singular_direction(net: Callable, physics, x: torch.Tensor, iterations: int = 20,
                            generator: torch.Generator | None = None) -> torch.Tensor:
     """Top right singular vector of the Jacobian of r -> f(A(x + r)) at r = 0, per image, by power
-    iteration on J^T J (J v by the double-vjp trick, J^T w by a vjp): unit images (B, 1, n, n)."""
+    iteration on J^T J (J v by the double-vjp trick, J^T w by a vjp): unit images (B, 1, n, n). A solver
+    differentiated at its fixed point (survey.solvers.converged) uses its implicit Jacobian products."""
+    if isinstance(net, ConvergedSolver):
+        return singular_direction(net, physics, x, iterations=iterations, generator=generator)
     with _eval(net):
         y = physics.A(x).detach()
         v = _gaussian(x.shape, x, generator)

@@ -11,7 +11,16 @@ iterations. On Radon, gradient="auto" runs every start with A^T and with B = FBP
 same unit (`attacked` = 'reference' / 'H'); the network's rows keep the transferred ref_* columns.
 
 Selected in a study by `name = "attack"` with `search = "budget"` (a variant of the `attack` task: same
-table, same columns).
+table; the columns of BUDGET_COLUMNS besides).
+
+`objective` = "patch" (largest change over a sliding window, the rare task's `patch` distance) or "roi"
+(the change inside a region of interest) makes the search ascend that measure instead of the l2 change;
+every row reports the gain in the l2 and the patch measure (`gain_l2`, `gain_patch`). `until_level` runs
+each search until every (budget, image)'s best gain rose by less than `level_rise` over the last quarter
+of its iterations, `iterations` being the cap; `levelled_off` says per row whether it did.
+`reference_tolerance` > 0 attacks the reference solved to that tolerance (survey.solvers.converged:
+relative change and fixed-point residual, implicit gradients at the fixed point, warm starts) instead of
+the fixed-iteration unrolled FISTA; its rows record whether the scoring solve converged.
 """
 
 from __future__ import annotations
@@ -21,11 +30,33 @@ from typing import Any
 
 import torch
 
+from survey.metrics import norms
 from survey.numerics import differentiable, eval_mode
+from survey.solvers.converged import ConvergedCS
+from survey.solvers.cs import CSReconstructor
+from survey.solvers.fixed_point import check_tolerance
 from survey.tasks import validate
 from survey.tasks.attack_core import ATTACK_COLUMNS, TARGETS, AttackTask, measure, same_starts
-from survey.tasks.base import TaskContext, TaskResult, register
+from survey.tasks.base import Column, TaskContext, TaskResult, register
 from survey.tasks.budget import top_singular_direction, worst_case
+from survey.tasks.budget_objectives import OBJECTIVES, change, check_objective
+
+#: Columns only the budget search writes (beside ATTACK_COLUMNS).
+BUDGET_COLUMNS: dict[str, Column] = {
+    "search_objective": Column("budget search: the measure ascended, 'l2', 'patch' (largest window change) or "
+                               "'roi' (inside a region of interest); `gain` is in this measure"),
+    "gain_l2": Column("budget search: the found r's gain in the l2 measure, (||f(u) - f(Ax)|| / ||f(Ax)||) / "
+                      "(||r|| / ||x||)"),
+    "gain_patch": Column("budget search: the found r's gain in the patch measure (largest window RMS change over "
+                         "the RMS of f(Ax), window `window`) over ||r|| / ||x||"),
+    "levelled_off": Column("budget search: the best gain rose by less than level_rise (1%) over the last quarter "
+                           "of the iterations run"),
+    "solver_tolerance": Column("reference solved to this tolerance (relative change and fixed-point residual); "
+                               "None: a fixed FISTA iteration count"),
+    "solver_converged": Column("the solve scoring this row reached solver_tolerance within its cap (None without "
+                               "a tolerance); a row with False is not a converged worst case"),
+    "solver_iterations": Column("FISTA iterations of the solve scoring this row (None without a tolerance)"),
+}
 
 
 @register("attack", variant="budget")
@@ -38,10 +69,16 @@ class BudgetAttack(AttackTask):
     (`singular_iterations` power iterations); step, momentum: `worst_case`'s first step (a fraction of the
     budget radius) and momentum; gradient: "auto" (both rules on Radon), "adjoint", "fbp" or "both";
     matched: targets attacked with the same search in the same unit ("reference", "H", "network").
+    objective: the measure the search maximises, "l2", "patch" or "roi"; window: the patch objective's window
+    side in pixels (2 up to the image size); roi: the region of interest [top, left, height, width] in pixels;
+    until_level: run until every best gain levelled off, `iterations` the cap; level_rise: the relative rise
+    over the last quarter of the iterations below which a search has levelled off; reference_tolerance: solve
+    the reference to this tolerance (0: fixed FISTA iterations); reference_max_iterations: the cap per solve.
     The other parameters are `AttackTask`'s (tasks/attack_core.py).
     """
 
     title = "Worst-case attack at a budget"
+    columns = {**ATTACK_COLUMNS, **BUDGET_COLUMNS}
     example = dict(search="budget", budgets=[0.02], iterations=3, restarts=1, singular_start=False)
     search_kind = "budget"
     gradient_rules = ("auto", "adjoint", "fbp", "both")
@@ -52,6 +89,13 @@ class BudgetAttack(AttackTask):
     step: float = 2.0
     momentum: float = 0.5
     matched: tuple[str, ...] = ()
+    objective: str = "l2"
+    window: int = 8
+    roi: tuple[int, ...] = ()
+    until_level: bool = False
+    level_rise: float = 0.01
+    reference_tolerance: float = 0.0
+    reference_max_iterations: int = 5000
     search: str = "budget"
 
     def __post_init__(self):
@@ -65,6 +109,39 @@ class BudgetAttack(AttackTask):
         validate.number(self, "momentum", low=0.0, high=1.0, high_open=True)
         if self.target in self.matched:
             raise ValueError(f"{name}: target {self.target!r} is also in matched {list(self.matched)}")
+        validate.choice(self, "objective", OBJECTIVES)
+        validate.integer(self, "window", low=2)
+        validate.sequence(self, "roi", validate.integers_in(0), "four integers [top, left, height, width] >= 0",
+                          convert=int)
+        if self.objective == "roi" and len(self.roi) != 4:
+            raise ValueError(f"{name}.roi must be four integers [top, left, height, width] for objective 'roi', "
+                             f"got {list(self.roi)}")
+        validate.flag(self, "until_level")
+        validate.number(self, "level_rise", low=0.0, high=1.0, low_open=True, high_open=True)
+        validate.integer(self, "reference_max_iterations", low=1)
+        validate.number(self, "reference_tolerance", low=0.0, high=0.5, high_open=True)
+        if self.reference_tolerance:
+            try:
+                check_tolerance(float(self.reference_tolerance), self.reference_max_iterations)
+            except ValueError as err:
+                raise ValueError(f"{name}.reference_tolerance: {err}") from None
+
+    def check_image_size(self, n_rows: int, n_cols: int) -> None:
+        """ValueError naming the parameter when the window or the region of interest does not fit."""
+        try:
+            check_objective(self.objective, self.window if self.objective == "patch" else None,
+                            self.roi if self.objective == "roi" else None, min(n_rows, n_cols))
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}.{err}") from None
+
+    def attacked(self, ctx: TaskContext, name: str):
+        """As AttackTask's, but the reference solved to `reference_tolerance` when one is given."""
+        if name == "reference" and self.reference_tolerance and isinstance(ctx.reference, CSReconstructor):
+            # The search needs the gradient's direction only: its CG stops at a relative residual of 1e-3.
+            tolerance = float(self.reference_tolerance)
+            return ConvergedCS(ctx.reference, tolerance=tolerance, max_iterations=self.reference_max_iterations,
+                               adjoint_tolerance=max(tolerance, 1e-3))
+        return super().attacked(ctx, name)
 
     def _starts(self, f, physics, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """The top singular direction of the local Jacobian per image and its negative, (2, B, *shape)
@@ -83,6 +160,7 @@ class BudgetAttack(AttackTask):
 
     def _run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         physics, x, where = ctx.physics, ctx.images, self.where
+        self.check_image_size(x.shape[-2], x.shape[-1])
         names = (self.target, *self.matched)
         support = self.support_mask(x)
         foreground = self.foreground(x)
@@ -95,12 +173,24 @@ class BudgetAttack(AttackTask):
                 found = worst_case(solver, physics, x, self.budgets, domain=self.domain,
                                    iterations=self.iterations, restarts=self.restarts, starts=starts,
                                    step=self.step, momentum=self.momentum, gradient=self.gradient,
-                                   support=support, generator=gen)
+                                   support=support, generator=gen, objective=self.objective,
+                                   window=self.window, roi=self.roi or None, until_level=self.until_level,
+                                   level_rise=self.level_rise)
+                reports = []
 
                 def f(u: torch.Tensor, solver=solver) -> torch.Tensor:
-                    return solver(u, physics)
+                    out = solver(u, physics)
+                    if isinstance(solver, ConvergedCS):
+                        reports.append(solver.last_report)
+                    return out
 
                 columns, tensors = measure(found.r, f, self.transferred(ctx, name), physics, x, where, foreground)
+                columns["gain_l2"] = columns["out_change_rel"] / columns["r_rel"]
+                columns.update(self._measures(tensors["out"], f(physics.A(x)), columns["r_rel"]))
+                if reports:  # the clean solve, then one per budget, then the clean one above
+                    columns["solver_converged"] = torch.stack([
+                        rep.converged & reports[0].converged & reports[-1].converged for rep in reports[1:-1]])
+                    columns["solver_iterations"] = torch.stack([rep.iterations for rep in reports[1:-1]])
             given = 0 if starts is None else starts.shape[0]
             part_rows, order = self._rows(ctx, name, found, columns, given)
             rows += part_rows
@@ -115,6 +205,15 @@ class BudgetAttack(AttackTask):
             for key in ref_keys:
                 row.setdefault(key, None)
         return TaskResult(rows, self._stacked(kept, names, x.shape[0]) if self.keep_tensors and rows else {})
+
+    def _measures(self, outs: torch.Tensor, clean: torch.Tensor, r_rel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gains of the found perturbations in both measures: (E, B) each."""
+        diffs = outs - clean[None]
+        flat = diffs.flatten(0, 1)
+        clean_s = clean.repeat(outs.shape[0], *([1] * (clean.ndim - 1)))
+        window = min(self.window, clean.shape[-1], clean.shape[-2])
+        shape = outs.shape[:2]
+        return {"gain_patch": change("patch", flat, clean_s, window=window).view(shape) / r_rel}
 
     def _stacked(self, kept: dict[str, list[torch.Tensor]], names, images: int) -> dict[str, torch.Tensor]:
         """Per-target tensors concatenated in row order; ref_out (the network's only) zero elsewhere."""
@@ -141,17 +240,27 @@ class BudgetAttack(AttackTask):
                   "preset": self.label, "lam": None, "gamma": float(self.momentum), "eta": None,
                   "tau": None, "p": "fAx", "domain": self.domain, "support": self.support,
                   "max_iterations": int(self.iterations), "restarts": int(self.restarts),
-                  "iterations_run": int(self.iterations)}
+                  "iterations_run": int(found.iterations_run), "search_objective": self.objective,
+                  "solver_tolerance": float(self.reference_tolerance) if "solver_converged" in values else None}
+        levelled = found.levelled.cpu().tolist()
         rows, order = [], []
         for b, image_id in enumerate(ctx.image_ids):
             for e, eps in enumerate(self.budgets):
                 row = {**shared, "gradient": found.rules[rule[e][b]], "image_id": image_id,
                        "restart": int(start[e][b]), "start": "singular" if start[e][b] < given else "random",
                        "snapshot": "budget", "snapshot_target": float(eps), "reached": True,
-                       "iteration": int(self.iterations), "budget": float(eps), "gain": float(gain[e][b]),
+                       "iteration": int(found.iterations_run), "budget": float(eps), "gain": float(gain[e][b]),
                        "gain_at_25": float(trace[e][b][0]), "gain_at_50": float(trace[e][b][1]),
-                       "gain_at_100": float(trace[e][b][2])}
-                row.update({k: float(v[e][b]) for k, v in values.items()})
+                       "gain_at_100": float(trace[e][b][2]), "levelled_off": bool(levelled[e][b]),
+                       "solver_converged": None, "solver_iterations": None}
+                row.update({k: float(v[e][b]) for k, v in values.items()
+                            if k not in ("solver_converged", "solver_iterations")})
+                if "solver_converged" in values:
+                    # A solver stopped at a tolerance: the gain is the fresh solve's whose convergence the row records.
+                    row["solver_converged"] = bool(values["solver_converged"][e][b])
+                    row["solver_iterations"] = int(values["solver_iterations"][e][b])
+                    if self.objective in ("l2", "patch"):
+                        row["gain"] = row["gain_l2"] if self.objective == "l2" else row["gain_patch"]
                 row["objective"] = None  # Q belongs to the paper's search
                 rows.append(row)
                 order.append((e, b))
@@ -164,10 +273,10 @@ class BudgetAttackReference(BudgetAttack):
     """The budget search with the unrolled reference solver as the target."""
 
     title = "Worst-case attack on the reference at a budget"
-    columns = {k: v for k, v in ATTACK_COLUMNS.items() if not k.startswith("ref_")}
+    columns = {k: v for k, v in {**ATTACK_COLUMNS, **BUDGET_COLUMNS}.items() if not k.startswith("ref_")}
     example = dict(search="budget", budgets=[0.02], iterations=2, restarts=1, singular_start=False)
 
     target: str = "reference"
 
 
-__all__ = ["BudgetAttack", "BudgetAttackReference"]
+__all__ = ["BUDGET_COLUMNS", "BudgetAttack", "BudgetAttackReference"]

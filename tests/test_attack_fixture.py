@@ -118,7 +118,7 @@ def test_attack_rows_match_the_fixture(case):
     got = json.loads(json.dumps(run_case(task_name, kind, params)))
     assert len(got["rows"]) == len(expected["rows"])
     for want, row in zip(expected["rows"], got["rows"]):
-        assert row == want
+        assert {k: row.get(k) for k in want} == want  # columns added since are checked by their own tests
     assert got["tensors"] == expected["tensors"]
 
 

@@ -54,3 +54,14 @@ def smoothed_tv_grad(x: torch.Tensor, eps: float) -> torch.Tensor:
     g = gradient(x)
     scale = (_magnitude_squared(g) + eps * eps).rsqrt()
     return gradient_adjoint(g * scale.unsqueeze(-3))
+
+
+def smoothed_tv_hessian(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """Hessian of `smoothed_tv` at x applied to w: D^T [ D w / rho - g (g . D w) / rho^3 ], g = D x,
+    rho = sqrt(|g|^2 + eps^2) per pixel (symmetric positive semi-definite; same shape as x)."""
+    if eps <= 0:
+        raise ValueError(f"smoothed TV needs eps > 0, got eps={eps}")
+    g, d = gradient(x), gradient(w)
+    inv = (_magnitude_squared(g) + eps * eps).rsqrt().unsqueeze(-3)
+    along = (g * d).sum(dim=-3, keepdim=True)
+    return gradient_adjoint(d * inv - g * along * inv.pow(3))
