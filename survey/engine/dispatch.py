@@ -3,7 +3,9 @@ outcomes collected in completion order.
 
 An actor that dies mid-call (node lost, out of memory) sends its units back to the queue without
 spending their retries; a unit whose calls kill `engine.max_crashes` actors is recorded as failed (it
-may be what kills them). A unit that raises is retried `engine.retries` times, then recorded as failed.
+may be what kills them). A unit that raises is retried `engine.retries` times, then recorded as failed;
+one whose network turned non-finite (survey.engine.finite) is recorded as failed at once (its seeded
+input would meet it again). A later `survey run` retries every failed unit.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ class Dispatcher:
             self.writer.add_ok(outcome, flight.attempt)
             self.tally.done += 1
             self.tally.rows += len(outcome.rows)
-        elif flight.attempt <= self.engine.retries:
+        elif outcome.retry and flight.attempt <= self.engine.retries:
             self.queues[flight.unit.network].append(replace(flight, attempt=flight.attempt + 1))
         else:
             self._fail(flight, outcome.error, outcome.seconds)
