@@ -24,7 +24,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Sequence
 
-from survey.analysis.db import connect, execute, sql_identifier, tables as view_names
+from survey.analysis.db import connect, execute, nan_counts, sql_identifier, tables as view_names, unreadable
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Definition, Doc, Section,
                                            definition_commands, definition_estimates, estimate_command,
                                            format_interval, format_number, ledger_units, p, percent)
@@ -117,7 +117,47 @@ def __getattr__(name: str):
 
 # -- the parts around the tables ------------------------------------------------------------------
 
-def _methods_section(ctx: Context, sections: Sequence[Section]) -> None:
+def _guarded(left: list[str], blocks: list, what: str, make, *args) -> Any:
+    """`make(*args)`, or, when it raises, a "could not show" paragraph in `blocks` and a line in `left`: one part of
+    the report that cannot be drawn from this store never stops the rest."""
+    try:
+        return make(*args)
+    except Exception as exc:  # noqa: BLE001 - the report renders on any store and says what it left out
+        detail = " ".join(str(exc).split())[:300]
+        line = f"{what}: could not be shown ({type(exc).__name__}: {detail})"
+        left.append(line)
+        blocks.append(p(line, "not-run"))
+        return None
+
+
+def _unjudged(criterion: Any, message: str) -> CriterionResult:
+    """A criterion that could not be evaluated at all: status "error" (the overall verdict is incomplete)."""
+    get = criterion.get if isinstance(criterion, dict) else lambda k, d=None: getattr(criterion, k, d)
+    return CriterionResult(name=str(get("name", "?")), table=str(get("table", "?")), bad=str(get("bad", "")),
+                           where=get("where"), by=list(get("by", None) or []), max_upper=float(get("max_upper", 0) or 0),
+                           confidence=float(get("confidence", CONFIDENCE) or CONFIDENCE), status="error",
+                           message=message, status_raw="error")
+
+
+def store_notes(store: Path, known: Sequence[str]) -> list[str]:
+    """One line per thing about the store a reader must know: tables that cannot be read (and why), tables whose
+    rows hold NaN (read as unknown: counted neither bad nor good)."""
+    notes = [f"table {name} left out: {why}" for name, why in unreadable(store).items()]
+    for table in known:
+        if table in NOT_TABLES:
+            continue
+        try:
+            counts = nan_counts(store, table)
+        except Exception:  # noqa: BLE001 - a note about a note: never fatal
+            continue
+        if counts:
+            shown = ", ".join(f"{c} ({n} rows)" for c, n in sorted(counts.items()))
+            notes.append(f"table {table}: NaN in {shown}, read as unknown (no estimate counts those rows "
+                         "as bad or as good)")
+    return notes
+
+
+def _methods_section(ctx: Context, sections: Sequence[Section], left: list[str]) -> None:
     blocks = ctx.doc.section("methods", "Methods and parameters")
     blocks.append(p("Each test is a pure function of (network, operator, reference solver, images, parameters, "
                     "random generator); the generator of a work unit is seeded from the sha256 of its id, so every "
@@ -131,10 +171,10 @@ def _methods_section(ctx: Context, sections: Sequence[Section]) -> None:
         blocks.append(ctx.doc.table("Tasks as declared in the study file (list values expand to a grid).",
                                     ["task", "parameters", "images / unit", "repeats", "networks"], rows))
     for section in sections:
-        blocks += section.methods(ctx)
+        blocks += _guarded(left, blocks, f"methods of {section.table}", section.methods, ctx) or []
 
 
-def _results_section(ctx: Context, sections: Sequence[Section]) -> None:
+def _results_section(ctx: Context, sections: Sequence[Section], left: list[str]) -> None:
     blocks = ctx.doc.section("results", "Results with confidence intervals")
     level = percent(CONFIDENCE)
     blocks.append(p(f"Each group's probability comes with one primary {level} interval, chosen by how its rows were "
@@ -148,10 +188,10 @@ def _results_section(ctx: Context, sections: Sequence[Section]) -> None:
                     "by dataset, and marked in-distribution when the network was trained on that data. The command "
                     "under each table prints the same numbers."))
     for section in sections:
-        blocks += section.results(ctx)
+        blocks += _guarded(left, blocks, f"results of {section.table}", section.results, ctx) or []
 
 
-def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) -> None:
+def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths, left: list[str]) -> None:
     blocks = ctx.doc.section("worst", "Worst cases found")
     blocks.append(p("The ground truth x is not stored with the results; it is reloaded from the study's dataset "
                     "declaration and shown only when its content hash equals the one recorded at run time. "
@@ -160,7 +200,7 @@ def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) ->
     shown = False
     for section in sections:
         if section.table in ctx.known:
-            found = section.worst(ctx)
+            found = _guarded(left, blocks, f"worst cases of {section.table}", section.worst, ctx) or []
             blocks += found
             shown |= bool(found)
     if not shown:
@@ -170,7 +210,7 @@ def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) ->
 
 
 def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Section],
-             correction: str = "holm") -> dict[str, Any]:
+             correction: str = "holm", left_out: Sequence[str] = ()) -> dict[str, Any]:
     verdict = overall_verdict(results)
     text = {"pass": "All acceptance criteria are met.",
             "fail": f"{sum(r.status == 'fail' for r in results)} of {len(results)} acceptance criteria are not met.",
@@ -198,10 +238,12 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
             counts.append(f"{section.table}: {n:,} rows")
         else:
             counts.append(f"{section.table}: not run")
+    if left_out:
+        text += f" Parts of this report could not be shown ({len(left_out)}): see the list below."
     warning = (correction_text(results, correction)[0]
                if correction == "none" and any(r.groups for r in results) else None)
     return {"verdict": verdict, "text": text, "criteria": items, "counts": counts, "correction": correction,
-            "warning": warning}
+            "warning": warning, "left_out": list(dict.fromkeys(left_out))}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -225,8 +267,10 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         shutil.rmtree(fig_dir)
     fig_dir.mkdir()
     con = connect(store)
+    left: list[str] = []
     try:
         known = view_names(con)
+        left += store_notes(store, known)
         runs = recorded_runs(con)
         info = study_info(study, runs)
         truths = Truths(info, runs)
@@ -234,23 +278,28 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
                       n_boot=n_boot, seed=seed, units=ledger_units(con, known))
         sections = report_sections(info, known)
         tables = [s.table for s in sections]
-        device_section(ctx, runs, tables)
+        _guarded(left, [], "device under test", device_section, ctx, runs, tables)
         use = ctx.doc.section("intended-use", "Intended use")
         use.append(p(info.get("intended_use") or "The study file states no intended use (field intended_use).",
                      None if info.get("intended_use") else "not-run"))
         if info.get("description"):
             use.append(p(info["description"]))
-        _methods_section(ctx, sections)
+        _methods_section(ctx, sections, left)
         correction = info.get("correction") or "holm"
-        results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed,
-                                    correction=correction)
+        criteria = info.get("criteria") or []
+        results = _guarded(left, use, "acceptance criteria", lambda: evaluate_criteria(
+            given, criteria, con=con, n_boot=n_boot, seed=seed, correction=correction))
+        if results is None:   # criteria that could not be judged give no verdict: each is an error
+            results = [_unjudged(c, left[-1]) for c in criteria]
         mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
         criteria_section(ctx.doc, results, correction)
-        _results_section(ctx, sections)
-        _worst_section(ctx, sections, truths)
-        limitations_section(ctx, runs, tables)
-        provenance_section(ctx, runs)
-        summary = _summary(ctx, results, sections, correction)
+        _results_section(ctx, sections, left)
+        _worst_section(ctx, sections, truths, left)
+        closing = ctx.doc.section("left-out", "What this report could not show") if left else []
+        closing += [p(line, "not-run") for line in dict.fromkeys(left)]
+        _guarded(left, closing, "limitations", limitations_section, ctx, runs, tables)
+        _guarded(left, closing, "provenance", provenance_section, ctx, runs)
+        summary = _summary(ctx, results, sections, correction, left)
     finally:
         con.close()
     data = {"correction": correction,
