@@ -23,20 +23,29 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     spec = load_study(study)
     console = Console()
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
-        bar = progress.add_task(spec.name, total=None, rows=0, rate="-", failed=0)
+    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                        MofNCompleteColumn(),
+                        TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    bar = None
 
-        def on_progress(p: dict) -> None:
-            rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
-            progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
-                            failed=p["failed"])
+    def on_progress(p: dict) -> None:   # the bar appears with the first unit, never before a pre-run error
+        nonlocal bar
+        if bar is None:
+            progress.start()
+            bar = progress.add_task(spec.name, total=p["total"], rows=0, rate="-", failed=0)
+        rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
+        progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
+                        failed=p["failed"])
 
-        def on_note(note: str) -> None:
-            console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
+    def on_note(note: str) -> None:
+        console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
 
+    try:
         summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress, on_note=on_note)
+    finally:
+        if bar is not None:
+            progress.stop()
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
                   markup=False, highlight=False, soft_wrap=True)

@@ -139,6 +139,8 @@ class Dispatcher:
         self.tally = Tally()
 
     def run(self) -> Tally:
+        if self.on_progress is not None:
+            self.on_progress({"done": 0, "total": self.total, "rows": 0, "failed": 0})
         self._submit()
         try:
             while self.pool.calls or any(self.queues.values()):

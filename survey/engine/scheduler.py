@@ -81,8 +81,23 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     notes = input_notes(handles, work.skipped)
     for note in notes if on_note is not None else ():
         on_note(note)
-    store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
+    root = Path(store_dir or study.store)
+    reader = Store(root)   # read only: a store with nothing left to do needs no write access and no lock
+    done = reader.finished_units() if root.is_dir() else set()
+    todo = [u for u in work.units if u.unit_id not in done]
+    if not todo and not reader.unreadable_fragments():
+        return RunSummary(root, len(work.units), len(work.units), notes=notes)
+    store = Store.open(root)   # only once the study is known to be runnable and has work left
     try:
+        repaired = [f"store: fragment {rel} could not be read (truncated?); moved aside as {rel}.unreadable, "
+                    "its units run again" for rel in store.quarantined]
+        lost = store.missing_rows()
+        if lost:
+            repaired.append(f"store: {len(lost)} finished unit(s) name row fragments that are missing "
+                            f"(e.g. {next(iter(lost.values()))[0]}); they run again")
+        for note in repaired if on_note is not None else ():
+            on_note(note)
+        notes += repaired
         done = store.finished_units()
         todo = [u for u in work.units if u.unit_id not in done]
         summary = RunSummary(store.root, len(work.units), len(work.units) - len(todo), notes=notes)
