@@ -170,6 +170,10 @@ def nan_counts(store: Path | str, table: str) -> dict[str, int]:
     return {c: int(n) for c, n in zip(floats, counts) if n}
 
 
+#: id of a connection made by `connect` -> the tables of its store that got no view, and why (for messages).
+_PROBLEMS: dict[int, dict[str, str]] = {}
+
+
 def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table of `store`, then locked down.
 
@@ -178,8 +182,10 @@ def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnec
     """
     root = _root(store)
     con = duckdb.connect(":memory:")
+    sources, problems = _sources(root)
+    _PROBLEMS[id(con)] = problems
     try:
-        for name, (pattern, hive) in view_sources(root).items():
+        for name, (pattern, hive) in sources.items():
             con.execute(f"CREATE VIEW {sql_identifier(name)} AS {_select(con, _source(pattern, hive))}")
         if sandbox:
             con.execute(f"SET allowed_directories=[{sql_string(root.as_posix() + '/')}]")
@@ -274,7 +280,7 @@ def one_line(text: object) -> str:
 def missing_table(con: duckdb.DuckDBPyConnection, name: str, store: Path | str | None = None) -> str:
     """One line: table `name` is not in the store (not written yet, or unreadable and why); the tables present."""
     present = tables(con)
-    problems = unreadable(store) if store is not None else {}
+    problems = unreadable(store) if store is not None else _PROBLEMS.get(id(con), {})
     if name in problems:
         return f"table {name!r} cannot be read: {problems[name]}; tables that can: {', '.join(present) or 'none'}"
     left = f"; unreadable: {', '.join(problems)}" if problems else ""

@@ -271,11 +271,12 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
     try:
         known = view_names(con)
         left += store_notes(store, known)
-        runs = recorded_runs(con)
-        info = study_info(study, runs)
+        runs = _guarded(left, [], "the runs table (provenance)", recorded_runs, con) or []
+        info = _guarded(left, [], "the recorded study", study_info, study, runs) or study_info(study, [])
         truths = Truths(info, runs)
+        units = _guarded(left, [], "the ledger (which units finished)", ledger_units, con, known) or {}
         ctx = Context(Doc(out, store=given, svg=svg), con, known, store, given, info=info, truths=truths,
-                      n_boot=n_boot, seed=seed, units=ledger_units(con, known))
+                      n_boot=n_boot, seed=seed, units=units)
         sections = report_sections(info, known)
         tables = [s.table for s in sections]
         _guarded(left, [], "device under test", device_section, ctx, runs, tables)
@@ -291,7 +292,8 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
             given, criteria, con=con, n_boot=n_boot, seed=seed, correction=correction))
         if results is None:   # criteria that could not be judged give no verdict: each is an error
             results = [_unjudged(c, left[-1]) for c in criteria]
-        mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
+        _guarded(left, [], "networks without data", mark_missing_networks, results, ctx,
+                 {s.table: s.tasks for s in sections})
         criteria_section(ctx.doc, results, correction)
         _results_section(ctx, sections, left)
         _worst_section(ctx, sections, truths, left)
@@ -299,7 +301,9 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         closing += [p(line, "not-run") for line in dict.fromkeys(left)]
         _guarded(left, closing, "limitations", limitations_section, ctx, runs, tables)
         _guarded(left, closing, "provenance", provenance_section, ctx, runs)
-        summary = _summary(ctx, results, sections, correction, left)
+        summary = _guarded(left, [], "the summary's row counts", _summary, ctx, results, sections, correction, left)
+        if summary is None:
+            summary = _summary(ctx, results, [], correction, left)
     finally:
         con.close()
     data = {"correction": correction,

@@ -20,7 +20,7 @@ delete the fragments it is writing. Readers (queries, reports, status, a run wit
 no lock and no write access.
 
 A store damaged from outside is repaired without loss when it is next opened for writing: a row fragment
-that cannot be read (truncated) is moved aside (`<name>.unreadable`, kept for inspection), and a unit whose
+that cannot be read (truncated) is moved aside (`.<name>.unreadable`, kept for inspection), and a unit whose
 ledger entry names a fragment that is not on disk counts as not finished, so the next run redoes it.
 """
 
@@ -112,6 +112,11 @@ def _table_from_rows(rows: list[dict[str, Any]]) -> pa.Table:
         for key, col in columns.items():
             col.append(row.get(key))
     return pa.table(columns)
+
+
+def quarantine_name(path: Path) -> Path:
+    """Where an unreadable fragment is kept: `.<name>.unreadable` beside it (matched by no reader's glob)."""
+    return path.with_name(f".{path.name}.unreadable")
 
 
 class StoreBusy(ValueError):
@@ -211,11 +216,12 @@ class Store:
         return out
 
     def quarantine_unreadable(self) -> list[str]:
-        """Move row fragments whose Parquet footer cannot be read to `<name>.unreadable` (kept, never read);
+        """Move row fragments whose Parquet footer cannot be read to `.<name>.unreadable` (kept; no reader,
+        pyarrow's included, reads a name starting with a dot);
         returns their store-relative paths. Their units then count as not finished."""
         moved = []
         for path in self.unreadable_fragments():
-            os.replace(path, path.with_name(path.name + ".unreadable"))
+            os.replace(path, quarantine_name(path))
             moved.append(path.relative_to(self.root).as_posix())
         return moved
 

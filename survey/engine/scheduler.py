@@ -21,7 +21,7 @@ from survey.engine.provenance import run_record
 from survey.engine.writer import StoreWriter
 from survey.layout import RUN_COLUMNS
 from survey.spec import Study
-from survey.store import Store
+from survey.store import Store, quarantine_name
 
 
 @dataclass
@@ -89,8 +89,8 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         return RunSummary(root, len(work.units), len(work.units), notes=notes)
     store = Store.open(root)   # only once the study is known to be runnable and has work left
     try:
-        repaired = [f"store: fragment {rel} could not be read (truncated?); moved aside as {rel}.unreadable, "
-                    "its units run again" for rel in store.quarantined]
+        repaired = [f"store: fragment {rel} could not be read (truncated?); moved aside as "
+                    f"{quarantine_name(Path(rel)).as_posix()}, its units run again" for rel in store.quarantined]
         lost = store.missing_rows()
         if lost:
             repaired.append(f"store: {len(lost)} finished unit(s) name row fragments that are missing "

@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +82,21 @@ def resolve_factory(name: str, factory: str, base_dir: Path, weights: str | None
 
 
 def _load_module_from_source(src: FactorySource):
-    folder = Path(tempfile.mkdtemp(prefix="survey-byo-"))
-    path = folder / src.target
-    path.write_bytes(src.source)
+    """Import a file factory from its source text, in memory: no temporary file is written (none is left
+    behind, even after Ctrl-C or on a killed worker). The source is registered with `linecache` under a
+    name that says where it came from, so tracebacks, `inspect.getsource` and `torch.jit.script` see it."""
+    import linecache
+    import types
+
     mod_name = f"survey_byo_{src.name}_{abs(hash(src.source)) % 10**8}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
+    filename = f"<survey factory {src.target} of network {src.name}>"
+    text = src.source.decode("utf-8", errors="replace")
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    module = types.ModuleType(mod_name)
+    module.__file__ = filename
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 - the user's own factory, as import would
     except Exception as err:  # noqa: BLE001 - user code: report what it raised
         raise NetworkLoadError(f"network {src.name!r}: importing {src.target} failed: {err!r}") from err
     return module
