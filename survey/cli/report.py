@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from survey.cli.common import StoreOption, command, fail, store_path
+from survey.cli.common import StoreOption, command, fail, progress_bar, store_path
 
 
 @command
@@ -32,7 +32,8 @@ def report(
         fail(f"store {str(store)!r}: no such directory (run a study first, or pass --store)")
     if out is None:
         out = Path("reports") / (spec.name if spec is not None else _recorded_name(store))
-    index = build_report(store, out, spec)
+    with progress_bar("report") as update:
+        index = build_report(store, out, spec, on_progress=update)
     typer.echo(str(index))
     return index
 

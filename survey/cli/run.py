@@ -54,8 +54,14 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     if summary.unreached:
         console.print(unreached_message(summary.unreached), markup=False, highlight=False, style="yellow",
                       soft_wrap=True)
+    for line in summary.skips:
+        console.print(f"skipped: {line}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     for unit_id, message in summary.failures[:10]:
         console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red", soft_wrap=True)
+    if len(summary.failures) > 10:
+        console.print(f"... and {len(summary.failures) - 10} more failed units (survey query \"SELECT unit_id, error "
+                      "FROM ledger WHERE status = 'failed'\")", markup=False, highlight=False, style="red",
+                      soft_wrap=True)
     return summary
 
 

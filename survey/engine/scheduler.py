@@ -40,6 +40,8 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unreached: dict[tuple[str, float], tuple[int, int]] = field(default_factory=dict)
+    #: one line per (network, task, reason) of rows written without a measurement (a sweep level skipped, ...)
+    skips: list[str] = field(default_factory=list)
 
 
 def input_notes(handles: dict[str, NetworkHandle], skipped: dict[str, list[tuple[str, str]]]) -> list[str]:
@@ -123,6 +125,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         summary.done, summary.failed, summary.rows, summary.failures = (tally.done, tally.failed, tally.rows,
                                                                          tally.failures)
         summary.unreached = writer.unreached()
+        summary.skips = writer.skipped()
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started
