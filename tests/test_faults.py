@@ -281,3 +281,21 @@ def test_a_file_factory_leaves_no_temporary_files_and_keeps_its_source(tmp_path)
     net, _ = resolve_network(study.networks[0], study.base_dir).build("cpu")
     assert "def forward" in inspect.getsource(type(net))   # tracebacks and torch.jit.script can read it
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "survey-*"))) - before == set()
+
+
+def test_tracing_a_network_around_the_mri_operator_gives_no_tracer_warning():
+    import warnings
+
+    from survey.physics import make_physics
+
+    physics = make_physics("mri", size=16, ratio=0.5, mask="uniform-lines", seed=0)
+
+    class Wrapped(torch.nn.Module):
+        def forward(self, y):
+            return physics.H(y).real
+
+    y = physics.A(torch.rand(2, 1, 16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(Wrapped().eval(), (y,))
+    assert torch.allclose(traced(y), physics.H(y).real)
