@@ -9,6 +9,7 @@ FAULTY_NET: `build(kind, after, size)` returns a network that is healthy until i
     "batch"    raises on batches of `after` measurements
     "noisy"    adds fresh noise on every call (not reproducible)
     "sweepnan" NaN only for measurements of another sampling pattern than its training one
+    "fixed"    declares `fixed_sampling` (the sweep skips it, as it does exported networks bound to one mask)
 `needs_width(width)` is a factory that needs an argument.
 """
 
@@ -27,6 +28,8 @@ class Faulty(nn.Module):
         self.kind, self.after, self.size, self.calls = kind, after, size, 0
         self.w = nn.Parameter(torch.ones(()))
         self.train_mask = None
+        if kind == "fixed":   # declares that it reads only its trained sampling points (as an exported network)
+            self.fixed_sampling = True
 
     def forward(self, y, physics):
         self.calls += 1

@@ -299,3 +299,62 @@ def test_tracing_a_network_around_the_mri_operator_gives_no_tracer_warning():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         traced = torch.jit.trace(Wrapped().eval(), (y,))
     assert torch.allclose(traced(y), physics.H(y).real)
+
+
+# -- through Ray: one study shared by the checks below -----------------------------------------------------------
+
+RAY_CRITERIA = ('[[criteria]]\nname = "attack"\ntable = "attacks"\nbad = "out_change_rel >= 10"\nmax_upper = 0.99\n')
+
+
+@pytest.fixture(scope="module")
+def ray_study(tmp_path_factory, ray_local):
+    """A study of a healthy network, one that turns NaN after the probe and one the sweep skips, run twice
+    through `survey run`: (folder, store, first output, second output, exit codes)."""
+    folder = tmp_path_factory.mktemp("faults_ray")
+    nets = network_entry("good") + network_entry("nan", "nan", after=2) + network_entry("fixed", "fixed")
+    path = faulty_study(folder, nets, ATTACK + SWEEP, criteria=RAY_CRITERIA)
+    store = folder / "results"
+    first = runner.invoke(app, ["run", str(path), "--store", str(store)])
+    second = runner.invoke(app, ["run", str(path), "--store", str(store)])
+    return folder, store, first, second
+
+
+def test_survey_run_fails_the_non_finite_units_and_keeps_the_rest(ray_study):
+    folder, store, first, second = ray_study
+    assert first.exit_code == 1, first.output
+    failed = [line for line in first.output.splitlines() if line.startswith("failed ")]
+    assert failed and all("network 'nan'" in line and "non-finite" in line for line in failed)
+    assert "skipped: network 'fixed', task sweep" in first.output and "fixed sampling" in first.output
+    rows = pq.read_table(store / "attacks", partitioning="hive").to_pylist()
+    assert {r["network"] for r in rows} == {"good", "fixed"} and all(math.isfinite(r["out_change_rel"]) for r in rows)
+    # the rerun retries the failed units (and only those): they fail again, nothing written before is lost
+    assert second.exit_code == 1 and "0 already in the store" not in second.output
+    assert len(pq.read_table(store / "attacks", partitioning="hive")) == len(rows)
+    ledger = pq.read_table(store / "_ledger").to_pylist()
+    nan_entries = [e for e in ledger if e["network"] == "nan"]
+    assert nan_entries and all(e["status"] == "failed" for e in nan_entries)
+    assert len(nan_entries) == 2 * len(failed)
+
+
+def test_report_estimate_and_query_reach_no_verdict_from_the_failed_network(ray_study, tmp_path):
+    folder, store, _, _ = ray_study
+    code, out = _invoke("report", "--store", str(store), "--out", str(tmp_path / "r"),
+                        "--study", str(folder / "study.toml"))
+    assert code == 0, out
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "All acceptance criteria are met" not in html   # network nan has no rows: no pass for it
+    assert "nan" in html and "non-finite" in html
+    assert "fixed sampling" in html and "rows not measured" in html     # the skip, per network and task
+    code, out = _invoke("query", "SELECT count(*) AS n FROM attacks WHERE network = 'nan'", "--store", str(store))
+    assert code == 0 and " 0 " in out.replace("│", " ")
+    code, out = _invoke("estimate", "--table", "attacks", "--bad", "out_change_rel >= 10", "--by", "network",
+                        "--store", str(store), "--format", "json")
+    import json
+    assert code == 0 and {r["network"] for r in json.loads(out)} == {"good", "fixed"}
+
+
+def test_a_network_that_is_not_deterministic_is_named(tmp_path):
+    notes: list[str] = []
+    study = load_study(faulty_study(tmp_path, network_entry("noisy", "noisy") + network_entry("calm"), ATTACK))
+    checked_networks(study, notes)
+    assert len(notes) == 1 and "network 'noisy'" in notes[0] and "not deterministic" in notes[0]

@@ -22,30 +22,35 @@ def _files(spec: NetworkSpec) -> str:
     return f"factory {spec.factory}" + (f", weights {spec.weights}" if spec.weights else "")
 
 
-def probe_network(spec: NetworkSpec, handle: NetworkHandle) -> str | None:
-    """Build the network on the CPU and call it on a probe; None when it works, else the problem."""
-    from survey.nets.byo import check_network
+def probe_network(spec: NetworkSpec, handle: NetworkHandle, notes: list[str] | None = None) -> str | None:
+    """Build the network on the CPU and call it on a probe; None when it works, else the problem. `notes`
+    (when given) hears a line when the network is not deterministic."""
+    from survey.nets.byo import check_network, determinism_note
 
     try:
         net, physics = handle.build("cpu")
         if handle.zoo:  # bring-your-own networks are probed by build() itself
             check_network(handle.name, net, physics)
+        note = determinism_note(handle.name, net, physics) if notes is not None else None
+        if note:
+            notes.append(note)
     except Exception as err:  # noqa: BLE001 - user code: any failure is reported, none is raised
         problem = _one_line(err).removeprefix(f"network {handle.name!r}: ")
         return problem if isinstance(err, ValueError) else f"{type(err).__name__}: {problem}"
     return None
 
 
-def probe_networks(study: Study, handles: dict[str, NetworkHandle]) -> None:
+def probe_networks(study: Study, handles: dict[str, NetworkHandle], notes: list[str] | None = None) -> None:
     """Build and probe every network; StudyError naming the first that fails, its files and the problem."""
     for spec in study.networks:
-        problem = probe_network(spec, handles[spec.name])
+        problem = probe_network(spec, handles[spec.name], notes)
         if problem is not None:
             raise StudyError(f"{study.path}: network {spec.name!r} ({_files(spec)}): {problem}")
 
 
-def checked_networks(study: Study) -> dict[str, NetworkHandle]:
-    """Resolve every network entry (files read, zoo weights present), then build and probe each one."""
+def checked_networks(study: Study, notes: list[str] | None = None) -> dict[str, NetworkHandle]:
+    """Resolve every network entry (files read, zoo weights present), then build and probe each one; `notes`
+    hears what a user should know about a network that works (not deterministic)."""
     from survey.engine.networks import resolve_network
 
     handles = {}
@@ -55,7 +60,7 @@ def checked_networks(study: Study) -> dict[str, NetworkHandle]:
         except ValueError as err:
             problem = _one_line(err).removeprefix(f"network {spec.name!r}: ")
             raise StudyError(f"{study.path}: network {spec.name!r} ({_files(spec)}): {problem}") from None
-    probe_networks(study, handles)
+    probe_networks(study, handles, notes)
     return handles
 
 

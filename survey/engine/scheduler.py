@@ -77,10 +77,11 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     Raises StudyError (nothing written, Ray not started) when a network fails its probe or a task can
     never run; KeyboardInterrupt (also on SIGTERM) after flushing every finished unit."""
     started = time.perf_counter()
-    handles = checked_networks(study)          # every network builds and answers a probe
+    network_notes: list[str] = []
+    handles = checked_networks(study, network_notes)   # every network builds and answers a probe
     work = plan_work(study, handles)
     check_tasks(study, work.units, handles)    # every (task, network) pair can run
-    notes = input_notes(handles, work.skipped)
+    notes = network_notes + input_notes(handles, work.skipped)
     for note in notes if on_note is not None else ():
         on_note(note)
     root = Path(store_dir or study.store)

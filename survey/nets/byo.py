@@ -329,3 +329,23 @@ def check_network(name: str, net: nn.Module, physics, device="cpu") -> None:
             raise problem from err
         _check_output(name, out, batch, n)
         works.append(batch)
+
+
+@torch.no_grad()
+def determinism_note(name: str, net: nn.Module, physics, device="cpu") -> str | None:
+    """A note when two calls of `net` on the same probe differ (fresh randomness inside the network, dropout
+    left on in an archive): its rows cannot be replayed exactly from their unit ids. None when they agree."""
+    n = physics.size
+    grid = torch.linspace(-1, 1, n, device=device)
+    y = physics.A((1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None])
+    try:
+        first, second = net(y, physics), net(y, physics)
+        if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)) or first.shape != second.shape:
+            return None
+        change = float((first - second).abs().max()) / max(float(first.abs().max()), 1e-12)
+    except Exception:  # noqa: BLE001 - the probe proper reports a network that fails
+        return None
+    if change <= 1e-6:
+        return None
+    return (f"network {name!r}: two calls on the same input differ (by {change:.2g} of its output's scale): it is "
+            "not deterministic, so its rows cannot be replayed exactly from their unit ids (random layers left on?)")
