@@ -49,18 +49,22 @@ def probe_networks(study: Study, handles: dict[str, NetworkHandle], notes: list[
 
 
 def checked_networks(study: Study, notes: list[str] | None = None) -> dict[str, NetworkHandle]:
-    """Resolve every network entry (files read, zoo weights present), then build and probe each one; `notes`
-    hears what a user should know about a network that works (not deterministic)."""
+    """In one pass over the network entries: resolve each (files read, zoo weights present), build it and probe
+    it; the handles of networks that passed. StudyError names the first entry that fails, its files and the
+    problem. `notes` hears what a user should know about a network that works (not deterministic)."""
     from survey.engine.networks import resolve_network
 
     handles = {}
     for spec in study.networks:
         try:
-            handles[spec.name] = resolve_network(spec, study.base_dir)
+            handle = resolve_network(spec, study.base_dir)
         except ValueError as err:
             problem = _one_line(err).removeprefix(f"network {spec.name!r}: ")
             raise StudyError(f"{study.path}: network {spec.name!r} ({_files(spec)}): {problem}") from None
-    probe_networks(study, handles, notes)
+        problem = probe_network(spec, handle, notes)
+        if problem is not None:
+            raise StudyError(f"{study.path}: network {spec.name!r} ({_files(spec)}): {problem}")
+        handles[spec.name] = handle
     return handles
 
 
