@@ -173,11 +173,12 @@ def _invoke(*args: str):
 
 def test_nan_rows_are_counted_neither_bad_nor_good(tmp_path):
     _store(tmp_path / "s", [math.nan, math.nan, math.nan, 5.0])
-    code, out = _invoke("estimate", "--table", "attacks", "--bad", "gain >= 2", "--store", str(tmp_path / "s"),
-                        "--format", "json")
-    assert code == 0, out
+    result = runner.invoke(app, ["estimate", "--table", "attacks", "--bad", "gain >= 2", "--store",
+                                 str(tmp_path / "s"), "--format", "json"])
+    assert result.exit_code == 0, result.output
     import json
-    assert {(r["n"], r["k"]) for r in json.loads(out)} == {(1, 1)}   # the NaN rows are not bad (nor good)
+    assert {(r["n"], r["k"]) for r in json.loads(result.stdout)} == {(1, 1)}   # NaN rows: neither bad nor good
+    assert "NaN in gain (3 rows)" in result.stderr
     code, out = _invoke("query", "SELECT count(*) FILTER (WHERE gain >= 2) AS bad FROM attacks",
                         "--store", str(tmp_path / "s"))
     assert code == 0 and " 1 " in out.replace("│", " ")
@@ -347,10 +348,10 @@ def test_report_estimate_and_query_reach_no_verdict_from_the_failed_network(ray_
     assert "fixed sampling" in html and "rows not measured" in html     # the skip, per network and task
     code, out = _invoke("query", "SELECT count(*) AS n FROM attacks WHERE network = 'nan'", "--store", str(store))
     assert code == 0 and " 0 " in out.replace("│", " ")
-    code, out = _invoke("estimate", "--table", "attacks", "--bad", "out_change_rel >= 10", "--by", "network",
-                        "--store", str(store), "--format", "json")
+    result = runner.invoke(app, ["estimate", "--table", "attacks", "--bad", "out_change_rel >= 10", "--by", "network",
+                                 "--store", str(store), "--format", "json"])
     import json
-    assert code == 0 and {r["network"] for r in json.loads(out)} == {"good", "fixed"}
+    assert result.exit_code == 0 and {r["network"] for r in json.loads(result.stdout)} == {"good", "fixed"}
 
 
 def test_a_network_that_is_not_deterministic_is_named(tmp_path):

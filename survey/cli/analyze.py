@@ -190,6 +190,7 @@ def estimate(
     else:
         rows = run_estimate(root, table, bad, where=where, by=groups, per=per, confidence=confidence,
                             n_boot=n_boot, seed=seed, x=x, y=y)
+    _nan_note(root, table)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -203,6 +204,20 @@ def estimate(
         _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
     else:
         _print_estimates(rows, title, wide)
+
+
+def _nan_note(root: Path, table: str) -> None:
+    """On stderr: the columns of `table` holding NaN, which every estimate reads as unknown (not counted)."""
+    from survey.analysis.db import nan_counts
+
+    try:
+        counts = nan_counts(root, table)
+    except (KeyError, ValueError, OSError):
+        return
+    if counts:
+        shown = ", ".join(f"{c} ({n} rows)" for c, n in sorted(counts.items()))
+        typer.echo(f"note: {table} holds NaN in {shown}; read as unknown, those rows count neither as bad nor as "
+                   "good", err=True)
 
 
 def _print_paired(root: Path, table: str, groups: list[str], where: str | None, confidence: float, n_boot: int,
