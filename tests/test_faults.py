@@ -178,7 +178,8 @@ def test_nan_rows_are_counted_neither_bad_nor_good(tmp_path):
     assert result.exit_code == 0, result.output
     import json
     assert {(r["n"], r["k"]) for r in json.loads(result.stdout)} == {(1, 1)}   # NaN rows: neither bad nor good
-    assert "NaN in gain (3 rows)" in result.stderr
+    result = runner.invoke(app, ["estimate", "--table", "attacks", "--bad", "gain >= 2", "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0 and "NaN in gain (3 rows)" in result.stderr
     code, out = _invoke("query", "SELECT count(*) FILTER (WHERE gain >= 2) AS bad FROM attacks",
                         "--store", str(tmp_path / "s"))
     assert code == 0 and " 1 " in out.replace("│", " ")

@@ -190,10 +190,10 @@ def estimate(
     else:
         rows = run_estimate(root, table, bad, where=where, by=groups, per=per, confidence=confidence,
                             n_boot=n_boot, seed=seed, x=x, y=y)
-    _nan_note(root, table)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
+    _nan_note(root, table)
     if not rows:
         typer.echo("no rows matched")
         return
