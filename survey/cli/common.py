@@ -53,9 +53,13 @@ def progress_bar(description: str, total: int | None = None):
 
     @contextlib.contextmanager
     def bar():
+        console = Console(stderr=True)
+        if not console.is_terminal:   # a pipe or a log file: no bar, not even its blank line
+            yield lambda done, steps=None, what="": None
+            return
         columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn()]
-        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(description, total=total)
 
             def update(done: int, steps: int | None = None, what: str = "") -> None:
