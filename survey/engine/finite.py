@@ -3,8 +3,9 @@ returns. A unit that meets one fails with one line naming the network, the unit 
 so no NaN reaches the store to be counted as a good or a bad outcome downstream.
 
 A row may carry NaN on purpose only when it says why: a non-empty `skipped` or `error` column (the sweep's
-levels a network cannot take). Every other float of a row must be finite, except +Inf in a PSNR column
-(identical images: the severity test's zero-severity level on an identity operator).
+levels a network cannot take). Every other float of a row must not be NaN. An infinite value in a row is a
+value (a PSNR of identical images, a severity of "no photon noise") that compares correctly in every predicate;
+an infinite network output is caught by `FiniteGuard` instead.
 """
 
 from __future__ import annotations
@@ -66,14 +67,12 @@ class FiniteGuard(nn.Module):
 
 
 def _bad(column: str, value: Any) -> bool:
-    if not isinstance(value, float) or math.isfinite(value):
-        return False
-    return not (value > 0 and "psnr" in column)
+    return isinstance(value, float) and math.isnan(value)
 
 
 def check_rows(network: str, unit_id: str, task: str, rows: list[dict[str, Any]]) -> None:
-    """Raise NonFiniteError naming the columns of `rows` that hold NaN or Inf (and in how many rows), except
-    in rows whose `skipped` or `error` column says why the measurement is missing."""
+    """Raise NonFiniteError naming the columns of `rows` that hold NaN (and in how many rows), except in rows
+    whose `skipped` or `error` column says why the measurement is missing."""
     bad: dict[str, int] = {}
     for row in rows:
         if any(isinstance(row.get(c), str) and row.get(c) for c in EXPLAINING_COLUMNS):
@@ -83,7 +82,7 @@ def check_rows(network: str, unit_id: str, task: str, rows: list[dict[str, Any]]
                 bad[key] = bad.get(key, 0) + 1
     if bad:
         shown = ", ".join(f"{k} ({n} of {len(rows)} rows)" for k, n in sorted(bad.items()))
-        raise NonFiniteError(f"network {network!r}, unit {unit_id} ({task}): non-finite values in {shown}")
+        raise NonFiniteError(f"network {network!r}, unit {unit_id} ({task}): NaN (non-finite values) in {shown}")
 
 
 __all__ = ["EXPLAINING_COLUMNS", "FiniteGuard", "NonFiniteError", "check_rows"]
