@@ -35,18 +35,12 @@ class Unit:
 
 
 def _list_valued(task_name: str) -> set[str]:
-    """Parameters whose single value is itself a list (a flat list is then one value, not a grid)."""
-    import dataclasses
+    """Parameters whose single value is itself a list (a flat list is then one value, not a grid), over
+    every class the task name can run (`Task.list_parameters`, the task's variants included)."""
+    from survey.tasks import task_class, variants
 
-    from survey.tasks import TASKS, load_tasks
-
-    load_tasks()
-    cls = TASKS[task_name]
-    declared = set(getattr(cls, "list_params", ()))
-    if dataclasses.is_dataclass(cls):
-        declared |= {f.name for f in dataclasses.fields(cls)
-                     if str(f.type).split("[")[0].strip() in ("tuple", "list", "Sequence")}
-    return declared
+    classes = {task_class(task_name), *variants(task_name).values()}
+    return set().union(*(cls.list_parameters() for cls in classes))
 
 
 def expand_grid(task: "TaskSpec") -> list[dict[str, Any]]:

@@ -60,13 +60,19 @@ def task_class(name: str) -> type[Task]:
     return base.task_class(name)
 
 
+def variants(name: str) -> dict[str, type[Task]]:
+    """The classes task `name` runs, by the value of its `variant_key` ({} without variants)."""
+    load_tasks()
+    return base.variants(name)
+
+
 def tables() -> dict[str, list[type[Task]]]:
     """Store table -> the task classes writing it, in task-name order."""
     load_tasks()
     out: dict[str, list[type[Task]]] = {}
     for name in base.task_names():
-        cls = TASKS[name]
-        out.setdefault(cls.table, []).append(cls)
+        for cls in dict.fromkeys([TASKS[name], *base.VARIANTS.get(name, {}).values()]):
+            out.setdefault(cls.table, []).append(cls)
     return out
 
 
@@ -84,4 +90,4 @@ def table_columns(table: str) -> dict[str, Column]:
 
 __all__ = ["Column", "LABELS", "PER_IMAGE", "PLUGIN_VARIABLE", "TASKS", "TASK_MODULES", "Task", "TaskContext", "TaskResult",
            "generator_for", "load_tasks", "make_task", "register", "seed_from_id", "table_columns", "tables",
-           "task_class", "task_modules", "task_names"]
+           "task_class", "task_modules", "task_names", "variants"]

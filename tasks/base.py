@@ -20,15 +20,17 @@ import dataclasses
 import difflib
 import hashlib
 import inspect
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, NamedTuple, final
+from typing import Any, Callable, ClassVar, NamedTuple, final
 
 import torch
-from torch import nn
+
+from survey.numerics import eval_mode
 
 #: task name -> task class; filled by `@register(name)` when a task module is imported.
 TASKS: dict[str, type] = {}
+#: task name -> {value of the primary class's `variant_key` -> class}; filled by `@register(name, variant=...)`.
+VARIANTS: dict[str, dict[str, type]] = {}
 #: Prefix of tensor names indexed by the rows' `image_index` (one tensor per image) instead of the row.
 PER_IMAGE = "per_image/"
 
@@ -71,6 +73,8 @@ class Task(abc.ABC):
     needs_grad: ClassVar[bool] = False
     #: Parameters whose single value is a list (a flat list in a study is one value, not a grid).
     list_params: ClassVar[tuple[str, ...]] = ()
+    #: Parameter whose value picks one of several classes registered under one name (`register(..., variant=)`).
+    variant_key: ClassVar[str | None] = None
     #: The registered name (set by `register`).
     task_name: ClassVar[str] = ""
 
@@ -87,6 +91,16 @@ class Task(abc.ABC):
         else:
             names = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         return names + (["preset"] if hasattr(cls, "preset") else [])
+
+    @classmethod
+    def list_parameters(cls) -> set[str]:
+        """Parameters whose single value is a list: `list_params` and the fields annotated tuple / list, so
+        a flat list in a study is one value of them, not a grid."""
+        declared = set(cls.list_params)
+        if dataclasses.is_dataclass(cls):
+            declared |= {f.name for f in dataclasses.fields(cls)
+                         if str(f.type).split("[")[0].strip() in ("tuple", "list", "Sequence")}
+        return declared
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters as a dict (dataclass fields)."""
@@ -135,12 +149,20 @@ def _scalar(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, str)) else float(value)
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a `Task` under `name` (sets `cls.task_name`); checks its declarations."""
+def register(name: str, *, variant: str | None = None) -> Callable[[type], type]:
+    """Class decorator adding a `Task` under `name` (sets `cls.task_name`); checks its declarations.
+
+    With `variant`, the class runs the task `name` when the primary class's `variant_key` parameter
+    has that value (e.g. `register("attack", variant="budget")` for `search = "budget"`): one task name,
+    one table, separate classes with only the parameters each one uses.
+    """
 
     def decorate(cls: type) -> type:
-        if name in TASKS and TASKS[name] is not cls:
+        if variant is None and name in TASKS and TASKS[name] is not cls:
             raise ValueError(f"task name {name!r} is already registered by {TASKS[name].__qualname__}")
+        taken = VARIANTS.get(name, {}).get(variant) if variant is not None else None
+        if taken is not None and taken is not cls:
+            raise ValueError(f"task {name!r} variant {variant!r} is already registered by {taken.__qualname__}")
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TypeError(f"task {name!r}: {cls!r} is not a survey.tasks.base.Task")
         for attr, kind in (("table", str), ("title", str), ("columns", dict), ("example", dict)):
@@ -151,10 +173,34 @@ def register(name: str) -> Callable[[type], type]:
         if missing or bad:
             raise TypeError(f"task {name!r}: columns lack the labels {missing} or a Column meaning for {bad}")
         cls.task_name = name
-        TASKS[name] = cls
+        if variant is None:
+            TASKS[name] = cls
+            if cls.variant_key:
+                VARIANTS.setdefault(name, {})[getattr(cls, cls.variant_key)] = cls
+        else:
+            VARIANTS.setdefault(name, {})[variant] = cls
         return cls
 
     return decorate
+
+
+def variants(name: str) -> dict[str, type["Task"]]:
+    """value of the task's `variant_key` -> the class running it ({} for a task without variants)."""
+    task_class(name)
+    return dict(VARIANTS.get(name, {}))
+
+
+def resolve(name: str, params: dict[str, Any]) -> type["Task"]:
+    """The class that runs task `name` with `params`: the variant its `variant_key` picks, else the primary."""
+    cls = task_class(name)
+    key = cls.variant_key
+    if not key or key not in params:
+        return cls
+    choices = VARIANTS.get(name, {})
+    value = params[key]
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"task {name!r}: {key} {value!r} is not one of {sorted(choices)}")
+    return choices[value]
 
 
 def task_names() -> list[str]:
@@ -175,7 +221,7 @@ def make_task(name: str, **params: Any) -> Task:
     (e.g. the attack's parameter sets from the paper's Table 1). An unknown parameter raises a
     one-line ValueError: "task 'attack': unknown parameter 'etaa' (did you mean 'eta'?); accepted: ...".
     """
-    cls = task_class(name)
+    cls = resolve(name, params)
     params = dict(params)
     known = cls.parameter_names()
     unknown = [k for k in params if k not in known]
@@ -183,8 +229,10 @@ def make_task(name: str, **params: Any) -> Task:
         quoted = ", ".join(repr(k) for k in unknown)
         close = difflib.get_close_matches(unknown[0], known, n=1) if len(unknown) == 1 else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        key = task_class(name).variant_key
+        which = f" with {key}={params[key]!r}" if cls is not task_class(name) else ""
         raise ValueError(f"task {name!r}: unknown parameter{'s' if len(unknown) > 1 else ''} {quoted}{hint}; "
-                         f"accepted: {', '.join(sorted(known))}")
+                         f"accepted{which}: {', '.join(sorted(known))}")
     preset = params.pop("preset", None)
     if preset is not None:
         return cls.preset(preset, **params)
@@ -235,21 +283,6 @@ class TaskResult(NamedTuple):
     tensors: dict[str, torch.Tensor]
 
 
-@contextmanager
-def eval_mode(module: Any) -> Iterator[None]:
-    """Run `module` in eval mode (no dropout, BatchNorm statistics frozen, so samples do not depend on
-    their batch), then restore its mode; anything that is not an nn.Module passes through."""
-    if not isinstance(module, nn.Module):
-        yield
-        return
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def seed_from_id(unit_id: str) -> int:
     """A 63-bit seed from the sha256 of a unit id (stable across processes and machines)."""
     digest = hashlib.sha256(unit_id.encode("utf-8")).digest()
@@ -266,5 +299,5 @@ def generator_for(unit_id: str, device: torch.device | str = "cpu") -> torch.Gen
 
 
 __all__ = ["LABELS", "PER_IMAGE", "TASKS", "Column", "Task", "TaskContext", "TaskResult", "check_aligned",
-           "eval_mode", "generator_for", "make_task", "register", "rows_from_columns", "seed_from_id",
-           "task_class", "task_names"]
+           "eval_mode", "generator_for", "make_task", "register", "resolve", "rows_from_columns", "seed_from_id",
+           "task_class", "task_names", "variants", "VARIANTS"]

@@ -47,16 +47,18 @@ network, H and the reference.
 
 from __future__ import annotations
 
-import copy
 import math
-from contextlib import contextmanager
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from survey.domain import DOMAINS as _DOMAINS, domain as as_domain
 from survey.metrics import norms
+from survey.numerics import differentiable, eval_mode as _eval, measured_mask as _measured_mask
+from survey.numerics import per_sample as _view, real_dtype, real_like as _real_like, squared_error
+from survey.numerics import best_of, standard_gaussian as _gaussian
 
-DOMAINS = ("image", "measurement")
+DOMAINS = tuple(_DOMAINS)
 GRADIENTS = ("auto", "adjoint", "fbp", "both")
 #: Fractions of the iterations at which the best-so-far gain is recorded (the convergence trace).
 TRACE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -84,55 +86,10 @@ class BudgetResult(NamedTuple):
     iterations: int
 
 
-def differentiable(reference: Any) -> Any:
-    """The reference solver in its unrolled (autograd-carrying) mode, without touching the original."""
-    if hasattr(reference, "unrolled") and not reference.unrolled:
-        reference = copy.copy(reference)
-        reference.unrolled = True
-    return reference
-
-
-@contextmanager
-def _eval(module):
-    training = getattr(module, "training", None)
-    if training:
-        module.eval()
-    try:
-        yield module
-    finally:
-        if training:
-            module.train(True)
-
-
-def _view(t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """(N,) -> (N, 1, ..., 1) broadcastable against an ndim tensor."""
-    return t.view(-1, *([1] * (ndim - 1)))
-
-
-def _real_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.real if torch.is_complex(t) and not torch.is_complex(like) else t
-
-
 def measured_mask(physics, y: torch.Tensor) -> torch.Tensor:
-    """0/1 mask (real dtype of y, broadcastable to y) of the measurement entries really measured.
-
-    Uses `physics.measured_mask()` when the operator has it; otherwise the non-zeros of A A* 1 (as
-    `measurement_support` in tasks/attack.py): exact zeros off a Fourier mask, every reached bin for Radon.
-    """
-    real_dtype = y.real.dtype if torch.is_complex(y) else y.dtype
-    method = getattr(physics, "measured_mask", None)
-    if callable(method):
-        return method().to(device=y.device, dtype=real_dtype)
-    probe = physics.A_adjoint(torch.ones_like(y[:1]))
-    reach = physics.A(_real_like(probe, y)).abs()
-    return (reach > 1e-6 * reach.max()).to(real_dtype)
-
-
-def _gaussian(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard Gaussian of `shape`, complex (independent parts, E|z|^2 = 1) when `like` is complex."""
-    device = generator.device if generator is not None else like.device
-    z = torch.randn(shape, generator=generator, dtype=like.dtype, device=device)
-    return z.to(like.device)
+    """0/1 mask (real dtype of y, broadcastable to y) of the measurement entries really measured
+    (`physics.measured_mask()`; `survey.numerics.measured_mask`)."""
+    return _measured_mask(physics, y)
 
 
 def _gradient_rules(gradient: str, physics, domain: str) -> tuple[str, ...]:
@@ -165,8 +122,10 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
     The random starts are shared across budgets (the same direction, scaled), so the budgets are
     compared on common random numbers; a copy of `generator` gives another f the same starts.
     """
-    if domain not in DOMAINS:
-        raise ValueError(f"worst_case: domain {domain!r} is not one of {list(DOMAINS)}")
+    try:
+        where = as_domain(domain)
+    except ValueError as err:
+        raise ValueError(f"worst_case: {err}") from None
     budgets = tuple(float(b) for b in budgets)
     if not budgets or any(not b > 0 for b in budgets):
         raise ValueError(f"worst_case: budgets must be > 0, got {budgets}")
@@ -174,17 +133,15 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
         raise ValueError("worst_case: iterations and restarts must be integers >= 0")
     if restarts == 0 and starts is None:
         raise ValueError("worst_case: no start (restarts=0 and no starts given)")
-    if domain == "measurement" and support is not None:
+    if where.name == "measurement" and support is not None:
         raise ValueError("worst_case: support masks are for image-domain perturbations")
-    rules = _gradient_rules(gradient, physics, domain)
-    image = domain == "image"
+    rules = _gradient_rules(gradient, physics, where.name)
     net = differentiable(net)
     with _eval(net), torch.no_grad():
         y = physics.A(x)
         clean = net(y, physics)
-        like = x if image else y
-        mask = support.to(like.real.dtype if torch.is_complex(like) else like.dtype) if support is not None \
-            else (None if image else measured_mask(physics, y))
+        like = where.like(x, y)
+        mask = support.to(real_dtype(like)) if support is not None else where.support(physics, y)
         scale = norms(like)
         # Start directions (S, B, *shape): given ones, then random zero-mean Gaussian ones.
         given = []
@@ -225,12 +182,12 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
         for k in range(iterations + 1):
             need_grad = k < iterations
             with torch.enable_grad():
-                u = (y_s + physics.A(r)) if image else (y_s + r)
+                u = y_s + where.shift(physics, r)
                 u = u.detach().requires_grad_(need_grad)
                 out = net(u, physics)
                 diff = out - clean_s
                 if need_grad:
-                    loss = 0.5 * (diff.abs().square() if torch.is_complex(diff) else diff.square()).sum()
+                    loss = 0.5 * squared_error(diff).sum()
                     (grad_u,) = torch.autograd.grad(loss, u)
             change = norms(diff.detach())
             gain = (change / clean_norm) / (norms(r) / scale_s).clamp_min(tiny)
@@ -243,15 +200,11 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
                     trace[i] = best_gain
             if not need_grad:
                 break
-            if image:
-                grad = torch.empty_like(r)
-                for q, rule in enumerate(rules):
-                    rows = rule_of == q
-                    mapped = physics.A_adjoint(grad_u[rows]) if rule == "adjoint" else \
-                        fbp_scale * physics.H(grad_u[rows])
-                    grad[rows] = _real_like(mapped, r)
-            else:
-                grad = grad_u
+            grad = torch.empty_like(r)
+            for q, rule in enumerate(rules):
+                rows = rule_of == q
+                grad[rows] = _real_like(fbp_scale * physics.H(grad_u[rows]), r) if rule == "fbp" else \
+                    where.pull_back(physics, grad_u[rows], r)
             if mask_s is not None:
                 grad = grad * mask_s
             unit = grad / _view(norms(grad).clamp_min(tiny), grad.ndim)
@@ -262,17 +215,15 @@ def worst_case(net: Callable, physics, x: torch.Tensor, budgets: Sequence[float]
             r = r * _view((radius / norms(r).clamp_min(tiny)).clamp(max=1.0), r.ndim)
 
         # Per (budget, image): the best over starts and rules.
-        per = best_change.view(n_budgets, n_images, n_starts * n_rules)
-        winner = per.argmax(dim=2)  # (E, B)
-        flat = (torch.arange(n_budgets * n_images, device=winner.device) * (n_starts * n_rules)
-                + winner.flatten())
+        winner, flat = best_of(best_change, n_budgets * n_images, n_starts * n_rules)
+        winner = winner.view(n_budgets, n_images)
         r_best = best_r[flat].view(n_budgets, n_images, *like.shape[1:])
         change = best_change[flat].view(n_budgets, n_images)
         norm_ratio = (norms(best_r[flat]) / scale_s[flat]).view(n_budgets, n_images)
         # At each checkpoint, the best over starts and rules (as the final answer is).
         trace_best = trace.T.reshape(n_budgets, n_images, n_starts * n_rules, -1).max(dim=2).values
         change_rel = change / norms(clean).view(1, -1)
-        return BudgetResult(budgets, domain, r_best, best_gain[flat].view(n_budgets, n_images), change_rel,
+        return BudgetResult(budgets, where.name, r_best, best_gain[flat].view(n_budgets, n_images), change_rel,
                             norm_ratio, trace_best, winner // n_rules, winner % n_rules, rules, int(iterations))
 
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from survey.metrics import norms
+from survey.numerics import real_image
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 
@@ -130,9 +131,6 @@ def patch_max(u: torch.Tensor, window: int) -> torch.Tensor:
     w = min(window, u.shape[-1], u.shape[-2])
     return F.avg_pool2d(u, w, stride=1).flatten(1).amax(1)
 
-
-def _real(t: torch.Tensor) -> torch.Tensor:
-    return t.abs() if torch.is_complex(t) else t
 
 
 @register("detect")
@@ -247,7 +245,8 @@ class Detect(Task):
         kwargs = {}
         if method in ("mcdropout", "inputnoise"):
             kwargs["passes"] = passes or self._passes(method)
-        return _real(detector.uncertainty(y, physics, generator, **kwargs))
+        u = detector.uncertainty(y, physics, generator, **kwargs)
+        return u.abs() if torch.is_complex(u) else u  # an uncertainty map is a size, not an image to score
 
     # -- run ---------------------------------------------------------------------------------------
 
@@ -262,7 +261,7 @@ class Detect(Task):
         with torch.no_grad():
             noise = physics.noisy(torch.zeros_like(x), g) if noisy else None
             y0 = physics.A(x) if noise is None else physics.A(x) + noise
-            f0 = _real(net(y0, physics))
+            f0 = real_image(net(y0, physics))
         rows: list[dict[str, Any]] = []
         tensors: dict[str, list[torch.Tensor]] = {}
 
@@ -276,7 +275,7 @@ class Detect(Task):
                 pearson_with=None, input_change=None, out_new=None, extra=None):
             with torch.no_grad():
                 u = self._u(detectors[method], method, y_new, physics, g) if u_new is None else u_new
-                out = _real(net(y_new, physics)) if out_new is None else out_new
+                out = real_image(net(y_new, physics)) if out_new is None else out_new
                 u0 = clean_u[method]
                 columns = {
                     "image_id": list(ctx.image_ids), "image_index": list(range(x.shape[0])),
@@ -303,7 +302,7 @@ class Detect(Task):
         if "advdetect" in self.experiments:
             y_adv, target_error, r = self.adversarial(ctx, x, y0, f0, g)
             with torch.no_grad():
-                out_adv = _real(net(y_adv, physics))
+                out_adv = real_image(net(y_adv, physics))
             for method in detectors:
                 add(method, "advdetect", y_adv, pearson_with=(out_adv - f0).abs(), out_new=out_adv,
                     input_change=norms(r) / norms(x), extra={"target_error": target_error})
@@ -355,7 +354,7 @@ class Detect(Task):
         optimiser = torch.optim.Adam([r], lr=self.adv_lr)
         for _ in range(self.adv_iterations):
             with torch.enable_grad():
-                out = _real(net(y0 + physics.A(r), physics))
+                out = real_image(net(y0 + physics.A(r), physics))
                 loss = (out - target).square().sum() + lam * r.square().sum()
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -363,7 +362,7 @@ class Detect(Task):
         r = r.detach()
         y_adv = y0 + physics.A(r)
         with torch.no_grad():
-            err = norms(_real(net(y_adv, physics)) - target) / norms(target - f0).clamp_min(1e-12)
+            err = norms(real_image(net(y_adv, physics)) - target) / norms(target - f0).clamp_min(1e-12)
         return y_adv, err, r
 
     # -- ArtDetect ---------------------------------------------------------------------------------
@@ -443,7 +442,7 @@ class Detect(Task):
             with torch.enable_grad():
                 r_var = r.detach().requires_grad_(True)
                 y = y0 + physics.A(r_var)
-                out = _real(net(y, physics))
+                out = real_image(net(y, physics))
                 u = self._u(det, method, y, physics, g, passes=self.attack_passes)
                 penalty = (torch.relu(u.flatten(1).mean(1) / m0 - 1).square()
                            + torch.relu(patch_max(u, self.window) / big0 - 1).square())
@@ -468,7 +467,7 @@ class Detect(Task):
             x_d, mask, (task, stamp, centres, d) = self._insert(x, self.insert_detail, self.insert_size, contrast, g)
             y_d = physics.A(x_d) + (noise if noise is not None else 0)
             with torch.no_grad():
-                out = _real(net(y_d, physics))
+                out = real_image(net(y_d, physics))
                 measured = task._measure(out, f0, x_d, d, mask, centres, stamp)
             lost = [not bool(v) for v in measured["recovered"].tolist()]
             for method in detectors:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from survey.metrics import psnr, ssim
+from survey.numerics import real_image
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 from survey.tasks.symbols import DEFAULT_TEXT, DETAILS, Stamp, make_stamp, paste
@@ -283,18 +284,18 @@ class Insertion(Task):
             y, y_d = physics.A(x) + noise, physics.A(x_d) + noise
             repeat = 1
 
-        clean = _real(ctx.net(y, physics)).repeat_interleave(repeat, dim=0)
-        out = _real(ctx.net(y_d, physics))
+        clean = real_image(ctx.net(y, physics)).repeat_interleave(repeat, dim=0)
+        out = real_image(ctx.net(y_d, physics))
         columns = self._measure(out, clean, x_d, d, mask, centres, stamp)
         kept = {"x_d": x_d, "out": out, "mask": mask}
         if ctx.reference is not None:
-            ref_clean = _real(ctx.reference(y, physics)).repeat_interleave(repeat, dim=0)
-            ref_out = _real(ctx.reference(y_d, physics))
+            ref_clean = real_image(ctx.reference(y, physics)).repeat_interleave(repeat, dim=0)
+            ref_out = real_image(ctx.reference(y_d, physics))
             ref_columns = self._measure(ref_out, ref_clean, x_d, d, mask, centres, stamp)
             columns.update({f"ref_{k}": v for k, v in ref_columns.items()})
             kept["ref_out"] = ref_out
-        h_clean = _real(physics.H(y)).repeat_interleave(repeat, dim=0)
-        h_out = _real(physics.H(y_d))
+        h_clean = real_image(physics.H(y)).repeat_interleave(repeat, dim=0)
+        h_out = real_image(physics.H(y_d))
         h_columns = self._measure(h_out, h_clean, x_d, d, mask, centres, stamp)
         columns.update({f"h_{k}": v for k, v in h_columns.items()})
         tissue = (x.real if torch.is_complex(x) else x) > self.tissue_threshold
@@ -344,10 +345,6 @@ def _measurement_noise(physics, x: torch.Tensor, generator: torch.Generator) -> 
         return None
     return physics.noisy(torch.zeros_like(x), generator)
 
-
-def _real(image: torch.Tensor) -> torch.Tensor:
-    """Networks return real images; a complex output is compared by its magnitude, like the metrics."""
-    return image.abs() if torch.is_complex(image) else image
 
 
 __all__ = ["Insertion", "POSITIONS", "crop", "dilate", "edge_sharpness", "gradient_magnitude", "masked_correlation"]

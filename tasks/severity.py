@@ -27,6 +27,7 @@ import torch
 
 from survey.metrics import norms, psnr, ssim
 from survey.perturb import family_names, make_family
+from survey.numerics import real_image
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register
 
@@ -58,7 +59,7 @@ SEVERITY_COLUMNS: dict[str, Column] = {
     "ssim": Column("SSIM of f(y') against x; None unless with_ssim"),
     "out_change_rel": Column("||f(y') - f(y)|| / ||f(y)||"),
     "psnr_clean": Column("PSNR of f(y) against x (the unperturbed image)", "dB"),
-    "h_psnr": Column("PSNR of the easy reconstruction H(y') against x (magnitude for complex H)", "dB"),
+    "h_psnr": Column("PSNR of the easy reconstruction H(y') against x (real part for complex H, survey.numerics)", "dB"),
     "h_ssim": Column("SSIM of H(y') against x; None unless with_ssim"),
     "h_out_change_rel": Column("||H(y') - H(y)|| / ||H(y)||"),
     "h_psnr_clean": Column("PSNR of H(y) against x", "dB"),
@@ -69,9 +70,6 @@ SEVERITY_COLUMNS: dict[str, Column] = {
     "ref_psnr_clean": Column("PSNR of g(y) against x; None without the reference", "dB"),
 }
 
-
-def _real(image: torch.Tensor) -> torch.Tensor:
-    return image.abs() if torch.is_complex(image) else image
 
 
 def _number(value: Any) -> bool:
@@ -171,9 +169,9 @@ class Severity(Task):
               latents: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         physics, x = ctx.physics, ctx.images
         y = physics.A(x)
-        solvers = {"": lambda u: ctx.net(u, physics), "h_": lambda u: _real(physics.H(u))}
+        solvers = {"": lambda u: ctx.net(u, physics), "h_": lambda u: real_image(physics.H(u))}
         if reference is not None:
-            solvers["ref_"] = lambda u: _real(reference(u, physics))
+            solvers["ref_"] = lambda u: real_image(reference(u, physics))
         clean = {key: solve(y) for key, solve in solvers.items()}
         clean_psnr = {key: psnr(out, x).tolist() for key, out in clean.items()}
         ref_draws = self.draws if self.reference_draws is None else self.reference_draws

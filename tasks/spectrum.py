@@ -44,8 +44,9 @@ import torch
 
 from survey.metrics import norms
 from survey.tasks import validate
-from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, eval_mode, register, rows_from_columns
-from survey.tasks.budget import DOMAINS, differentiable, measured_mask
+from survey.domain import DOMAINS, domain as as_domain
+from survey.numerics import differentiable, eval_mode
+from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 
 
 class Linearisation:
@@ -57,19 +58,21 @@ class Linearisation:
     """
 
     def __init__(self, f: Callable, physics, x: torch.Tensor, domain: str = "image"):
-        if domain not in DOMAINS:
-            raise ValueError(f"Linearisation: domain {domain!r} is not one of {list(DOMAINS)}")
-        self.domain, self.physics = domain, physics
+        try:
+            self.where = as_domain(domain)
+        except ValueError as err:
+            raise ValueError(f"Linearisation: {err}") from None
+        self.domain, self.physics = self.where.name, physics
         with torch.no_grad():
             self.y = physics.A(x).detach()
-        like = x if domain == "image" else self.y
-        self.mask = None if domain == "image" else measured_mask(physics, self.y)
+        like = self.where.like(x, self.y)
+        self.mask = self.where.support(physics, self.y)
         self.shape = like.shape
         self.dtype = like.dtype
         self.complex = torch.is_complex(like)
         with torch.enable_grad():
             self._u = torch.zeros_like(like, requires_grad=True)
-            shift = physics.A(self._u) if domain == "image" else self._u * self.mask
+            shift = self.where.shift(physics, self._u if self.mask is None else self._u * self.mask)
             out = f(self.y + shift, physics)
             self.out = out
             self._w = torch.zeros_like(out, requires_grad=True)
@@ -358,7 +361,7 @@ class SpectrumTask(Task):
 
     def __post_init__(self):
         validate.integer(self, "k", low=1)
-        validate.choice(self, "domain", DOMAINS)
+        validate.choice(self, "domain", tuple(DOMAINS))
         if self.iterations is not None:
             validate.integer(self, "iterations", low=1)
         validate.positive(self, "tol")
@@ -376,11 +379,13 @@ class SpectrumTask(Task):
             targets["h_"] = IdentityNet()
         with torch.no_grad():
             y = physics.A(x)
-            scale = norms(x) if self.domain == "image" else norms(y)
+            scale = as_domain(self.domain).scale(x, y)
         columns: dict[str, Any] = {}
         tensors: dict[str, torch.Tensor] = {}
         count = None
+        state = generator.get_state()
         for prefix, f in targets.items():
+            generator.set_state(state)  # every method starts from the same random vectors
             found = top_singular(f, physics, x, self.k, domain=self.domain, iterations=self.iterations,
                                  tol=self.tol, generator=generator)
             kk = found.sigma.shape[1]

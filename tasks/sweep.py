@@ -51,6 +51,7 @@ import torch
 
 from survey.metrics import psnr, ssim
 from survey.physics.masks import MASK_KINDS, make_mask
+from survey.numerics import real_image
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register, rows_from_columns
 
@@ -203,14 +204,14 @@ class Sweep(Task):
             y = self.measure(op, x)
             y = y if noise is None else y + level.value * noise
             columns: dict[str, torch.Tensor] = {}
-            h = _real(op.H(y))
+            h = real_image(op.H(y))
             columns["h_psnr"], columns["h_ssim"] = psnr(h, x), ssim(h, x)
             error = ""
             if fixed:  # a flat curve by construction is no evidence: the network is not scored
                 out = torch.full_like(x, math.nan)
             else:
                 try:
-                    out = _real(ctx.net(y, op))
+                    out = real_image(ctx.net(y, op))
                     if out.shape != x.shape:
                         raise ValueError(f"the network returned shape {tuple(out.shape)} for images "
                                          f"{tuple(x.shape)}")
@@ -220,7 +221,7 @@ class Sweep(Task):
             columns["psnr"], columns["ssim"] = psnr(out, x), ssim(out, x)
             kept["out"].append(out)
             if reference is not None:
-                ref_out = _real(reference(y, op))
+                ref_out = real_image(reference(y, op))
                 columns["ref_psnr"], columns["ref_ssim"] = psnr(ref_out, x), ssim(ref_out, x)
                 kept["ref_out"].append(ref_out)
             level_facts = {"axis": level.axis, "value": level.value, "train_value": level.train_value,
@@ -261,17 +262,14 @@ def fixed_sampling(net, physics, operators, x: torch.Tensor) -> bool:
             continue
         y = op.A(x)
         try:
-            out = _real(net(y, op))
-            restricted = _real(net(y * train.to(y.device), op))
+            out = real_image(net(y, op))
+            restricted = real_image(net(y * train.to(y.device), op))
         except (RuntimeError, ValueError, IndexError):
             return False
         scale = float(out.abs().max()) if out.numel() else 0.0
         return bool(torch.isfinite(out).all()) and float((out - restricted).abs().max()) <= 1e-6 * max(scale, 1e-12)
     return False
 
-
-def _real(image: torch.Tensor) -> torch.Tensor:
-    return image.abs() if torch.is_complex(image) else image
 
 
 __all__ = ["AXIS_PARAMETERS", "DEFAULT_RATIOS", "DEFAULT_SIGMAS", "DEFAULT_VIEWS", "FIXED_SAMPLING", "FORWARD_MODELS",

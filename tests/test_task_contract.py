@@ -18,10 +18,12 @@ from torch import nn
 from survey.physics import make_physics, physics_kinds
 from survey.solvers import make_reference
 from survey.tasks import (LABELS, PER_IMAGE, Column, Task, TaskContext, generator_for, make_task, table_columns,
-                          tables, task_class, task_names)
+                          tables, task_class, task_names, variants)
 
 SIZE = 16
-TASKS = task_names()
+#: Every class a task name can run: "attack" and its variant "attack[budget]" (search = "budget").
+TASKS = [entry for name in task_names()
+         for entry in [name] + [f"{name}[{v}]" for v, cls in variants(name).items() if cls is not task_class(name)]]
 KINDS = physics_kinds()
 #: Small operators per kind (others: `make_physics(kind, size=SIZE)`).
 PHYSICS = {
@@ -69,9 +71,20 @@ def context(kind: str, unit_id: str = "contract-unit", reference: bool = True) -
                        reference=solver, network="tiny", dataset="noise", unit_id=unit_id)
 
 
+def entry_class(entry: str) -> type[Task]:
+    """The class of a registry entry "name" or "name[variant]"."""
+    name, _, variant = entry.rstrip("]").partition("[")
+    return variants(name)[variant] if variant else task_class(name)
+
+
+def task_name(entry: str) -> str:
+    return entry.partition("[")[0]
+
+
 def run_example(name: str, kind: str, **kw):
     ctx = context(kind, **kw)
-    task = make_task(name, **task_class(name).example)
+    task = make_task(task_name(name), **entry_class(name).example)
+    assert type(task) is entry_class(name)
     result = task(ctx, generator_for(ctx.unit_id))
     assert ctx.net.training, "the task left the network in eval mode"
     return result
@@ -83,7 +96,8 @@ def same(a, b) -> bool:
 
 @pytest.mark.parametrize("name", TASKS)
 def test_declarations(name):
-    cls = task_class(name)
+    cls = entry_class(name)
+    name = task_name(name)
     assert issubclass(cls, Task) and cls.task_name == name
     assert cls.title and "\n" not in cls.title
     assert set(LABELS) <= set(cls.columns)
@@ -101,7 +115,8 @@ def test_example_runs_silently_with_flat_rows_and_aligned_tensors(name, kind, ca
     for row in rows:
         for key, value in row.items():
             assert value is None or type(value) in (int, float, str, bool), (key, type(value))
-        assert (row["network"], row["dataset"], row["unit_id"], row["task"]) == ("tiny", "noise", "contract-unit", name)
+        assert (row["network"], row["dataset"], row["unit_id"], row["task"]) == ("tiny", "noise", "contract-unit",
+                                                                                  task_name(name))
         assert row["physics"] == physics_of(kind).kind
     for key, value in tensors.items():
         # TaskResult: first axis aligned with the rows, or with the images for per-image tensors
@@ -115,7 +130,7 @@ def test_example_runs_silently_with_flat_rows_and_aligned_tensors(name, kind, ca
 
 @pytest.mark.parametrize("name", TASKS)
 def test_declared_columns_are_exactly_the_columns_produced(name):
-    declared = set(task_class(name).columns)
+    declared = set(entry_class(name).columns)
     produced: set[str] = set()
     for kind in KINDS:
         rows, _ = run_example(name, kind)
@@ -133,7 +148,7 @@ def test_without_a_reference_rows_carry_a_subset_of_the_declared_columns(name):
     except ValueError as err:  # a task that needs the reference says so
         assert "reference" in str(err)
         return
-    assert set().union(*(row.keys() for row in rows)) <= set(task_class(name).columns)
+    assert set().union(*(row.keys() for row in rows)) <= set(entry_class(name).columns)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -151,15 +166,16 @@ def test_replaying_a_unit_gives_identical_rows_and_tensors(name, kind):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_unknown_parameters_are_named_with_the_accepted_ones(name):
-    example = task_class(name).example
+    cls, name = entry_class(name), task_name(name)
     with pytest.raises(ValueError) as err:
-        make_task(name, **example, etaa=1.0)
+        make_task(name, **cls.example, etaa=1.0)
     message = str(err.value)
     assert message.startswith(f"task {name!r}: unknown parameter 'etaa'") and "\n" not in message
-    for accepted in task_class(name).parameter_names():
+    for accepted in cls.parameter_names():
         assert accepted in message
     with pytest.raises(ValueError, match="unknown parameters 'etaa', 'lamm'"):
-        make_task(name, etaa=1.0, lamm=2)
+        make_task(name, **{k: v for k, v in cls.example.items() if k == task_class(name).variant_key}, etaa=1.0,
+                  lamm=2)
 
 
 def test_a_close_misspelling_is_suggested():
@@ -170,7 +186,8 @@ def test_a_close_misspelling_is_suggested():
 
 def test_registry_helpers():
     assert {"attacks", "ball", "insertions", "sweeps"} <= set(tables())
-    assert [c.task_name for c in tables()["attacks"]] == ["attack", "attack-reference"]
+    assert [(c.task_name, c.search) for c in tables()["attacks"]] == [
+        ("attack", "paper"), ("attack", "budget"), ("attack-reference", "paper"), ("attack-reference", "budget")]
     columns = table_columns("attacks")
     assert "ref_psnr" in columns and columns["psnr"].unit == "dB"
     with pytest.raises(ValueError, match="unknown table"):
@@ -200,3 +217,22 @@ def test_misaligned_tensors_are_refused():
 
     with pytest.raises(ValueError, match="'out'.*2 rows"):
         Broken()(context(KINDS[0], reference=False), generator_for("x"))
+
+
+def test_a_variant_takes_only_its_own_parameters():
+    from survey.plan import expand_grid
+    from survey.spec import TaskSpec
+    from survey.tasks.attack import Attack, BudgetAttack
+
+    assert type(make_task("attack")) is Attack and type(make_task("attack", search="budget")) is BudgetAttack
+    with pytest.raises(ValueError, match=r"^task 'attack': unknown parameter 'eta'; accepted with search='budget': budgets"):
+        make_task("attack", search="budget", eta=1e-3)  # Algorithm 1's learning rate means nothing here
+    with pytest.raises(ValueError, match=r"^task 'attack': unknown parameter 'budgets'"):
+        make_task("attack", budgets=[0.01])
+    with pytest.raises(ValueError, match=r"^task 'attack': search 'nope' is not one of \['budget', 'paper'\]"):
+        make_task("attack", search="nope")
+    with pytest.raises(ValueError, match=r"make_task\('attack', search='budget'\)"):
+        Attack(search="budget")
+    # a flat list of a variant's list parameter is one value, a list of lists a grid
+    grid = expand_grid(TaskSpec(name="attack", params={"search": "budget", "budgets": [0.01, 0.02]}))
+    assert grid == [{"search": "budget", "budgets": [0.01, 0.02]}]
