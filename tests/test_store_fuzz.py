@@ -110,3 +110,22 @@ def test_report_renders_on_any_damaged_store(base, tmp_path, case):
         if step.startswith("NaN in") and (root / step.split()[2].split(":")[0]).is_dir():
             assert "NaN in" in html, done       # the report says what it read as unknown
     assert "Traceback" not in html, done
+
+
+@pytest.mark.slow   # the base store: four tests run in-process on two networks
+def test_a_criterion_on_all_nan_rows_reaches_no_verdict(base, tmp_path):
+    """The store of the issue: every sweep PSNR NaN (a network that turned NaN, stored before the engine
+    refused such rows). The sweep criterion must not pass (nor fail) on them."""
+    from survey.analysis.report import build_report
+    from survey.analysis.sections.study import evaluate_criteria
+
+    study, source = base
+    root = tmp_path / "store"
+    shutil.copytree(source, root)
+    for path in (root / "sweeps").rglob("part-*.parquet"):
+        _rewrite(path, lambda t: t.set_column(t.schema.get_field_index("psnr"), "psnr",
+                                              pa.array([float("nan")] * t.num_rows, pa.float64())))
+    results = {r.name: r for r in evaluate_criteria(root, study.criteria)}
+    assert results["sweep"].status not in ("pass", "fail"), results["sweep"]
+    html = build_report(root, tmp_path / "report", study, n_boot=50).read_text()
+    assert "All acceptance criteria are met" not in html and "NaN in psnr" in html
