@@ -7,6 +7,7 @@ FAULTY_NET: `build(kind, after, size)` returns a network that is healthy until i
     "int"      an int64 image
     "shape"    one pixel short on each side, only at image size `size`
     "batch"    raises on batches of `after` measurements
+    "batchshape" one image too few for batches of `after` measurements
     "noisy"    adds fresh noise on every call (not reproducible)
     "sweepnan" NaN only for measurements of another sampling pattern than its training one
     "fixed"    declares `fixed_sampling` (the sweep skips it, as it does exported networks bound to one mask)
@@ -42,6 +43,8 @@ class Faulty(nn.Module):
             out = out + (float("nan") if self.kind == "nan" else float("inf"))
         if self.kind == "shape" and h.shape[-1] == self.size:
             out = out[..., :-1, :-1]
+        if self.kind == "batchshape" and y.shape[0] == self.after:
+            out = out[1:]
         if self.kind == "int":
             out = out.to(torch.int64)
         if self.kind == "batch" and y.shape[0] == self.after:

@@ -59,6 +59,16 @@ def test_a_network_turning_non_finite_fails_its_unit_with_one_line(tmp_path, kin
         assert o.retry is False   # its seeded input would meet it again: no retries spent
 
 
+def test_a_wrong_batch_of_images_mid_run_fails_its_unit_with_one_line(tmp_path):
+    tasks = ATTACK.replace("images_per_unit = 2", "images_per_unit = 3")
+    study = load_study(faulty_study(tmp_path, network_entry("net", "batchshape", 3), tasks, count=3))
+    handle = resolve_network(study.networks[0], study.base_dir)   # the probe's batches (2, 1) pass
+    work = plan_work(study, {"net": handle})
+    [outcome] = SurveyWorker(handle, "cpu").run(work.units, work.images[16], work.ids)
+    line = _one_line(outcome.error)
+    assert "network 'net'" in line and "batch of 3" in line and outcome.unit.unit_id in line and not outcome.retry
+
+
 def test_a_sweep_does_not_swallow_non_finite_output_as_a_skip(tmp_path):
     outcomes = _worker_outcomes(tmp_path, "sweepnan", SWEEP, after=0)
     assert [o.rows for o in outcomes] == [[]]

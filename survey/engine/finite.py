@@ -20,9 +20,14 @@ from torch import nn
 EXPLAINING_COLUMNS = ("skipped", "error")
 
 
-class NonFiniteError(Exception):
-    """A network output or a row value that is NaN or Inf. Not a ValueError / RuntimeError on purpose:
-    tasks that catch those (a network that cannot take another sampling pattern) must not swallow it."""
+class BadOutputError(Exception):
+    """A network output the survey cannot use (non-finite, or not one image per measurement). Not a ValueError
+    / RuntimeError on purpose: tasks that catch those (a network that cannot take another sampling pattern)
+    must not swallow it."""
+
+
+class NonFiniteError(BadOutputError):
+    """A network output or a row value that is NaN (or an output that is Inf)."""
 
 
 def _count(values: torch.Tensor) -> str:
@@ -33,8 +38,9 @@ def _count(values: torch.Tensor) -> str:
 
 
 class FiniteGuard(nn.Module):
-    """`net` with every output checked finite: raises NonFiniteError naming the network, the call (counted
-    from 1 within the unit) and the batch. Attributes the tasks ask of the network (`fixed_sampling`, ...)
+    """`net` with every output checked finite and one image per measurement: raises NonFiniteError (or
+    BadOutputError for a wrong batch size) naming the network, the call (counted from 1 within the unit) and the
+    batch. Attributes the tasks ask of the network (`fixed_sampling`, ...)
     are those of `net`."""
 
     def __init__(self, net: nn.Module, network: str):
@@ -57,6 +63,11 @@ class FiniteGuard(nn.Module):
     def forward(self, y, *args, **kwargs):
         out = self.net(y, *args, **kwargs)
         self.calls += 1
+        if isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor) and y.ndim and (
+                out.ndim == 0 or out.shape[0] != y.shape[0]):
+            raise BadOutputError(f"network {self.network!r} returned an output of shape {tuple(out.shape)} for a "
+                                 f"batch of {y.shape[0]} measurements at call {self.calls} of unit {self.unit}; "
+                                 f"expected one image per measurement ({y.shape[0]}, 1, n, n)")
         if isinstance(out, torch.Tensor):
             values = torch.view_as_real(out) if torch.is_complex(out) else out
             if values.is_floating_point() and not bool(torch.isfinite(values.detach()).all()):
@@ -85,4 +96,4 @@ def check_rows(network: str, unit_id: str, task: str, rows: list[dict[str, Any]]
         raise NonFiniteError(f"network {network!r}, unit {unit_id} ({task}): NaN (non-finite values) in {shown}")
 
 
-__all__ = ["EXPLAINING_COLUMNS", "FiniteGuard", "NonFiniteError", "check_rows"]
+__all__ = ["BadOutputError", "EXPLAINING_COLUMNS", "FiniteGuard", "NonFiniteError", "check_rows"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from survey.engine.finite import FiniteGuard, NonFiniteError, check_rows
+from survey.engine.finite import BadOutputError, FiniteGuard, check_rows
 from survey.engine.networks import NetworkHandle
 from survey.plan import Unit
 
@@ -81,7 +81,7 @@ class SurveyWorker:
                 check_rows(unit.network, unit.unit_id, unit.task, result.rows)
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
                 outcomes.append(UnitOutcome(unit, result.rows, tensors, None, time.perf_counter() - start))
-            except NonFiniteError as err:  # one line; the same seeded unit would meet it again
+            except BadOutputError as err:  # one line; the same seeded unit would meet it again
                 outcomes.append(UnitOutcome(unit, error=str(err), seconds=time.perf_counter() - start, retry=False))
             except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on
                 outcomes.append(UnitOutcome(unit, error=traceback.format_exc(limit=8),
