@@ -11,6 +11,9 @@ apart) and per level L, `rare_distribution` returns:
     = #{ci_high_i > L} (its interval does not rule it out), point_above = #{v_i > L}; the Clopper-Pearson
     interval over images of each count, and the bracket [low of surely_above, high of possibly_above].
 
+`rare_claims` turns the counts into statements about images in general, with Holm's correction over the
+family of (network, severity, threshold, ...) decisions; per-image certificates stay per-image.
+
 The bracket is conservative: it takes the lower end over the images surely above and the upper end over
 the images possibly above, so it holds the fraction of the population of images with P(bad) > L whenever
 each image's own interval holds its p (each does with probability `confidence`, so a few of many images
@@ -25,7 +28,10 @@ from typing import Any, Sequence
 import duckdb
 import numpy as np
 
+from scipy import stats
+
 from survey.analysis.db import QueryError, columns, connect, execute, sql_identifier
+from survey.analysis.decisions import holm
 from survey.analysis.intervals import clopper_pearson
 
 TABLE = "rare"
@@ -111,6 +117,46 @@ def rare_distribution(store, *, by: Sequence[str] = (), where: str | None = None
     return rows
 
 
+def rare_claims(store, *, level: float = 1e-4, limit: float = 0.5, confidence: float = 0.95,
+                where: str | None = None) -> list[dict[str, Any]]:
+    """Claims about images in general, one per (network, dataset, setting) group, with Holm's correction over
+    the whole family of (network, severity, threshold, ...) decisions.
+
+    Each group's claim: "fewer than `limit` of the images of the dataset have P(bad) > level". Its evidence is
+    the count k of images possibly above the level (each image's ci_high > level: an image is counted unless
+    its own interval rules it out) among m images at validated settings; the one-sided exact binomial p-value
+    of "the fraction is >= limit" is P(Bin(m, limit) <= k); Holm (survey.analysis.decisions.holm) keeps the
+    family-wise error at 1 - confidence. Rows: the group columns, images, possibly_above, upper (the one-sided
+    Clopper-Pearson bound on the fraction at `confidence`), p_value, p_adjusted, passed (after Holm), family_size,
+    claim. Rows below the validated settings are left out (they are not certificates)."""
+    if not 0.0 < confidence < 1.0 or not 0.0 < limit < 1.0 or not 0.0 < level < 1.0:
+        raise ValueError("confidence, limit and level must lie in (0, 1)")
+    frame = fetch(store, where=where)
+    if frame.empty:
+        return []
+    if "validated" in frame.columns:
+        frame = frame[frame["validated"].fillna(False).astype(bool)]
+    else:
+        frame = frame.iloc[0:0]
+    if frame.empty:
+        return []
+    keys = group_keys(frame, ())
+    out = []
+    for key, sub in frame.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        high = sub["ci_high"].to_numpy(dtype=np.float64, na_value=1.0)
+        m, k = int(high.size), int(np.sum(high > level))
+        upper = 1.0 if k == m else float(stats.beta.ppf(confidence, k + 1, m - k))
+        out.append({**{c: _python(x) for c, x in zip(keys, key)}, "images": m, "possibly_above": k, "upper": upper,
+                    "p_value": float(stats.binom.cdf(k, m, limit)), "level": level, "limit": limit,
+                    "confidence": confidence,
+                    "claim": f"fewer than {limit:g} of the images have P(bad) > {level:g}"})
+    adjusted, passed = holm([r["p_value"] for r in out], 1.0 - confidence)
+    for r, a, ok in zip(out, adjusted, passed):
+        r.update(p_adjusted=float(a), passed=bool(ok), family_size=len(out))
+    return out
+
+
 def _python(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -118,4 +164,4 @@ def _python(value: Any) -> Any:
 
 
 __all__ = ["IMAGE", "LEVELS", "QUANTILES", "SETTING", "TABLE", "fetch", "group_keys", "per_image_value",
-           "rare_distribution"]
+           "rare_claims", "rare_distribution"]

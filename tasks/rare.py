@@ -11,8 +11,11 @@ for the network f, the compressed-sensing reference g and the easy reconstructio
 real images), on the same settings and the same random streams. Estimators (survey.rare): `mc` (naive
 Monte Carlo, exact Clopper-Pearson interval; the check where p is large), `splitting` (adaptive
 multilevel splitting with a pCN kernel; with `stop_below` it stops once P < stop_below is certified),
-`importance` (importance sampling at the FORM design points, with ESS; needs a family differentiable in
-z, so not poisson; the reference runs unrolled for its gradients). Severity: for the gaussian family an
+`last-particle` (last-particle splitting: exact Poisson interval and certification), `importance`
+(importance sampling at the FORM design points, with ESS; needs a family differentiable in z, so not
+poisson; the reference runs unrolled for its gradients). The splitting estimators pool independent runs
+and say when they disagree or do not mix (`stop`); settings below the validated ones
+(survey.rare.settings) warn and mark rows `validated = false`. Severity: for the gaussian family an
 SNR in dB (`scale="snr"`, converted per image to sigma by `sigma_from_snr`, per coil for parallel MRI),
 otherwise the family's own unit (photons per bin I0 for poisson).
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,13 +37,16 @@ import torch
 
 from survey.perturb import family_names, make_family
 from survey.perturb.gaussian import sigma_from_snr
-from survey.rare import importance, make_distance, mc, perturbation_score, splitting
+from survey.rare import importance, last_particle, make_distance, mc, perturbation_score, splitting
 from survey.rare.distance import DISTANCES
+from survey.rare.settings import VALIDATED, below_floor
 from survey.tasks import validate
 from survey.tasks.base import LABELS, Column, Task, TaskContext, TaskResult, register
 from survey.tasks.budget import differentiable
 
-ESTIMATORS = ("mc", "splitting", "importance")
+ESTIMATORS = ("mc", "splitting", "last-particle", "importance")
+#: Estimators that run several independent particle runs per estimate.
+PARTICLE_ESTIMATORS = ("splitting", "last-particle")
 TARGETS = ("network", "reference", "H")
 SCALES = ("snr", "family")
 
@@ -56,7 +63,8 @@ RARE_COLUMNS: dict[str, Column] = {
                               "parallel MRI)"),
     "threshold": Column("delta: a draw is bad when D(o(y'), o(y)) >= delta"),
     "distance": Column("D: relative_l2 (||o' - o|| / ||o||) or patch (largest 8 x 8 window change / image RMS)"),
-    "estimator": Column("mc (naive Monte Carlo), splitting (multilevel splitting, pCN) or importance (FORM mixture)"),
+    "estimator": Column("mc (naive Monte Carlo), splitting (fixed-proportion multilevel splitting, pCN), "
+                        "last-particle (last-particle splitting, exact Poisson interval) or importance (FORM mixture)"),
     "target": Column("the reconstruction scored: network, reference (CS) or H (easy linear reconstruction)"),
     "p": Column("estimate of P(D >= delta) for this image; None when only a certified bound was reached"),
     "ci_low": Column("lower end of the interval at `confidence` (0 under certification)"),
@@ -64,13 +72,21 @@ RARE_COLUMNS: dict[str, Column] = {
     "log10_p": Column("log10 of p; None when p is None or 0"),
     "calls": Column("reconstructions run for this estimate (network evaluations, gradient ones included)"),
     "grad_calls": Column("of those, evaluations that also took a gradient (importance sampling)"),
-    "levels": Column("splitting levels passed; None for the other estimators"),
+    "levels": Column("splitting levels passed (the most over runs); last-particle: the path points kept; None for "
+                     "the others"),
     "ess": Column("effective number of failure draws of the importance weights; None for the others"),
-    "certified_below": Column("P < this at the one-sided confidence, when splitting stopped before delta; "
-                              "None otherwise"),
-    "stop": Column("how the estimate ended: reached, splitting's certification reason (stop_below, "
-                   "max_levels, flat), or importance's modes_unresolved (restarts kept finding new failure "
-                   "modes: p may be far too low, ci_high is 1)"),
+    "certified_below": Column("P < this at the one-sided confidence, when splitting or last-particle stopped "
+                              "before delta; None otherwise"),
+    "stop": Column("how the estimate ended: reached; a certification (stop_below, max_levels, max_moves, flat); "
+                   "runs_disagree (the independent runs' estimates differ beyond their errors: a failure mode lost "
+                   "by some runs) or mixing (a level's moves did not mix), both with ci_high widened to what the "
+                   "runs still defend (1 if nothing); or importance's modes_unresolved (restarts kept finding new "
+                   "failure modes: p may be far too low, ci_high is 1). Anything but reached: not resolved"),
+    "runs": Column("independent runs pooled in the estimate (splitting, last-particle); None for the others"),
+    "modes": Column("separate failure regions among the particles that reached delta (the most over runs; "
+                    "splitting only); None otherwise"),
+    "validated": Column("true when the estimator's settings are at or above those whose coverage the tests "
+                        "measure on planted maps (survey.rare.settings); false rows are not certificates"),
     "design_radius": Column("importance: ||z*|| of the nearest design point (FORM reliability index); None "
                             "otherwise"),
     "confidence": Column("confidence level of the interval"),
@@ -94,10 +110,12 @@ class Rare(Task):
     family, family_params: the survey.perturb family and its build parameters; severities: the levels, SNR
     in dB when `scale` is "snr" (gaussian only; default for gaussian), else the family's unit (None: "snr"
     for gaussian, "family" otherwise). thresholds: delta values; distances: relative_l2 and/or patch;
-    estimators: mc, splitting, importance; targets: network, reference, H. mc_draws: naive Monte Carlo draws;
-    particles, p0, mcmc_steps, max_levels, stop_below: splitting (stop_below None: run to delta or the level
-    budget); is_draws, restarts, hlrf_iterations: importance sampling; batch: perturbed measurements per
-    reconstruction call; confidence: of every interval.
+    estimators: mc, splitting, last-particle, importance; targets: network, reference, H. mc_draws: naive Monte
+    Carlo draws; particles, mcmc_steps, runs: per run of splitting and last-particle, and the independent runs
+    pooled per estimate (None: each estimator's validated setting, survey.rare.settings); p0, max_levels:
+    splitting; stop_below: both (None: run to delta or the budget); is_draws, restarts, hlrf_iterations:
+    importance sampling; batch: perturbed measurements per reconstruction call; confidence: of every interval.
+    Settings below the validated ones warn at validation and mark the rows `validated = false`.
     """
 
     family: str = "gaussian"
@@ -109,13 +127,14 @@ class Rare(Task):
     estimators: list[str] = field(default_factory=lambda: ["splitting"])
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     mc_draws: int = 1000
-    particles: int = 200
+    particles: int | None = None
     p0: float = 0.2
-    mcmc_steps: int = 10
+    mcmc_steps: int | None = None
+    runs: int | None = None
     max_levels: int = 60
     stop_below: float | None = 1e-9
-    is_draws: int = 500
-    restarts: int = 16
+    is_draws: int = 2000
+    restarts: int = 32
     hlrf_iterations: int = 50
     batch: int = 200
     confidence: float = 0.95
@@ -124,8 +143,9 @@ class Rare(Task):
     title = "How often a random perturbation is bad (rare events)"
     columns = RARE_COLUMNS
     example = dict(family="gaussian", severities=[20.0], thresholds=[0.05], distances=["patch"],
-                   estimators=["mc", "splitting", "importance"], mc_draws=8, particles=8, mcmc_steps=1,
-                   max_levels=2, stop_below=None, is_draws=4, restarts=1, hlrf_iterations=1, batch=16)
+                   estimators=["mc", "splitting", "last-particle", "importance"], mc_draws=8, particles=8,
+                   mcmc_steps=1, runs=2, max_levels=2, stop_below=None, is_draws=4, restarts=1, hlrf_iterations=1,
+                   batch=16)
 
     def __post_init__(self):
         name = type(self).__name__
@@ -156,34 +176,62 @@ class Rare(Task):
         if "importance" in self.estimators and not built.differentiable:
             raise ValueError(f"{name}: the {self.family!r} family is not differentiable in its latent, so "
                              "importance sampling cannot find its design point; use mc or splitting")
-        for key, low in (("mc_draws", 1), ("particles", 2), ("mcmc_steps", 1), ("max_levels", 0),
-                         ("is_draws", 1), ("restarts", 1), ("hlrf_iterations", 1), ("batch", 1)):
+        for key, low in (("mc_draws", 1), ("max_levels", 0), ("is_draws", 1), ("restarts", 1),
+                         ("hlrf_iterations", 1), ("batch", 1)):
             validate.integer(self, key, low=low)
+        for key, low in (("particles", 2), ("mcmc_steps", 1), ("runs", 1)):
+            if getattr(self, key) is not None:
+                validate.integer(self, key, low=low)
         validate.number(self, "p0", low=0.0, high=1.0, low_open=True, high_open=True)
         validate.number(self, "stop_below", low=0.0, high=1.0, low_open=True, high_open=True, optional=True)
         validate.number(self, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
+        for estimator in self.estimators:
+            low = below_floor(estimator, self.estimator_settings(estimator))
+            if low:
+                warnings.warn(f"{name}: {estimator} with {', '.join(low)} is below the validated settings "
+                              "(survey.rare.settings): its rows get validated = false and are not certificates",
+                              UserWarning, stacklevel=2)
+
+    def particle_setting(self, estimator: str, key: str) -> int:
+        """particles / mcmc_steps / runs for a particle estimator: the study's value or the validated one."""
+        value = getattr(self, key)
+        return int(VALIDATED[estimator][key] if value is None else value)
+
+    def estimator_settings(self, estimator: str) -> dict[str, Any]:
+        """The estimator's own settings (recorded on every row as JSON)."""
+        if estimator == "mc":
+            return {"draws": self.mc_draws}
+        if estimator == "importance":
+            return {"draws": self.is_draws, "restarts": self.restarts, "iterations": self.hlrf_iterations}
+        values = {key: self.particle_setting(estimator, key) for key in ("particles", "mcmc_steps", "runs")}
+        values["stop_below"] = self.stop_below
+        if estimator == "splitting":
+            values.update(p0=self.p0, max_levels=self.max_levels)
+        return values
+
+    def validated(self, estimator: str) -> bool:
+        return not below_floor(estimator, self.estimator_settings(estimator))
 
     def built(self):
         return make_family(self.family, **self.family_params)
 
     def settings(self, estimator: str) -> str:
         """The estimator's own settings as sorted JSON (recorded on every row)."""
-        values = {"mc": {"draws": self.mc_draws},
-                  "splitting": {"particles": self.particles, "p0": self.p0, "mcmc_steps": self.mcmc_steps,
-                                "max_levels": self.max_levels, "stop_below": self.stop_below},
-                  "importance": {"draws": self.is_draws, "restarts": self.restarts,
-                                 "iterations": self.hlrf_iterations}}[estimator]
-        return json.dumps(values, sort_keys=True)
+        return json.dumps(self.estimator_settings(estimator), sort_keys=True)
 
     def estimate(self, estimator: str, score: Callable, dim: int, delta: float, generator: torch.Generator):
         """One survey.rare estimate of P(score >= delta) with this task's settings."""
         if estimator == "mc":
             return mc(score, dim, delta, n=self.mc_draws, generator=generator, batch=self.batch,
                       confidence=self.confidence)
-        if estimator == "splitting":
-            return splitting(score, dim, delta, generator=generator, n_particles=self.particles, p0=self.p0,
-                             mcmc_steps=self.mcmc_steps, max_levels=self.max_levels, stop_below=self.stop_below,
-                             confidence=self.confidence)
+        if estimator in PARTICLE_ESTIMATORS:
+            n, steps, runs = (self.particle_setting(estimator, k) for k in ("particles", "mcmc_steps", "runs"))
+            if estimator == "splitting":
+                return splitting(score, dim, delta, generator=generator, n_particles=n, p0=self.p0, mcmc_steps=steps,
+                                 runs=runs, max_levels=self.max_levels, stop_below=self.stop_below,
+                                 confidence=self.confidence)
+            return last_particle(score, dim, delta, generator=generator, n_particles=n, mcmc_steps=steps, runs=runs,
+                                 stop_below=self.stop_below, confidence=self.confidence)
         return importance(score, dim, delta, generator=generator, n=self.is_draws, restarts=self.restarts,
                           iterations=self.hlrf_iterations, batch=self.batch, confidence=self.confidence)
 
@@ -255,6 +303,9 @@ class Rare(Task):
                                  "certified_below": result.certified_below,
                                  "stop": _stop(estimator, info),
                                  "design_radius": float(min(radius)) if radius else None,
+                                 "runs": info.get("runs") if estimator in PARTICLE_ESTIMATORS else None,
+                                 "modes": info.get("modes") if estimator in PARTICLE_ESTIMATORS else None,
+                                 "validated": self.validated(estimator),
                                  "settings": self.settings(estimator)})
         return TaskResult(rows, {})
 
@@ -266,9 +317,10 @@ class Rare(Task):
 
 
 def _stop(estimator: str, info: dict) -> str:
-    """The `stop` column: splitting's certification reason, importance's unresolved modes, else reached."""
-    if estimator == "splitting":
-        return info.get("reason", "reached")
+    """The `stop` column: the particle estimators' reason (certification, disagreement, mixing), importance's
+    unresolved modes, else reached."""
+    if estimator in PARTICLE_ESTIMATORS:
+        return info.get("stop", "reached")
     if estimator == "importance" and info.get("modes_unresolved"):
         return "modes_unresolved"
     return "reached"
@@ -279,4 +331,4 @@ def _reshaped(score: Callable, shape: tuple[int, ...]) -> Callable:
     return lambda z: score(z.reshape(z.shape[0], *shape))
 
 
-__all__ = ["ESTIMATORS", "RARE_COLUMNS", "Rare", "SCALES", "TARGETS"]
+__all__ = ["ESTIMATORS", "PARTICLE_ESTIMATORS", "RARE_COLUMNS", "Rare", "SCALES", "TARGETS"]

@@ -1,8 +1,6 @@
 """Rare-event estimators against exact answers: planted linear and gated maps, the identity network.
 
-The repeated-run tests (100 independent runs per estimator, model and p) check what the survey
-publishes: the 95% intervals cover the exact p in >= 90% of runs, the median |log10 p_hat - log10 p|
-is <= 0.15, and splitting beats naive Monte Carlo by >= 100x in score calls at p = 1e-6.
+The coverage over repeats on every planted map (multi-mode ones included) is tests/test_rare_coverage.py.
 """
 
 from __future__ import annotations
@@ -25,9 +23,8 @@ MODELS = {"linear": LinearMap(DIM, gain=4.0, seed=0), "gated": GatedMap(DIM, gai
 #: Thresholds with P(S >= delta) close to 1e-3, 1e-6, 1e-9 (the exact p is recomputed for each).
 DELTAS = {"linear": {1e-3: 15.4434, 1e-6: 21.1659, 1e-9: 25.7354},
           "gated": {1e-3: 12.6183, 1e-6: 18.2696, 1e-9: 22.9762}}
-RUNS = 100
-SPLITTING = dict(n_particles=300, p0=0.2, mcmc_steps=10)
-IMPORTANCE = dict(n=2000, restarts=16)
+SPLITTING = dict(n_particles=200, p0=0.2, mcmc_steps=10)
+IMPORTANCE = dict(n=2000)
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,11 +38,6 @@ def run(method: str, model: str, nominal: float, seed: int):
     if method == "splitting":
         return splitting(m.score, m.dim, DELTAS[model][nominal], generator=gen, **SPLITTING)
     return importance(m.score, m.dim, DELTAS[model][nominal], generator=gen, **IMPORTANCE)
-
-
-@functools.lru_cache(maxsize=None)
-def repeated(method: str, model: str, nominal: float) -> tuple:
-    return tuple(run(method, model, nominal, 10_000 + r) for r in range(RUNS))
 
 
 # -- the exact answers themselves -------------------------------------------------------------------
@@ -108,44 +100,7 @@ def test_mc_clopper_pearson():
     assert half.covers(0.5) and half.info["hits"] == round(half.p * 4000)
 
 
-# -- splitting and importance against the exact answers ----------------------------------------------
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["splitting", "importance"])
-@pytest.mark.parametrize("model", ["linear", "gated"])
-@pytest.mark.parametrize("nominal", [1e-3, 1e-6, 1e-9])
-def test_intervals_cover_exact(method, model, nominal):
-    p = exact(model, nominal)
-    assert 0.5 * nominal < p < 2 * nominal
-    results = repeated(method, model, nominal)
-    coverage = np.mean([r.covers(p) for r in results])
-    errors = np.array([abs(r.log10_p - math.log10(p)) for r in results])
-    calls = np.mean([r.calls for r in results])
-    print(f"\n{method} {model} p={p:.3e}: coverage {coverage:.2f}, median |log10 err| {np.median(errors):.3f}, "
-          f"mean calls {calls:.0f}")
-    assert coverage >= 0.90
-    assert np.median(errors) <= 0.15
-    if method == "importance":
-        assert all(r.ess > 10 and r.grad_calls > 0 and not r.info["modes_unresolved"] for r in results)
-    else:
-        assert all(r.levels >= 1 and r.ess is None and r.certified_below is None for r in results)
-
-
-@pytest.mark.slow
-def test_splitting_efficiency_against_naive_mc():
-    """At p = 1e-6 (linear map) splitting reaches relative error <= 0.5 with >= 100x fewer calls than
-    naive Monte Carlo needs for the same relative error, N_mc = (1 - p) / (p rel_err^2)."""
-    p = exact("linear", 1e-6)
-    results = repeated("splitting", "linear", 1e-6)
-    ratio_hat = np.array([r.p / p for r in results])
-    rel_err = float(np.sqrt(np.mean((ratio_hat - 1) ** 2)))
-    calls = float(np.mean([r.calls for r in results]))
-    n_mc = (1 - p) / (p * rel_err**2)
-    print(f"\nsplitting at p={p:.3e}: relative RMS error {rel_err:.3f} with {calls:.0f} calls; "
-          f"naive MC needs {n_mc:.3g} calls for it: {n_mc / calls:.0f}x")
-    assert rel_err <= 0.5
-    assert n_mc / calls >= 100
-
+# -- splitting and importance against naive Monte Carlo ---------------------------------------------
 
 @pytest.mark.parametrize("model", ["linear", "gated"])
 def test_agree_with_mc_at_1e_3(model):
@@ -160,22 +115,23 @@ def test_agree_with_mc_at_1e_3(model):
 
 
 def test_certification_bounds_the_last_level():
-    """With a level budget too small to reach delta, `certified_below` bounds P(S > last level) from
-    above in >= 90% of runs (an exact check on the linear map), and so bounds P(S >= delta)."""
+    """With a level budget too small to reach delta, `certified_below` (the largest bound over the runs) bounds
+    min over runs of P(S > the run's last level) >= P(S >= delta) from above in >= 90% of estimates (an exact
+    check on the linear map)."""
     m = MODELS["linear"]
     delta = DELTAS["linear"][1e-9]
     p = exact("linear", 1e-9)
+    results = splitting(m.score, DIM, delta, generator=torch.Generator().manual_seed(0), n_particles=200,
+                        max_levels=3, runs=2, repeats=40)
     held = []
-    for seed in range(40):
-        result = splitting(m.score, DIM, delta, generator=torch.Generator().manual_seed(seed), n_particles=200,
-                           max_levels=3)
+    for result in results:
         assert result.p is None and result.log10_p is None and result.levels == 3
         assert result.certified_below == result.ci_high and result.certified_below > p
-        held.append(m.probability(result.info["last_level"]) <= result.certified_below)
+        held.append(min(m.probability(levels[-1]) for levels in result.info["level_values"]) <= result.certified_below)
     assert np.mean(held) >= 0.9
     stopped = splitting(m.score, DIM, delta, generator=torch.Generator().manual_seed(0), n_particles=200,
                         stop_below=1e-4)
-    assert stopped.p is None and stopped.certified_below < 1e-4 and stopped.info["reason"] == "stop_below"
+    assert stopped.p is None and stopped.certified_below < 1e-4 and stopped.info["stop"] == "stop_below"
     assert stopped.levels < 12
 
 
@@ -186,7 +142,7 @@ def test_importance_flags_an_isotropic_failure_set():
     first version's did not), and `unseen_modes` says why. A one-direction failure set is not flagged."""
     delta = math.sqrt(float(stats.chi2.isf(1e-6, DIM)))
     result = importance(lambda z: z.norm(dim=1), DIM, delta, generator=torch.Generator().manual_seed(0),
-                        n=2000, restarts=16)
+                        n=2000, restarts=32)
     assert result.info["modes_unresolved"] and result.info["unseen_modes"] > 0.9
     assert result.p < 1e-9 and result.ci_high == 1.0 and result.covers(1e-6)
     linear = run("importance", "linear", 1e-6, 3)
@@ -212,7 +168,7 @@ def test_identity_network_end_to_end():
     r2 = float(stats.chi2.isf(1e-6, dim))
     delta = math.sqrt(r2) * sigma / float(x.norm())
     p = special.chdtrc(dim, r2)
-    result = splitting(score, dim, delta, generator=torch.Generator().manual_seed(3), n_particles=300)
+    result = splitting(score, dim, delta, generator=torch.Generator().manual_seed(3))
     assert result.covers(p), (result, p)
     assert abs(result.log10_p - math.log10(p)) < 0.3
 

@@ -45,7 +45,7 @@ def test_identity_and_h_on_denoising_match_the_chi_square_and_share_streams():
     r2 = float(stats.chi2.isf(1e-6, dim))
     deltas = [math.sqrt(r2) * sigma / float(x[0].norm())]
     task = make_task("rare", family="gaussian", scale="family", severities=[sigma], thresholds=deltas,
-                     estimators=["splitting"], targets=["network", "H"], particles=300, stop_below=None, batch=512)
+                     estimators=["splitting"], targets=["network", "H"], stop_below=None, batch=512)
     rows, tensors = task(ctx, generator_for("rare-exact"))
     assert not tensors and len(rows) == 2 * 2
     for row in rows:
@@ -80,7 +80,7 @@ def test_planted_gain_network_exact_through_the_task():
     exact = model.probability(delta)
     ctx = TaskContext(net=planted, physics=physics, images=x, image_ids=["a"])
     task = make_task("rare", scale="family", severities=[sigma], thresholds=[delta],
-                     estimators=["splitting", "importance"], targets=["network"], particles=300, stop_below=None,
+                     estimators=["splitting", "importance"], targets=["network"], stop_below=None,
                      is_draws=1000, batch=512)
     rows, _ = task(ctx, generator_for("rare-planted"))
     for row in rows:
@@ -106,10 +106,10 @@ def test_snr_severity_and_certification_on_mri():
     physics = make_physics("mri", size=16, ratio=0.4, mask="gaussian-lines", seed=0)
     x = _images(1, 16).to(torch.float64)
     ctx = TaskContext(net=lambda y, phys: phys.H(y).real, physics=physics, images=x, image_ids=["a"])
-    # a threshold far beyond reach at 30 dB: splitting stops once P < 1e-3 is certified
-    task = make_task("rare", severities=[30.0], thresholds=[5.0], targets=["network"], particles=50,
-                     stop_below=1e-3, mcmc_steps=2)
+    # a threshold far beyond reach at 30 dB: splitting stops once P < 1e-3 is certified (validated settings)
+    task = make_task("rare", severities=[30.0], thresholds=[5.0], targets=["network"], stop_below=1e-3)
     (row,), _ = task(ctx, generator_for("rare-snr"))
+    assert row["validated"] is True and row["runs"] == 4
     sigma = float(sigma_from_snr(physics.A(x), 30.0, physics))
     assert row["severity"] == 30.0 and row["severity_name"] == "SNR" and row["severity_unit"] == "dB"
     assert row["family_severity"] == pytest.approx(sigma)
@@ -136,6 +136,46 @@ def test_poisson_at_doses_on_radon_for_network_reference_and_h():
     # more photons, less noise: P cannot be larger at the higher dose (same streams)
     upper = [r["p"] if r["p"] is not None else r["ci_high"] for r in rows]
     assert upper[3] <= upper[0] + 1e-12
+
+
+def test_settings_below_the_validated_floor_warn_and_mark_rows():
+    """Fewer particles, steps or runs than the validated settings: a warning naming them at validation and
+    `validated = false` on every row of that estimator (mc has no floor); the defaults are the validated ones."""
+    from survey.rare.settings import VALIDATED
+
+    with pytest.warns(UserWarning, match=r"splitting with particles = 20 < 200, mcmc_steps = 2 < 10, runs = 2 < 4"):
+        task = make_task("rare", scale="family", severities=[0.05], thresholds=[0.5], estimators=["mc", "splitting"],
+                         targets=["network"], particles=20, mcmc_steps=2, runs=2, mc_draws=50, max_levels=1)
+    physics = make_physics("denoise", size=8, sigma=0.1)
+    ctx = TaskContext(net=_identity, physics=physics, images=_images(1, 8), image_ids=["a"])
+    rows, _ = task(ctx, generator_for("rare-floor"))
+    assert [(r["estimator"], r["validated"]) for r in rows] == [("mc", True), ("splitting", False)]
+    assert json.loads(rows[1]["settings"])["particles"] == 20 and rows[1]["runs"] == 2
+    default = make_task("rare", estimators=["splitting", "last-particle", "importance"])
+    for estimator in ("splitting", "last-particle"):
+        settings = json.loads(default.settings(estimator))
+        assert all(settings[k] == VALIDATED[estimator][k] for k in ("particles", "mcmc_steps", "runs"))
+        assert default.validated(estimator)
+    assert default.validated("importance") and default.restarts == VALIDATED["importance"]["restarts"]
+
+
+def test_bad_particle_settings_exit_2_with_one_line(tmp_path):
+    """particles, mcmc_steps, runs or confidence out of range: one line naming the parameter, exit 2."""
+    from survey.cli import app
+    from tests.conftest import write_study
+
+    runner = CliRunner()
+    for params, name in (("particles = 1", "particles"), ("mcmc_steps = 0", "mcmc_steps"), ("runs = 0", "runs"),
+                         ("confidence = 1.5", "confidence")):
+        study = write_study(tmp_path / name, tiny_study("bad-rare", f"""
+        [[tasks]]
+        name = "rare"
+        params = {{ severities = [20.0], {params} }}
+        """))
+        result = runner.invoke(app, ["status", str(study)])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"Rare.{name}" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("params, message", [
@@ -171,7 +211,8 @@ def _rare_store(root):
                              "log10_p": None if p is None else math.log10(p * scale), "calls": 1000, "grad_calls": 0,
                              "levels": 5, "ess": None, "certified_below": None if p is not None else high * scale,
                              "stop": "reached" if p is not None else "stop_below", "design_radius": None,
-                             "confidence": 0.95, "settings": "{}"})
+                             "confidence": 0.95, "settings": "{}", "runs": 4, "modes": 1,
+                             "validated": not (i == 7 and target == "H")})
         fragment = store.write_rows("rare", "net", rows)
         store.record_units([{"unit_id": f"u{i}", "status": "ok", "network": "net", "dataset": "toy", "task": "rare",
                              "rows": 2, "seconds": 0.1, "error": None, "attempts": 1, "run_id": "r", "finished_at": 1.0,
@@ -199,6 +240,24 @@ def test_distribution_counts_and_bracket(tmp_path):
     assert h["surely_above"] == 0 and h["possibly_above"] == 0 and h["bracket_low"] == 0.0
 
 
+def test_claims_about_images_use_validated_rows_and_holm(tmp_path):
+    """Across-image claims: the count of images possibly above the level among validated rows, an exact binomial
+    p-value, Holm over the family of groups; two images cannot show anything about images in general."""
+    from survey.analysis.rare_summary import rare_claims
+    from scipy import stats as st
+
+    root = _rare_store(tmp_path / "store")
+    claims = rare_claims(root, level=1e-4, limit=0.5)
+    assert {c["target"] for c in claims} == {"network", "H"} and all(c["family_size"] == 2 for c in claims)
+    net = next(c for c in claims if c["target"] == "network")
+    h = next(c for c in claims if c["target"] == "H")
+    assert net["images"] == 8 and net["possibly_above"] == 3   # ci_high > 1e-4: images 0, 1, 7
+    assert h["images"] == 7 and h["possibly_above"] == 0       # image 7 of H is not validated
+    assert net["p_value"] == pytest.approx(st.binom.cdf(3, 8, 0.5))
+    assert h["p_value"] == pytest.approx(0.5 ** 7) and h["p_adjusted"] == pytest.approx(min(1, 2 * 0.5 ** 7))
+    assert h["passed"] and not net["passed"]
+
+
 def test_survey_estimate_table_rare(tmp_path):
     from survey.cli.analyze import estimate as estimate_command
 
@@ -222,6 +281,9 @@ def test_report_section_shows_curves_and_distribution(tmp_path):
     assert "Severity curves" in html and "rare_severity.png" in html
     assert "How the per-image probability of a bad perturbation spreads" in html
     assert (tmp_path / "out" / "figures" / "rare_severity.png").stat().st_size > 1000
+    assert "Rows at settings below the validated ones (not certificates)" in html
+    assert "Claims about images in general" in html and "Holm" in html
+    assert "is a statement about that image alone" in html
 
 
 # -- a study through the engine -------------------------------------------------------------------
@@ -230,7 +292,7 @@ RARE_STUDY = tiny_study("tiny-rare", """
 [[tasks]]
 name = "rare"
 images_per_unit = 2
-params = { severities = [20.0, 30.0], thresholds = [0.2], particles = 30, mcmc_steps = 3, stop_below = 1e-4 }
+params = { severities = [20.0, 30.0], thresholds = [0.2], particles = 30, mcmc_steps = 3, runs = 1, stop_below = 1e-4 }
 """, count=2, header='seed = 3\nstore = "results"')
 
 

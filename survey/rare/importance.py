@@ -49,10 +49,12 @@ def _value_and_grad(score: Score, z: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def design_points(score: Score, dim: int, delta: float, *, generator: torch.Generator, restarts: int = 8,
-                  iterations: int = 100, tol: float = 1e-5, start_scale: float = 1.0,
+                  iterations: int = 100, tol: float = 1e-5, start_scales: tuple[float, ...] = (1.0, 2.0, 4.0),
                   steps: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125),
                   dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Improved HL-RF (Zhang and Der Kiureghian 1995) from `restarts` random starts z0 ~ N(0, start_scale^2 I).
+    """Improved HL-RF (Zhang and Der Kiureghian 1995) from `restarts` random starts z0 ~ N(0, c^2 I), c taking
+    the `start_scales` in turn (wide starts reach failure modes that the gradient near the origin points away
+    from: on S = max(t, -3 t - 6.16) every start from N(0, I) with t > -1.54 goes to the near mode).
 
     Each iteration takes the HL-RF direction d = z_HLRF - z and the step lambda in `steps` with the
     smallest merit 1/2 ||z + lambda d||^2 + c |h(z + lambda d)|, c = 2 ||z|| / ||grad h|| (plain
@@ -61,7 +63,8 @@ def design_points(score: Score, dim: int, delta: float, *, generator: torch.Gene
     gradient evaluations).
     """
     device = generator.device
-    z = start_scale * torch.randn((restarts, dim), generator=generator, dtype=torch.float64, device=device)
+    scales = torch.tensor(start_scales, dtype=torch.float64, device=device).repeat(restarts // len(start_scales) + 1)
+    z = scales[:restarts, None] * torch.randn((restarts, dim), generator=generator, dtype=torch.float64, device=device)
     calls = grad_calls = 0
     active = torch.ones(restarts, dtype=torch.bool, device=device)
     lam = torch.tensor(steps, dtype=torch.float64, device=device)
@@ -120,6 +123,13 @@ def _select(points: torch.Tensor, residual: torch.Tensor, delta: float, margin: 
     return torch.stack(kept), found
 
 
+def mixture_weights(means: torch.Tensor) -> torch.Tensor:
+    """log pi_k of the proposal: half by exp(-||mu_k||^2 / 2) (the modes' FORM weights), half equal, so that every
+    design point found keeps at least 1 / (2K) of the draws (a defensive mixture: a far mode is still sampled)."""
+    form = torch.softmax(-0.5 * (means * means).sum(dim=1), dim=0)
+    return torch.log(0.5 * form + 0.5 / means.shape[0])
+
+
 def _draw(score: Score, means: torch.Tensor, log_pi: torch.Tensor, count: int, delta: float,
           generator: torch.Generator, batch: int, dtype: torch.dtype):
     """count draws from the mixture sum_k pi_k N(mu_k, I): z (count, d) float64, log w = log phi(z) -
@@ -135,28 +145,43 @@ def _draw(score: Score, means: torch.Tensor, log_pi: torch.Tensor, count: int, d
 
 
 def importance(score: Score, dim: int, delta: float, *, generator: torch.Generator, n: int = 2000,
-               restarts: int = 16, iterations: int = 100, margin: float = 1.0, dedupe: float = 0.05,
+               restarts: int = 32, iterations: int = 100, margin: float = math.inf, dedupe: float = 0.05,
                batch: int = 4096, confidence: float = 0.95, dtype: torch.dtype = torch.float64,
-               means: torch.Tensor | None = None) -> RareResult:
+               means: torch.Tensor | None = None, repeats: int | None = None):
     """Estimate P(S(z) >= delta) by importance sampling around the design points (module docstring).
 
     n: draws from the proposal; restarts, iterations: the HL-RF search (a failure mode no restart
     finds is missed, and p underestimated with a confident interval: with 8 restarts 6% of the runs on
-    the two-mode gated map found one mode; 16 is the default); margin: keep design points
-    with ||z*|| <= min ||z*|| + margin; dedupe: points closer than dedupe * ||z*|| count as one;
-    means: skip the search and use these (K, d) proposal means (equal weights ~ exp(-||mu||^2 / 2)).
+    the two-mode gated map found one mode, and 16 often missed the far mode of S = max(t, -3 t - 6.16);
+    32 is the default, docs/INTERVALS.md); margin: keep design points
+    with ||z*|| <= min ||z*|| + margin (default: every one found, each covered by the defensive mixture); dedupe: points closer than dedupe * ||z*|| count as one;
+    means: skip the search and use these (K, d) proposal means. repeats: a list of that many independent
+    estimates, their design-point searches run as one batch (the coverage tests).
     """
     confidence = check_confidence(confidence)
-    device = generator.device
+    count = 1 if repeats is None else int(repeats)
     calls = grad_calls = 0
-    unseen = None  # Good-Turing chance of a missed mode (module docstring); None when means were given
     if means is None:
         points, residual, calls, grad_calls = design_points(score, dim, delta, generator=generator,
-                                                            restarts=restarts, iterations=iterations, dtype=dtype)
-        means, found = _select(points, residual, delta, margin, dedupe)
-        unseen = sum(1 for f in found if f == 1) / sum(found)
+                                                            restarts=restarts * count, iterations=iterations,
+                                                            dtype=dtype)
+        found = [_select(points[r * restarts:(r + 1) * restarts], residual[r * restarts:(r + 1) * restarts], delta,
+                         margin, dedupe) for r in range(count)]
+    else:
+        found = [(means, None)] * count
+    results = [_sample(score, m, f, delta, n, batch, confidence, dtype, generator, calls // count,
+                       grad_calls // count) for m, f in found]
+    return results[0] if repeats is None else results
+
+
+def _sample(score: Score, means: torch.Tensor, found: list[int] | None, delta: float, n: int, batch: int,
+            confidence: float, dtype: torch.dtype, generator: torch.Generator, calls: int,
+            grad_calls: int) -> RareResult:
+    """n draws from the defensive mixture at `means` and the weighted estimate with its interval and flags."""
+    device = generator.device
+    unseen = None if found is None else sum(1 for f in found if f == 1) / sum(found)
     means = means.to(device=device, dtype=torch.float64)
-    log_pi = torch.log_softmax(-0.5 * (means * means).sum(dim=1), dim=0)
+    log_pi = mixture_weights(means)
     total = torch.zeros((), dtype=torch.float64)
     total_sq = torch.zeros((), dtype=torch.float64)
     hits = 0
@@ -180,6 +205,7 @@ def importance(score: Score, dim: int, delta: float, *, generator: torch.Generat
     if unresolved:  # failure modes likely missed: p_hat may be far too low, nothing bounds p from above
         high = 1.0
     info = {"design_radius": [float(r) for r in means.norm(dim=1)], "components": int(means.shape[0]),
+            "stop": "modes_unresolved" if unresolved else "reached",
             "hits": hits, "rel_se": math.sqrt(var) / p if p > 0 else None, "unseen_modes": unseen,
             "modes_unresolved": unresolved}
     return RareResult("importance", p, low, high, confidence, log10_or_none(p), calls, ess=ess,
