@@ -26,7 +26,11 @@ def report(
     from survey.analysis.report import build_report
     from survey.spec import load_study
 
-    spec = load_study(study) if study is not None else None
+    import warnings
+
+    with warnings.catch_warnings():   # what a task says about its settings, `survey run` said; the report shows it
+        warnings.simplefilter("ignore", UserWarning)
+        spec = load_study(study) if study is not None else None
     store = store_path(store, spec)
     if not store.is_dir():
         fail(f"store {str(store)!r}: no such directory (run a study first, or pass --store)")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, store_path
+from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, one_line, store_path
 
 
 def run_and_print(study: Path, store: Path | None = None, address: str | None = None):
@@ -20,7 +20,11 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     from survey.engine.scheduler import run_study
     from survey.spec import load_study
 
-    spec = load_study(study)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as heard:   # said once, as notes, after the run (or by preflight)
+        warnings.simplefilter("always")
+        spec = load_study(study)
     console = Console()
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
@@ -46,6 +50,9 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     finally:
         if bar is not None:
             progress.stop()
+    for message in dict.fromkeys(one_line(w.message) for w in heard):
+        if not any(message in note for note in summary.notes):
+            console.print(f"note: {message}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
                   markup=False, highlight=False, soft_wrap=True)

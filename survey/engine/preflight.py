@@ -68,11 +68,15 @@ def checked_networks(study: Study, notes: list[str] | None = None) -> dict[str, 
     return handles
 
 
-def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandle]) -> None:
+def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandle],
+                notes: list[str] | None = None) -> None:
     """Build each distinct (task, parameters, network) of the plan once and ask the task whether it fits
     the network's images (`check_image_size`, where a task has one) and whether the network has the
     companion models it needs (`companions_needed`); raises StudyError listing every pair that can never
-    run, before anything is scheduled or written."""
+    run, before anything is scheduled or written. What a task warns about its settings (rows that will not
+    be validated, ...) goes to `notes` once per task entry, as one line naming it, instead of a Python warning."""
+    import warnings
+
     from survey.tasks import make_task
 
     problems: list[str] = []
@@ -83,7 +87,13 @@ def check_tasks(study: Study, units: list[Unit], handles: dict[str, NetworkHandl
             continue
         seen.add(key)
         try:
-            task = make_task(unit.task, **unit.params)
+            with warnings.catch_warnings(record=True) as heard:
+                warnings.simplefilter("always")
+                task = make_task(unit.task, **unit.params)
+            for warning in heard if notes is not None else ():
+                line = f"[[tasks]] #{unit.task_index + 1} ({unit.task}): {_one_line(warning.message)}"
+                if line not in notes:
+                    notes.append(line)
             check = getattr(task, "check_image_size", None)
             if check is not None:
                 size = handles[unit.network].size

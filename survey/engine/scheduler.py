@@ -80,7 +80,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     network_notes: list[str] = []
     handles = checked_networks(study, network_notes)   # every network builds and answers a probe
     work = plan_work(study, handles)
-    check_tasks(study, work.units, handles)    # every (task, network) pair can run
+    check_tasks(study, work.units, handles, network_notes)   # every (task, network) pair can run
     notes = network_notes + input_notes(handles, work.skipped)
     for note in notes if on_note is not None else ():
         on_note(note)
