@@ -43,13 +43,13 @@ PSNR_CAP = 60.0
 NETWORK_STYLE = {"network": "-", "reference (CS)": "--", "zero-filled H(y)": ":"}
 
 
-def _theme() -> None:
+def theme() -> None:
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font="DejaVu Sans",
                   rc={"axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
                       "legend.fontsize": 8, "figure.titlesize": 10, "axes.edgecolor": "#555555"})
 
 
-def _save(fig, out: Path | str, svg: bool = False) -> list[Path]:
+def save_figure(fig, out: Path | str, svg: bool = False) -> list[Path]:
     """Write `fig` to out (.png) and, with svg, next to it as .svg; close it; return the paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def _save(fig, out: Path | str, svg: bool = False) -> list[Path]:
     return paths
 
 
-def _as_image(t: torch.Tensor) -> np.ndarray:
+def as_image(t: torch.Tensor) -> np.ndarray:
     """(n, n), (1, n, n) or (1, 1, n, n) tensor -> (n, n) float numpy; complex as magnitude."""
     t = t.detach().cpu()
     t = t.abs() if torch.is_complex(t) else t
@@ -153,7 +153,7 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = No
         ax.imshow(img.numpy(), cmap="gray", vmin=vmin, vmax=vmax)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
-    return _save(fig, out)[0]
+    return save_figure(fig, out)[0]
 
 
 def physics_panel(physics, x: torch.Tensor, out: Path) -> Path:
@@ -180,10 +180,10 @@ def physics_panel(physics, x: torch.Tensor, out: Path) -> Path:
     for ax in axes:
         ax.axis("off")
     fig.suptitle(", ".join(f"{k}={v}" for k, v in physics.describe().items()), fontsize=8)
-    return _save(fig, out)[0]
+    return save_figure(fig, out)[0]
 
 
-def _panel(ax, image: np.ndarray | None, title: str = "", note: str = "", cmap: str = "gray",
+def panel(ax, image: np.ndarray | None, title: str = "", note: str = "", cmap: str = "gray",
            vmin: float | None = 0.0, vmax: float | None = 1.0):
     ax.set_xticks([])
     ax.set_yticks([])
@@ -201,7 +201,7 @@ def _panel(ax, image: np.ndarray | None, title: str = "", note: str = "", cmap: 
     return shown
 
 
-def _fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
+def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     return f"{value:{spec}}{unit}"
@@ -209,10 +209,10 @@ def _fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
 
 # -- statistics figures ---------------------------------------------------------------------------
 
-def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | str, *, hue: str = "network",
+def interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | str, *, hue: str = "network",
                    xlabel: str, ylabel: str, method: str = "clopper-pearson", log_x: bool = False,
                    svg: bool = False) -> list[Path]:
-    _theme()   # method "primary": each group's primary interval (see survey.analysis.estimate)
+    theme()   # method "primary": each group's primary interval (see survey.analysis.estimate)
     frame = pd.DataFrame([e for e in estimates if (e.get("primary") if method == "primary" else e.get("method") == method)])
     if frame.empty:
         raise ValueError(f"no {method} estimates to plot")
@@ -231,7 +231,7 @@ def _interval_plot(estimates: Sequence[Mapping[str, Any]], x: str, out: Path | s
     ax.set_ylabel(ylabel)
     ax.legend(title=hue, frameon=True)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def per_image_plot(counts: pd.DataFrame, by: Sequence[str], out: Path | str, *, max_groups: int = 12,
@@ -241,7 +241,7 @@ def per_image_plot(counts: pd.DataFrame, by: Sequence[str], out: Path | str, *, 
     counts: one row per (group, image) with the `by` columns, n_i (rows) and k_i (bad rows), as
     `survey.analysis.estimate` counts them; at most `max_groups` groups are drawn (in sorted order).
     """
-    _theme()
+    theme()
     frame = counts[counts["n_i"] > 0].copy()
     if frame.empty:
         raise ValueError("per_image_plot needs at least one image with rows")
@@ -261,7 +261,7 @@ def per_image_plot(counts: pd.DataFrame, by: Sequence[str], out: Path | str, *, 
     ax.set_ylabel("fraction of images")
     ax.legend(title=", ".join(by) or None, frameon=True, fontsize=7, title_fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 #: Figures kept with their report section, importable from here too: name -> section module.
@@ -276,6 +276,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PSNR_CAP", "attack_grid", "ball_curves", "ball_grid", "clear_cache", "image_grid", "insertion_grid",
-           "instability_curves", "per_image_plot", "perturbation_maps", "physics_panel", "recovery_rates", "row_tensors",
-           "sweep_curves"]
+#: The former private names, kept for callers outside this repository.
+_theme = theme
+_save = save_figure
+_as_image = as_image
+_panel = panel
+_fmt = fmt
+_interval_plot = interval_plot
+
+__all__ = ["PSNR_CAP", "as_image", "attack_grid", "ball_curves", "ball_grid", "clear_cache", "fmt", "image_grid",
+           "insertion_grid", "instability_curves", "interval_plot", "panel", "per_image_plot", "perturbation_maps",
+           "physics_panel", "recovery_rates", "row_tensors", "save_figure", "sweep_curves", "theme"]

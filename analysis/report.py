@@ -57,6 +57,9 @@ def registered_tables() -> dict[str, list[type]]:
 
 def custom_section(table: str) -> Section | None:
     """The `SECTION` of module survey.analysis.sections.<table>, or None when there is no such module."""
+    from survey.analysis.sections import registered  # the registry: built-in sections and plugins' own
+    if registered(table) is not None:
+        return registered(table)
     if not table.isidentifier():
         return None
     name = f"survey.analysis.sections.{table}"

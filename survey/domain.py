@@ -21,6 +21,10 @@ class Domain:
     """A perturbation space; use the instances `IMAGE` and `MEASUREMENT` (or `domain(name)`)."""
 
     name: ClassVar[str]
+    #: Image-domain gradient rules a search may use here ("fbp": Algorithm 2's B in place of A*).
+    gradient_rules: ClassVar[tuple[str, ...]] = ("adjoint",)
+    #: Whether a support mask on the image (the foreground) can confine the perturbation.
+    takes_image_support: ClassVar[bool] = False
 
     def like(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The tensor a perturbation is shaped like: x (B, 1, n, n) or y (B, *measurement)."""
@@ -56,6 +60,8 @@ class Domain:
 
 class ImageDomain(Domain):
     name = "image"
+    gradient_rules = ("adjoint", "fbp")
+    takes_image_support = True
 
     def like(self, x, y):
         return x

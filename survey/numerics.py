@@ -16,6 +16,7 @@ survey.nets can all use it.
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -106,6 +107,29 @@ def best_of(score: torch.Tensor, groups: int, per_group: int) -> tuple[torch.Ten
     return winner, flat
 
 
+def cosine_step(k: int, iterations: int, first: float, last: float) -> float:
+    """Step size at iteration k of `iterations`, decaying from `first` to `last` along a half cosine."""
+    return last + (first - last) * 0.5 * (1 + math.cos(math.pi * k / max(iterations, 1)))
+
+
+def ascent_step(r: torch.Tensor, velocity: torch.Tensor, grad: torch.Tensor, radius: torch.Tensor, alpha: float,
+                momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of projected normalised-gradient ascent with momentum on the balls ||r_i|| <= radius_i.
+
+    m <- momentum m + g / ||g||,  r <- r + alpha radius m / ||m||,  then r scaled back into its ball.
+    r, velocity, grad: (N, ...); radius: (N,). Returns (r, velocity)."""
+    tiny = torch.finfo(radius.dtype).tiny
+    unit = grad / per_sample(_norms(grad).clamp_min(tiny), grad.ndim)
+    velocity = momentum * velocity + unit
+    direction = velocity / per_sample(_norms(velocity).clamp_min(tiny), r.ndim)
+    r = r + alpha * per_sample(radius, r.ndim) * direction
+    return r * per_sample((radius / _norms(r).clamp_min(tiny)).clamp(max=1.0), r.ndim), velocity
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+
+
 def copy_generator(generator: torch.Generator) -> torch.Generator:
     """A new generator in `generator`'s state: another method gets the same draws (common random numbers)."""
     twin = torch.Generator(device=generator.device)
@@ -113,5 +137,5 @@ def copy_generator(generator: torch.Generator) -> torch.Generator:
     return twin
 
 
-__all__ = ["best_of", "copy_generator", "differentiable", "easy_reconstruction", "eval_mode", "measured_mask", "per_sample",
+__all__ = ["ascent_step", "best_of", "copy_generator", "cosine_step", "differentiable", "easy_reconstruction", "eval_mode", "measured_mask", "per_sample",
            "real_dtype", "real_image", "real_like", "reconstruct", "squared_error", "standard_gaussian"]

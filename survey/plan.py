@@ -8,13 +8,12 @@ ledger can tell what is done, and any unit can be replayed alone with the same r
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # survey.spec validates grids with expand_grid at load
-    from survey.spec import Study, TaskSpec
+from survey.grid import expand_grid
+from survey.spec import Study
 
 
 @dataclass(frozen=True)
@@ -28,35 +27,16 @@ class Unit:
     image_stop: int = 0
     repeat: int = 0
     task_index: int = 0        # position of the task in the study; tasks run in this order per stage
+    # the study's plugins (resolved) and folder: a worker imports them before running the unit (survey.plugins)
+    plugins: tuple[str, ...] = field(default=(), compare=False)
+    study_dir: str = field(default="", compare=False)
 
     @property
     def image_count(self) -> int:
         return self.image_stop - self.image_start
 
 
-def _list_valued(task_name: str) -> set[str]:
-    """Parameters whose single value is itself a list (a flat list is then one value, not a grid), over
-    every class the task name can run (`Task.list_parameters`, the task's variants included)."""
-    from survey.tasks import task_class, variants
-
-    classes = {task_class(task_name), *variants(task_name).values()}
-    return set().union(*(cls.list_parameters() for cls in classes))
-
-
-def expand_grid(task: "TaskSpec") -> list[dict[str, Any]]:
-    """Cartesian product over list-valued parameters; parameters that take a list need a list of lists."""
-    list_valued = _list_valued(task.name)
-    axes: list[tuple[str, list[Any]]] = []
-    for key in sorted(task.params):
-        value = task.params[key]
-        if isinstance(value, list) and (key not in list_valued or (value and isinstance(value[0], list))):
-            axes.append((key, value))
-        else:
-            axes.append((key, [value]))
-    return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
-
-
-def unit_id(study: "Study", network: str, dataset: str, task: str, params: dict, start: int, stop: int,
+def unit_id(study: Study, network: str, dataset: str, task: str, params: dict, start: int, stop: int,
             repeat: int) -> str:
     spec = next(d for d in study.datasets if d.name == dataset)
     declared = spec.model_dump()
@@ -68,10 +48,14 @@ def unit_id(study: "Study", network: str, dataset: str, task: str, params: dict,
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def plan(study: "Study", dataset_sizes: dict[str, int]) -> list[Unit]:
+def plan(study: Study, dataset_sizes: dict[str, int]) -> list[Unit]:
     """All units of `study`; `dataset_sizes[name]` is the number of images the dataset spec yields (keyed
     by the study's dataset name, not its kind: two datasets of one kind are two datasets here)."""
+    from survey import plugins
+
     units: list[Unit] = []
+    extra = dict(plugins=tuple(plugins.resolve(p, study.base_dir) for p in study.plugins),
+                 study_dir=str(study.base_dir))
     for t_index, task in enumerate(study.tasks):
         grid = expand_grid(task)
         for net in study.networks:
@@ -89,7 +73,7 @@ def plan(study: "Study", dataset_sizes: dict[str, int]) -> list[Unit]:
                         for repeat in range(task.repeats):
                             uid = unit_id(study, net.name, ds.name, task.name, params, start, stop, repeat)
                             units.append(Unit(uid, net.name, ds.name, task.name, params, start, stop,
-                                              repeat, t_index))
+                                              repeat, t_index, **extra))
     ids = [u.unit_id for u in units]
     if len(set(ids)) != len(ids):
         raise ValueError("study expands to duplicate units (identical grid points or datasets?)")

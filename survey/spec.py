@@ -99,6 +99,9 @@ class EngineSpec(_Model):
     device: str = "auto"                    # auto: cuda when available, else cpu
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    # memory budget per actor (GiB) that batch sizes are planned in (survey.engine.memory); None: the
+    # actor's share of the free RAM (CPU) or free GPU memory (CUDA)
+    memory_gb: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class CriterionSpec(_Model):
@@ -129,6 +132,9 @@ class Study(_Model):
     # family-wise correction over every criterion x group decision (survey.analysis.decisions): "holm"
     # keeps the chance of any wrong pass at 1 - confidence; "none" judges each decision alone
     correction: Literal["holm", "none"] = "holm"
+    # the study's own tasks, families, operators and report sections (survey.plugins): .py files relative
+    # to the study file, or importable module names; imported before the rest of the study is validated
+    plugins: list[str] = Field(default_factory=list)
     path: str | None = None                # where the study file was read from (set by load_study)
 
     @model_validator(mode="after")
@@ -155,7 +161,7 @@ class Study(_Model):
 
     def digest(self) -> str:
         """sha256 of the study's content (not its path): names the study in the `runs` table."""
-        body = self.model_dump(exclude={"path"})
+        body = self.model_dump(exclude={"path"} if self.plugins else {"path", "plugins"})  # older digests stay
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -173,7 +179,7 @@ def _format_error(path: Path, err: ValidationError) -> str:
 def check_task_params(study: Study, path: Path | str) -> None:
     """Build every grid point of every task (unknown or invalid parameters raise in the task registry);
     StudyError naming the file, the [[tasks]] entry (1-based index and task name) and what the task said."""
-    from survey.plan import expand_grid
+    from survey.grid import expand_grid
     from survey.tasks import make_task
 
     for i, task in enumerate(study.tasks):
@@ -185,9 +191,26 @@ def check_task_params(study: Study, path: Path | str) -> None:
                 raise StudyError(f"{path}: [[tasks]] #{i + 1} ({task.name}): {said}") from None
 
 
+def load_plugins(data: dict, path: Path) -> None:
+    """Import the study's `plugins` (with the study's folder on the import path) before anything else is
+    validated, so the names they register are known; StudyError naming the file and the plugin."""
+    from survey import plugins
+
+    entries = data.get("plugins", [])
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise StudyError(f"{path}: plugins: must be a list of file paths or module names, got {entries!r}")
+    base = path.parent if path.name != "<study>" else Path.cwd()
+    try:
+        plugins.load(entries, base)
+    except plugins.PluginError as err:
+        raise StudyError(f"{path}: {err}") from None
+
+
 def parse_study(data: dict, path: Path | str = "<study>") -> Study:
-    """Validate a study's content (fields, names, every task's parameters at every grid point)."""
+    """Validate a study's content (plugins first, then fields, names, every task's parameters at every grid
+    point)."""
     path = Path(path)
+    load_plugins(data, path)
     try:
         study = Study.model_validate({**data, "path": str(path)})
     except ValidationError as err:

@@ -184,11 +184,13 @@ class AttackTask(Task):
     entries, `physics.measured_mask()`). gradient: the image-domain gradient rule ("adjoint": A*,
     Algorithm 1; "fbp": B = physics.H, Algorithm 2; "auto": the operator's `attack_gradient`).
     iterations: the search's iteration budget; restarts: random starts per image. support: "none" or
-    "foreground" (|x| > support_threshold, dilated by support_dilation pixels; image domain only).
+    "foreground" (image domain only): r confined to the object's pixels. support_threshold: the foreground
+    is |x| > support_threshold (images in [0, 1]); support_dilation: grown by this many pixels.
     target: what is attacked, "network", "reference" (the unrolled reference solver) or "H" (the easy
     linear reconstruction). keep_tensors: return r and the outputs. with_reference: also reconstruct
     every found perturbation with the reference solver (the transferred ref_* columns, network rows
-    only). label: free text recorded in the rows' `preset` column.
+    only). label: free text recorded in the rows' `preset` column. search: which search runs, "paper"
+    (Algorithms 1 / 2) or "budget" (the worst case at each budget); it picks the class.
     """
 
     table = "attacks"
@@ -227,9 +229,9 @@ class AttackTask(Task):
         for key in ("keep_tensors", "with_reference"):
             validate.flag(self, key)
         validate.text(self, "label")
-        if self.domain == "measurement" and self.gradient == "fbp":
-            raise ValueError(f"{name}: gradient='fbp' (Algorithm 2) needs domain='image'")
-        if self.domain == "measurement" and self.support != "none":
+        if self.gradient in ("fbp", "both") and "fbp" not in self.where.gradient_rules:
+            raise ValueError(f"{name}: gradient={self.gradient!r} (Algorithm 2's B) needs domain='image'")
+        if self.support != "none" and not self.where.takes_image_support:
             raise ValueError(f"{name}: support masks apply to image-domain perturbations only")
 
     @property

@@ -26,9 +26,10 @@ from typing import Any, Callable, ClassVar, NamedTuple, final
 import torch
 
 from survey.numerics import eval_mode
+from survey.registry import Registry
 
 #: task name -> task class; filled by `@register(name)` when a task module is imported.
-TASKS: dict[str, type] = {}
+TASKS: Registry = Registry("task")
 #: task name -> {value of the primary class's `variant_key` -> class}; filled by `@register(name, variant=...)`.
 VARIANTS: dict[str, dict[str, type]] = {}
 #: Prefix of tensor names indexed by the rows' `image_index` (one tensor per image) instead of the row.
@@ -71,6 +72,8 @@ class Task(abc.ABC):
     #: True when `run` needs autograd: it is then called under `torch.enable_grad()` (and turns
     #: gradients off where it does not need them); otherwise under `torch.no_grad()`.
     needs_grad: ClassVar[bool] = False
+    #: Meaning (and unit) of parameters the docstring does not explain as "name: meaning" (survey tasks show).
+    parameter_help: ClassVar[dict[str, Column]] = {}
     #: Parameters whose single value is a list (a flat list in a study is one value, not a grid).
     list_params: ClassVar[tuple[str, ...]] = ()
     #: Parameter whose value picks one of several classes registered under one name (`register(..., variant=)`).
@@ -92,14 +95,21 @@ class Task(abc.ABC):
             names = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         return names + (["preset"] if hasattr(cls, "preset") else [])
 
+    def applies_to(self, physics) -> str | None:
+        """None when the task runs on this operator; otherwise the reason it does not (the contract checks
+        skip such operators and say why, e.g. a sweep on an operator without a sampling axis)."""
+        return None
+
     @classmethod
     def list_parameters(cls) -> set[str]:
-        """Parameters whose single value is a list: `list_params` and the fields annotated tuple / list, so
-        a flat list in a study is one value of them, not a grid."""
+        """Parameters whose single value is a list: the fields annotated tuple / list (alone or in a union)
+        and, for an annotation that cannot say so (`Any`), `list_params`; a flat list in a study is then one
+        value of them, not a grid."""
         declared = set(cls.list_params)
         if dataclasses.is_dataclass(cls):
             declared |= {f.name for f in dataclasses.fields(cls)
-                         if str(f.type).split("[")[0].strip() in ("tuple", "list", "Sequence")}
+                         if any(part.split("[")[0].strip() in ("tuple", "list", "Sequence")
+                                for part in str(f.type).split("|"))}
         return declared
 
     def params(self) -> dict[str, Any]:
@@ -158,8 +168,10 @@ def register(name: str, *, variant: str | None = None) -> Callable[[type], type]
     """
 
     def decorate(cls: type) -> type:
-        if variant is None and name in TASKS and TASKS[name] is not cls:
-            raise ValueError(f"task name {name!r} is already registered by {TASKS[name].__qualname__}")
+        taken = TASKS.peek(name)
+        if variant is None and taken is not None and taken is not cls:
+            raise ValueError(f"task name {name!r} is already registered by {taken.__qualname__} "
+                             f"({TASKS.origin(name)})")
         taken = VARIANTS.get(name, {}).get(variant) if variant is not None else None
         if taken is not None and taken is not cls:
             raise ValueError(f"task {name!r} variant {variant!r} is already registered by {taken.__qualname__}")
@@ -174,7 +186,7 @@ def register(name: str, *, variant: str | None = None) -> Callable[[type], type]
             raise TypeError(f"task {name!r}: columns lack the labels {missing} or a Column meaning for {bad}")
         cls.task_name = name
         if variant is None:
-            TASKS[name] = cls
+            TASKS.add(name, cls)
             if cls.variant_key:
                 VARIANTS.setdefault(name, {})[getattr(cls, cls.variant_key)] = cls
         else:
@@ -204,7 +216,7 @@ def resolve(name: str, params: dict[str, Any]) -> type["Task"]:
 
 
 def task_names() -> list[str]:
-    return sorted(TASKS)
+    return TASKS.names()
 
 
 def task_class(name: str) -> type[Task]:

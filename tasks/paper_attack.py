@@ -200,7 +200,8 @@ class Attack(AttackTask):
         """The rule used on `physics`: the asked one, or for "auto" the operator's own image-domain rule."""
         if self.gradient != "auto":
             return self.gradient
-        return getattr(physics, "attack_gradient", "adjoint") if self.domain == "image" else "adjoint"
+        rule = getattr(physics, "attack_gradient", "adjoint")
+        return rule if rule in self.where.gradient_rules else "adjoint"
 
     def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         attacked = self.attacked(ctx, self.target)

@@ -148,6 +148,13 @@ class Severity(Task):
                 raise ValueError(f"{type(self).__name__}.family_params[{family!r}]: {err}") from None
         return out
 
+    def applies_to(self, physics) -> str | None:
+        """At least one of the task's families must apply to the operator (its `kinds`)."""
+        if not any(f.applies_to(physics) for f in self.built().values()):
+            return (f"none of the families {list(self.families)} applies to the operator kind "
+                    f"{getattr(physics, 'kind', '?')!r}")
+        return None
+
     def run(self, ctx: TaskContext, generator: torch.Generator) -> TaskResult:
         physics, x = ctx.physics, ctx.images
         reference = ctx.reference if self.with_reference else None

@@ -1,4 +1,4 @@
-"""The local Jacobian spectrum: how many bad directions there are at an image, and how bad (seeds 002, 004).
+"""The local Jacobian spectrum: how many bad directions there are at an image, and how bad.
 
 At each image x the linearised map of a reconstruction f (network, unrolled reference, H) is
 

@@ -139,6 +139,14 @@ class Sweep(Task):
         validate.choice(self, "forward", FORWARD_MODELS)
         validate.flag(self, "keep_tensors")
 
+    def applies_to(self, physics) -> str | None:
+        """A sweep needs an operator with a sampling axis it knows (ratio, views or sigma)."""
+        axis = physics.sweep_axis() if getattr(physics, "sweep_axes", ()) else None
+        if axis is None or axis.name not in AXIS_PARAMETERS:
+            return (f"{type(physics).__name__} has no sweep axis this task knows (axes with parameters: "
+                    f"{sorted(AXIS_PARAMETERS)})")
+        return None
+
     # -- operators ---------------------------------------------------------------------------------
 
     def levels(self, physics) -> list[Level]:

@@ -14,7 +14,7 @@ import pytest
 from survey.engine.scheduler import run_study
 from survey.spec import load_study
 from survey.store import Store
-from tests.conftest import write_study
+from tests.conftest import TINY_NET, write_study
 
 STUDY = """
 name = "tiny"
@@ -97,24 +97,59 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
     assert "0 units done, 2 already in the store, 2 failed" in result.output
 
 
+#: TinyNet that holds every call while the file `hold` exists: the test decides when units may finish.
+HELD_NET = TINY_NET + '''
+
+class Held(TinyNet):
+    def __init__(self, hold):
+        super().__init__()
+        self.hold = hold
+
+    def forward(self, y, physics):
+        import os
+        import time
+        while os.path.exists(self.hold):  # released by the test deleting the file
+            time.sleep(0.02)
+        return super().forward(y, physics)
+
+
+def build_held(hold):
+    return Held(hold)
+'''
+
+
+def _held_study(tmp_path):
+    """A 24-unit study whose network holds while tmp_path/hold exists; (study path, store, hold file)."""
+    hold = tmp_path / "hold"
+    body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=20)
+    body = body.replace('factory = "tiny_net.py:build"', 'factory = "tiny_net.py:build_held"')
+    body = body.replace("kwargs = { fail_batch = 0, crash_batch = 0 }", f'kwargs = {{ hold = "{hold}" }}')
+    body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
+    return write_study(tmp_path, body, net_source=HELD_NET), tmp_path / "results", hold
+
+
+def _wait_for_first_unit_then_hold(proc, store_dir, hold) -> None:
+    """Let units finish until the ledger holds one, then hold the rest: the run is surely unfinished."""
+    deadline = time.time() + 600  # a bound for a broken engine only; the state decides, not the clock
+    while time.time() < deadline and proc.poll() is None and not list((store_dir / "_ledger").glob("part-*.parquet")):
+        time.sleep(0.05)
+    hold.touch()
+    assert proc.poll() is None, "the survey stopped before its first unit was recorded"
+
+
 @pytest.mark.slow
 def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
-    body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=400)
-    body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
-    path = write_study(tmp_path, body)
-    store_dir = tmp_path / "results"
+    path, store_dir, hold = _held_study(tmp_path)
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((store_dir / "_ledger").glob("part-*.parquet")):
-        time.sleep(0.5)
-    assert proc.poll() is None, "the survey finished before it could be killed; make it longer"
+    _wait_for_first_unit_then_hold(proc, store_dir, hold)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = Store(store_dir).finished_units()
     assert 0 < len(partial) < 24
+    hold.unlink()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     ledger = [e for e in Store(store_dir).ledger().to_pylist() if e["status"] == "ok"]
@@ -130,26 +165,21 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path, signum):
     """Ctrl-C or SIGTERM to `survey run`: finished units are flushed, exit 130 with a resume hint; the
-    rerun does only the rest and exits 0."""
-    body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=400)
-    body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
-    path = write_study(tmp_path, body)
-    store_dir = tmp_path / "results"
+    rerun does only the rest and exits 0. The rest are held (not raced): the signal always finds work."""
+    path, store_dir, hold = _held_study(tmp_path)
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((store_dir / "_ledger").glob("part-*.parquet")):
-        time.sleep(0.5)
-    assert proc.poll() is None, "the survey finished before it could be interrupted; make it longer"
+    _wait_for_first_unit_then_hold(proc, store_dir, hold)
     proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
     kept = Store(store_dir).finished_units()
     assert 0 < len(kept) < 24
     assert not list(store_dir.rglob(".tmp-*"))
+    hold.unlink()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{len(kept)} already in the store" in done.stdout

@@ -25,9 +25,11 @@ PHYSICS = {
     "pmri": dict(size=SIZE, ratio=0.4, coils=3),
     "radon": dict(size=SIZE, views=8),
 }
-#: One severity per physical family in its own unit.
-SEVERITY = {"motion": 1.0, "coil": 0.05, "off-resonance": 0.5, "spike": 0.2, "rings": 2.0, "view-jitter": 1.0}
-PHYSICAL = sorted(SEVERITY)
+#: The physical families: those that declare the operator kinds they model (noise families: tests/test_perturb.py).
+PHYSICAL = sorted(name for name in family_names() if make_family(name).kinds is not None
+                  and name not in ("gaussian", "poisson", "sphere"))
+#: Each family's own example severity (`Family.example_severity`), in its unit.
+SEVERITY = {name: make_family(name).example_severity for name in PHYSICAL}
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +59,11 @@ def pairs():
 
 
 def test_every_physical_family_is_registered_with_kinds_and_a_unit():
-    assert set(PHYSICAL) <= set(family_names())
+    assert {"motion", "coil", "off-resonance", "spike", "rings", "view-jitter"} <= set(PHYSICAL)
     for name in set(family_names()) - {"gaussian", "poisson", "sphere"}:  # noise families: tests/test_perturb.py
         family = make_family(name)
         if family.kinds is not None:
-            assert name in SEVERITY, f"{name}: add a severity to tests/test_families.py"
+            assert family.example_severity is not None, f"{name}: declare example_severity on the Family"
             assert family.severity_unit and family.identity_severity == 0.0
 
 

@@ -19,7 +19,7 @@ import torch
 
 from survey.analysis.db import execute
 from survey.analysis.paired import paired_gain_ratio
-from survey.analysis.figures import NETWORK_STYLE, _as_image, _fmt, _panel, _save, _theme, plt, row_tensors
+from survey.analysis.figures import NETWORK_STYLE, as_image, fmt, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.sections.base import (CONFIDENCE, MAX_WORST, Context, Definition, Section, format_interval,
                                            format_number, h3, p,
                                            percent, records, slug)
@@ -194,7 +194,7 @@ def attack_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path 
     the same data (when kept), and |r_j| (shared colour scale). x: the ground truth (n, n) or None;
     when given it heads an extra first column. A measurement-domain r is shown as log10(1 + |e|).
     """
-    _theme()
+    theme()
     rows = sorted(rows, key=lambda r: float(r["r_rel"]))
     if not rows:
         raise ValueError("attack_grid needs at least one row")
@@ -202,14 +202,14 @@ def attack_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path 
     has_ref = all("ref_out" in k for k in kept)
     out_shape = tuple(kept[0]["out"].shape)
     image_domain = tuple(kept[0]["r"].shape) == out_shape
-    x_img = _as_image(x) if x is not None else None
+    x_img = as_image(x) if x is not None else None
     labels = ["x + r" if image_domain else "|e| (log)", "network f(A(x + r))"]
     labels += ["reference (CS)"] if has_ref else []
     labels += ["|r|"] if image_domain else []
     lead = 1 if x_img is not None else 0
     ncols, nrows = len(rows) + lead, len(labels)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols + 0.6, 1.65 * nrows + 0.4), squeeze=False)
-    r_maps = [_as_image(k["r"]) for k in kept]
+    r_maps = [as_image(k["r"]) for k in kept]
     r_max = max(float(np.abs(m).max()) for m in r_maps) or 1.0
     shown_r = None
     for j, (row, k) in enumerate(zip(rows, kept)):
@@ -219,28 +219,28 @@ def attack_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path 
         if image_domain:
             base = x_img if x_img is not None else None
             xr = base + r_maps[j] if base is not None else None
-            _panel(axes[line, c], xr, head, f"PSNR(x+r, x) {_fmt(row.get('psnr_visibility'))} dB")
+            panel(axes[line, c], xr, head, f"PSNR(x+r, x) {fmt(row.get('psnr_visibility'))} dB")
             if xr is None:
                 axes[line, c].text(0.5, 0.5, "x not available", ha="center", va="center", fontsize=7,
                                    transform=axes[line, c].transAxes, color="#777777")
         else:
-            _panel(axes[line, c], np.log10(1 + r_maps[j]), head, cmap="magma", vmin=None, vmax=None)
+            panel(axes[line, c], np.log10(1 + r_maps[j]), head, cmap="magma", vmin=None, vmax=None)
         line += 1
-        _panel(axes[line, c], _as_image(k["out"]), note=f"PSNR {_fmt(row.get('psnr'))} dB")
+        panel(axes[line, c], as_image(k["out"]), note=f"PSNR {fmt(row.get('psnr'))} dB")
         line += 1
         if has_ref:
-            _panel(axes[line, c], _as_image(k["ref_out"]), note=f"PSNR {_fmt(row.get('ref_psnr'))} dB")
+            panel(axes[line, c], as_image(k["ref_out"]), note=f"PSNR {fmt(row.get('ref_psnr'))} dB")
             line += 1
         if image_domain:
-            shown_r = _panel(axes[line, c], np.abs(r_maps[j]), cmap="magma", vmin=0.0, vmax=r_max)
+            shown_r = panel(axes[line, c], np.abs(r_maps[j]), cmap="magma", vmin=0.0, vmax=r_max)
     if lead:
-        _panel(axes[0, 0], x_img, "x (ground truth)")
+        panel(axes[0, 0], x_img, "x (ground truth)")
         first = rows[0]
-        notes = [f"clean PSNR\nnetwork {_fmt(first.get('psnr_clean'))} dB"]
+        notes = [f"clean PSNR\nnetwork {fmt(first.get('psnr_clean'))} dB"]
         if has_ref:
-            notes.append(f"reference {_fmt(first.get('ref_psnr_clean'))} dB")
+            notes.append(f"reference {fmt(first.get('ref_psnr_clean'))} dB")
         for i in range(1, nrows):
-            _panel(axes[i, 0], None)
+            panel(axes[i, 0], None)
         axes[1, 0].text(0.5, 0.5, "\n".join(notes), ha="center", va="center", fontsize=7.5,
                         transform=axes[1, 0].transAxes, color="#333333")
     for i, label in enumerate(labels):
@@ -250,7 +250,7 @@ def attack_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path 
         bar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9, y=1.0)
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 
@@ -260,21 +260,21 @@ def perturbation_maps(store: Path | str, rows: Sequence[Mapping[str, Any]], out:
 
     rows: attack (or ball) rows owning an `r` tensor; the panel title names network, image and r_rel.
     """
-    _theme()
+    theme()
     if not rows:
         raise ValueError("perturbation_maps needs at least one row")
     fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.5), squeeze=False)
     fig.subplots_adjust(wspace=0.55)
     for ax, row in zip(axes[0], rows):
         r = row_tensors(store, row, ("r",))["r"]
-        image = _as_image(r)
+        image = as_image(r)
         measured = tuple(r.shape) != tuple(row_tensors(store, row, ("out",)).get("out", r).shape)
-        shown = _panel(ax, np.log10(1 + image) if measured else image,
+        shown = panel(ax, np.log10(1 + image) if measured else image,
                        f"{row['network']} · {row['image_id']}\n‖r‖/‖x‖ = {100 * float(row['r_rel']):.1f}%",
                        cmap="magma", vmin=0.0, vmax=None)
         bar = fig.colorbar(shown, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
         bar.ax.tick_params(labelsize=7)
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def _finite(column: pd.Series) -> pd.Series:
@@ -289,7 +289,7 @@ def instability_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = Fals
     reference on the same perturbed data). Points are samples; lines are binned means. The dotted
     diagonal is a gain of 1 (output moves as much as the input, relatively).
     """
-    _theme()
+    theme()
     if frame.empty:
         raise ValueError("instability_curves needs at least one row")
     parts = [frame.assign(solver="network", change=frame["out_change_rel"])]
@@ -324,4 +324,4 @@ def instability_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = Fals
     axes[0, 0].set_ylabel("‖f(A(x+r)) − f(Ax)‖ / ‖f(Ax)‖")
     axes.flat[0].legend(loc="upper left", frameon=True)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)

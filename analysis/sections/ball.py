@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from survey.analysis.db import execute
-from survey.analysis.figures import _as_image, _fmt, _interval_plot, _panel, _save, _theme, plt, row_tensors
+from survey.analysis.figures import as_image, fmt, interval_plot, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.sections.base import MAX_WORST, Context, Definition, Section, h3, percent, records
 
 DEFINITIONS = (
@@ -111,7 +111,7 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
     diverging scale. truths: (network, image_id) -> x, for an extra x + r panel when the centre is
     image-domain (keyed by network too: networks of one study may see one image at different sizes).
     """
-    _theme()
+    theme()
     if not rows:
         raise ValueError("ball_grid needs at least one row")
     truths = truths or {}
@@ -123,25 +123,25 @@ def ball_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Path | 
         first = k["first_draw_out"]
         if first.ndim > k["clean_out"].ndim:  # one first draw per radius: pick this row's radius
             first = first[int(row.get("radius_index") or 0)]
-        clean, centre, draw = _as_image(k["clean_out"]), _as_image(k["center_out"]), _as_image(first)
+        clean, centre, draw = as_image(k["clean_out"]), as_image(k["center_out"]), as_image(first)
         a1, a2 = centre - clean, draw - clean
         lim = float(max(np.abs(a1).max(), np.abs(a2).max())) or 1.0
         head = i == 0
         if lead:
             x = truths.get((row["network"], row["image_id"]))
-            xr = _as_image(x) + _as_image(k["r"]) if x is not None and k["r"].shape == k["clean_out"].shape else None
-            _panel(axes[i, 0], xr, "x + r" if head else "")
-        _panel(axes[i, lead], clean, "f(y)" if head else "", f"PSNR {_fmt(row.get('psnr_clean'))} dB")
-        _panel(axes[i, lead + 1], centre, "f(y + Ar)" if head else "", f"PSNR {_fmt(row.get('psnr_center'))} dB")
-        _panel(axes[i, lead + 2], draw, "f(y + Ar + Av), one draw" if head else "")
-        _panel(axes[i, lead + 3], a1, "artefact of r" if head else "", cmap="RdBu_r", vmin=-lim, vmax=lim)
-        shown = _panel(axes[i, lead + 4], a2, "artefact with noise v" if head else "", cmap="RdBu_r",
+            xr = as_image(x) + as_image(k["r"]) if x is not None and k["r"].shape == k["clean_out"].shape else None
+            panel(axes[i, 0], xr, "x + r" if head else "")
+        panel(axes[i, lead], clean, "f(y)" if head else "", f"PSNR {fmt(row.get('psnr_clean'))} dB")
+        panel(axes[i, lead + 1], centre, "f(y + Ar)" if head else "", f"PSNR {fmt(row.get('psnr_center'))} dB")
+        panel(axes[i, lead + 2], draw, "f(y + Ar + Av), one draw" if head else "")
+        panel(axes[i, lead + 3], a1, "artefact of r" if head else "", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        shown = panel(axes[i, lead + 4], a2, "artefact with noise v" if head else "", cmap="RdBu_r",
                        vmin=-lim, vmax=lim)
         bar = fig.colorbar(shown, cax=axes[i, lead + 4].inset_axes([1.04, 0.0, 0.06, 1.0]))
         bar.ax.tick_params(labelsize=6)
         axes[i, 0].set_ylabel(f"{row['network']}\n{row['image_id']}\n‖v‖ = {row.get('radius', '-')}·‖r‖",
                               fontsize=7)
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 
@@ -155,5 +155,5 @@ def ball_curves(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, x: s
     """
     if method == "primary":
         estimates = [dict(e, p=e.get("point", e.get("p"))) for e in estimates]
-    return _interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, hue=hue,
+    return interval_plot(estimates, x, out, xlabel="radius ‖v‖ / ‖r‖", ylabel=ylabel, method=method, hue=hue,
                           svg=svg)

@@ -154,14 +154,14 @@ class DetectorsSection(Section):
                                         "AUC (worst case)", "AUC (adaptive)"], body, numeric=range(2, 10))]
 
     def roc_blocks(self, ctx: Context, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        from survey.analysis.figures import _save, _theme, plt
+        from survey.analysis.figures import save_figure, theme, plt
         from survey.analysis.detection import _split
 
         networks = sorted(frame["network"].unique())
         failures = [f for f in FAILURES if FAILURES[f][0] in set(frame["experiment"])]
         if not failures:
             return []
-        _theme()
+        theme()
         fig, axes = plt.subplots(len(networks), len(failures), figsize=(3.4 * len(failures), 3.2 * len(networks)),
                                  squeeze=False)
         for i, network in enumerate(networks):
@@ -183,7 +183,7 @@ class DetectorsSection(Section):
                 if i == 0 and j == 0:
                     ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        paths = _save(fig, ctx.figure_path("detectors_roc"), svg=ctx.doc.svg)
+        paths = save_figure(fig, ctx.figure_path("detectors_roc"), svg=ctx.doc.svg)
         return [ctx.doc.figure(paths, "ROC curves of the max 8 x 8 patch mean of u, per network (rows) and failure "
                                       "mode (columns), one curve per method; the dotted diagonal is chance.")]
 

@@ -17,7 +17,7 @@ import seaborn as sns
 
 from survey.analysis.db import execute
 from survey.analysis.estimate import clopper_pearson, estimate
-from survey.analysis.figures import _as_image, _fmt, _panel, _save, _theme, plt, row_tensors
+from survey.analysis.figures import as_image, fmt, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.paired_tests import mcnemar
 from survey.analysis.sections.base import MAX_WORST, Context, Definition, Section, format_number, h3, percent, records
 
@@ -133,7 +133,7 @@ def insertion_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Pa
                    svg: bool = False) -> list[Path]:
     """One line per insertion row: x + d (detail outlined), the network's and the reference's
     reconstructions of A(x + d), with corr / contrast ratio and the recovered verdict."""
-    _theme()
+    theme()
     if not rows:
         raise ValueError("insertion_grid needs at least one row")
     kept = [row_tensors(store, r, ("x_d", "out", "ref_out", "mask")) for r in rows]
@@ -142,20 +142,20 @@ def insertion_grid(store: Path | str, rows: Sequence[Mapping[str, Any]], out: Pa
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.1 * ncols + 0.4, 2.15 * len(rows) + 0.2), squeeze=False)
     for i, (row, k) in enumerate(zip(rows, kept)):
         head = i == 0
-        _panel(axes[i, 0], _as_image(k["x_d"]), "x + d (detail outlined)" if head else "")
+        panel(axes[i, 0], as_image(k["x_d"]), "x + d (detail outlined)" if head else "")
         if "mask" in k:
-            axes[i, 0].contour(_as_image(k["mask"].float()), levels=[0.5], colors="#e8a33d", linewidths=0.6)
+            axes[i, 0].contour(as_image(k["mask"].float()), levels=[0.5], colors="#e8a33d", linewidths=0.6)
         verdict = "recovered" if row.get("recovered") else "lost"
-        _panel(axes[i, 1], _as_image(k["out"]), "network" if head else "",
-               f"corr {_fmt(row.get('corr'), '.2f')} · contrast {_fmt(row.get('contrast_ratio'), '.2f')} · {verdict}")
+        panel(axes[i, 1], as_image(k["out"]), "network" if head else "",
+               f"corr {fmt(row.get('corr'), '.2f')} · contrast {fmt(row.get('contrast_ratio'), '.2f')} · {verdict}")
         if has_ref:
             ref_verdict = "recovered" if row.get("ref_recovered") else "lost"
-            _panel(axes[i, 2], _as_image(k["ref_out"]), "reference (CS)" if head else "",
-                   f"corr {_fmt(row.get('ref_corr'), '.2f')} · contrast "
-                   f"{_fmt(row.get('ref_contrast_ratio'), '.2f')} · {ref_verdict}")
+            panel(axes[i, 2], as_image(k["ref_out"]), "reference (CS)" if head else "",
+                   f"corr {fmt(row.get('ref_corr'), '.2f')} · contrast "
+                   f"{fmt(row.get('ref_contrast_ratio'), '.2f')} · {ref_verdict}")
         axes[i, 0].set_ylabel(f"{row['network']}\n{row.get('detail', '')} {row.get('size', '')} px\n"
                               f"contrast {row.get('contrast', '')}", fontsize=7)
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, label: str = "solver",
@@ -164,7 +164,7 @@ def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, l
     """Point estimates with interval error bars, per network, one colour per `label` value
     (e.g. network vs reference). estimates: estimate rows carrying a `label` key; method "primary" takes each
     group's primary row."""
-    _theme()
+    theme()
     frame = pd.DataFrame([e for e in estimates if (e.get("primary") if method == "primary" else e.get("method") == method)])
     if frame.empty:
         raise ValueError(f"no {method} estimates to plot")
@@ -185,7 +185,7 @@ def recovery_rates(estimates: Sequence[Mapping[str, Any]], out: Path | str, *, l
     ax.set_ylabel(ylabel)
     ax.legend(frameon=True)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def paired_tests(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ def paired_tests(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def recovery_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
     """P(recovered) against contrast and against size, one line style per solver (network, reference,
     H(y) control) and one colour per network, on the same insertions."""
-    _theme()
+    theme()
     if frame.empty:
         raise ValueError("recovery_curves needs at least one row")
     parts = []
@@ -228,4 +228,4 @@ def recovery_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) 
     if axes[0].get_legend() is not None:
         sns.move_legend(axes[0], "lower right", title=None, frameon=True, fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)

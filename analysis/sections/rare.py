@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from survey.analysis.figures import NETWORK_STYLE, _save, _theme, plt
+from survey.analysis.figures import NETWORK_STYLE, plt, save_figure, theme
 from survey.analysis.rare_summary import (LEVELS, QUANTILES, SETTING, fetch, per_image_value, rare_claims,
                                           rare_distribution)
 from survey.analysis.sections.base import Context, Section, format_interval, format_number, h3, p, percent
@@ -195,7 +195,7 @@ def _levels_axis(values: Sequence[float]) -> tuple[list[float], bool]:
 def severity_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
     """log10 P against the severity, one panel per (network, family, distance, threshold); a line per target
     (median over images) and estimator (marker), each image's estimate with its interval behind it."""
-    _theme()
+    theme()
     frame = frame.assign(value=per_image_value(frame), bound=frame["p"].isna())
     panels = sorted({(str(r.network), str(r.family), str(r.distance), float(r.threshold))
                      for r in frame.itertuples()})[:MAX_PANELS]
@@ -241,7 +241,7 @@ def severity_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) 
     if panels:
         axes.flat[0].legend(frameon=True, loc="best", fontsize=6)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 __all__ = ["RareSection", "SECTION", "TARGET_NAMES", "cost_table", "distribution_table", "severity_curves",

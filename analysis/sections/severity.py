@@ -20,7 +20,7 @@ import seaborn as sns
 
 from survey.analysis.db import execute
 from survey.analysis.estimate import estimate
-from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, _save, _theme, plt
+from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, save_figure, theme, plt
 from survey.analysis.sections.base import (Context, Definition, Section, estimate_command, format_interval,
                                            format_number, h3, percent, slug)
 
@@ -190,7 +190,7 @@ def probability_curves(estimates: dict[str, list[dict[str, Any]]], out: Path | s
 
     estimates: solver name (keys of NETWORK_STYLE) -> estimate rows (network, family, severity, p / point, ci_low,
     ci_high)."""
-    _theme()
+    theme()
     frames = [pd.DataFrame(rows).assign(solver=solver) for solver, rows in estimates.items() if rows]
     frame = pd.concat(frames, ignore_index=True)
     groups = sorted({(str(r.network), str(r.family)) for r in frame.itertuples()})
@@ -215,14 +215,14 @@ def probability_curves(estimates: dict[str, list[dict[str, Any]]], out: Path | s
         _severity_axis(ax, levels, "", family)
     axes.flat[0].legend(frameon=True, loc="upper left")
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def psnr_curves(frame: pd.DataFrame, out: Path | str, *, floor: float = PSNR_FLOOR, seed: int = 0,
                 svg: bool = False) -> list[Path]:
     """Mean PSNR against the severity per (network, family) with a bootstrap band over draws, for the network,
     the reference (where it ran) and H(y); a horizontal line at `floor` dB."""
-    _theme()
+    theme()
     groups = sorted({(str(n), str(f)) for n, f in zip(frame["network"], frame["family"])})
     fig, axes, groups = _panels(groups)
     palette = dict(zip(NETWORK_STYLE, sns.color_palette("colorblind", 3)))
@@ -248,7 +248,7 @@ def psnr_curves(frame: pd.DataFrame, out: Path | str, *, floor: float = PSNR_FLO
     if handles:
         axes.flat[0].legend(handles, labels, frameon=True, loc="lower left")
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 __all__ = ["DEFINITIONS", "PSNR_DROP", "PSNR_FLOOR", "SECTION", "SeveritySection", "probability_curves",

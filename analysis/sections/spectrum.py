@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from survey.analysis.db import execute
-from survey.analysis.figures import _as_image, _panel, _save, _theme, plt, row_tensors
+from survey.analysis.figures import as_image, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.sections.base import MAX_WORST, Context, Section, h3, records
 
 TARGETS = (("sigma_rel", "network", "-"), ("ref_sigma_rel", "reference (unrolled CS)", "--"),
@@ -111,7 +111,7 @@ SECTION = SpectrumSection()
 def spectrum_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
     """sigma_k (relative) against k, one panel per (network, domain): median over images and the
     interquartile band for the network, the reference and H where the rows carry them."""
-    _theme()
+    theme()
     groups = list(frame.groupby(["network", "domain"], sort=True))
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
@@ -132,13 +132,13 @@ def spectrum_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) 
         ax.set_visible(False)
     axes.flat[0].legend(loc="best")
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)
 
 
 def singular_vectors(store: Path | str, rows: Sequence[dict[str, Any]], out: Path | str, *,
                      svg: bool = False) -> list[Path]:
     """One line per row (k = 1 rows): v_1 of the network, the reference and H, where kept."""
-    _theme()
+    theme()
     names = (("v", "network v_1"), ("ref_v", "reference v_1"), ("h_v", "H v_1"))
     fig, axes = plt.subplots(len(rows), 3, figsize=(6.2, 2.1 * len(rows) + 0.3), squeeze=False)
     for i, row in enumerate(rows):
@@ -146,11 +146,11 @@ def singular_vectors(store: Path | str, rows: Sequence[dict[str, Any]], out: Pat
         for j, (name, title) in enumerate(names):
             ax = axes[i, j]
             if name not in kept:
-                _panel(ax, None, title if i == 0 else "")
+                panel(ax, None, title if i == 0 else "")
                 continue
-            image = _as_image(kept[name])
+            image = as_image(kept[name])
             lim = float(np.abs(image).max()) or 1.0
-            _panel(ax, image, title if i == 0 else "", f"{row['network']}" if j == 0 else "", cmap="RdBu_r",
+            panel(ax, image, title if i == 0 else "", f"{row['network']}" if j == 0 else "", cmap="RdBu_r",
                    vmin=-lim, vmax=lim)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)

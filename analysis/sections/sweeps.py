@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from survey.analysis.db import execute
-from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, _save, _theme, plt
+from survey.analysis.figures import NETWORK_STYLE, PSNR_CAP, save_figure, theme, plt
 from survey.analysis.sections.base import SEED, Context, Definition, Section, p
 
 #: Resamples of the bootstrap band in the sweep figure (a figure, not a published number).
@@ -96,7 +96,7 @@ def sweep_curves(frame: pd.DataFrame, out: Path | str, *, n_boot: int = FIGURE_B
     optionally ref_psnr, h_psnr. PSNR above PSNR_CAP dB is drawn at the cap. n_boot / seed: seaborn's
     bootstrap of the band.
     """
-    _theme()
+    theme()
     if frame.empty:
         raise ValueError("sweep_curves needs at least one row")
     parts = [frame.assign(solver="network", y=frame["psnr"])]
@@ -135,4 +135,4 @@ def sweep_curves(frame: pd.DataFrame, out: Path | str, *, n_boot: int = FIGURE_B
     if axes.flat[0].get_legend() is not None:
         sns.move_legend(axes.flat[0], "upper left", title=None, frameon=True)
     fig.tight_layout()
-    return _save(fig, out, svg)
+    return save_figure(fig, out, svg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import analyze, datasets, demo, physics, report, run, schema, zoo
+from survey.cli import analyze, datasets, demo, physics, plan, report, run, schema, tasks, zoo
 
 app = typer.Typer(
     name="survey",
@@ -22,8 +22,10 @@ app = typer.Typer(
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(physics.app, name="physics")
 app.add_typer(zoo.app, name="zoo")
+app.add_typer(tasks.app, name="tasks")
 app.command("run")(run.run)
 app.command("status")(run.status)
+app.command("plan")(plan.plan)
 app.command("forget")(run.forget)
 app.command("demo")(demo.demo)
 app.command("query")(analyze.query)

@@ -6,33 +6,34 @@ pixels, same split on every machine) and reads only files on disk, never the net
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from survey.data.base import SPLITS, ImageSet
+from survey.registry import Registry
 
-_REGISTRY: dict[str, str] = {
+#: name -> loader(split=, size=, **params) -> ImageSet; built-in ones as "module:loader", imported lazily.
+DATASETS: Registry = Registry("dataset", {
     "ellipses": "survey.data.ellipses:load",
     "shepp-logan": "survey.data.phantom:load",
     "brain": "survey.data.brain:load",
     "dicom-samples": "survey.data.dicom_samples:load",
     "folder": "survey.data.folder:load",
     "fastmri": "survey.data.fastmri:load",
-}
+}, sort=False)
+#: Decorator registering a dataset loader under a name.
+register = DATASETS.register
 
 
 def dataset_names() -> list[str]:
-    return list(_REGISTRY)
+    return DATASETS.names()
 
 
 def load_dataset(name: str, *, split: str = "test", size: int = 64, count: int | None = None,
                  **params) -> ImageSet:
     """Load `count` images (all when None) of dataset `name`, split `split`, resized to size x size."""
-    if name not in _REGISTRY:
+    if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {dataset_names()}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for dataset {name!r}; choose one of {list(SPLITS)}")
-    module, fn = _REGISTRY[name].split(":")
-    images = getattr(import_module(module), fn)(split=split, size=size, **params)
+    images = DATASETS.get(name)(split=split, size=size, **params)
     if count is not None:
         if count > len(images):
             raise ValueError(f"dataset {name!r} split {split!r} has {len(images)} images, {count} requested")
@@ -40,4 +41,4 @@ def load_dataset(name: str, *, split: str = "test", size: int = 64, count: int |
     return images
 
 
-__all__ = ["ImageSet", "SPLITS", "load_dataset", "dataset_names"]
+__all__ = ["DATASETS", "ImageSet", "SPLITS", "dataset_names", "load_dataset", "register"]

@@ -68,8 +68,8 @@ class NetworkHandle:
 def resolve_network(spec: NetworkSpec, base_dir: Path) -> NetworkHandle:
     """Check a network entry on the driver (files exist, zoo weights trained) and make its handle."""
     if spec.factory is None:
-        from survey.nets.zoo import entry, is_trained
-        if not is_trained(spec.name):
+        from survey.nets.zoo import entry, is_random_init, is_trained
+        if not (is_trained(spec.name) or is_random_init(spec.name)):
             raise ValueError(f"zoo network {spec.name!r} is not trained; run `survey zoo train {spec.name}`")
         return NetworkHandle(spec.name, True, dict(entry(spec.name).physics))
     src = resolve_factory(spec.name, spec.factory, base_dir, spec.weights, spec.kwargs)

@@ -41,15 +41,26 @@ class SurveyWorker:
     def __init__(self, handle: NetworkHandle, device: str = "auto", threads: int = 1):
         torch.set_flush_denormal(True)
         torch.set_num_threads(max(1, int(threads)))
-        from survey.solvers import make_reference
 
         self.device = pick_device(device)
         self.handle = handle
-        self.net, self.physics = handle.build(self.device)
+        self.net = None  # built on the first units, after their plugins are imported (`_build`)
+
+    def _build(self, units: list[Unit]) -> None:
+        """Import the units' plugins (a plugin may register the network's operator), then build the network,
+        its companions and the reference once."""
+        from survey import plugins
+        from survey.solvers import make_reference
+
+        for unit in units[:1]:  # the study's folder on the path (a factory's siblings), then its plugins
+            plugins.load(unit.plugins, unit.study_dir or None)
+        if self.net is not None:
+            return
+        self.net, self.physics = self.handle.build(self.device)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.companions = handle.build_companions(self.net, self.device)
-        self.guarded = FiniteGuard(self.net, handle.name)
+        self.companions = self.handle.build_companions(self.net, self.device)
+        self.guarded = FiniteGuard(self.net, self.handle.name)
         self.reference = make_reference(self.physics)
 
     def describe(self) -> dict[str, Any]:
@@ -65,6 +76,10 @@ class SurveyWorker:
         error, the others go on."""
         from survey.tasks import TaskContext, generator_for, make_task
 
+        try:
+            self._build(units)
+        except Exception:  # noqa: BLE001 - a plugin or network this machine cannot load: every unit says why
+            return [UnitOutcome(unit, error=traceback.format_exc(limit=8)) for unit in units]
         outcomes = []
         for unit in units:
             start = time.perf_counter()

@@ -39,10 +39,35 @@ def _architectures() -> dict[str, type[nn.Module]]:
     from survey.nets.automap import Automap
     from survey.nets.cascade import Cascade
     from survey.nets.dncnn import DnCNN
+    from survey.nets.e2e_varnet import E2EVarNet
+    from survey.nets.fastmri_unet import FastMRIUNet
     from survey.nets.unet import UNet
     from survey.nets.varnet import VarNet
 
-    return {"unet": UNet, "cascade": Cascade, "varnet": VarNet, "dncnn": DnCNN, "automap": Automap}
+    return {"unet": UNet, "cascade": Cascade, "varnet": VarNet, "dncnn": DnCNN, "automap": Automap,
+            "fastmri_unet": FastMRIUNet, "e2e_varnet": E2EVarNet}
+
+
+#: fastMRI-size networks (320 x 320, fastMRI column masks at 4x) for planning and scale tests: randomly
+#: initialised from a fixed seed (extra["init"] == "random"), no weights file; their card says so.
+_RANDOM_INIT_NOTE = "Randomly initialised (torch seed 0), not trained: for cost, memory and engine tests only."
+
+
+def _fastmri_size_entries() -> list[ZooEntry]:
+    single = {"kind": "mri", "size": 320, "mask": "fastmri-random", "acceleration": 4.0, "seed": 0}
+    multi = {"kind": "pmri", "size": 320, "mask": "fastmri-equispaced", "acceleration": 4.0, "seed": 0, "coils": 8}
+    unet, varnet = {"chans": 32, "pools": 4}, {"cascades": 4, "chans": 18, "pools": 4, "sens_chans": 8}
+    init = {"init": "random", "seed": 0}
+    return [
+        ZooEntry("fastmri-unet", "fastMRI U-Net baseline (chans 32, 4 pools, 7.8M parameters), single coil",
+                 "fastmri_unet", unet, single, "brain", steps=0, notes=_RANDOM_INIT_NOTE, extra=init),
+        ZooEntry("fastmri-unet-mc", "fastMRI U-Net baseline on the coil-combined zero filling, 8 coils",
+                 "fastmri_unet", unet, multi, "brain", steps=0, notes=_RANDOM_INIT_NOTE, extra=init),
+        ZooEntry("e2e-varnet", "End-to-end VarNet: 4 k-space cascades, sensitivities from the ACS lines, 8 coils",
+                 "e2e_varnet", varnet, multi, "brain", steps=0, notes=_RANDOM_INIT_NOTE, extra=init),
+        ZooEntry("e2e-varnet-sc", "End-to-end VarNet: 4 k-space cascades, single coil",
+                 "e2e_varnet", varnet, single, "brain", steps=0, notes=_RANDOM_INIT_NOTE, extra=init),
+    ]
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in [
@@ -77,6 +102,9 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              "unet", {"width": 16, "depth": 3, "input_mode": "real"},
              {"kind": "radon", "size": 64, "views": 60, "angular_range": 150.0}, "brain", steps=2000),
 ]}
+
+#: The fastMRI-size networks, kept apart from ZOO (the trained zoo) but found by `entry` and `zoo_names`.
+SCALE_ZOO: dict[str, ZooEntry] = {e.name: e for e in _fastmri_size_entries()}
 
 
 @dataclass(frozen=True)
@@ -133,10 +161,12 @@ def companion_names(base: str) -> list[str]:
 
 
 def zoo_names() -> list[str]:
-    return list(ZOO)
+    return list(ZOO) + list(SCALE_ZOO)
 
 
 def entry(name: str) -> ZooEntry:
+    if name in SCALE_ZOO:
+        return SCALE_ZOO[name]
     if name not in ZOO:
         raise ValueError(f"unknown zoo network {name!r}; choose one of {zoo_names()}")
     return ZOO[name]
@@ -173,7 +203,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_random_init(name: str) -> bool:
+    """A zoo network used untrained, initialised from a fixed seed (no weights file)."""
+    return name in SCALE_ZOO and SCALE_ZOO[name].extra.get("init") == "random"
+
+
 def load_card(name: str) -> dict | None:
+    if is_random_init(name):
+        e = SCALE_ZOO[name]
+        return {"name": name, "init": "random", "seed": e.extra["seed"], "notes": e.notes, "trained": False,
+                "architecture": e.architecture, "arch_params": e.arch_params, "physics": e.physics}
     path = card_path(name)
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -184,7 +223,13 @@ def is_trained(name: str) -> bool:
 
 def load_network(name: str, device: str | torch.device = "cpu"):
     """Trained zoo network `name` in eval mode and its physics, on `device`; checks the weights hash."""
-    entry(name)
+    e = entry(name)
+    if is_random_init(name):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(e.extra["seed"])
+            physics = build_physics(name)
+            net = build_network(name, physics)
+        return net.to(device).eval(), physics.to(device)
     path = weights_path(name)
     if not path.exists():
         raise FileNotFoundError(f"zoo network {name!r} has no weights at {path}; run `survey zoo train {name}`")

@@ -8,40 +8,39 @@ the property tests in tests/test_perturb.py.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Callable
 
 from survey.perturb.base import Family, measured_mask
+from survey.registry import Registry, RegistryError
 
-# name -> "module:builder"; imported lazily.
-_REGISTRY: dict[str, str] = {
+#: name -> builder returning a Family; built-in ones as "module:builder", imported lazily. A new family: its
+#: module plus one line here, or `@survey.perturb.register("name")` on its builder (a plugin).
+FAMILIES: Registry = Registry("perturbation family", {
     "gaussian": "survey.perturb.gaussian:build",
     "poisson": "survey.perturb.poisson:build",
     "sphere": "survey.perturb.sphere:build",
-    # physical families (issue 17): patient motion, coil and field errors, detector faults
     "motion": "survey.perturb.motion:build",
     "coil": "survey.perturb.coil:build",
     "off-resonance": "survey.perturb.offresonance:build",
     "spike": "survey.perturb.spike:build",
     "rings": "survey.perturb.rings:build",
     "view-jitter": "survey.perturb.jitter:build",
-}
+})
+#: Decorator registering a family builder under a name.
+register = FAMILIES.register
 
 
 def family_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def _builder(name: str) -> Callable[..., Family]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown perturbation family {name!r}; choose one of {family_names()}")
-    module, attr = _REGISTRY[name].split(":")
-    return getattr(import_module(module), attr)
+    return FAMILIES.names()
 
 
 def make_family(name: str, **params) -> Family:
     """Build the family `name` from keyword parameters (e.g. sphere: domain, real_image)."""
-    return _builder(name)(**params)
+    try:
+        builder: Callable[..., Family] = FAMILIES.get(name)
+    except RegistryError as err:
+        raise ValueError(str(err)) from None
+    return builder(**params)
 
 
-__all__ = ["Family", "family_names", "make_family", "measured_mask"]
+__all__ = ["FAMILIES", "Family", "family_names", "make_family", "measured_mask", "register"]

@@ -158,6 +158,8 @@ class Family:
     kinds: ClassVar[tuple[str, ...] | None] = None
     #: Unit of the severity ("px", "%", "cycles", "degrees"); "" when it is a plain number.
     severity_unit: ClassVar[str] = ""
+    #: A severity with a visible effect, for the property checks (survey.testing.check_family).
+    example_severity: ClassVar[float | None] = None
 
     def latent_shape(self, physics) -> tuple[int, ...]:
         """Shape of one latent draw z (without the batch axis): (real measured degrees of freedom,)."""

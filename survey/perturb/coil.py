@@ -93,6 +93,8 @@ def where_identity(severity: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -
 class CoilError(Family):
     """Smooth relative error of the coil sensitivity maps; severity = relative RMS map error (0.05 = 5%)."""
 
+    example_severity = 0.05  # a severity with a visible effect (survey.testing.check_family)
+
     modes: int = 3
 
     name = "coil"

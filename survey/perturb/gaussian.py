@@ -19,6 +19,8 @@ from survey.perturb.base import Family, Support, broadcast_batch, per_sample
 class Gaussian(Family):
     """Additive Gaussian measurement noise of standard deviation `sigma` per measured entry."""
 
+    example_severity = 0.05  # a severity with a visible effect (survey.testing.check_family)
+
     name = "gaussian"
     severity_name = "sigma"
     identity_severity = 0.0

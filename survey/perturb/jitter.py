@@ -49,6 +49,8 @@ def project(x: torch.Tensor, angles_deg: torch.Tensor, d_row: torch.Tensor, d_co
 class ViewJitter(Family):
     """Per-view angle errors and patient shifts; severity = RMS angle error (degrees)."""
 
+    example_severity = 1.0  # a severity with a visible effect (survey.testing.check_family)
+
     shift_per_degree: float = 1.0
 
     name = "view-jitter"

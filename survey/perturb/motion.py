@@ -81,6 +81,8 @@ def acquired_lines(sampling: torch.Tensor) -> torch.Tensor:
 class Motion(Family):
     """Rigid in-plane motion, one pose per shot; severity = RMS displacement (px, or mm with fov_mm)."""
 
+    example_severity = 1.0  # a severity with a visible effect (survey.testing.check_family)
+
     modes: int = 4
     rotation_per_pixel: float = 1.0
     lines_per_shot: int = 1

@@ -27,6 +27,8 @@ from survey.perturb.coil import FOURIER_KINDS, check_object, line_frame, smooth_
 class OffResonance(Family):
     """Smooth B0 inhomogeneity; severity = peak off-resonance x readout duration (cycles)."""
 
+    example_severity = 0.5  # a severity with a visible effect (survey.testing.check_family)
+
     modes: int = 3
 
     name = "off-resonance"

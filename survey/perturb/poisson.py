@@ -59,6 +59,8 @@ def poisson_quantile(z: torch.Tensor, lam: torch.Tensor, max_steps: int = 100_00
 class Poisson(Family):
     """Transmission CT photon noise at I0 incident photons per detector bin."""
 
+    example_severity = 500.0  # a severity with a visible effect (survey.testing.check_family)
+
     name = "poisson"
     severity_name = "I0"
     severity_unit = "photons per bin"

@@ -24,6 +24,8 @@ MIN_GAIN = 1e-3
 class Rings(Family):
     """Per-detector gain errors constant over views; severity = RMS gain error in percent."""
 
+    example_severity = 2.0  # a severity with a visible effect (survey.testing.check_family)
+
     name = "rings"
     severity_name = "RMS gain error"
     severity_unit = "%"

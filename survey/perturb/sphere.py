@@ -27,6 +27,8 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 class Sphere(Family):
     """Random direction at a fixed norm: `domain` "image" (v = A* e) or "measurement" (e)."""
 
+    example_severity = 0.3  # a severity with a visible effect (survey.testing.check_family)
+
     domain: str = "image"
     real_image: bool = True
 

@@ -23,6 +23,8 @@ from survey.perturb.coil import FOURIER_KINDS, where_identity
 class Spike(Family):
     """A few additive k-space spikes; severity = spike amplitude / |k-space centre|."""
 
+    example_severity = 0.2  # a severity with a visible effect (survey.testing.check_family)
+
     spikes: int = 2
 
     name = "spike"

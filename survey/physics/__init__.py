@@ -9,34 +9,34 @@ every registry-driven test (tests/test_physics.py, tests/test_task_contract.py) 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Callable
 
 from survey.physics.base import LinearPhysics
+from survey.registry import Registry, RegistryError
 
-# kind -> "module:builder"; imported lazily so `survey --help` stays fast.
-_REGISTRY: dict[str, str] = {
+#: kind -> builder; built-in ones as "module:builder", imported lazily so `survey --help` stays fast. A new
+#: operator: its module plus one line here, or `@survey.physics.register("kind")` on its builder (a plugin).
+PHYSICS: Registry = Registry("physics kind", {
     "mri": "survey.physics.mri:build",
     "pmri": "survey.physics.pmri:build",
     "radon": "survey.physics.radon:build",
     "denoise": "survey.physics.denoise:build",
-}
+})
+#: Decorator registering an operator builder under a kind.
+register = PHYSICS.register
 
 
 def physics_kinds() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def _builder(kind: str) -> Callable[..., LinearPhysics]:
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown physics kind {kind!r}; choose one of {physics_kinds()}")
-    module, name = _REGISTRY[kind].split(":")
-    return getattr(import_module(module), name)
+    return PHYSICS.names()
 
 
 def make_physics(kind: str, **params) -> LinearPhysics:
     """Build the operator `kind` from keyword parameters (size, ratio, mask, seed, coils, views...)."""
-    return _builder(kind)(**params)
+    try:
+        builder: Callable[..., LinearPhysics] = PHYSICS.get(kind)
+    except RegistryError as err:
+        raise ValueError(str(err)) from None
+    return builder(**params)
 
 
-__all__ = ["LinearPhysics", "make_physics", "physics_kinds"]
+__all__ = ["LinearPhysics", "PHYSICS", "make_physics", "physics_kinds", "register"]

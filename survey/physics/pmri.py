@@ -12,8 +12,10 @@ from typing import ClassVar
 
 import torch
 
+from survey.physics.fastmri_masks import is_fastmri_kind
 from survey.physics.masks import integer, make_mask
 from survey.physics.mri import FourierSampled, check_image, fft2c, fft_ready, ifft2c
+from survey.physics.mri import build as build_single
 
 #: Coil centres lie on a circle of this radius (fraction of n) around the image centre.
 COIL_RADIUS = 0.65
@@ -57,8 +59,10 @@ class ParallelMRI(FourierSampled):
                                               eps=3e-3)
 
     def __init__(self, mask: torch.Tensor, coils: int = 8, *, mask_kind: str = "custom",
-                 seed: int | None = None, center_fraction: float | None = None):
-        super().__init__(mask, mask_kind=mask_kind, seed=seed, center_fraction=center_fraction)
+                 seed: int | None = None, center_fraction: float | None = None,
+                 acceleration: float | None = None, offset: int | None = None):
+        super().__init__(mask, mask_kind=mask_kind, seed=seed, center_fraction=center_fraction,
+                         acceleration=acceleration, offset=offset)
         self.coils = _check_coils(coils)
         self.register_buffer("sensitivity_maps", torch.view_as_real(coil_sensitivities(self.size, self.coils)))
 
@@ -100,7 +104,8 @@ class ParallelMRI(FourierSampled):
     def at_ratio(self, ratio: float) -> ParallelMRI:
         """This mask kind and seed at another ratio (nested masks, for sampling sweeps)."""
         other = ParallelMRI(self._nested_mask(ratio), self.coils, mask_kind=self.mask_kind, seed=self.seed,
-                            center_fraction=self.center_fraction)
+                            center_fraction=self.center_fraction,
+                            acceleration=1.0 / ratio if is_fastmri_kind(self.mask_kind) else None)
         return other.to(self.sampling.device)
 
 
@@ -108,10 +113,19 @@ def _check_coils(coils: int) -> int:
     return integer("coils", coils, minimum=1)
 
 
-def build(size: int = 64, ratio: float = 0.15, mask: str = "uniform-lines", seed: int = 0, coils: int = 8,
-          center_fraction: float | None = None) -> ParallelMRI:
-    """Parallel MRI with `coils` simulated coils and a nested `mask` kind at sampling `ratio`."""
+def build(size: int = 64, ratio: float | None = None, mask: str = "uniform-lines", seed: int = 0, coils: int = 8,
+          center_fraction: float | None = None, acceleration: float | None = None,
+          offset: int | None = None) -> ParallelMRI:
+    """Parallel MRI with `coils` simulated coils and a nested `mask` kind at sampling `ratio` (default 0.15),
+    or a fastMRI column mask at `acceleration` (as survey.physics.mri.build)."""
     coils = _check_coils(coils)
+    if is_fastmri_kind(mask):
+        single = build_single(size, ratio, mask, seed, center_fraction, acceleration, offset)
+        return ParallelMRI(single.mask, coils, mask_kind=mask, seed=seed, center_fraction=center_fraction,
+                           acceleration=single.acceleration, offset=offset)
+    if acceleration is not None or offset is not None:
+        raise ValueError(f"`acceleration` and `offset` apply to the fastMRI mask kinds, not {mask!r}; give `ratio`")
+    ratio = 0.15 if ratio is None else ratio
     sampling = make_mask(mask, size, ratio, seed=seed, center_fraction=center_fraction)
     return ParallelMRI(sampling, coils, mask_kind=mask, seed=seed, center_fraction=center_fraction)
 

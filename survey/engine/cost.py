@@ -1,0 +1,185 @@
+"""What a study will cost before it runs: units per (network, task), probed memory and batch sizes from the
+memory budget, and (measured) seconds per unit from one image of each distinct task run in-process.
+
+`estimate_study(study)` runs the same checks as `survey run` (networks build and answer a probe, every
+(task, network) pair fits), then per network probes its memory (survey.engine.memory) and, unless
+`measure=False`, times one image of the first unit of every distinct (task, parameters) on this machine
+with the task's real code, reading its peak memory. Nothing is written to a store; Ray is not started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from survey.engine import memory
+from survey.spec import Study, StudyError
+
+
+@dataclass(frozen=True)
+class TaskCost:
+    """One distinct (network, task, parameters) of the plan: its units and what one image costs."""
+
+    network: str
+    task: str
+    params: str                      # the grid point's parameters as JSON
+    units: int
+    images: int                      # image slots over its units (images x repeats)
+    batch: int                       # images (draws) per network call: what the budget allows, at most the
+                                     # task's own `batch` (else the unit's images)
+    probe_peak_bytes: int            # probed peak of one image (forward, or forward + backward)
+    batch_peak_bytes: int            # probed peak of one call at `batch` (fixed + batch x per image)
+    seconds_per_image: float | None  # measured on one image (None: not measured)
+    peak_bytes: int | None           # measured peak memory of that one-image run
+
+    @property
+    def seconds(self) -> float | None:
+        """Expected serial seconds of all its units (measured per image x images)."""
+        return None if self.seconds_per_image is None else self.seconds_per_image * self.images
+
+
+@dataclass
+class StudyCost:
+    study: str
+    device: str
+    budget_bytes: int
+    actors: int                      # actors per network: networks' units spread over them
+    rows: list[TaskCost] = field(default_factory=list)
+
+    def network_seconds(self, network: str) -> float | None:
+        parts = [r.seconds for r in self.rows if r.network == network]
+        return None if not parts or any(p is None for p in parts) else sum(parts) / self.actors
+
+    def total_seconds(self) -> float | None:
+        """Expected wall time: networks' pools run side by side, so the slowest network sets it."""
+        per = [self.network_seconds(n) for n in dict.fromkeys(r.network for r in self.rows)]
+        return None if not per or any(p is None for p in per) else max(per)
+
+    def peak_bytes(self) -> int:
+        """Largest probed peak of one call at its batch over every task (at most the budget by construction)."""
+        return max((r.batch_peak_bytes for r in self.rows), default=0)
+
+
+def _batch_cap(unit) -> int:
+    """The most images (or draws) a task puts in one network call: its own `batch` where it has one,
+    else the unit's images."""
+    from survey.tasks import make_task
+
+    cap = getattr(make_task(unit.task, **unit.params), "batch", None)
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
+        return cap
+    return max(unit.image_count, 1)
+
+
+def _group_key(unit) -> tuple:
+    return unit.network, unit.task_index, json.dumps(unit.params, sort_keys=True, default=str)
+
+
+def probe_network(study: Study, name: str, net, physics, device: str) -> dict[bool, memory.MemoryProbe]:
+    """Forward-only (False) and forward + backward (True) probes of one network at its image size;
+    StudyError (one line) naming the network when the probe fails."""
+    probes = {}
+    for backward in (False, True):
+        try:
+            probes[backward] = memory.probe_memory(net, physics, network=name, backward=backward, device=device)
+        except Exception as err:  # noqa: BLE001 - a network that cannot be probed is bad input
+            raise StudyError(f"{study.path}: network {name!r}: memory probe at {physics.size} x {physics.size} "
+                             f"failed: {type(err).__name__}: {' '.join(str(err).split())}") from None
+    return probes
+
+
+def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float) -> int:
+    """Images (or draws) per network call of `unit` within `budget` bytes; StudyError naming network, task
+    and the memory one image needs when not even one fits."""
+    try:
+        if memory.search_first(unit.task):   # its worst-case search: one image forward + backward
+            memory.batch_size(probes[True], budget, task=unit.task, cap=1)
+        return memory.batch_size(probes[memory.needs_backward(unit.task)], budget, task=unit.task,
+                                 cap=_batch_cap(unit))
+    except memory.MemoryBudgetError as err:
+        raise StudyError(f"{study.path}: {err}") from None
+
+
+def budget_batches(study: Study, handles: dict, units: list, device: str | None = None) -> dict[str, int]:
+    """unit_id -> batch for every unit, from each network's probe on `device` (default: the study's) and the
+    budget `[engine] memory_gb` (default: the actor's share of free memory). For the engine to call after
+    preflight, before Ray starts: a unit that cannot fit one image stops the run there (StudyError)."""
+    from survey.engine.worker import pick_device
+
+    device = pick_device(device or study.engine.device)
+    budget = memory.budget_bytes(study.engine.memory_gb, device, study.engine.actors_per_network)
+    batches: dict[str, int] = {}
+    for name, handle in handles.items():
+        mine = [u for u in units if u.network == name]
+        if not mine:
+            continue
+        from survey import plugins
+        plugins.load(mine[0].plugins, mine[0].study_dir or None)  # a plugin may register the operator
+        net, physics = handle.build(device)
+        probes = probe_network(study, name, net, physics, device)
+        per_group: dict[tuple, int] = {}
+        for unit in mine:
+            key = _group_key(unit)
+            if key not in per_group:
+                per_group[key] = unit_batch(study, unit, probes, budget)
+            batches[unit.unit_id] = per_group[key]
+    return batches
+
+
+def estimate_study(study: Study, *, measure: bool = True, device: str | None = None) -> StudyCost:
+    """The plan's cost on this machine (see the module docstring); StudyError (one line) when a network's
+    probe fails or the memory budget cannot hold one image of a task."""
+    from survey.engine.planning import plan_work
+    from survey.engine.preflight import check_tasks, checked_networks
+    from survey.engine.worker import SurveyWorker, pick_device
+
+    handles = checked_networks(study)
+    work = plan_work(study, handles)
+    check_tasks(study, work.units, handles)
+    device = pick_device(device or study.engine.device)
+    actors = study.engine.actors_per_network
+    budget = memory.budget_bytes(study.engine.memory_gb, device, actors)
+    cost = StudyCost(study.name, device, budget, actors)
+    groups: dict[tuple, list] = {}
+    for unit in work.units:
+        groups.setdefault(_group_key(unit), []).append(unit)
+    for name, handle in handles.items():
+        keys = [k for k in groups if k[0] == name]
+        if not keys:
+            continue
+        worker = SurveyWorker(handle, device, threads=torch.get_num_threads())
+        worker._build(groups[keys[0]][:1])  # the units' plugins, then the network, as on an actor
+        probes = probe_network(study, name, worker.net, worker.physics, device)
+        for key in keys:
+            units = groups[key]
+            first = units[0]
+            batch = unit_batch(study, first, probes, budget)
+            probe = probes[memory.needs_backward(first.task)]
+            seconds = peak = None
+            if measure:
+                seconds, peak = _measure_one_image(worker, first, work)
+            cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
+                                      batch, probe.peak(1), probe.peak(batch), seconds, peak))
+    return cost
+
+
+def _measure_one_image(worker, unit, work) -> tuple[float, int]:
+    """Seconds and peak memory (bytes above the start) of `unit` cut to its first image, run in-process."""
+    one = dataclasses.replace(unit, image_stop=unit.image_start + 1)
+    size = worker.handle.size
+    meter = memory.PeakMeter(torch.device(worker.device))
+    meter.start()
+    t0 = time.perf_counter()
+    (outcome,) = worker.run([one], work.images.get(size, {}), work.ids)
+    seconds = time.perf_counter() - t0
+    if outcome.error is not None:
+        last = [line for line in outcome.error.strip().splitlines() if line.strip()][-1]
+        raise StudyError(f"network {unit.network!r}, task {unit.task!r}: one image failed while timing: {last}")
+    return seconds, meter.peak()
+
+
+__all__ = ["StudyCost", "TaskCost", "budget_batches", "estimate_study", "probe_network", "unit_batch"]

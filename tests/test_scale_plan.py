@@ -1,0 +1,98 @@
+"""`survey plan STUDY`: units, probed memory, measured cost per unit and expected time, before anything runs;
+bad budgets and networks whose probe fails are one line, exit 2."""
+
+from typer.testing import CliRunner
+
+from survey.cli import app
+from tests.conftest import tiny_study, write_study
+
+TASKS = """
+[[tasks]]
+name = "attack"
+images_per_unit = 1
+params = { iterations = 2, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels = [0.01], with_reference = false }
+"""
+
+
+def _plan(tmp_path, header='store = "results"', tasks=TASKS, extra=()):
+    path = write_study(tmp_path, tiny_study("plan-test", tasks, count=2, header=header))
+    return CliRunner().invoke(app, ["plan", str(path), *extra]), tmp_path
+
+
+def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
+    result, folder = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = 2')
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "plan-test on cpu: budget 2.00 GB per actor" in out
+    row = next(line for line in out.splitlines() if "attack" in line)
+    cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+    assert cells[:4] == ["tiny", "attack", "2", "2"]          # 2 units of 1 image each
+    assert cells[4] == "1"                                       # batch: the unit's one image
+    assert cells[6] != "-" and cells[9] != "-"                   # measured s/image and expected time
+    assert "expected wall time" in out and "- (use --measure)" not in out
+    peak, budget = out.split("peak memory per actor ")[1].split(" GB")[:2]
+    assert float(peak) <= float(budget.split("of ")[1])            # the plan's batches honour the budget
+    assert not (folder / "results").exists()                     # nothing written to a store
+
+
+BALL = TASKS + """
+[[tasks]]
+name = "ball"
+images_per_unit = 2
+params = { draws = 4, batch = 3, attack = { iterations = 2 } }
+"""
+
+
+def test_plan_without_measuring_still_sizes_batches(tmp_path):
+    result, _ = _plan(tmp_path, tasks=BALL, extra=["--no-measure"])
+    assert result.exit_code == 0, result.output
+    assert "- (use --measure)" in result.output
+    ball = next(line for line in result.output.splitlines() if "ball" in line)
+    cells = [c.strip() for c in ball.strip("│┃ ").split("│")]
+    assert cells[:5] == ["tiny", "ball", "1", "2", "3"]          # draws per call: the task's batch is the cap
+
+
+def test_budget_too_small_for_one_image_is_one_line_exit_2(tmp_path):
+    result, folder = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = 1e-6', extra=["--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "network 'tiny', task 'attack'" in lines[0] and "needs" in lines[0] and "memory_gb" in lines[0]
+
+
+def test_bad_budget_value_is_one_line_exit_2(tmp_path):
+    result, _ = _plan(tmp_path, header='store = "results"\n[engine]\nmemory_gb = -3', extra=["--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "engine.memory_gb" in lines[0] and "-3" in lines[0]
+
+
+def test_network_whose_probe_fails_is_one_line_exit_2(tmp_path):
+    # the network refuses batches of 2: the memory probe (batch 1 and 2) or preflight stops it before any work
+    body = tiny_study("plan-test", TASKS, count=2).replace(
+        'factory = "tiny_net.py:build"\n', 'factory = "tiny_net.py:build"\nkwargs = { fail_batch = 2 }\n')
+    path = write_study(tmp_path, body)
+    result = CliRunner().invoke(app, ["plan", str(path), "--no-measure"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'tiny'" in lines[0] and "refuses batches of 2" in lines[0]
+
+
+def test_budget_batches_for_the_engine_give_every_unit_a_batch_within_its_cap(tmp_path):
+    from survey.engine.cost import budget_batches
+    from survey.engine.preflight import checked_networks
+    from survey.plan import plan
+    from survey.spec import StudyError, load_study
+
+    path = write_study(tmp_path, tiny_study("plan-test", BALL, count=2, header='store = "results"\n[engine]\nmemory_gb = 1'))
+    study = load_study(path)
+    handles = checked_networks(study)
+    units = plan(study, {"ellipses": 2})
+    batches = budget_batches(study, handles, units)
+    assert set(batches) == {u.unit_id for u in units}
+    assert {batches[u.unit_id] for u in units if u.task == "attack"} == {1}   # the unit's one image
+    assert {batches[u.unit_id] for u in units if u.task == "ball"} == {3}     # the ball's own batch caps it
+    tiny = study.model_copy(update={"engine": study.engine.model_copy(update={"memory_gb": 1e-6})})
+    import pytest
+    with pytest.raises(StudyError, match="network 'tiny', task 'attack'"):
+        budget_batches(tiny, handles, units)
