@@ -7,6 +7,11 @@ Views (created when the directory holds at least one Parquet file):
     runs     provenance, one row per run (`<store>/runs/part-*.parquet`);
     ledger   finished / failed units (`<store>/_ledger/part-*.parquet`).
 
+A float NaN reads as NULL (unknown) in every view, so no predicate counts it as bad or as good (DuckDB
+orders NaN above every number: `gain >= 2` would hold for it); `nan_counts` says how many a table holds.
+A table whose fragments cannot be read together (a truncated fragment, a column of two types) gets no
+view; `unreadable` names the fragment or column, and a query of it says so in one line.
+
 The sandbox has two layers. The engine: after the views exist, `enable_external_access=false` with
 `allowed_directories=[<store>/]` and `lock_configuration=true`, so no statement can read a file
 outside the store, reach the network, load extensions or undo the settings. The statement check:
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from survey.layout import FRAGMENT_GLOB, LEDGER_DIR, PARTITION_KEY, RUNS_DIR, is_reserved
 
@@ -63,20 +70,108 @@ def _has_parquet(directory: Path, recursive: bool) -> bool:
     return any(directory.glob(f"**/{FRAGMENT_GLOB}" if recursive else FRAGMENT_GLOB))
 
 
-def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
-    """View name -> (Parquet glob, hive partitioning) for every table directory holding data."""
+def _kind(kind: pa.DataType) -> str:
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    return str(kind)
+
+
+def fragment_problem(root: Path, paths: Sequence[Path]) -> str | None:
+    """Why the fragments `paths` cannot be read as one table (one line naming the fragment or column), or None:
+    a fragment whose footer cannot be read (truncated, not Parquet), a column of incompatible types."""
+    kinds: dict[str, dict[str, str]] = {}
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, none is raised
+            detail = " ".join(str(exc).split())[:160]
+            return (f"fragment {rel} cannot be read ({type(exc).__name__}: {detail}); move it out of the store "
+                    "and `survey run` the study again to redo its units")
+        for field in schema:
+            if not pa.types.is_null(field.type):
+                kinds.setdefault(field.name, {}).setdefault(_kind(field.type), rel)
+    for column, found in kinds.items():
+        if len(found) > 1:
+            shown = ", ".join(f"{kind} in {rel}" for kind, rel in found.items())
+            return f"column {column!r} has incompatible types across fragments ({shown})"
+    return None
+
+
+def _sources(store: Path | str) -> tuple[dict[str, tuple[str, bool]], dict[str, str]]:
+    """(view name -> (Parquet glob, hive partitioning), unreadable table -> why) for the directories with data."""
     root = _root(store)
     sources: dict[str, tuple[str, bool]] = {}
+    problems: dict[str, str] = {}
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
         name = path.name
         if is_reserved(name):
             continue
-        if _has_parquet(path, recursive=True):
+        files = sorted(path.glob(f"**/{FRAGMENT_GLOB}"))
+        if files:
             sources[name] = (f"{path.as_posix()}/**/{FRAGMENT_GLOB}", True)
+            problem = fragment_problem(root, files)
+            if problem:
+                problems[name] = problem
     for name, sub in (("runs", RUNS_DIR), ("ledger", LEDGER_DIR)):
-        if (root / sub).is_dir() and _has_parquet(root / sub, recursive=False):
+        files = sorted((root / sub).glob(FRAGMENT_GLOB)) if (root / sub).is_dir() else []
+        if files:
             sources[name] = (f"{(root / sub).as_posix()}/{FRAGMENT_GLOB}", False)
-    return sources
+            problem = fragment_problem(root, files)
+            if problem:
+                problems[name] = problem
+    return {k: v for k, v in sources.items() if k not in problems}, problems
+
+
+def unreadable(store: Path | str) -> dict[str, str]:
+    """Table -> why it cannot be read (a truncated fragment, a column of two types); {} for a sound store."""
+    return _sources(store)[1]
+
+
+def view_sources(store: Path | str) -> dict[str, tuple[str, bool]]:
+    """View name -> (Parquet glob, hive partitioning) for every table that can be read (see `unreadable`)."""
+    return _sources(store)[0]
+
+
+def _select(con: duckdb.DuckDBPyConnection, source: str) -> str:
+    """SELECT over `source` with every FLOAT / DOUBLE column's NaN read as NULL."""
+    described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    floats = [r[0] for r in described if str(r[1]).upper() in ("DOUBLE", "FLOAT", "REAL")]
+    if not floats:
+        return f"SELECT * FROM {source}"
+    replaced = ", ".join(f"CASE WHEN isnan({sql_identifier(c)}) THEN NULL ELSE {sql_identifier(c)} END "
+                         f"AS {sql_identifier(c)}" for c in floats)
+    return f"SELECT * REPLACE ({replaced}) FROM {source}"
+
+
+def _source(pattern: str, hive: bool) -> str:
+    # network is a name: never let DuckDB guess a number or a date from the directory names
+    options = (f"hive_partitioning=true, hive_types={{{sql_string(PARTITION_KEY)}: 'VARCHAR'}}, "
+               "union_by_name=true" if hive else "union_by_name=true")
+    return f"read_parquet({sql_string(pattern)}, {options})"
+
+
+def nan_counts(store: Path | str, table: str) -> dict[str, int]:
+    """Column -> how many rows of `table` hold NaN there (read as NULL by the views); {} when none."""
+    pattern, hive = view_sources(store)[table]
+    con = duckdb.connect(":memory:")
+    try:
+        source = _source(pattern, hive)
+        described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        floats = [r[0] for r in described if str(r[1]).upper() in ("DOUBLE", "FLOAT", "REAL")]
+        if not floats:
+            return {}
+        counts = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE isnan({sql_identifier(c)}))"
+                                                   for c in floats) + f" FROM {source}").fetchone()
+    finally:
+        con.close()
+    return {c: int(n) for c, n in zip(floats, counts) if n}
+
+
+#: id of a connection made by `connect` -> the tables of its store that got no view, and why (for messages).
+_PROBLEMS: dict[int, dict[str, str]] = {}
 
 
 def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
@@ -87,13 +182,11 @@ def connect(store: Path | str, *, sandbox: bool = True) -> duckdb.DuckDBPyConnec
     """
     root = _root(store)
     con = duckdb.connect(":memory:")
+    sources, problems = _sources(root)
+    _PROBLEMS[id(con)] = problems
     try:
-        for name, (pattern, hive) in view_sources(root).items():
-            # network is a name: never let DuckDB guess a number or a date from the directory names
-            options = (f"hive_partitioning=true, hive_types={{{sql_string(PARTITION_KEY)}: 'VARCHAR'}}, "
-                       "union_by_name=true" if hive else "union_by_name=true")
-            con.execute(f"CREATE VIEW {sql_identifier(name)} AS "
-                        f"SELECT * FROM read_parquet({sql_string(pattern)}, {options})")
+        for name, (pattern, hive) in sources.items():
+            con.execute(f"CREATE VIEW {sql_identifier(name)} AS {_select(con, _source(pattern, hive))}")
         if sandbox:
             con.execute(f"SET allowed_directories=[{sql_string(root.as_posix() + '/')}]")
             con.execute("SET autoinstall_known_extensions=false")
@@ -117,7 +210,7 @@ def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     """Column names of one view; ValueError naming the views there are when it does not exist."""
     known = tables(con)
     if table not in known:
-        raise ValueError(f"table {table!r} is not in the store; tables there: {known}")
+        raise ValueError(missing_table(con, table))
     return [r[0] for r in con.execute(f"DESCRIBE {sql_identifier(table)}").fetchall()]
 
 
@@ -171,8 +264,28 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | di
         where = f" {Path(store).resolve()}" if store is not None else ""
         raise QueryError(f"refused: the query reads or writes a file outside the store{where} "
                          f"(only the store's own files can be read) -- {exc}") from None
+    except duckdb.CatalogException as exc:
+        missing = re.search(r"Table with name (\S+) does not exist", str(exc))
+        if missing is None:
+            raise QueryError(f"{type(exc).__name__}: {one_line(exc)}") from None
+        raise QueryError(missing_table(con, missing.group(1).strip('"'), store)) from None
     except duckdb.Error as exc:
         raise QueryError(f"{type(exc).__name__}: {exc}") from None
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def missing_table(con: duckdb.DuckDBPyConnection, name: str, store: Path | str | None = None) -> str:
+    """One line: table `name` is not in the store (not written yet, or unreadable and why); the tables present."""
+    present = tables(con)
+    problems = unreadable(store) if store is not None else _PROBLEMS.get(id(con), {})
+    if name in problems:
+        return f"table {name!r} cannot be read: {problems[name]}; tables that can: {', '.join(present) or 'none'}"
+    left = f"; unreadable: {', '.join(problems)}" if problems else ""
+    return (f"table {name!r} is not in the store (not written yet: no unit of a task writing it has finished); "
+            f"tables present: {', '.join(present) or 'none'}{left}")
 
 
 def query(store: Path | str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
@@ -241,5 +354,6 @@ def table_schema(table: str, store: Path | str | None = None) -> list[dict[str, 
     return rows
 
 
-__all__ = ["QueryError", "check_statement", "columns", "connect", "declared_columns", "declared_tables", "execute",
+__all__ = ["QueryError", "check_statement", "columns", "connect", "fragment_problem", "missing_table", "nan_counts",
+           "unreadable", "declared_columns", "declared_tables", "execute",
            "query", "sql_identifier", "sql_string", "table_schema", "tables", "view_sources"]

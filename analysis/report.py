@@ -22,9 +22,9 @@ import json
 import shutil
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from survey.analysis.db import connect, execute, sql_identifier, tables as view_names
+from survey.analysis.db import connect, execute, nan_counts, sql_identifier, tables as view_names, unreadable
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Definition, Doc, Section,
                                            definition_commands, definition_estimates, estimate_command,
                                            format_interval, format_number, ledger_units, p, percent)
@@ -120,7 +120,91 @@ def __getattr__(name: str):
 
 # -- the parts around the tables ------------------------------------------------------------------
 
-def _methods_section(ctx: Context, sections: Sequence[Section]) -> None:
+def _guarded(left: list[str], blocks: list, what: str, make, *args) -> Any:
+    """`make(*args)`, or, when it raises, a "could not show" paragraph in `blocks` and a line in `left`: one part of
+    the report that cannot be drawn from this store never stops the rest."""
+    try:
+        return make(*args)
+    except Exception as exc:  # noqa: BLE001 - the report renders on any store and says what it left out
+        detail = " ".join(str(exc).split())[:300]
+        line = f"{what}: could not be shown ({type(exc).__name__}: {detail})"
+        left.append(line)
+        blocks.append(p(line, "not-run"))
+        return None
+
+
+def _unjudged(criterion: Any, message: str) -> CriterionResult:
+    """A criterion that could not be evaluated at all: status "error" (the overall verdict is incomplete)."""
+    get = criterion.get if isinstance(criterion, dict) else lambda k, d=None: getattr(criterion, k, d)
+    return CriterionResult(name=str(get("name", "?")), table=str(get("table", "?")), bad=str(get("bad", "")),
+                           where=get("where"), by=list(get("by", None) or []), max_upper=float(get("max_upper", 0) or 0),
+                           confidence=float(get("confidence", CONFIDENCE) or CONFIDENCE), status="error",
+                           message=message, status_raw="error")
+
+
+def skip_notes(con, table: str) -> list[str]:
+    """One line per (network, task, reason) of `table`'s rows that hold no measurement (`skipped` / `error` said
+    why: a sweep level an exported network cannot take, ...)."""
+    cols = set(execute(con, f"DESCRIBE {sql_identifier(table)}")["column_name"])
+    reasons = [c for c in ("skipped", "error") if c in cols]
+    if not reasons:
+        return []
+    reason = "coalesce(" + ", ".join(f"nullif(trim(CAST({c} AS VARCHAR)), '')" for c in reasons) + ")"
+    task = "task" if "task" in cols else "NULL"
+    frame = execute(con, f"SELECT network, {task} AS task, {reason} AS reason, count(*) AS n FROM "
+                         f"{sql_identifier(table)} WHERE {reason} IS NOT NULL GROUP BY ALL ORDER BY ALL")
+    totals = execute(con, f"SELECT network, {task} AS task, count(*) AS n FROM {sql_identifier(table)} GROUP BY ALL")
+    total = {(r.network, r.task): int(r.n) for r in totals.itertuples()}
+    return [f"table {table}: network {r.network}, task {r.task}: {int(r.n)} of {total.get((r.network, r.task), '?')} "
+            f"rows not measured: {str(r.reason).splitlines()[0][:200]}" for r in frame.itertuples()]
+
+
+def store_notes(store: Path, known: Sequence[str], con=None) -> list[str]:
+    """One line per thing about the store a reader must know: tables that cannot be read (and why), tables whose
+    rows hold NaN (read as unknown: counted neither bad nor good), rows a task skipped (and why), finished units
+    whose rows are missing."""
+    notes = [f"table {name} left out: {why}" for name, why in unreadable(store).items()]
+    try:
+        from survey.store import Store
+        lost = Store(store).missing_rows()
+    except Exception:  # noqa: BLE001 - an unreadable ledger is already named above
+        lost = {}
+    if lost:
+        notes.append(f"{len(lost)} finished unit(s) name row fragments that are missing (e.g. "
+                     f"{next(iter(lost.values()))[0]}): their rows are not in this report; `survey run` redoes them")
+    for table in known:
+        if table in NOT_TABLES:
+            continue
+        try:
+            counts = nan_counts(store, table)
+        except Exception:  # noqa: BLE001 - a note about a note: never fatal
+            continue
+        if counts:
+            shown = ", ".join(f"{c} ({n} rows)" for c, n in sorted(counts.items()))
+            notes.append(f"table {table}: NaN in {shown}, read as unknown (no estimate counts those rows "
+                         "as bad or as good)")
+        if con is not None:
+            try:
+                notes += skip_notes(con, table)
+            except Exception:  # noqa: BLE001
+                pass
+    return notes
+
+
+def _stepper(on_progress: Callable[[int, int, str], None] | None, total: int) -> Callable[[str], None]:
+    """A function to call at the start of each of `total` steps (with its name): it tells `on_progress`."""
+    done = [0]
+
+    def step(what: str) -> None:
+        if on_progress is not None:
+            on_progress(min(done[0], total), total, what)
+        done[0] += 1
+
+    return step
+
+
+def _methods_section(ctx: Context, sections: Sequence[Section], left: list[str],
+                     step: Callable[[str], None] = lambda what: None) -> None:
     blocks = ctx.doc.section("methods", "Methods and parameters")
     blocks.append(p("Each test is a pure function of (network, operator, reference solver, images, parameters, "
                     "random generator); the generator of a work unit is seeded from the sha256 of its id, so every "
@@ -134,10 +218,12 @@ def _methods_section(ctx: Context, sections: Sequence[Section]) -> None:
         blocks.append(ctx.doc.table("Tasks as declared in the study file (list values expand to a grid).",
                                     ["task", "parameters", "images / unit", "repeats", "networks"], rows))
     for section in sections:
-        blocks += section.methods(ctx)
+        step(f"methods: {section.table}")
+        blocks += _guarded(left, blocks, f"methods of {section.table}", section.methods, ctx) or []
 
 
-def _results_section(ctx: Context, sections: Sequence[Section]) -> None:
+def _results_section(ctx: Context, sections: Sequence[Section], left: list[str],
+                     step: Callable[[str], None] = lambda what: None) -> None:
     blocks = ctx.doc.section("results", "Results with confidence intervals")
     level = percent(CONFIDENCE)
     blocks.append(p(f"Each group's probability comes with one primary {level} interval, chosen by how its rows were "
@@ -151,10 +237,12 @@ def _results_section(ctx: Context, sections: Sequence[Section]) -> None:
                     "by dataset, and marked in-distribution when the network was trained on that data. The command "
                     "under each table prints the same numbers."))
     for section in sections:
-        blocks += section.results(ctx)
+        step(f"results: {section.table}")
+        blocks += _guarded(left, blocks, f"results of {section.table}", section.results, ctx) or []
 
 
-def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) -> None:
+def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths, left: list[str],
+                   step: Callable[[str], None] = lambda what: None) -> None:
     blocks = ctx.doc.section("worst", "Worst cases found")
     blocks.append(p("The ground truth x is not stored with the results; it is reloaded from the study's dataset "
                     "declaration and shown only when its content hash equals the one recorded at run time. "
@@ -162,8 +250,9 @@ def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) ->
                     "whose latest ledger entry is finished are shown (not failed or retracted ones)."))
     shown = False
     for section in sections:
+        step(f"worst cases: {section.table}")
         if section.table in ctx.known:
-            found = section.worst(ctx)
+            found = _guarded(left, blocks, f"worst cases of {section.table}", section.worst, ctx) or []
             blocks += found
             shown |= bool(found)
     if not shown:
@@ -173,7 +262,7 @@ def _worst_section(ctx: Context, sections: Sequence[Section], truths: Truths) ->
 
 
 def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Section],
-             correction: str = "holm") -> dict[str, Any]:
+             correction: str = "holm", left_out: Sequence[str] = ()) -> dict[str, Any]:
     verdict = overall_verdict(results)
     text = {"pass": "All acceptance criteria are met.",
             "fail": f"{sum(r.status == 'fail' for r in results)} of {len(results)} acceptance criteria are not met.",
@@ -196,21 +285,24 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
             counts.append(f"{section.table}: {n:,} rows")
         else:
             counts.append(f"{section.table}: not run")
+    if left_out:
+        text += f" Parts of this report could not be shown ({len(left_out)}): see the list below."
     warning = (correction_text(results, correction)[0]
                if correction == "none" and any(r.groups for r in results) else None)
     return {"verdict": verdict, "text": text, "criteria": items, "counts": counts, "correction": correction,
-            "warning": warning}
+            "warning": warning, "left_out": list(dict.fromkeys(left_out))}
 
 
 # -- the report -----------------------------------------------------------------------------------
 
 def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = False, n_boot: int = N_BOOT,
-                 seed: int = SEED) -> Path:
+                 seed: int = SEED, on_progress: Callable[[int, int, str], None] | None = None) -> Path:
     """Write the evidence report for `store` into the folder `out`; returns `out/index.html`.
 
     study: the `Study` (for intended use, tasks and criteria); None takes the newest run's recorded study.
     n_boot / seed: the image bootstrap of every estimate (printed in the report and in its commands).
     The folder is self-contained: index.html (inline CSS) and figures/*.png referenced relatively.
+    on_progress(done, total, step): hears each step as it starts (a progress bar).
     """
     import jinja2
 
@@ -223,32 +315,48 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         shutil.rmtree(fig_dir)
     fig_dir.mkdir()
     con = connect(store)
+    left: list[str] = []
     try:
         known = view_names(con)
-        runs = recorded_runs(con)
-        info = study_info(study, runs)
+        left += store_notes(store, known, con)
+        runs = _guarded(left, [], "the runs table (provenance)", recorded_runs, con) or []
+        info = _guarded(left, [], "the recorded study", study_info, study, runs) or study_info(study, [])
         truths = Truths(info, runs)
+        units = _guarded(left, [], "the ledger (which units finished)", ledger_units, con, known) or {}
         ctx = Context(Doc(out, store=given, svg=svg), con, known, store, given, info=info, truths=truths,
-                      n_boot=n_boot, seed=seed, units=ledger_units(con, known))
+                      n_boot=n_boot, seed=seed, units=units)
         sections = report_sections(info, known)
         tables = [s.table for s in sections]
-        device_section(ctx, runs, tables)
+        step = _stepper(on_progress, 5 + 3 * len(sections))
+        step("device, intended use")
+        _guarded(left, [], "device under test", device_section, ctx, runs, tables)
         use = ctx.doc.section("intended-use", "Intended use")
         use.append(p(info.get("intended_use") or "The study file states no intended use (field intended_use).",
                      None if info.get("intended_use") else "not-run"))
         if info.get("description"):
             use.append(p(info["description"]))
-        _methods_section(ctx, sections)
+        _methods_section(ctx, sections, left, step)
+        step("acceptance criteria")
         correction = info.get("correction") or "holm"
-        results = evaluate_criteria(given, info.get("criteria") or [], con=con, n_boot=n_boot, seed=seed,
-                                    correction=correction, cluster=(info.get("analysis") or {}).get("cluster"))
-        mark_missing_networks(results, ctx, {s.table: s.tasks for s in sections})
+        criteria = info.get("criteria") or []
+        results = _guarded(left, use, "acceptance criteria", lambda: evaluate_criteria(
+            given, criteria, con=con, n_boot=n_boot, seed=seed, correction=correction,
+            cluster=(info.get("analysis") or {}).get("cluster")))
+        if results is None:   # criteria that could not be judged give no verdict: each is an error
+            results = [_unjudged(c, left[-1]) for c in criteria]
+        _guarded(left, [], "networks without data", mark_missing_networks, results, ctx,
+                 {s.table: s.tasks for s in sections})
         criteria_section(ctx.doc, results, correction)
-        _results_section(ctx, sections)
-        _worst_section(ctx, sections, truths)
-        limitations_section(ctx, runs, tables)
-        provenance_section(ctx, runs)
-        summary = _summary(ctx, results, sections, correction)
+        _results_section(ctx, sections, left, step)
+        _worst_section(ctx, sections, truths, left, step)
+        step("limitations, provenance")
+        closing = ctx.doc.section("left-out", "What this report could not show") if left else []
+        closing += [p(line, "not-run") for line in dict.fromkeys(left)]
+        _guarded(left, closing, "limitations", limitations_section, ctx, runs, tables)
+        _guarded(left, closing, "provenance", provenance_section, ctx, runs)
+        summary = _guarded(left, [], "the summary's row counts", _summary, ctx, results, sections, correction, left)
+        if summary is None:
+            summary = _summary(ctx, results, [], correction, left)
     finally:
         con.close()
     data = {"correction": correction,
@@ -268,6 +376,8 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         data_json=json.dumps(data, default=str, sort_keys=True).replace("</", "<\\/"))
     index = out / "index.html"
     index.write_text(html, encoding="utf-8")
+    if on_progress is not None:
+        on_progress(1, 1, "written")
     return index
 
 

@@ -16,7 +16,12 @@ rows, so a crash leaves at worst row fragments no ledger row names; `Store.open`
 orphans, and rerunning the study redoes exactly the units the ledger lacks: no loss, no duplicates.
 One writer at a time: `Store.open` takes an exclusive lock on `<root>/.lock` (`layout.LOCK_FILE`) (released when the store
 is closed or its process dies, even by SIGKILL), because removing orphans under a running survey would
-delete the fragments it is writing. Readers (queries, reports, status) need no lock.
+delete the fragments it is writing. Readers (queries, reports, status, a run with nothing left to do) need
+no lock and no write access.
+
+A store damaged from outside is repaired without loss when it is next opened for writing: a row fragment
+that cannot be read (truncated) is moved aside (`.<name>.unreadable`, kept for inspection), and a unit whose
+ledger entry names a fragment that is not on disk counts as not finished, so the next run redoes it.
 """
 
 from __future__ import annotations
@@ -109,6 +114,11 @@ def _table_from_rows(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
+def quarantine_name(path: Path) -> Path:
+    """Where an unreadable fragment is kept: `.<name>.unreadable` beside it (matched by no reader's glob)."""
+    return path.with_name(f".{path.name}.unreadable")
+
+
 class StoreBusy(ValueError):
     """Another process is writing to this store."""
 
@@ -119,14 +129,26 @@ class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._lock: int | None = None
+        #: fragments `open` moved aside because they could not be read
+        self.quarantined: list[str] = []
         self._schemas: dict[str, pa.Schema | None] = {}   # directory -> the schema its fragments share
 
     @classmethod
     def open(cls, root: Path | str) -> "Store":
         """The store for writing: locked against a second writer, orphans of a crashed run removed."""
         store = cls(root)
-        store.root.mkdir(parents=True, exist_ok=True)
-        store._acquire_lock()
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+            store._acquire_lock()
+        except PermissionError as err:
+            raise PermissionError(f"store {str(store.root)!r} cannot be written ({err.strerror}); it has units left "
+                                  "to run: pass a writable --store") from None
+        except OSError as err:
+            if err.errno not in (30,):  # EROFS
+                raise
+            raise OSError(f"store {str(store.root)!r} is on a read-only file system; it has units left to run: "
+                          "pass a writable --store") from None
+        store.quarantined = store.quarantine_unreadable()
         store.remove_orphans()
         return store
 
@@ -151,10 +173,23 @@ class Store:
 
     # -- ledger -----------------------------------------------------------------------------
     def ledger(self) -> pa.Table | None:
+        """Every ledger row; ValueError naming a ledger fragment that cannot be read."""
         files = sorted((self.root / LEDGER_DIR).glob(FRAGMENT_GLOB))
         if not files:
             return None
-        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        parts = []
+        for f in files:
+            try:
+                parts.append(pq.read_table(f))
+            except (pa.ArrowException, OSError) as err:
+                raise ValueError(f"store {str(self.root)!r}: ledger fragment {f.relative_to(self.root)} cannot be "
+                                 f"read ({' '.join(str(err).split())[:160]}); move it out of the store (its units "
+                                 "then run again)") from None
+        try:
+            return pa.concat_tables(parts, promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise ValueError(f"store {str(self.root)!r}: the ledger's fragments do not share a schema "
+                             f"({' '.join(str(err).split())[:160]})") from None
 
     def latest_entries(self) -> dict[str, dict[str, Any]]:
         """unit_id -> its latest ledger entry (by finished_at): a later entry supersedes an earlier one
@@ -166,8 +201,39 @@ class Store:
         return {entry["unit_id"]: entry for _, entry in entries}
 
     def finished_units(self) -> set[str]:
-        """Units whose rows are safely stored (latest status ok); failed and forgotten units are run again."""
-        return {u for u, entry in self.latest_entries().items() if entry["status"] == "ok"}
+        """Units whose rows are safely stored (latest status ok, every fragment it names on disk); failed and
+        forgotten units, and units whose rows went missing, are run again."""
+        return {u for u, entry in self.latest_entries().items()
+                if entry["status"] == "ok" and all((self.root / f).is_file() for f in entry.get("fragments") or [])}
+
+    def missing_rows(self) -> dict[str, list[str]]:
+        """unit_id -> fragments its latest (ok) ledger entry names that are not on disk."""
+        out = {}
+        for unit, entry in self.latest_entries().items():
+            gone = [f for f in entry.get("fragments") or [] if not (self.root / f).is_file()]
+            if entry["status"] == "ok" and gone:
+                out[unit] = gone
+        return out
+
+    def quarantine_unreadable(self) -> list[str]:
+        """Move row fragments whose Parquet footer cannot be read to `.<name>.unreadable` (kept; no reader,
+        pyarrow's included, reads a name starting with a dot);
+        returns their store-relative paths. Their units then count as not finished."""
+        moved = []
+        for path in self.unreadable_fragments():
+            os.replace(path, quarantine_name(path))
+            moved.append(path.relative_to(self.root).as_posix())
+        return moved
+
+    def unreadable_fragments(self) -> list[Path]:
+        """Row fragments whose Parquet footer cannot be read (truncated, overwritten)."""
+        bad = []
+        for path in sorted(self.root.glob(f"*/{PARTITION_KEY}=*/{FRAGMENT_GLOB}")):
+            try:
+                pq.read_schema(path)
+            except (pa.ArrowException, OSError):
+                bad.append(path)
+        return bad
 
     def fragment_names(self) -> set[str]:
         """Fragments named by the latest ledger entries: the rows a reader should see."""

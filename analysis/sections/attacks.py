@@ -21,7 +21,7 @@ from survey.analysis.db import execute
 from survey.analysis.paired import paired_gain_ratio
 from survey.analysis.figures import NETWORK_STYLE, as_image, fmt, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.sections.base import (CONFIDENCE, MAX_WORST, Context, Definition, Section, format_interval,
-                                           format_number, h3,
+                                           format_number, h3, p,
                                            percent, records, slug)
 
 DEFINITIONS = (
@@ -80,9 +80,12 @@ class AttacksSection(Section):
         if definition.key != "attack-amplification":
             return None
         frame = execute(ctx.con, "SELECT * FROM attacks WHERE snapshot = 'level' AND attacked = 'network'")
-        if frame.empty:
-            return None
-        paths = instability_curves(frame, ctx.figure_path("instability_curves"), svg=ctx.doc.svg)
+        finite = frame[_finite(frame["r_rel"]) & _finite(frame["out_change_rel"])] if not frame.empty else frame
+        if finite.empty:
+            return p(f"No instability curves: none of the {len(frame)} level snapshot rows has a finite ‖r‖/‖x‖ "
+                     "and output change." if len(frame) else "No level snapshots to draw instability curves from.",
+                     "not-run") if len(frame) else None
+        paths = instability_curves(finite, ctx.figure_path("instability_curves"), svg=ctx.doc.svg)
         return ctx.doc.figure(paths, "Instability curves: relative output change against relative perturbation "
                                      "size, network (solid) and reference on the same perturbed data (dashed); "
                                      "points are samples, lines binned means, the dotted diagonal is a gain of 1.")
@@ -282,6 +285,11 @@ def perturbation_maps(store: Path | str, rows: Sequence[Mapping[str, Any]], out:
     return save_figure(fig, out, svg)
 
 
+def _finite(column: pd.Series) -> pd.Series:
+    """True where the value is a finite number (NULL, NaN, Inf and text are not)."""
+    return pd.Series(np.isfinite(pd.to_numeric(column, errors="coerce").astype(float)), index=column.index)
+
+
 def instability_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = False) -> list[Path]:
     """Relative output change against relative perturbation size, one panel per network.
 
@@ -295,8 +303,11 @@ def instability_curves(frame: pd.DataFrame, out: Path | str, *, svg: bool = Fals
     parts = [frame.assign(solver="network", change=frame["out_change_rel"])]
     if "ref_out_change_rel" in frame and frame["ref_out_change_rel"].notna().any():
         parts.append(frame.assign(solver="reference (CS)", change=frame["ref_out_change_rel"]))
-    long = pd.concat(parts, ignore_index=True).dropna(subset=["change", "r_rel"])
+    long = pd.concat(parts, ignore_index=True)
+    long = long[_finite(long["change"]) & _finite(long["r_rel"])]
     networks = sorted(long["network"].unique())
+    if not networks:
+        raise ValueError("instability_curves: no row has a finite r_rel and output change")
     ncols = min(3, len(networks))
     nrows = (len(networks) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharey=True)

@@ -36,7 +36,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = None, more: int = 0) -> None:
+def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = None, more: int = 0,
+                 wide: bool = True) -> None:
     table = Table(title=title)
     for column in columns:
         table.add_column(column, no_wrap=True)
@@ -45,7 +46,7 @@ def _print_table(columns: list[str], rows: list[list[Any]], title: str | None = 
         table.add_row(*row)
     # wide enough for every cell in full (a pipe or a narrow terminal wraps lines rather than cutting numbers)
     needed = sum(max([len(c), *(len(r[i]) for r in cells)]) + 3 for i, c in enumerate(columns)) + 1
-    console = Console(width=max(160, Console().width, needed))
+    console = Console(width=max(160, Console().width, needed) if wide else max(Console().width, needed))
     console.print(table)
     if more:
         console.print(f"... {more} more rows (use --format csv/json/parquet with --out for all)")
@@ -133,6 +134,8 @@ def estimate(
                                                         "volume or subject (default: the coarsest unit the rows "
                                                         "carry with at least 2 clusters)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
+    wide: bool = typer.Option(False, "--wide", help="Every interval method side by side (the default view shows "
+                                                    "the primary interval only, to fit the terminal)."),
     store: StoreOption = None,
 ) -> None:
     """Probability of a bad outcome per group, with its primary interval (marked *: cluster-exact where rows
@@ -198,6 +201,7 @@ def estimate(
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
+    _nan_note(root, table)
     if not rows:
         typer.echo("no rows matched")
         return
@@ -207,7 +211,21 @@ def estimate(
         columns = list(rows[0])
         _print_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
     else:
-        _print_estimates(rows, title)
+        _print_estimates(rows, title, wide)
+
+
+def _nan_note(root: Path, table: str) -> None:
+    """On stderr: the columns of `table` holding NaN, which every estimate reads as unknown (not counted)."""
+    from survey.analysis.db import nan_counts
+
+    try:
+        counts = nan_counts(root, table)
+    except (KeyError, ValueError, OSError):
+        return
+    if counts:
+        shown = ", ".join(f"{c} ({n} rows)" for c, n in sorted(counts.items()))
+        typer.echo(f"note: {table} holds NaN in {shown}; read as unknown, those rows count neither as bad nor as "
+                   "good", err=True)
 
 
 def _print_paired(root: Path, table: str, groups: list[str], where: str | None, confidence: float, n_boot: int,
@@ -269,9 +287,10 @@ def _interval(row: dict[str, Any]) -> str:
     return f"[{'-' if low is None else f'{low:.4g}'}, {'-' if high is None else f'{high:.4g}'}]"
 
 
-def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
-    """One line per group: counts, the primary method and estimate, then each method's interval side by side
-    (the primary one marked *) and the population the numbers speak for; notes below."""
+def _print_estimates(rows: list[dict[str, Any]], title: str, wide: bool = False) -> None:
+    """One line per group: counts, the primary estimate, its interval and one-sided upper bound and method;
+    `wide`: each method's interval side by side (the primary one marked *) and the checks. The population the
+    numbers speak for and the notes below."""
     from survey.analysis.estimate import FIXED_KEYS, METHODS
 
     groups = [c for c in rows[0] if c not in FIXED_KEYS]
@@ -284,22 +303,29 @@ def _print_estimates(rows: list[dict[str, Any]], title: str) -> None:
                                       "clusters": row["clusters"], "check": row["rule_of_three"]})
         line[row["method"]] = _interval(row) + (" *" if row.get("primary") else "")
         if row.get("primary"):
-            line.update(primary=row["method"], estimate=row["point"], upper=row["upper_bound"])
+            line.update(primary=row["method"], estimate=row["point"], upper=row["upper_bound"],
+                        **{"interval*": _interval(row)})
             populations[row["estimand"]] = populations.get(row["estimand"], 0) + 1
         if row["method"] != "bootstrap":
             line["interval"] = row["interval"]
         if row["note"]:
             notes[f"{row['method']}: {row['note']}"] = notes.get(f"{row['method']}: {row['note']}", 0) + 1
-    columns = [*groups, "n", "k", "p", "primary", "estimate", "upper", *METHODS, "interval", "check", "clusters"]
-    _print_table(columns, [[line.get(c) for c in columns] for line in lines.values()], title=title)
-    console = Console(width=max(160, Console().width))
+    if wide:
+        columns = [*groups, "n", "k", "p", "primary", "estimate", "upper", *METHODS, "interval", "check", "clusters"]
+    else:
+        columns = [*groups, "n", "k", "clusters", "estimate", "interval*", "upper", "primary"]
+    _print_table(columns, [[line.get(c) for c in columns] for line in lines.values()], title=title, wide=wide)
+    console = Console(width=max(160, Console().width)) if wide else Console()
     console.print("* the primary interval (report this one); estimate: its point estimate; upper: its upper "
                   "confidence bound, one-sided at the level (what criteria compare with their limits)",
                   highlight=False, markup=False)
     for population, count in populations.items():
         console.print(f"population: {population} ({count} group{'s' if count > 1 else ''})", highlight=False,
                       markup=False)
-    if any(line["check"] is not None for line in lines.values()):
+    if not wide:
+        console.print("(--wide: every interval method side by side, and the rule-of-three check)", highlight=False,
+                      markup=False)
+    if wide and any(line["check"] is not None for line in lines.values()):
         Console().print("check: rule of three, 3/n when k = 0 (1 - 3/n when k = n), at 95%")
     for note, count in notes.items():
         Console().print(f"{note} ({count} group{'s' if count > 1 else ''})", highlight=False, markup=False)

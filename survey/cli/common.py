@@ -43,6 +43,34 @@ def error(message: object) -> None:
     typer.echo(f"error: {one_line(message)}", err=True)
 
 
+def progress_bar(description: str, total: int | None = None):
+    """A transient progress bar on stderr (stdout stays the command's result): `with progress_bar(..) as update:`
+    then `update(done, total, what)`; without a total (None) it spins with the elapsed time."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar():
+        console = Console(stderr=True)
+        if not console.is_terminal:   # a pipe or a log file: no bar, not even its blank line
+            yield lambda done, steps=None, what="": None
+            return
+        columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(description, total=total)
+
+            def update(done: int, steps: int | None = None, what: str = "") -> None:
+                progress.update(task, completed=done, total=steps,
+                                description=f"{description}: {what}" if what else description)
+
+            yield update
+
+    return bar()
+
+
 F = TypeVar("F", bound=Callable)
 
 

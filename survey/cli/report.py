@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from survey.cli.common import StoreOption, command, fail, store_path
+from survey.cli.common import StoreOption, command, fail, progress_bar, store_path
 
 
 @command
@@ -26,13 +26,18 @@ def report(
     from survey.analysis.report import build_report
     from survey.spec import load_study
 
-    spec = load_study(study) if study is not None else None
+    import warnings
+
+    with warnings.catch_warnings():   # what a task says about its settings, `survey run` said; the report shows it
+        warnings.simplefilter("ignore", UserWarning)
+        spec = load_study(study) if study is not None else None
     store = store_path(store, spec)
     if not store.is_dir():
         fail(f"store {str(store)!r}: no such directory (run a study first, or pass --store)")
     if out is None:
         out = Path("reports") / (spec.name if spec is not None else _recorded_name(store))
-    index = build_report(store, out, spec)
+    with progress_bar("report") as update:
+        index = build_report(store, out, spec, on_progress=update)
     for line in verdict_lines(index):
         typer.echo(line)
     typer.echo(str(index))

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, store_path
+from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, one_line, store_path
 
 
 def run_and_print(study: Path, store: Path | None = None, address: str | None = None):
@@ -20,23 +20,39 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     from survey.engine.scheduler import run_study
     from survey.spec import load_study
 
-    spec = load_study(study)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as heard:   # said once, as notes, after the run (or by preflight)
+        warnings.simplefilter("always")
+        spec = load_study(study)
     console = Console()
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
-        bar = progress.add_task(spec.name, total=None, rows=0, rate="-", failed=0)
+    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                        MofNCompleteColumn(),
+                        TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    bar = None
 
-        def on_progress(p: dict) -> None:
-            rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
-            progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
-                            failed=p["failed"])
+    def on_progress(p: dict) -> None:   # the bar appears with the first unit, never before a pre-run error
+        nonlocal bar
+        if bar is None:
+            progress.start()
+            bar = progress.add_task(spec.name, total=p["total"], rows=0, rate="-", failed=0)
+        rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
+        progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
+                        failed=p["failed"])
 
-        def on_note(note: str) -> None:
-            console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
+    def on_note(note: str) -> None:
+        console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
 
+    try:
         summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress, on_note=on_note)
+    finally:
+        if bar is not None:
+            progress.stop()
+    for message in dict.fromkeys(one_line(w.message) for w in heard):
+        if not any(message in note for note in summary.notes):
+            console.print(f"note: {message}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
                   markup=False, highlight=False, soft_wrap=True)
@@ -45,8 +61,14 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     if summary.unreached:
         console.print(unreached_message(summary.unreached), markup=False, highlight=False, style="yellow",
                       soft_wrap=True)
+    for line in summary.skips:
+        console.print(f"skipped: {line}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     for unit_id, message in summary.failures[:10]:
         console.print(f"failed {unit_id}: {message}", markup=False, highlight=False, style="red", soft_wrap=True)
+    if len(summary.failures) > 10:
+        console.print(f"... and {len(summary.failures) - 10} more failed units (survey query \"SELECT unit_id, error "
+                      "FROM ledger WHERE status = 'failed'\")", markup=False, highlight=False, style="red",
+                      soft_wrap=True)
     return summary
 
 

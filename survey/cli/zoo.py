@@ -92,15 +92,18 @@ def eval_cmd(
 
     Example: survey zoo eval mine --study my-study.toml --count 8
     """
-    if study is not None:
-        from survey.engine.networks import evaluate_study_network
-        from survey.spec import load_study
+    from survey.cli.common import progress_bar
 
-        result = evaluate_study_network(load_study(study), name, dataset=dataset, split=split, count=count)
-    else:
-        from survey.nets.evaluation import evaluate_zoo_network
+    with progress_bar(f"evaluating {name} (network, H and the reference)"):
+        if study is not None:
+            from survey.engine.networks import evaluate_study_network
+            from survey.spec import load_study
 
-        result = evaluate_zoo_network(name, dataset=dataset, split=split, count=count)
+            result = evaluate_study_network(load_study(study), name, dataset=dataset, split=split, count=count)
+        else:
+            from survey.nets.evaluation import evaluate_zoo_network
+
+            result = evaluate_zoo_network(name, dataset=dataset, split=split, count=count)
     table = Table("method", "PSNR (dB)", "SSIM")
     for key in ("net", "H", "reference"):
         table.add_row(key, _fmt(result.metrics[f"psnr_{key}"]), f"{result.metrics[f'ssim_{key}']:.3f}")

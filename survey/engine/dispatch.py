@@ -3,7 +3,9 @@ outcomes collected in completion order.
 
 An actor that dies mid-call (node lost, out of memory) sends its units back to the queue without
 spending their retries; a unit whose calls kill `engine.max_crashes` actors is recorded as failed (it
-may be what kills them). A unit that raises is retried `engine.retries` times, then recorded as failed.
+may be what kills them). A unit that raises is retried `engine.retries` times, then recorded as failed;
+one whose network turned non-finite (survey.engine.finite) is recorded as failed at once (its seeded
+input would meet it again). A later `survey run` retries every failed unit.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class ActorPool:
         gpus = gpu_share(engine)
         device = engine.device if engine.device != "auto" or gpus == 0 else "cuda"
         cpus = cpu_share(engine.cpus_per_actor, engine.actors_per_network * len(networks))
-        self.remote = ray.remote(max_restarts=3, max_task_retries=0)(SurveyWorker)
+        # No Ray restarts: a dead actor is replaced by a fresh one (`ping_returned`). Ray would restart it from
+        # constructor arguments kept in its object store (a network's weights), and says so at error level.
+        self.remote = ray.remote(max_restarts=0, max_task_retries=0)(SurveyWorker)
         self.options = dict(num_cpus=cpus, num_gpus=gpus)
         self.args = {name: (handles[name], device, max(1, round(cpus))) for name in networks}
         self.actors = {name: [self._start(name) for _ in range(engine.actors_per_network)] for name in networks}
@@ -101,7 +105,7 @@ class ActorPool:
 
     def died_running(self, ref, name: str, i: int) -> bool:
         """Call `ref` failed because its actor died. Take no work to that actor until a ping says it is
-        back (Ray restarts it). True when `ref` was the call running at the time (calls to an actor run
+        back (a fresh actor in its place). True when `ref` was the call running at the time (calls to an actor run
         in submission order, so the oldest outstanding one); the others only waited behind it."""
         key = (name, i)
         if self.healthy[key]:
@@ -115,7 +119,7 @@ class ActorPool:
         name, i = self.pings.pop(ref)
         try:
             ray.get(ref)
-        except ray.exceptions.RayError:  # out of restarts: start a fresh actor in its place
+        except ray.exceptions.RayError:  # it is dead: start a fresh actor in its place
             self.actors[name][i] = self._start(name)
             self.pings[self.actors[name][i].describe.remote()] = (name, i)
             return
@@ -137,6 +141,8 @@ class Dispatcher:
         self.tally = Tally()
 
     def run(self) -> Tally:
+        if self.on_progress is not None:
+            self.on_progress({"done": 0, "total": self.total, "rows": 0, "failed": 0})
         self._submit()
         try:
             while self.pool.calls or any(self.queues.values()):
@@ -190,7 +196,7 @@ class Dispatcher:
             self.writer.add_ok(outcome, flight.attempt)
             self.tally.done += 1
             self.tally.rows += len(outcome.rows)
-        elif flight.attempt <= self.engine.retries:
+        elif outcome.retry and flight.attempt <= self.engine.retries:
             self.queues[flight.unit.network].append(replace(flight, attempt=flight.attempt + 1))
         else:
             self._fail(flight, outcome.error, outcome.seconds)

@@ -12,7 +12,7 @@ from survey.store import Store
 
 def study_status(study: Study, store_dir: Path | str) -> list[dict]:
     """One dict per (network, task): done, pending, failed (from each unit's latest ledger entry; a forgotten
-    unit is pending again)."""
+    unit, or one whose rows are missing from the store, is pending again)."""
     from survey.engine.networks import resolve_networks
     from survey.engine.planning import load_images
 
@@ -21,10 +21,12 @@ def study_status(study: Study, store_dir: Path | str) -> list[dict]:
     _, ids, _ = load_images(study, {min(sizes)})
     units = plan(study, {name: len(v) for name, v in ids.items()})
     latest = store.latest_entries() if store.root.exists() else {}
+    finished = store.finished_units() if store.root.exists() else set()
     last = {unit_id: entry["status"] for unit_id, entry in latest.items()}
     counts: Counter = Counter()
     for u in units:
-        state = {"ok": "done", "failed": "failed"}.get(last.get(u.unit_id), "pending")
+        # a finished unit whose rows went missing is pending again (the next run redoes it)
+        state = "done" if u.unit_id in finished else "failed" if last.get(u.unit_id) == "failed" else "pending"
         counts[(u.network, u.task, state)] += 1
     keys = sorted({(u.network, u.task) for u in units})
     return [{"network": n, "task": t, "done": counts[(n, t, "done")], "pending": counts[(n, t, "pending")],

@@ -21,7 +21,7 @@ from survey.engine.provenance import run_record
 from survey.engine.writer import StoreWriter
 from survey.layout import RUN_COLUMNS
 from survey.spec import Study
-from survey.store import Store
+from survey.store import Store, quarantine_name
 
 
 @dataclass
@@ -40,6 +40,8 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unreached: dict[tuple[str, float], tuple[int, int]] = field(default_factory=dict)
+    #: one line per (network, task, reason) of rows written without a measurement (a sweep level skipped, ...)
+    skips: list[str] = field(default_factory=list)
 
 
 def input_notes(handles: dict[str, NetworkHandle], skipped: dict[str, list[tuple[str, str]]]) -> list[str]:
@@ -75,14 +77,30 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     Raises StudyError (nothing written, Ray not started) when a network fails its probe or a task can
     never run; KeyboardInterrupt (also on SIGTERM) after flushing every finished unit."""
     started = time.perf_counter()
-    handles = checked_networks(study)          # every network builds and answers a probe
+    network_notes: list[str] = []
+    handles = checked_networks(study, network_notes)   # every network builds and answers a probe
     work = plan_work(study, handles)
-    check_tasks(study, work.units, handles)    # every (task, network) pair can run
-    notes = input_notes(handles, work.skipped)
+    check_tasks(study, work.units, handles, network_notes)   # every (task, network) pair can run
+    notes = network_notes + input_notes(handles, work.skipped)
     for note in notes if on_note is not None else ():
         on_note(note)
-    store = Store.open(store_dir or study.store)   # only once the study is known to be runnable
+    root = Path(store_dir or study.store)
+    reader = Store(root)   # read only: a store with nothing left to do needs no write access and no lock
+    done = reader.finished_units() if root.is_dir() else set()
+    todo = [u for u in work.units if u.unit_id not in done]
+    if not todo and not reader.unreadable_fragments():
+        return RunSummary(root, len(work.units), len(work.units), notes=notes)
+    store = Store.open(root)   # only once the study is known to be runnable and has work left
     try:
+        repaired = [f"store: fragment {rel} could not be read (truncated?); moved aside as "
+                    f"{quarantine_name(Path(rel)).as_posix()}, its units run again" for rel in store.quarantined]
+        lost = store.missing_rows()
+        if lost:
+            repaired.append(f"store: {len(lost)} finished unit(s) name row fragments that are missing "
+                            f"(e.g. {next(iter(lost.values()))[0]}); they run again")
+        for note in repaired if on_note is not None else ():
+            on_note(note)
+        notes += repaired
         done = store.finished_units()
         todo = [u for u in work.units if u.unit_id not in done]
         summary = RunSummary(store.root, len(work.units), len(work.units) - len(todo), notes=notes)
@@ -108,6 +126,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         summary.done, summary.failed, summary.rows, summary.failures = (tally.done, tally.failed, tally.rows,
                                                                          tally.failures)
         summary.unreached = writer.unreached()
+        summary.skips = writer.skipped()
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from survey.engine.finite import BadOutputError, FiniteGuard, check_rows
 from survey.engine.networks import NetworkHandle
 from survey.plan import Unit
 
@@ -24,6 +25,8 @@ class UnitOutcome:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    #: False for an error that a retry would meet again (a network that turned non-finite on its seeded input)
+    retry: bool = True
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -57,6 +60,7 @@ class SurveyWorker:
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.companions = self.handle.build_companions(self.net, self.device)
+        self.guarded = FiniteGuard(self.net, self.handle.name)
         self.reference = make_reference(self.physics)
 
     def describe(self) -> dict[str, Any]:
@@ -83,15 +87,19 @@ class SurveyWorker:
             try:
                 lo, hi = unit.image_start, unit.image_stop
                 x = torch.from_numpy(np.array(images[unit.dataset][lo:hi])).to(self.device)
-                ctx = TaskContext(net=self.net, physics=self.physics, images=x,
+                self.guarded.start(unit.unit_id)
+                ctx = TaskContext(net=self.guarded, physics=self.physics, images=x,
                                   image_ids=ids[unit.dataset][lo:hi], reference=self.reference,
                                   network=unit.network, dataset=unit.dataset, unit_id=unit.unit_id,
                                   companions=self.companions)
                 task = make_task(unit.task, **unit.params)
                 result = task(ctx, generator_for(unit.unit_id, self.device))
+                check_rows(unit.network, unit.unit_id, unit.task, result.rows)
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
                 rows = attach_units(result.rows, ctx.image_ids)   # volume_id / subject_id where the data says
                 outcomes.append(UnitOutcome(unit, rows, tensors, None, time.perf_counter() - start))
+            except BadOutputError as err:  # one line; the same seeded unit would meet it again
+                outcomes.append(UnitOutcome(unit, error=str(err), seconds=time.perf_counter() - start, retry=False))
             except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on
                 outcomes.append(UnitOutcome(unit, error=traceback.format_exc(limit=8),
                                             seconds=time.perf_counter() - start))

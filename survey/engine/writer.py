@@ -35,6 +35,15 @@ def _entry(unit: Unit, status: str, rows: int, seconds: float, error: str | None
             "run_id": run_id, "finished_at": time.time()}
 
 
+def skip_reason(row: dict) -> str:
+    """Why a row holds no measurement (its `skipped` or `error` column, first line), or ""."""
+    for column in ("skipped", "error"):
+        value = row.get(column)
+        if isinstance(value, str) and value.strip():
+            return value.strip().splitlines()[0][:200]
+    return ""
+
+
 class StoreWriter:
     """Buffers outcomes and flushes rows, then ledger entries, every few seconds (and at the end), so a
     ledger entry never names a fragment that is not on disk."""
@@ -49,12 +58,20 @@ class StoreWriter:
         self.count = 0
         #: (network, level) -> [searches that never reached the level, searches]: rows of level snapshots
         self.levels: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0, 0])
+        #: (network, task) -> rows written; (network, task, reason) -> rows a task left unmeasured (`skipped` or
+        #: `error` column, e.g. a sweep level a network cannot take)
+        self.row_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.skips: dict[tuple[str, str, str], int] = defaultdict(int)
 
     def add_ok(self, outcome: UnitOutcome, attempts: int) -> None:
         unit = outcome.unit
         key = (table_for(unit.task), unit.network)
         tensor_ref = self.store.write_tensors(unit.unit_id, outcome.tensors)
+        self.row_counts[(unit.network, unit.task)] += len(outcome.rows)
         for k, row in enumerate(outcome.rows):
+            reason = skip_reason(row)
+            if reason:
+                self.skips[(unit.network, unit.task, reason)] += 1
             if row.get("snapshot") == "level" and row.get("reached") is not None:
                 tally = self.levels[(unit.network, float(row.get("snapshot_target") or 0.0))]
                 tally[0] += not row["reached"]
@@ -67,6 +84,11 @@ class StoreWriter:
         self.count += len(outcome.rows)
         entry = _entry(unit, "ok", len(outcome.rows), outcome.seconds, None, attempts, self.run_id)
         self.pending_units.append((entry, key))
+
+    def skipped(self) -> list[str]:
+        """One line per (network, task, reason) whose rows were written but not measured (NaN, said why)."""
+        return [f"network {net!r}, task {task}: {n} of {self.row_counts[(net, task)]} rows not measured: {reason}"
+                for (net, task, reason), n in sorted(self.skips.items())]
 
     def unreached(self) -> dict[tuple[str, float], tuple[int, int]]:
         """(network, level) -> (rows that never reached the level, rows at that level), where any did not."""

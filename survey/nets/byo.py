@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +82,21 @@ def resolve_factory(name: str, factory: str, base_dir: Path, weights: str | None
 
 
 def _load_module_from_source(src: FactorySource):
-    folder = Path(tempfile.mkdtemp(prefix="survey-byo-"))
-    path = folder / src.target
-    path.write_bytes(src.source)
+    """Import a file factory from its source text, in memory: no temporary file is written (none is left
+    behind, even after Ctrl-C or on a killed worker). The source is registered with `linecache` under a
+    name that says where it came from, so tracebacks, `inspect.getsource` and `torch.jit.script` see it."""
+    import linecache
+    import types
+
     mod_name = f"survey_byo_{src.name}_{abs(hash(src.source)) % 10**8}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
+    filename = f"<survey factory {src.target} of network {src.name}>"
+    text = src.source.decode("utf-8", errors="replace")
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    module = types.ModuleType(mod_name)
+    module.__file__ = filename
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 - the user's own factory, as import would
     except Exception as err:  # noqa: BLE001 - user code: report what it raised
         raise NetworkLoadError(f"network {src.name!r}: importing {src.target} failed: {err!r}") from err
     return module
@@ -209,7 +215,12 @@ def build_network(src: FactorySource) -> nn.Module:
     try:
         net = factory(**dict(src.kwargs))
     except TypeError as err:
-        raise NetworkLoadError(f"network {src.name!r}: calling {src.attribute}() failed: {err}") from err
+        hint = ""
+        if "required" in str(err) and "argument" in str(err):
+            given = f" (given: {', '.join(k for k, _ in src.kwargs)})" if src.kwargs else ""
+            hint = (f"; pass the factory's arguments with `kwargs = {{ ... }}` in network {src.name!r}'s "
+                    f"[[networks]] entry{given}")
+        raise NetworkLoadError(f"network {src.name!r}: calling {src.attribute}() failed: {err}{hint}") from err
     if not isinstance(net, nn.Module):
         raise NetworkLoadError(f"network {src.name!r}: {src.attribute}() returned {type(net).__name__}, "
                                "not a torch.nn.Module")
@@ -222,14 +233,80 @@ def _one_line(text: object) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+#: An exported program's shape guard: "Guard failed: y.size()[2] == 32" (axis, the size it was exported at).
+_GUARD = re.compile(r"(?:size\(\)|shape)\[(\d+)\]\s*==\s*(\d+)")
+
+
+def _size_advice(name: str, physics, y: torch.Tensor) -> str:
+    n = physics.size
+    return (f"the study gives it measurements of shape {tuple(y.shape)} (physics {getattr(physics, 'kind', '?')!r} at "
+            f"size = {n}); an archive exported or traced at another image size fails like this: set `size` in "
+            f"network {name!r}'s physics to the size it was made for, or export it again at size {n}")
+
+
+def _call_failed(name: str, net: nn.Module, physics, err: Exception, batch: int, works: list[int],
+                 y: torch.Tensor) -> NetworkLoadError | None:
+    """The probe's message for a call that raised at `batch` (`works`: batch sizes that worked), advice
+    matching the cause: the batch size, the image size, or (None) neither, when the error says it all."""
+    archive = isinstance(net, _ArchiveNet)
+    detail = f"{type(err).__name__}: {_one_line(err)[:300]}"
+    guard = _GUARD.search(str(err))
+    if archive and guard is not None and int(guard.group(1)) > 0:
+        axis, made = int(guard.group(1)), int(guard.group(2))
+        got = y.shape[axis] if axis < y.ndim else "?"
+        return NetworkLoadError(f"network {name!r}: the archive was exported for measurements with {made} along "
+                                f"axis {axis}, got {got} ({detail}); {_size_advice(name, physics, y)}")
+    batch_cause = (guard is not None and int(guard.group(1)) == 0) or bool(works)
+    if batch_cause:
+        hint = EXPORT_HINT if archive else "the network must accept any batch size"
+        ok = f"works on a batch of {works[0]} measurements but " if works else ""
+        return NetworkLoadError(f"network {name!r}: {ok}fails on a batch of {batch} ({detail}); {hint}")
+    if archive:
+        return NetworkLoadError(f"network {name!r}: fails on the probe at every batch size ({detail}); "
+                                + _size_advice(name, physics, y))
+    return None
+
+
+def _check_output(name: str, out, batch: int, n: int) -> None:
+    """Refuse an output that is not a real float image batch of shape (batch, 1, n, n), saying expected vs got."""
+    if not isinstance(out, torch.Tensor):
+        raise NetworkLoadError(f"network {name!r}: returned {type(out).__name__}, not a tensor")
+    if torch.is_complex(out):
+        raise NetworkLoadError(f"network {name!r}: returned a complex tensor ({out.dtype}); outputs must be real "
+                               "images: return the real part or the magnitude (e.g. physics.H(y).real or .abs())")
+    if out.dtype not in (torch.float32, torch.float64):
+        raise NetworkLoadError(f"network {name!r}: returned a {out.dtype} tensor; expected a real float32 or "
+                               "float64 image (cast it with .float())")
+    expected = (batch, 1, n, n)
+    if tuple(out.shape) != expected:
+        got = tuple(out.shape)
+        why = ""
+        if out.ndim == 4 and got[-2:] != (n, n):
+            why = (f": its images are {got[-2]} x {got[-1]} but the study's physics has size = {n} "
+                   "(set `size` to the network's image size)")
+        elif out.ndim != 4:
+            why = f": {out.ndim} axes instead of 4 (batch, channel, height, width)"
+        elif got[0] != batch:
+            why = f": {got[0]} images for {batch} measurements"
+        elif got[1] != 1:
+            why = f": {got[1]} channels instead of 1"
+        raise NetworkLoadError(f"network {name!r}: output shape {got} for a batch of {batch} measurements; "
+                               f"expected {expected}{why}")
+    if not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out)).sum())
+        raise NetworkLoadError(f"network {name!r}: output contains NaN or Inf ({bad} of {out.numel()} values) "
+                               "on a probe input")
+
+
 @torch.no_grad()
 def check_network(name: str, net: nn.Module, physics, device="cpu") -> None:
     """Call the network on probes (A of a smooth image) at each of `PROBE_BATCHES`; fail clearly on a
-    wrong signature, a batch size it cannot take (with how to export a dynamic batch), shape or NaN."""
+    wrong signature, a batch size or image size it cannot take (advice matching the cause), a complex or
+    non-float output, a wrong shape (expected vs got) or NaN."""
     n = physics.size
     grid = torch.linspace(-1, 1, n, device=device)
     image = (1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None]
-    first = PROBE_BATCHES[0]
+    works: list[int] = []
     for batch in PROBE_BATCHES:
         y = physics.A(image.repeat(batch, 1, 1, 1))
         try:
@@ -238,17 +315,37 @@ def check_network(name: str, net: nn.Module, physics, device="cpu") -> None:
             raise NetworkLoadError(f"network {name!r}: must be callable as net(y, physics) -> image; "
                                    f"calling it raised: {_one_line(err)}") from err
         except Exception as err:
-            exported = isinstance(net, _ArchiveNet) and net.exported
-            if batch == first and not exported:
+            if not works:  # failing at the first batch: does any other batch size work?
+                for other in PROBE_BATCHES[1:]:
+                    try:
+                        net(physics.A(image.repeat(other, 1, 1, 1)), physics)
+                        works.append(other)
+                        break
+                    except Exception:  # noqa: BLE001 - only asked which batch sizes work
+                        pass
+            problem = _call_failed(name, net, physics, err, batch, works, y)
+            if problem is None:
                 raise
-            hint = EXPORT_HINT if isinstance(net, _ArchiveNet) else "the network must accept any batch size"
-            works = f"works on a batch of {first} measurements but " if batch != first else ""
-            raise NetworkLoadError(f"network {name!r}: {works}fails on a batch of {batch} "
-                                   f"({type(err).__name__}: {_one_line(err)[:300]}); {hint}") from err
-        if not isinstance(out, torch.Tensor):
-            raise NetworkLoadError(f"network {name!r}: returned {type(out).__name__}, not a tensor")
-        if tuple(out.shape) != (batch, 1, n, n):
-            raise NetworkLoadError(f"network {name!r}: output shape {tuple(out.shape)} for a batch of {batch} "
-                                   f"measurements; expected ({batch}, 1, {n}, {n})")
-        if not torch.isfinite(out).all():
-            raise NetworkLoadError(f"network {name!r}: output contains NaN or Inf on a probe input")
+            raise problem from err
+        _check_output(name, out, batch, n)
+        works.append(batch)
+
+
+@torch.no_grad()
+def determinism_note(name: str, net: nn.Module, physics, device="cpu") -> str | None:
+    """A note when two calls of `net` on the same probe differ (fresh randomness inside the network, dropout
+    left on in an archive): its rows cannot be replayed exactly from their unit ids. None when they agree."""
+    n = physics.size
+    grid = torch.linspace(-1, 1, n, device=device)
+    y = physics.A((1 - (grid[:, None] ** 2 + grid[None, :] ** 2)).clamp(min=0)[None, None])
+    try:
+        first, second = net(y, physics), net(y, physics)
+        if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)) or first.shape != second.shape:
+            return None
+        change = float((first - second).abs().max()) / max(float(first.abs().max()), 1e-12)
+    except Exception:  # noqa: BLE001 - the probe proper reports a network that fails
+        return None
+    if change <= 1e-6:
+        return None
+    return (f"network {name!r}: two calls on the same input differ (by {change:.2g} of its output's scale): it is "
+            "not deterministic, so its rows cannot be replayed exactly from their unit ids (random layers left on?)")

@@ -57,6 +57,8 @@ def check_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_image(x: torch.Tensor, size: int, channels: int = 1, what: str = "image") -> None:
+    if torch.jit.is_tracing():   # a trace records this shape once (its sizes are tensors: no Python bool of them)
+        return
     if x.ndim < 3 or tuple(x.shape[-3:]) != (channels, size, size):
         raise ValueError(f"{what} must be shaped (B, {channels}, {size}, {size}), got {tuple(x.shape)}")
 
