@@ -171,7 +171,15 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
         key = key if isinstance(key, tuple) else (key,)
         dropped = part[part["_reason"] != ""]
         part = part[part["_reason"] == ""]
-        if part.empty:
+        if part.empty:   # every pair left out: the group is still shown, with no estimate and its reasons
+            out.append({**dict(zip(by, key)), "numerator": numerator, "denominator": denominator, "value": value,
+                        "images": 0, "units": 0, "unit": unit, "ratio": math.nan, "ci_low": math.nan,
+                        "ci_high": math.nan, "interval": "t", "boot_low": math.nan, "boot_high": math.nan,
+                        "p_sign_flip": 1.0, "p_t": math.nan, "min_p": 1.0, "dropped": int(len(dropped)),
+                        "not_levelled": int((dropped["_reason"] == NOT_LEVELLED).sum()),
+                        "dropped_reasons": {str(r): int(n) for r, n in dropped["_reason"].value_counts().items()},
+                        "median": math.nan, "share_above_1": math.nan, f"{numerator}_median": math.nan,
+                        f"{denominator}_median": math.nan, "confidence": confidence, "n_boot": 0, "seed": seed})
             continue
         ratios = (part[numerator] / part[denominator]).to_numpy(dtype=float)
         logs = np.log(ratios)
@@ -200,7 +208,7 @@ def paired_ratios(frame: pd.DataFrame, *, numerator: str = "network", denominato
 
     adjusted = holm([r["p_sign_flip"] for r in out], 1 - confidence)[0] if out else []
     for r, p in zip(out, adjusted):
-        shown = p <= 1 - confidence
+        shown = p <= 1 - confidence and r["images"] > 0
         r.update(p_holm=float(p), family_size=len(out),
                  direction=("numerator higher" if r["ratio"] > 1 else "numerator lower") if shown
                  else "no difference shown")

@@ -204,5 +204,8 @@ def test_controls_through_survey_run_on_ray(tmp_path):
                             text=True, timeout=300)
     assert paired.returncode == 0, paired.stdout + paired.stderr
     found = json.loads(paired.stdout)
-    assert {(r["network"], r["budget"], r["images"]) for r in found} == {("identity", 0.02, 2), ("identity", 0.05, 2)}
-    assert all(r["ci_low"] <= r["ratio"] <= r["ci_high"] for r in found)
+    # every image of each group is either paired or left out with its reason (a search that did not level off
+    # within 8 iterations is not a worst case to compare), never dropped silently
+    assert {(r["network"], r["budget"]) for r in found} == {("identity", 0.02), ("identity", 0.05)}
+    assert all(r["images"] + r["dropped"] == 2 and sum(r["dropped_reasons"].values()) == r["dropped"] for r in found)
+    assert all(r["ci_low"] <= r["ratio"] <= r["ci_high"] for r in found if r["images"] >= 2)

@@ -193,7 +193,7 @@ def test_survey_estimate_distribution_and_the_primary_mark(ball_store):
     assert rows[0]["q0.9"] == pytest.approx(np.quantile([1, 1, 0, 0, 0, 0, 0], 0.9))
     shown = runner.invoke(app, [*args, "--distribution"])
     assert shown.exit_code == 0 and "fraction" in shown.output and "net-a" in shown.output
-    table = runner.invoke(app, args)
+    table = runner.invoke(app, [*args, "--wide"])   # every method side by side, the primary one marked *
     assert table.exit_code == 0 and "primary" in table.output and "cluster-exact" in table.output
     assert " *" in table.output and "mean per-image probability" in table.output
     for bad_args in (["--distribution", "--per", "curve"], ["--distribution", "--levels", "a,b"],
@@ -296,7 +296,7 @@ def test_two_folder_datasets_of_one_kind_run_and_stay_apart(tmp_path, ray_local)
     primary = [r for r in rows if r["primary"]]
     assert [r["dataset"] for r in primary] == ["hospital-a", "hospital-b"]
     assert all(r["clusters"] == 3 for r in primary)
-    assert primary[1]["estimand"].startswith("P(bad) for the population of images like these (hospital-b")
+    assert primary[1]["estimand"].startswith("P(bad) for the population of volumes like these (hospital-b")  # a top-level slice is its own volume
     html = build_report(tmp_path / "results", tmp_path / "report", study, n_boot=100).read_text()
     lines = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert any(line[:4] == ["tiny", "hospital-a", "blob", "in-distribution"] for line in lines)
