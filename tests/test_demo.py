@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.conftest import CHROMIUM_FLAGS, chromium
 
-pytestmark = pytest.mark.slow  # the whole quick study on Ray: minutes
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the whole quick study on Ray: many minutes
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     store, reports = root / "results", root / "reports"
     result = subprocess.run([sys.executable, "-m", "survey.cli.main", "demo", "--store", str(store),
-                             "--reports", str(reports)], capture_output=True, text=True, timeout=1200)
+                             "--reports", str(reports)], capture_output=True, text=True, timeout=1400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return store, reports / "quick" / "index.html", result.stdout
 

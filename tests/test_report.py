@@ -162,7 +162,9 @@ def test_cli_report_writes_and_prints_index(study_store, tmp_path, monkeypatch):
     app.command()(report)
     result = CliRunner().invoke(app, ["--store", str(partial), "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == str(tmp_path / "cli" / "index.html")
+    lines = result.output.strip().splitlines()   # one verdict line per criterion, then the index
+    assert lines[-1] == str(tmp_path / "cli" / "index.html")
+    assert all(line.split()[0] in ("PASS", "FAIL", "INCONCLUSIVE", "NOT", "ERROR") for line in lines[:-1])
     missing = CliRunner().invoke(app, ["--store", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no such directory" in missing.output  # the CLI's one error path
 

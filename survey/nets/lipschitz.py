@@ -368,7 +368,12 @@ def lipschitz_bound(net: nn.Module, physics, *, domain: str = "image", size: int
     it. Parameters are read in float64 on the CPU."""
     _register_zoo()
     size = int(size if size is not None else physics.size)
-    target = getattr(net, "module", None) if type(net) not in RULES and hasattr(net, "module") else net
+    target = net   # unwrap wrappers without a rule (a byo wrapper's .module, the engine's finite guard's .net)
+    while not any(c in RULES for c in type(target).__mro__):
+        inner = getattr(target, "module", None) or getattr(target, "net", None)
+        if not isinstance(inner, nn.Module):
+            break
+        target = inner
     cls = next((c for c in type(target).__mro__ if c in RULES), None)
     if cls is None:
         return LipschitzBound(None, domain, {}, [f"no Lipschitz rule for {type(net).__name__} (register one with "
