@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/survey demo
 
-# Everything (what CI runs, about 15 minutes here); test-fast: unit and property tests only (about 2-3 minutes).
+# Everything (what CI runs, about 20-25 minutes here); test-fast: unit and property tests only (about 2-3 minutes).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
