@@ -93,7 +93,7 @@ def test_dicom_samples_hold_real_ct_and_mr_in_test_only():
 
 # ---------------------------------------------------------------- user folders
 
-def write_dicom(path, pixels: np.ndarray, modality="CT"):
+def write_dicom(path, pixels: np.ndarray, modality="CT", series: str | None = None, patient: str | None = None):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -104,7 +104,9 @@ def write_dicom(path, pixels: np.ndarray, modality="CT"):
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    if patient is not None:
+        ds.PatientID = patient
     ds.Modality = modality
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 12)
@@ -177,6 +179,25 @@ def test_folder_hash_split_keeps_a_volume_together_and_is_disjoint(mixed_folder)
             assert "no image in split" in str(exc)
             loaded[split] = set()
     assert sum(len(v) for v in loaded.values()) == len(found.ids) == len(set().union(*loaded.values()))
+
+
+def test_folder_hash_split_keeps_each_volume_and_subject_in_one_split(tmp_path):
+    from survey.data.folder import scan
+
+    volumes = [f"vol{v:02d}" for v in range(12)]
+    for v in volumes:                                          # 2-D slices of one volume in its own sub-folder
+        (tmp_path / v).mkdir()
+        write_pngs(tmp_path / v, 3)
+    (tmp_path / "pat").mkdir()                                 # two series of one patient, one file per slice
+    for k, series in enumerate(("1.2.3.1", "1.2.3.2")):
+        write_dicom(tmp_path / "pat" / f"s{k}.dcm", 1000 + ramp(24, 24) * (k + 1), series=series, patient="P7")
+
+    found = scan(tmp_path, SIZE, split_mode="hash")
+    split_of = dict(zip(found.ids, found.splits))
+    for v in volumes:
+        assert {s for i, s in split_of.items() if i.startswith(f"folder/{v}/")} == {io.hash_split(v)}
+    assert {split_of["folder/pat/s0.dcm"], split_of["folder/pat/s1.dcm"]} == {io.hash_split("patient:P7")}
+    assert len({io.hash_split(v) for v in volumes}) > 1       # the volumes do spread over the splits
 
 
 def write_pngs(folder, count: int, size: int = 24) -> list[str]:

@@ -14,8 +14,8 @@ file or any other stack the file itself, a single 2-D image its parent folder re
 the top level its own volume). Splits: every image is in
 'test' by default (`split_mode="test"`: a researcher's own images are what a study tests on).
 `split_mode="hash"` splits by sha256 of a group key mod 10 (0 test, 1 val, 2..9 train), the key being
-the file (so the slices of one volume stay together) or, for DICOM, its SeriesInstanceUID (so a series
-stored as one file per slice stays together).
+the coarsest unit known: the subject (a DICOM PatientID) where there is one, else the volume (so the slices
+of a stack, a DICOM series stored as one file per slice, and the 2-D images of one sub-folder stay together).
 Files that cannot be used, whatever the reader raised, are listed in `ImageSet.skipped` as
 (path relative to the folder, reason), and slices dropped from a stack as ('file#slice', reason) or
 (file, 'k of n slices empty ...'); a folder with no usable image at all raises ValueError with the reasons.
@@ -67,6 +67,14 @@ def non_empty(slices: list[np.ndarray], min_tissue: float) -> list[int]:
     level = lo + 0.05 * (hi - lo)
     with np.errstate(invalid="ignore"):
         return [i for i, s in enumerate(slices) if (s > level).mean() >= min_tissue]
+
+
+def split_key(volume: str, subject: str | None) -> str:
+    """The group a hash split keeps together: the coarsest unit known (the subject, else the volume), so no
+    subject or volume has images in two splits. A file that is its own volume keys by its relative path."""
+    if subject is not None:
+        return subject
+    return volume.removeprefix("folder/")
 
 
 def volume_of(rel: str, kind: str, is_stack: bool, header: dict) -> tuple[str, str | None]:
@@ -131,7 +139,6 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
             continue
         try:
             slices, is_stack, header = read_file(file, kind, axis=axis, npy_axis=npy_axis)
-            series = header.get("series")
             volume, subject = volume_of(rel, kind, is_stack, header)
             keep = range(len(slices))
             if is_stack:
@@ -142,7 +149,7 @@ def scan(path, size: int, *, axis: int = 2, npy_axis: int = 0, pattern: str | No
         except Exception as exc:  # one unreadable file among many is reported, never fatal
             out.skipped.append((rel, io.failure_reason(exc)))
             continue
-        split = io.file_split(split_mode, f"series:{series}" if series else rel)
+        split = io.file_split(split_mode, split_key(volume, subject))
         for i in keep:
             image_id = ImageId(f"folder/{rel}#{i}" if is_stack else f"folder/{rel}", volume=volume, subject=subject)
             try:
