@@ -172,7 +172,8 @@ def finish(method: str, records: list[ChainRecord], confidence: float, settings:
             "modes_per_run": [rec.modes for rec in records], "settings": settings,
             "accept": [rec.accept for rec in records], "score_correlation": [rec.score_correlation for rec in records],
 "run_log10_p": [xi / math.log(10) for xi in x],
-            "level_values": [rec.levels for rec in records], "reason": stop}
+            "level_values": [rec.levels for rec in records], "reason": stop,
+            "survivors": [rec.extra.get("survivors") for rec in records]}
     levels = max((len(rec.levels) for rec in records), default=0)
     return RareResult(method, p, float(low), float(min(1.0, high)), confidence, log10_or_none(p),
                       sum(rec.calls for rec in records), levels=levels, certified_below=certified, info=info)

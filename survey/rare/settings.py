@@ -5,8 +5,8 @@ which a study's rows are marked `validated = false`."""
 from __future__ import annotations
 
 VALIDATED: dict[str, dict[str, float | int]] = {
-    "splitting": {"particles": 200, "mcmc_steps": 10, "runs": 4, "p0": 0.2},
-    "last-particle": {"particles": 100, "mcmc_steps": 10, "runs": 4},
+    "splitting": {"particles": 200, "mcmc_steps": 10, "runs": 4, "p0": 0.2, "cross_check": True},
+    "last-particle": {"particles": 100, "mcmc_steps": 10, "runs": 4, "cross_check": True},
     "importance": {"draws": 2000, "restarts": 32},
 }
 
