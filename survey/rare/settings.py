@@ -12,8 +12,8 @@ VALIDATED: dict[str, dict[str, float | int]] = {
 
 #: Settings a study may not lower without its rows losing `validated` (larger is always allowed).
 FLOORS: dict[str, tuple[str, ...]] = {
-    "splitting": ("particles", "mcmc_steps", "runs"),
-    "last-particle": ("particles", "mcmc_steps", "runs"),
+    "splitting": ("particles", "mcmc_steps", "runs", "cross_check"),
+    "last-particle": ("particles", "mcmc_steps", "runs", "cross_check"),
     "importance": ("draws", "restarts"),
 }
 
