@@ -45,25 +45,29 @@ TABLE_MAPS = ("two-mode d=64", "two-mode d=1024", "three-mode d=64", "linear (sy
 
 
 def estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype,
-             check: bool = True) -> list:
+             check: bool = True, stop_below: float | None = None) -> list:
     """`repeats` independent estimates at the validated settings; the particle estimators' cross-checked against
-    importance sampling's design points (survey.rare.crosscheck; check=False: the particle estimate alone)."""
-    results = _estimate(estimator, model, delta, repeats, seed, dtype)
+    importance sampling's design points (survey.rare.crosscheck; check=False: the particle estimate alone);
+    stop_below: certify P < stop_below (the particle estimators)."""
+    results = _estimate(estimator, model, delta, repeats, seed, dtype, stop_below)
     if estimator == "importance" or not check or not VALIDATED[estimator].get("cross_check"):
         return results
     designs = _estimate("importance", model, delta, repeats, seed + 7919, dtype)
     return [cross_check(r, d) for r, d in zip(results, designs)]
 
 
-def _estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype) -> list:
+def _estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype,
+              stop_below: float | None = None) -> list:
     gen = torch.Generator().manual_seed(seed)
     settings = VALIDATED[estimator]
     if estimator == "splitting":
         return splitting(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
+                         stop_below=stop_below,
                          n_particles=settings["particles"], mcmc_steps=settings["mcmc_steps"], runs=settings["runs"],
                          p0=settings["p0"])
     if estimator == "last-particle":
         return last_particle(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
+                             stop_below=stop_below,
                              n_particles=settings["particles"], mcmc_steps=settings["mcmc_steps"],
                              runs=settings["runs"])
     return importance(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
@@ -94,6 +98,25 @@ def measure(estimator: str, name: str, nominal: float, repeats: int = 100, seed:
             "cross_check_flagged": float(np.mean([bool(r.info.get("cross_check_flag")) for r in results]))}
 
 
+def certificates(estimator: str, name: str, nominal: float, repeats: int = 100, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Certification "P < p_c" at exact p = p_c ~ nominal on one planted map: the share of repeats that certify
+    (wrong, since p = p_c) with the cross-check (survey.rare.crosscheck) and without it (`wrong_unchecked`)."""
+    model = PLANTED[name]()
+    delta = model.delta_for(nominal)
+    p = model.probability(delta)
+    plain = _estimate(estimator, model, delta, repeats, seed, dtype, stop_below=p)
+    designs = _estimate("importance", model, delta, repeats, seed + 7919, dtype)
+    checked = [cross_check(r, d) for r, d in zip(plain, designs)]
+
+    def wrong(results):
+        return float(np.mean([r.info.get("stop") == "stop_below" and r.certified_below is not None
+                              and r.certified_below <= p for r in results]))
+
+    return {"estimator": estimator, "map": name, "p_c": p, "repeats": repeats, "wrong": wrong(checked),
+            "wrong_unchecked": wrong(plain), "calls": float(np.mean([r.calls for r in checked]))}
+
+
 def main() -> None:
     import argparse
     import json
@@ -119,4 +142,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["PLANTED", "TABLE_MAPS", "estimate", "flagged", "measure"]
+__all__ = ["PLANTED", "TABLE_MAPS", "certificates", "estimate", "flagged", "measure"]
