@@ -22,6 +22,9 @@ an exact 1e-6). The restarts say when that is likely: the Good-Turing estimate o
 restart would find a mode not yet seen is (modes found by exactly one restart) / (restarts that converged).
 Above UNSEEN_LIMIT the result is flagged (`info["unseen_modes"]`, `info["modes_unresolved"]`) and its upper
 end is 1: the draws still bound p from below, they say nothing above. Use splitting there.
+`info["mode_shares"]` is each design point's share of p_hat (each failure draw assigned to the mode whose
+linearised half-space it lies deepest in, `nearest_mode`): survey.rare.crosscheck compares the particle
+estimators' survivors with it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ certified bound). `finish` turns R runs into one `RareResult`:
   defend: P(S >= delta) <= P(S > L) for every L < delta, so the largest upper end over runs of
   P(S > L*) at the highest level L* up to which all runs agree and mix; 1 when no such level exists.
   ci_low is the smallest lower end over runs (a run that lost a mode only underestimates).
+
+`info["survivors"]` keeps each run's particles that reached delta (n_r, d) for survey.rare.crosscheck.
 """
 
 from __future__ import annotations
