@@ -27,6 +27,7 @@ it, so a row replays alone and does not depend on which targets or estimators ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -250,7 +251,10 @@ class Rare(Task):
         `cross_check` is on."""
         result = self._estimate(estimator, score, dim, delta, generator)
         if estimator in PARTICLE_ESTIMATORS and self.checks(estimator):
-            design = self._estimate("importance", grad_score or score, dim, delta, generator)
+            try:
+                design = self._estimate("importance", grad_score or score, dim, delta, generator)
+            except ValueError as err:   # a solver without gradients: the row stays unchecked, not validated
+                return dataclasses.replace(result, info={**result.info, "cross_check_error": str(err)})
             result = cross_check(result, design)
         return result
 
@@ -341,7 +345,7 @@ class Rare(Task):
                                  "design_radius": float(min(radius)) if radius else None,
                                  "runs": info.get("runs") if estimator in PARTICLE_ESTIMATORS else None,
                                  "modes": info.get("modes") if estimator in PARTICLE_ESTIMATORS else None,
-                                 "validated": self.validated(estimator),
+                                 "validated": self.validated(estimator) and "cross_check_error" not in info,
                                  "settings": self.settings(estimator)})
         return TaskResult(rows, {})
 
