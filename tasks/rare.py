@@ -201,6 +201,9 @@ class Rare(Task):
         validate.number(self, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
         for estimator in self.estimators:
             low = below_floor(estimator, self.estimator_settings(estimator))
+            if estimator in PARTICLE_ESTIMATORS and self.checks(estimator):
+                low += [f"its cross-check's importance {item}"
+                        for item in below_floor("importance", self.estimator_settings("importance"))]
             if low:
                 warnings.warn(f"{name}: {estimator} with {', '.join(low)} is below the validated settings "
                               "(survey.rare.settings): its rows get validated = false and are not certificates",
@@ -235,7 +238,12 @@ class Rare(Task):
         return bool(self.built().differentiable) and not below_floor(estimator, values)
 
     def validated(self, estimator: str) -> bool:
-        return not below_floor(estimator, self.estimator_settings(estimator))
+        """At or above the validated settings; a cross-checked particle estimator's check at importance
+        sampling's validated settings too."""
+        if below_floor(estimator, self.estimator_settings(estimator)):
+            return False
+        return not (estimator in PARTICLE_ESTIMATORS and self.checks(estimator)
+                    and below_floor("importance", self.estimator_settings("importance")))
 
     def built(self):
         return make_family(self.family, **self.family_params)
