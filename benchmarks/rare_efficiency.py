@@ -4,8 +4,8 @@
 
 On the planted linear map (survey.rare.exact.LinearMap, S(z) = ||G sigma z|| / ||x0||, exact p by
 quadrature) at p = 1e-6 and 1e-9: `repeats` independent estimates of each estimator at its validated
-settings (survey.rare.settings: every estimate pools its independent runs, and its calls count all of
-them) give its relative RMS error e = sqrt(mean((p_hat / p - 1)^2)) and mean calls C; naive Monte Carlo
+settings (survey.rare.settings: every estimate pools its independent runs and is cross-checked against
+importance sampling, and its calls count all of them) give its relative RMS error e = sqrt(mean((p_hat / p - 1)^2)) and mean calls C; naive Monte Carlo
 needs N_mc = (1 - p) / (p e^2) calls for the same relative error; the ratio N_mc / C is printed, with the
 interval coverage. Importance sampling's calls include its design-point search, each gradient evaluation
 counted once; `ratio (grad = 3 calls)` counts each as three forward passes.

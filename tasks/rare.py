@@ -27,6 +27,7 @@ it, so a row replays alone and does not depend on which targets or estimators ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -38,6 +39,7 @@ import torch
 from survey.perturb import family_names, make_family
 from survey.perturb.gaussian import sigma_from_snr
 from survey.rare import importance, last_particle, make_distance, mc, perturbation_score, splitting
+from survey.rare.crosscheck import cross_check
 from survey.rare.distance import DISTANCES
 from survey.rare.settings import VALIDATED, below_floor
 from survey.tasks import validate
@@ -80,7 +82,9 @@ RARE_COLUMNS: dict[str, Column] = {
     "stop": Column("how the estimate ended: reached; a certification (stop_below, max_levels, max_moves, flat); "
                    "runs_disagree (the independent runs' estimates differ beyond their errors: a failure mode lost "
                    "by some runs) or mixing (a level's moves did not mix), both with ci_high widened to what the "
-                   "runs still defend (1 if nothing); or importance's modes_unresolved (restarts kept finding new "
+                   "runs still defend (1 if nothing); modes_lost (a failure mode that importance sampling found "
+                   "holds >= 10% of p and no run reached it) or estimators_disagree (the particle and importance "
+                   "intervals do not overlap), both with the interval widened to the hull of the two; or importance's modes_unresolved (restarts kept finding new "
                    "failure modes: p may be far too low, ci_high is 1). Anything but reached: not resolved"),
     "runs": Column("independent runs pooled in the estimate (splitting, last-particle); None for the others"),
     "modes": Column("separate failure regions among the particles that reached delta (the most over runs; "
@@ -114,8 +118,12 @@ class Rare(Task):
     Carlo draws; particles, mcmc_steps, runs: per run of splitting and last-particle, and the independent runs
     pooled per estimate (None: each estimator's validated setting, survey.rare.settings); p0, max_levels:
     splitting; stop_below: both (None: run to delta or the budget); is_draws, restarts, hlrf_iterations:
-    importance sampling; batch: perturbed measurements per reconstruction call; confidence: of every interval.
-    Settings below the validated ones warn at validation and mark the rows `validated = false`.
+    importance sampling; cross_check: check splitting and last-particle against importance sampling's design
+    points (survey.rare.crosscheck; None: wherever the family is differentiable and the particle settings are
+    validated; its calls count on the row);
+    batch: perturbed measurements per reconstruction call; confidence: of every interval.
+    Settings below the validated ones (cross_check off included) warn at validation and mark the rows
+    `validated = false`.
     """
 
     family: str = "gaussian"
@@ -136,6 +144,7 @@ class Rare(Task):
     is_draws: int = 2000
     restarts: int = 32
     hlrf_iterations: int = 50
+    cross_check: bool | None = None
     batch: int = 200
     confidence: float = 0.95
 
@@ -176,6 +185,11 @@ class Rare(Task):
         if "importance" in self.estimators and not built.differentiable:
             raise ValueError(f"{name}: the {self.family!r} family is not differentiable in its latent, so "
                              "importance sampling cannot find its design point; use mc or splitting")
+        if self.cross_check is not None:
+            validate.flag(self, "cross_check")
+        if self.cross_check and not built.differentiable:
+            raise ValueError(f"{name}.cross_check: the {self.family!r} family is not differentiable in its latent, "
+                             "so importance sampling cannot check the particle estimators; set cross_check = false")
         for key, low in (("mc_draws", 1), ("max_levels", 0), ("is_draws", 1), ("restarts", 1),
                          ("hlrf_iterations", 1), ("batch", 1)):
             validate.integer(self, key, low=low)
@@ -187,6 +201,9 @@ class Rare(Task):
         validate.number(self, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
         for estimator in self.estimators:
             low = below_floor(estimator, self.estimator_settings(estimator))
+            if estimator in PARTICLE_ESTIMATORS and self.checks(estimator):
+                low += [f"its cross-check's importance {item}"
+                        for item in below_floor("importance", self.estimator_settings("importance"))]
             if low:
                 warnings.warn(f"{name}: {estimator} with {', '.join(low)} is below the validated settings "
                               "(survey.rare.settings): its rows get validated = false and are not certificates",
@@ -205,12 +222,28 @@ class Rare(Task):
             return {"draws": self.is_draws, "restarts": self.restarts, "iterations": self.hlrf_iterations}
         values = {key: self.particle_setting(estimator, key) for key in ("particles", "mcmc_steps", "runs")}
         values["stop_below"] = self.stop_below
+        values["cross_check"] = self.checks(estimator, values)
         if estimator == "splitting":
             values.update(p0=self.p0, max_levels=self.max_levels)
         return values
 
+    def checks(self, estimator: str, values: dict[str, Any] | None = None) -> bool:
+        """Whether a particle estimator's rows are cross-checked against importance sampling: `cross_check`, or
+        when None, wherever the family is differentiable and the other settings are at the validated ones (below
+        them the rows are no certificates anyway, and the check would cost more than the estimate)."""
+        if self.cross_check is not None:
+            return bool(self.cross_check)
+        if values is None:
+            values = {key: self.particle_setting(estimator, key) for key in ("particles", "mcmc_steps", "runs")}
+        return bool(self.built().differentiable) and not below_floor(estimator, values)
+
     def validated(self, estimator: str) -> bool:
-        return not below_floor(estimator, self.estimator_settings(estimator))
+        """At or above the validated settings; a cross-checked particle estimator's check at importance
+        sampling's validated settings too."""
+        if below_floor(estimator, self.estimator_settings(estimator)):
+            return False
+        return not (estimator in PARTICLE_ESTIMATORS and self.checks(estimator)
+                    and below_floor("importance", self.estimator_settings("importance")))
 
     def built(self):
         return make_family(self.family, **self.family_params)
@@ -219,8 +252,21 @@ class Rare(Task):
         """The estimator's own settings as sorted JSON (recorded on every row)."""
         return json.dumps(self.estimator_settings(estimator), sort_keys=True)
 
-    def estimate(self, estimator: str, score: Callable, dim: int, delta: float, generator: torch.Generator):
-        """One survey.rare estimate of P(score >= delta) with this task's settings."""
+    def estimate(self, estimator: str, score: Callable, dim: int, delta: float, generator: torch.Generator,
+                 grad_score: Callable | None = None):
+        """One survey.rare estimate of P(score >= delta) with this task's settings; a particle estimate
+        cross-checked against importance sampling on grad_score (the same score with gradients) when
+        `cross_check` is on."""
+        result = self._estimate(estimator, score, dim, delta, generator)
+        if estimator in PARTICLE_ESTIMATORS and self.checks(estimator):
+            try:
+                design = self._estimate("importance", grad_score or score, dim, delta, generator)
+            except ValueError as err:   # a solver without gradients: the row stays unchecked, not validated
+                return dataclasses.replace(result, info={**result.info, "cross_check_error": str(err)})
+            result = cross_check(result, design)
+        return result
+
+    def _estimate(self, estimator: str, score: Callable, dim: int, delta: float, generator: torch.Generator):
         if estimator == "mc":
             return mc(score, dim, delta, n=self.mc_draws, generator=generator, batch=self.batch,
                       confidence=self.confidence)
@@ -249,7 +295,9 @@ class Rare(Task):
                     raise ValueError(f"{type(self).__name__}: target 'reference' needs a reference solver in the "
                                      "context")
                 ref = ctx.reference
-                grad_ref = differentiable(ref) if "importance" in self.estimators else ref
+                needs_grad = "importance" in self.estimators or (
+                    any(e in PARTICLE_ESTIMATORS and self.checks(e) for e in self.estimators))
+                grad_ref = differentiable(ref) if needs_grad else ref
                 out[target] = (lambda u, phys, r=ref: _real(r(u, phys)), lambda u, phys, r=grad_ref: _real(r(u, phys)))
         return out
 
@@ -282,14 +330,14 @@ class Rare(Task):
             for (k, delta, dist, estimator), seed in zip(settings, seeds[b]):
                 severity = levels[k]
                 for target, (solve, grad_solve) in solvers.items():
-                    net = grad_solve if estimator == "importance" else solve
-                    score = perturbation_score(net, physics, y_b, family, severity, distance=make_distance(dist),
-                                               batch=self.batch, clean=clean[target], x=x_b)
+                    scores = [perturbation_score(net, physics, y_b, family, severity, distance=make_distance(dist),
+                                                 batch=self.batch, clean=clean[target], x=x_b)
+                              for net in (grad_solve if estimator == "importance" else solve, grad_solve)]
                     if len(shape) > 1:
-                        score = _reshaped(score, shape)
+                        scores = [_reshaped(score, shape) for score in scores]
                     gen = torch.Generator(device=generator.device)
                     gen.manual_seed(int(seed))
-                    result = self.estimate(estimator, score, dim, float(delta), gen)
+                    result = self.estimate(estimator, scores[0], dim, float(delta), gen, grad_score=scores[1])
                     info = result.info
                     radius = info.get("design_radius")
                     rows.append({"image_id": ctx.image_ids[b], "image_index": b, **shared,
@@ -305,7 +353,7 @@ class Rare(Task):
                                  "design_radius": float(min(radius)) if radius else None,
                                  "runs": info.get("runs") if estimator in PARTICLE_ESTIMATORS else None,
                                  "modes": info.get("modes") if estimator in PARTICLE_ESTIMATORS else None,
-                                 "validated": self.validated(estimator),
+                                 "validated": self.validated(estimator) and "cross_check_error" not in info,
                                  "settings": self.settings(estimator)})
         return TaskResult(rows, {})
 

@@ -19,8 +19,10 @@ import pytest
 import torch
 from scipy import special
 
-from survey.rare import last_particle, mc, splitting
-from survey.rare.coverage import PLANTED, measure
+from survey.rare import importance, last_particle, mc, splitting
+from survey.rare.coverage import PLANTED, certificates, flagged, measure
+from survey.rare.crosscheck import LOST_SHARE, cross_check, lost_modes
+from survey.rare.result import RareResult
 from survey.rare.exact import Mode, ModeMap, three_mode_map, two_mode_map
 from survey.rare.last_particle import certifying_moves, poisson_interval
 from survey.rare.modes import count_modes
@@ -34,6 +36,7 @@ CELLS = {
     ("linear (symmetric) d=16", 1e-9): ("importance",),
     ("two-mode d=64", 1e-9): ("importance",),
     ("sphere (isotropic) d=16", 1e-3): ("splitting", "last-particle", "importance"),
+    ("three-mode d=64", 1e-9): ("splitting", "last-particle", "importance"),
 }
 
 
@@ -85,6 +88,63 @@ def test_mode_count_sees_separate_regions_and_not_noise():
     assert count_modes(noise[:5]) is None
 
 
+# -- the cross-check against importance sampling's design points ------------------------------------
+
+def _result(method, p, low, high, certified=None, **info):
+    return RareResult(method, p, low, high, 0.95, None if p is None else math.log10(p), 100,
+                      certified_below=certified, info={"stop": "reached" if certified is None else "stop_below",
+                                                       **info})
+
+
+def test_lost_modes_and_the_cross_check_rules():
+    """A mode holding >= LOST_SHARE of p by importance sampling that no run's survivors reached is lost; a smaller
+    one is not; the interval becomes the hull; disjoint intervals disagree; an importance result that flagged its
+    own modes checks nothing; a certificate stands only where importance sampling's upper end is below it too."""
+    axes = torch.eye(8, dtype=torch.float32)
+    design = 5.0 * axes[:2]   # two modes, along e0 and e1
+    near0 = torch.randn(30, 8, generator=torch.Generator().manual_seed(0)) * 0.3 + design[0]
+    assert lost_modes([near0, None], design, [0.5, 0.5]) == [1]
+    assert lost_modes([near0], design, [1 - LOST_SHARE / 2, LOST_SHARE / 2]) == []
+    assert lost_modes([], design, [0.5, 0.5]) == [0, 1]
+    good = dict(design_points=design, mode_shares=[0.2, 0.8], modes_unresolved=False)
+    is_result = _result("importance", 1e-6, 0.8e-6, 1.2e-6, **good)
+    particle = _result("splitting", 2e-7, 1e-7, 4e-7, survivors=[near0])
+    checked = cross_check(particle, is_result)
+    assert checked.info["stop"] == "modes_lost" and checked.info["lost_modes"] == [1] and flagged(checked)
+    assert (checked.ci_low, checked.ci_high, checked.p, checked.calls) == (1e-7, 1.2e-6, 2e-7, 200)
+    both = torch.cat([near0, near0 - design[0] + design[1]])
+    disjoint = cross_check(_result("splitting", 2e-7, 1e-7, 4e-7, survivors=[both]), is_result)
+    assert disjoint.info["stop"] == "estimators_disagree" and disjoint.ci_high == 1.2e-6
+    agree = cross_check(_result("splitting", 1e-6, 5e-7, 2e-6, survivors=[both]), is_result)
+    assert agree.info["stop"] == "reached" and (agree.ci_low, agree.ci_high) == (5e-7, 2e-6) and not flagged(agree)
+    unresolved = _result("importance", 1e-15, 1e-16, 1.0, design_points=design, mode_shares=[0.5, 0.5],
+                         modes_unresolved=True)
+    assert cross_check(particle, unresolved).info["stop"] == "reached"
+    certificate = _result("splitting", None, 0.0, 5e-7, certified=5e-7)
+    contradicted = cross_check(certificate, is_result)
+    assert contradicted.info["stop"] == "estimators_disagree" and contradicted.certified_below == 1.2e-6
+    assert cross_check(certificate, _result("importance", 1e-7, 5e-8, 2e-7, **good)).info["stop"] == "stop_below"
+    straddles = cross_check(certificate, _result("importance", 4e-7, 3e-7, 6e-7, **good))   # IS cannot certify
+    assert straddles.info["stop"] == "estimators_disagree" and straddles.certified_below == 6e-7
+
+
+def test_cross_check_flags_the_mode_every_run_lost_on_the_three_mode_map():
+    """The failing case of the between-run check, seeded: on the three-mode map at p = 1e-9, splitting's four runs
+    all lost the third mode (84% of p), agreed, and gave a narrow interval that excludes the exact p without a flag
+    (the old behaviour). Importance sampling found that mode; the cross-check flags the row and its hull covers."""
+    m = three_mode_map(64)
+    delta = m.delta_for(1e-9)
+    p = m.probability(delta)
+    plain = splitting(m.score, 64, delta, generator=torch.Generator().manual_seed(4), n_particles=200,
+                      mcmc_steps=10, runs=4, dtype=torch.float32)
+    assert plain.info["stop"] == "reached" and not plain.covers(p) and plain.ci_high < p / 2
+    design = importance(m.score, 64, delta, generator=torch.Generator().manual_seed(104), dtype=torch.float32)
+    assert design.covers(p)
+    checked = cross_check(plain, design)
+    assert checked.info["stop"] == "modes_lost" and flagged(checked) and checked.covers(p)
+    assert checked.info["lost_share"] > 0.5 and checked.calls == plain.calls + design.calls
+
+
 # -- last-particle: the Poisson count and its certificate ---------------------------------------------
 
 def test_last_particle_count_is_poisson_with_an_exact_interval():
@@ -120,6 +180,17 @@ def test_certificate_at_p_c_is_wrong_in_at_most_5_percent(estimator):
     wrong = np.mean([r.info["stop"] == "stop_below" and r.certified_below <= 1e-3 for r in results])
     print(f"\n{estimator} on the two-mode map: certificate wrong in {wrong:.2f}")
     assert wrong <= 0.10
+
+
+@pytest.mark.slow
+def test_certificates_on_the_three_mode_map_hold_with_the_cross_check():
+    """At exact p = p_c = 1e-9 on the three-mode map, last-particle's runs that all lost the third mode certified
+    'P < p_c' in 14% of 100 repeats; with the cross-check (a certificate stands only where importance sampling's
+    upper end is below p_c too) it is wrong in <= 5% + noise."""
+    row = certificates("last-particle", "three-mode d=64", 1e-9, repeats=REPEATS)
+    print(f"\nlast-particle certificates on the three-mode map at p = p_c: wrong {row['wrong']:.2f} "
+          f"(unchecked {row['wrong_unchecked']:.2f})")
+    assert row["wrong_unchecked"] > 0.10 and row["wrong"] <= 0.10
 
 
 # -- coverage on every cell ------------------------------------------------------------------------

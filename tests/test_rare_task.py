@@ -117,6 +117,26 @@ def test_snr_severity_and_certification_on_mri():
     assert row["stop"] == "stop_below" and row["log10_p"] is None
 
 
+@pytest.mark.slow
+def test_particle_rows_are_cross_checked_or_not_validated():
+    """At the validated settings the particle rows are cross-checked against importance sampling (its calls on the
+    row); a network without gradients leaves the row unchecked and `validated = false`, the unit still runs; a
+    check below importance sampling's validated settings does not validate the row."""
+    physics = make_physics("mri", size=16, ratio=0.4, mask="gaussian-lines", seed=0)
+    x = _images(1, 16).to(torch.float64)
+    with pytest.warns(UserWarning, match="cross-check's importance restarts = 3 < 32"):
+        weak = make_task("rare", severities=[30.0], estimators=["splitting"], restarts=3)
+    assert not weak.validated("splitting")
+    task = make_task("rare", severities=[30.0], thresholds=[5.0], targets=["network"], stop_below=1e-3)
+    assert json.loads(task.settings("splitting"))["cross_check"] is True
+    net = lambda y, phys: phys.H(y).real  # noqa: E731
+    (row,), _ = task(TaskContext(net=net, physics=physics, images=x, image_ids=["a"]), generator_for("rare-x"))
+    assert row["validated"] is True and row["grad_calls"] > 0 and row["stop"] == "stop_below"
+    frozen = lambda y, phys: phys.H(y).real.detach()  # noqa: E731
+    (row,), _ = task(TaskContext(net=frozen, physics=physics, images=x, image_ids=["a"]), generator_for("rare-x"))
+    assert row["validated"] is False and row["grad_calls"] == 0 and row["stop"] == "stop_below"
+
+
 def test_poisson_at_doses_on_radon_for_network_reference_and_h():
     from survey.solvers import make_reference
 

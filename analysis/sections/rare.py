@@ -42,7 +42,10 @@ class RareSection(Section):
               "by importance sampling at the most probable failure points (with its effective sample size), or by "
               "last-particle splitting (an exact Poisson interval). The splitting estimators pool several "
               "independent runs and check them against each other; where runs disagree or moves do not mix, the "
-              "row says so (stop) and its upper end is what the runs still defend. Each estimator's coverage was "
+              "row says so (stop) and its upper end is what the runs still defend. Where the family is "
+              "differentiable they are also checked against importance sampling's failure modes: a mode that "
+              "no run reached, or intervals that do not overlap, says so (stop modes_lost or "
+              "estimators_disagree) and the interval spans both. Each estimator's coverage was "
               "measured at its validated settings on planted maps with exact answers, multi-mode ones included, "
               "down to p = 1e-9 (tests/test_rare_coverage.py, docs/INTERVALS.md); rows below those settings are "
               "shown apart.")

@@ -4,7 +4,8 @@
 several independent runs checked against each other, certification "P < p_c"), `last_particle`
 (last-particle splitting: exact Poisson interval and certification), `importance` (mixture of Gaussians
 at the FORM design points); each returns a `RareResult`. `settings` holds the validated settings,
-`coverage` the planted-map coverage measurement. `exact` holds planted maps with exact answers; `distance` the output
+`coverage` the planted-map coverage measurement, `crosscheck` the particle estimates' check against importance
+sampling's design points. `exact` holds planted maps with exact answers; `distance` the output
 distances D; `perturbation_score` builds S(z) = D(f(apply(y, z, severity)), f(y)) for one image.
 Pure torch / numpy / scipy: no Ray, no Parquet.
 """

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from survey.rare.crosscheck import cross_check
 from survey.rare.exact import GatedMap, LinearMap, SphereMap, three_mode_map, two_mode_map
 from survey.rare.importance import importance
 from survey.rare.last_particle import last_particle
@@ -43,16 +44,30 @@ TABLE_MAPS = ("two-mode d=64", "two-mode d=1024", "three-mode d=64", "linear (sy
               "sphere (isotropic) d=64")
 
 
-def estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype) -> list:
-    """`repeats` independent estimates at the validated settings."""
+def estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype,
+             check: bool = True, stop_below: float | None = None) -> list:
+    """`repeats` independent estimates at the validated settings; the particle estimators' cross-checked against
+    importance sampling's design points (survey.rare.crosscheck; check=False: the particle estimate alone);
+    stop_below: certify P < stop_below (the particle estimators)."""
+    results = _estimate(estimator, model, delta, repeats, seed, dtype, stop_below)
+    if estimator == "importance" or not check or not VALIDATED[estimator].get("cross_check"):
+        return results
+    designs = _estimate("importance", model, delta, repeats, seed + 7919, dtype)
+    return [cross_check(r, d) for r, d in zip(results, designs)]
+
+
+def _estimate(estimator: str, model, delta: float, repeats: int, seed: int, dtype: torch.dtype,
+              stop_below: float | None = None) -> list:
     gen = torch.Generator().manual_seed(seed)
     settings = VALIDATED[estimator]
     if estimator == "splitting":
         return splitting(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
+                         stop_below=stop_below,
                          n_particles=settings["particles"], mcmc_steps=settings["mcmc_steps"], runs=settings["runs"],
                          p0=settings["p0"])
     if estimator == "last-particle":
         return last_particle(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
+                             stop_below=stop_below,
                              n_particles=settings["particles"], mcmc_steps=settings["mcmc_steps"],
                              runs=settings["runs"])
     return importance(model.score, model.dim, delta, generator=gen, repeats=repeats, dtype=dtype,
@@ -65,12 +80,12 @@ def flagged(result) -> bool:
 
 
 def measure(estimator: str, name: str, nominal: float, repeats: int = 100, seed: int = 0,
-            dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+            dtype: torch.dtype = torch.float32, check: bool = True) -> dict[str, Any]:
     """Coverage numbers of one estimator on one planted map at exact p ~ nominal (module docstring)."""
     model = PLANTED[name]()
     delta = model.delta_for(nominal)
     p = model.probability(delta)
-    results = estimate(estimator, model, delta, repeats, seed, dtype)
+    results = estimate(estimator, model, delta, repeats, seed, dtype, check=check)
     covers = np.array([r.covers(p) for r in results])
     flags = np.array([flagged(r) for r in results])
     errors = [abs(math.log10(r.p) - math.log10(p)) for r in results if r.p]
@@ -79,7 +94,27 @@ def measure(estimator: str, name: str, nominal: float, repeats: int = 100, seed:
             "excluded_unflagged": float((~covers & ~flags).mean()), "flagged": float(flags.mean()),
             "median_log10_error": float(np.median(errors)) if errors else math.inf,
             "relative_rmse": float(np.sqrt(np.mean((ratios - 1) ** 2))) if ratios.size else math.inf,
-            "calls": float(np.mean([r.calls for r in results]))}
+            "calls": float(np.mean([r.calls for r in results])),
+            "cross_check_flagged": float(np.mean([bool(r.info.get("cross_check_flag")) for r in results]))}
+
+
+def certificates(estimator: str, name: str, nominal: float, repeats: int = 100, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Certification "P < p_c" at exact p = p_c ~ nominal on one planted map: the share of repeats that certify
+    (wrong, since p = p_c) with the cross-check (survey.rare.crosscheck) and without it (`wrong_unchecked`)."""
+    model = PLANTED[name]()
+    delta = model.delta_for(nominal)
+    p = model.probability(delta)
+    plain = _estimate(estimator, model, delta, repeats, seed, dtype, stop_below=p)
+    designs = _estimate("importance", model, delta, repeats, seed + 7919, dtype)
+    checked = [cross_check(r, d) for r, d in zip(plain, designs)]
+
+    def wrong(results):
+        return float(np.mean([r.info.get("stop") == "stop_below" and r.certified_below is not None
+                              and r.certified_below <= p for r in results]))
+
+    return {"estimator": estimator, "map": name, "p_c": p, "repeats": repeats, "wrong": wrong(checked),
+            "wrong_unchecked": wrong(plain), "calls": float(np.mean([r.calls for r in checked]))}
 
 
 def main() -> None:
@@ -107,4 +142,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["PLANTED", "TABLE_MAPS", "estimate", "flagged", "measure"]
+__all__ = ["PLANTED", "TABLE_MAPS", "certificates", "estimate", "flagged", "measure"]

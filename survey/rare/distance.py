@@ -13,7 +13,7 @@ def relative_l2(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """||output - reference|| / ||reference|| per sample: (N,)."""
     diff = (output - reference).reshape(output.shape[0], -1)
     ref = reference.reshape(reference.shape[0], -1)
-    return diff.abs().square().sum(dim=1).sqrt() / ref.abs().square().sum(dim=1).sqrt()
+    return torch.linalg.vector_norm(diff, dim=1) / torch.linalg.vector_norm(ref, dim=1)
 
 
 def patch_change(output: torch.Tensor, reference: torch.Tensor, patch: int = 8) -> torch.Tensor:

@@ -22,6 +22,9 @@ an exact 1e-6). The restarts say when that is likely: the Good-Turing estimate o
 restart would find a mode not yet seen is (modes found by exactly one restart) / (restarts that converged).
 Above UNSEEN_LIMIT the result is flagged (`info["unseen_modes"]`, `info["modes_unresolved"]`) and its upper
 end is 1: the draws still bound p from below, they say nothing above. Use splitting there.
+`info["mode_shares"]` is each design point's share of p_hat (each failure draw assigned to the mode whose
+linearised half-space it lies deepest in, `nearest_mode`): survey.rare.crosscheck compares the particle
+estimators' survivors with it.
 """
 
 from __future__ import annotations
@@ -130,6 +133,14 @@ def mixture_weights(means: torch.Tensor) -> torch.Tensor:
     return torch.log(0.5 * form + 0.5 / means.shape[0])
 
 
+def nearest_mode(z: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(n,) index of the design point whose linearised failure half-space {u_k . z >= ||mu_k||}, u_k = mu_k /
+    ||mu_k||, each point of z (n, d) lies deepest in: argmax_k (u_k . z - ||mu_k||)."""
+    means = means.to(z.device, torch.float64)
+    radius = means.norm(dim=1).clamp(min=1e-12)
+    return (z.to(torch.float64) @ (means / radius[:, None]).T - radius[None, :]).argmax(dim=1)
+
+
 def _draw(score: Score, means: torch.Tensor, log_pi: torch.Tensor, count: int, delta: float,
           generator: torch.Generator, batch: int, dtype: torch.dtype):
     """count draws from the mixture sum_k pi_k N(mu_k, I): z (count, d) float64, log w = log phi(z) -
@@ -184,14 +195,16 @@ def _sample(score: Score, means: torch.Tensor, found: list[int] | None, delta: f
     log_pi = mixture_weights(means)
     total = torch.zeros((), dtype=torch.float64)
     total_sq = torch.zeros((), dtype=torch.float64)
+    by_mode = torch.zeros(means.shape[0], dtype=torch.float64)
     hits = 0
     for start in range(0, n, batch):
         count = min(batch, n - start)
-        _, log_w, fail = _draw(score, means, log_pi, count, delta, generator, batch, dtype)
+        z, log_w, fail = _draw(score, means, log_pi, count, delta, generator, batch, dtype)
         calls += count
         w = torch.where(fail, log_w.exp(), torch.zeros_like(log_w))
         total += w.sum().cpu()
         total_sq += (w * w).sum().cpu()
+        by_mode += torch.zeros_like(by_mode).index_add_(0, nearest_mode(z, means).cpu(), w.cpu())
         hits += int(fail.sum())
     p = float(total) / n
     var = max(float(total_sq) / n - p * p, 0.0) / max(n - 1, 1)
@@ -207,9 +220,10 @@ def _sample(score: Score, means: torch.Tensor, found: list[int] | None, delta: f
     info = {"design_radius": [float(r) for r in means.norm(dim=1)], "components": int(means.shape[0]),
             "stop": "modes_unresolved" if unresolved else "reached",
             "hits": hits, "rel_se": math.sqrt(var) / p if p > 0 else None, "unseen_modes": unseen,
-            "modes_unresolved": unresolved}
+            "modes_unresolved": unresolved, "design_points": means.detach().to("cpu", torch.float32),
+            "mode_shares": (by_mode / float(total)).tolist() if float(total) > 0 else None}
     return RareResult("importance", p, low, high, confidence, log10_or_none(p), calls, ess=ess,
                       grad_calls=grad_calls, info=info)
 
 
-__all__ = ["design_points", "importance"]
+__all__ = ["design_points", "importance", "nearest_mode"]

@@ -114,6 +114,7 @@ def last_particle_chains(score: Score, dim: int, delta: float, chains: int, *, g
     for b, rec in enumerate(records):
         _finish_record(rec, killed[b], moves[b], n, float(accept_sum[b] / proposals[b].clamp(min=1)),
                        bool((s[b] >= delta).all()))
+        rec.extra["survivors"] = z[b][s[b] >= delta].detach().to("cpu", torch.float32)
     return records
 
 

@@ -65,6 +65,7 @@ def pcn_moves(score: Score, z: torch.Tensor, s: torch.Tensor, level: torch.Tenso
     with h = infinity: also invariant, and the only move that can reach a failure region no particle is in;
     worth its call only where the set is not yet rare). Acceptance rates count the local proposals only."""
     step = step.clone()
+    z, s = z.clone(), s.clone()   # updated in place below (accepted rows only)
     accepted = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     local_accepted = torch.zeros_like(accepted)
     local_count = torch.zeros_like(accepted)
@@ -72,15 +73,17 @@ def pcn_moves(score: Score, z: torch.Tensor, s: torch.Tensor, level: torch.Tenso
         h = step[chain][:, None].to(z.dtype)
         shrink = torch.rsqrt(1.0 + step * step)[chain][:, None].to(z.dtype)
         w = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        proposal = (z + h * w) * shrink
         local = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-        if fresh is not None:
+        if fresh is not None:   # drawn every step, so the stream does not depend on the share
             local = torch.rand(z.shape[0], generator=generator, device=generator.device).to(z.device) >= fresh
-            proposal = torch.where(local[:, None], proposal, w)
+        if bool(local.all()):
+            proposal = w.mul_(h).add_(z).mul_(shrink)
+        else:
+            proposal = torch.where(local[:, None], (z + h * w) * shrink, w)
         s_new = score_batch(score, proposal)
         ok = s_new > level
-        z = torch.where(ok[:, None], proposal, z)
-        s = torch.where(ok, s_new, s)
+        z[ok] = proposal[ok]
+        s[ok] = s_new[ok]
         okf = ok.to(torch.float64)
         accepted += okf
         localf = local.to(torch.float64)

@@ -18,6 +18,8 @@ certified bound). `finish` turns R runs into one `RareResult`:
   defend: P(S >= delta) <= P(S > L) for every L < delta, so the largest upper end over runs of
   P(S > L*) at the highest level L* up to which all runs agree and mix; 1 when no such level exists.
   ci_low is the smallest lower end over runs (a run that lost a mode only underestimates).
+
+`info["survivors"]` keeps each run's particles that reached delta (n_r, d) for survey.rare.crosscheck.
 """
 
 from __future__ import annotations
@@ -172,7 +174,8 @@ def finish(method: str, records: list[ChainRecord], confidence: float, settings:
             "modes_per_run": [rec.modes for rec in records], "settings": settings,
             "accept": [rec.accept for rec in records], "score_correlation": [rec.score_correlation for rec in records],
 "run_log10_p": [xi / math.log(10) for xi in x],
-            "level_values": [rec.levels for rec in records], "reason": stop}
+            "level_values": [rec.levels for rec in records], "reason": stop,
+            "survivors": [rec.extra.get("survivors") for rec in records]}
     levels = max((len(rec.levels) for rec in records), default=0)
     return RareResult(method, p, float(low), float(min(1.0, high)), confidence, log10_or_none(p),
                       sum(rec.calls for rec in records), levels=levels, certified_below=certified, info=info)

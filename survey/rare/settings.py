@@ -5,15 +5,15 @@ which a study's rows are marked `validated = false`."""
 from __future__ import annotations
 
 VALIDATED: dict[str, dict[str, float | int]] = {
-    "splitting": {"particles": 200, "mcmc_steps": 10, "runs": 4, "p0": 0.2},
-    "last-particle": {"particles": 100, "mcmc_steps": 10, "runs": 4},
+    "splitting": {"particles": 200, "mcmc_steps": 10, "runs": 4, "p0": 0.2, "cross_check": True},
+    "last-particle": {"particles": 100, "mcmc_steps": 10, "runs": 4, "cross_check": True},
     "importance": {"draws": 2000, "restarts": 32},
 }
 
 #: Settings a study may not lower without its rows losing `validated` (larger is always allowed).
 FLOORS: dict[str, tuple[str, ...]] = {
-    "splitting": ("particles", "mcmc_steps", "runs"),
-    "last-particle": ("particles", "mcmc_steps", "runs"),
+    "splitting": ("particles", "mcmc_steps", "runs", "cross_check"),
+    "last-particle": ("particles", "mcmc_steps", "runs", "cross_check"),
     "importance": ("draws", "restarts"),
 }
 

@@ -62,7 +62,8 @@ def splitting_chains(score: Score, dim: int, delta: float, chains: int, *, gener
             if hits[b] >= keep:
                 r = float(hits[b]) / n
                 rec.finish_estimate(float(log_path[b]) + math.log(r), float(var_path[b]) + (1 - r) / (r * n))
-                rec.modes = count_modes(z[b][s[b] >= delta])
+                rec.extra["survivors"] = z[b][s[b] >= delta].detach().to("cpu", torch.float32)
+                rec.modes = count_modes(rec.extra["survivors"])
                 active[b] = False
             elif stop_below is not None and rec.levels and \
                     math.exp(float(log_path[b]) + z_upper * math.sqrt(float(var_path[b]))) < stop_below:
