@@ -18,7 +18,7 @@ MEANINGS = {"PASS": "the one-sided upper bound of P(bad) is below the limit",
             "INCONCLUSIVE": "the interval straddles the limit: too few images (or volumes) to tell; the cell says "
                             "how many would decide it at the observed rate"}
 #: Rows of the headline table at most (the full tables are in the results section).
-MAX_HEADLINE = 12
+MAX_HEADLINE = 6
 
 
 def short_estimand(text: Any) -> str:
@@ -67,37 +67,54 @@ def verdict_table(results: Sequence[Any]) -> dict[str, Any]:
     return {"networks": networks, "rows": rows, "meanings": MEANINGS}
 
 
-def headline_numbers(computed: dict[str, Any], titles: dict[str, str], results: Sequence[Any] = ()) -> list[dict]:
-    """The numbers a reader checks first, one row per (definition, group) that was asked of the network and of
-    the reference on the same data: network and reference estimate with primary intervals and the estimand;
-    then, if room is left, the criteria's own groups (network only). At most MAX_HEADLINE rows."""
-    rows: list[dict[str, Any]] = []
+def headline_numbers(computed: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a reader checks first: every default definition asked of the network and of the reference on
+    the same data, at the first (smallest) value of its own grouping column (the smallest budget, level or
+    radius), per network and dataset: network and reference estimate with primary intervals and sample, and
+    the population (estimand). {"networks": columns, "rows": [{"what", "population", "full", "cells"}]};
+    at most MAX_HEADLINE rows, in report order."""
+    networks: list[str] = []
+    rows = []
     for key, found in computed.items():
-        if ":" in key or not found.get("reference"):
+        definition = definitions.get(key)
+        if definition is None or not found.get("reference") or not found.get("network"):
             continue
-        by = [c for c in found.get("by") or [] if c != "network"]
-        reference = {tuple(r.get(c) for c in ["network", *by]): r for r in found["reference"] if r.get("primary")}
-        for r in found["network"]:
-            if not r.get("primary"):
-                continue
-            ref = reference.get(tuple(r.get(c) for c in ["network", *by]))
-            rows.append({"what": titles.get(key, key), "group": ", ".join([str(r.get("network"))] +
-                                                                         [str(r.get(c)) for c in by]),
-                         "network": _estimate(r), "reference": _estimate(ref) if ref else "–",
-                         "estimand": short_estimand(r.get("estimand")), "full": str(r.get("estimand") or "")})
-    for c in results:
-        for g in c.groups:
-            rows.append({"what": c.name, "group": ", ".join(str(g.get(b)) for b in c.by) or "all",
-                         "network": _estimate(g), "reference": "–", "estimand": short_estimand(g.get("estimand")),
-                         "full": str(g.get("estimand") or "")})
-    return rows[:MAX_HEADLINE]
+        by = list(found.get("by") or [])
+        extra = [c for c in by if c not in ("network", "dataset")]
+        primary = [r for r in found["network"] if r.get("primary")]
+        what = definition.title
+        if extra:   # the first value of the first own column: the smallest budget, level, radius ...
+            first = sorted({r.get(extra[0]) for r in primary}, key=lambda v: (v is None, v))[0]
+            primary = [r for r in primary if r.get(extra[0]) == first]
+            what += f" ({extra[0]} = {format_number(first) if not isinstance(first, str) else first})"
+        reference = {tuple(r.get(c) for c in by): r for r in found["reference"] if r.get("primary")}
+        cells: dict[str, list] = {}
+        for r in primary:
+            network = str(r.get("network"))
+            if network not in networks:
+                networks.append(network)
+            ref = reference.get(tuple(r.get(c) for c in by))
+            cells.setdefault(network, []).append({
+                "label": str(r.get("dataset")) if "dataset" in by else "",
+                "network": _estimate(r), "reference": _estimate(ref) if ref else "–"})
+        populations = sorted({population(r.get("estimand")) for r in primary})
+        rows.append({"what": what, "population": "; ".join(populations),
+                     "full": " | ".join(sorted({str(r.get("estimand") or "") for r in primary})), "cells": cells})
+    for row in rows:
+        row["cells"] = [row["cells"].get(n, []) for n in networks]
+    return {"networks": networks, "rows": rows[:MAX_HEADLINE]}
+
+
+def population(estimand: Any) -> str:
+    """"images: probability that an image is bad (any of its rows)" from an estimate row's estimand."""
+    text = str(estimand or "–")
+    who = text.split("population of ", 1)[1].split(" like these", 1)[0] if "population of " in text else ""
+    what = text.rsplit("): ", 1)[-1] if "): " in text else text.split(":")[-1]
+    return f"{who}: {what.strip()}" if who else what.strip()
 
 
 def _estimate(row: dict[str, Any]) -> str:
-    m = int(row.get("clusters") or 0)
-    unit = row.get("unit") or "image"
-    return (f"{format_number(row.get('point'))} {format_interval(row.get('ci_low'), row.get('ci_high'))} "
-            f"({m} {_plural(unit, m)})")
+    return f"{format_number(row.get('point'))} {format_interval(row.get('ci_low'), row.get('ci_high'))}"
 
 
-__all__ = ["MAX_HEADLINE", "MEANINGS", "headline_numbers", "short_estimand", "verdict_table"]
+__all__ = ["MAX_HEADLINE", "MEANINGS", "headline_numbers", "population", "short_estimand", "verdict_table"]
