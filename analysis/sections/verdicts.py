@@ -41,7 +41,7 @@ def _cell_item(group: dict[str, Any], by: Sequence[str]) -> dict[str, Any]:
     if group.get("verdict") == "INCONCLUSIVE":
         need = group.get("decide_clusters")
         item["decide"] = ("no sample decides it at this rate" if need is None else
-                          f"~{need:,} {_plural(unit, need)} would decide")
+                          f"~{need:,} would decide")
     return item
 
 
