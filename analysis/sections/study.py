@@ -381,7 +381,7 @@ def criteria_section(doc: Doc, results: list[CriterionResult], correction: str =
             rows.append([name, "–", "–", "–", "–", "–", "–", "–", "–", format_number(r.max_upper), "–", "–",
                          r.status.upper()])
         for g in r.groups:
-            group = ", ".join(f"{g.get(c)}" for c in r.by) or "all"
+            group = ", ".join(f"{c}={g.get(c)}" for c in r.by) or "all"
             need = g.get("decide_clusters")
             decides = ("decided" if g["verdict"] != "INCONCLUSIVE" else
                        "none at this rate" if need is None else f"{need:,} {g.get('unit') or 'image'}s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from survey.analysis.sections.study import criterion_detail
 from survey.analysis.sections.text import format_interval, format_number
 
 #: What each verdict means, in one line each (the legend under the table).
@@ -61,7 +62,7 @@ def verdict_table(results: Sequence[Any]) -> dict[str, Any]:
         for g in r.groups:
             name = str(g.get("network", "all")) if "network" in r.by else "all"
             cells[name].append(_cell_item(g, r.by))
-        rows.append({"name": r.name, "table": r.table, "limit": format_number(r.max_upper),
+        rows.append({"name": r.name, "table": r.table, "limit": format_number(r.max_upper), "detail": criterion_detail(r),
                      "status": r.status, "message": r.message if not r.groups else "",
                      "cells": [cells[n] for n in networks]})
     return {"networks": networks, "rows": rows, "meanings": MEANINGS}
