@@ -77,6 +77,12 @@ def legible_at_a4(fig) -> float:
         return 1.0
     for text in fig.findobj(matplotlib.text.Text):
         text.set_fontsize(text.get_fontsize() * scale)
+    from matplotlib.ticker import AutoLocator, MaxNLocator
+
+    for ax in fig.axes:   # larger tick labels need fewer ticks to stay apart
+        for axis in (ax.xaxis, ax.yaxis):
+            if type(axis.get_major_locator()) is AutoLocator:
+                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     if fig.get_layout_engine() is None or type(fig.get_layout_engine()).__name__ == "TightLayoutEngine":
         try:
             fig.tight_layout()

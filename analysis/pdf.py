@@ -103,24 +103,28 @@ def with_page_numbers(html: str, pages: dict[str, int]) -> str:
     return re.sub(r'<span class="page" data-for="([^"]+)"></span>', fill, html)
 
 
+def opened(html: str) -> str:
+    """The report's HTML with every <details> open: the PDF holds what the page folds."""
+    return re.sub(r"<details(?![^>]*\bopen\b)", "<details open", html)
+
+
 def write_pdf(index: Path, *, browser: str | None = None, timeout: float = 300.0) -> Path:
-    """Print the report `index` (index.html) to report.pdf beside it, its contents list numbered by the pages
-    of a first print; returns the PDF's path."""
+    """Print the report `index` (index.html) to report.pdf beside it, every fold open and its contents list
+    numbered by the pages of a first print; returns the PDF's path."""
     index = Path(index)
     pdf = index.parent / "report.pdf"
-    html = index.read_text(encoding="utf-8")
+    html = opened(index.read_text(encoding="utf-8"))
     anchors = re.findall(r'<span class="page" data-for="([^"]+)"></span>', html)
-    print_pdf(index, pdf, browser=browser, timeout=timeout)
-    if not anchors:
-        return pdf
-    pages = section_pages(pdf, anchors)
-    numbered = index.parent / ".report-print.html"   # beside index.html: the figures resolve the same
+    printed = index.parent / ".report-print.html"   # beside index.html: the figures resolve the same
     try:
-        numbered.write_text(with_page_numbers(html, pages), encoding="utf-8")
-        print_pdf(numbered, pdf, browser=browser, timeout=timeout)
+        printed.write_text(html, encoding="utf-8")
+        print_pdf(printed, pdf, browser=browser, timeout=timeout)
+        if anchors:
+            printed.write_text(with_page_numbers(html, section_pages(pdf, anchors)), encoding="utf-8")
+            print_pdf(printed, pdf, browser=browser, timeout=timeout)
     finally:
-        numbered.unlink(missing_ok=True)
+        printed.unlink(missing_ok=True)
     return pdf
 
 
-__all__ = ["BROWSERS", "find_browser", "print_pdf", "section_pages", "with_page_numbers", "write_pdf"]
+__all__ = ["BROWSERS", "find_browser", "opened", "print_pdf", "section_pages", "with_page_numbers", "write_pdf"]

@@ -118,6 +118,10 @@ def test_page_one_of_the_pdf_holds_the_verdicts(rendered):
     assert list(starts.values()) == sorted(starts.values()) and len(starts) == 5 and max(starts.values()) <= pages
     contents = " ".join(text(2).split())
     assert f"Acceptance criteria {starts['criteria']}" in contents, contents[:600]
+    # what the page folds, the PDF prints: a task's parameters, every secondary interval
+    everything = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "attack = {iterations=20, restarts=1}" in everything and "image bootstrap [" in everything
+    assert "<details open" not in index.read_text()
 
 
 def test_pdf_without_a_browser_stops_before_any_work(rendered, tmp_path, monkeypatch):

@@ -114,8 +114,9 @@ def estimate_table(doc: Doc, definition: Definition, by: Sequence[str], found: d
         shown = [str(v) if not isinstance(v, float) else format_number(v) for v in line["key"]]
         if marked:
             shown.insert(len(by), distribution(info, r.get("network"), r.get("dataset", dataset)) or "–")
-        secondary = cell("\n".join(f"{METHOD_NAMES.get(s['method'], s['method'])} "
-                                    f"{format_interval(s['ci_low'], s['ci_high'])}" for s in line["secondary"]))
+        others = [f"{METHOD_NAMES.get(s['method'], s['method'])} {format_interval(s['ci_low'], s['ci_high'])}"
+                  for s in line["secondary"]]
+        secondary = cell(others[0] if others else "", more="\n".join(others[1:]) or None)
         body.append([*shown, r["n"], r["k"], r["clusters"], r["point"], format_interval(r["ci_low"], r["ci_high"]),
                      METHOD_NAMES.get(r["method"], r["method"]), r["upper_bound"], secondary if secondary["text"] else "–",
                      _population(r["estimand"])])

@@ -59,10 +59,12 @@ class Doc:
         return self.out / "figures" / name
 
 
-def cell(text: str, *, title: str | None = None, full: str | None = None) -> dict[str, str | None]:
-    """A table cell shown as `text`: with `title` (a tooltip, e.g. the unabbreviated value) or `full` (a folded
-    <details> under `text` holding the whole value, printed open in the PDF)."""
-    return {"text": text, "title": title, "full": full}
+def cell(text: str, *, title: str | None = None, full: str | None = None,
+         more: str | None = None) -> dict[str, str | None]:
+    """A table cell shown as `text`: with `title` (a tooltip, e.g. the unabbreviated value), `full` (a folded
+    <details> under `text` holding the whole value) or `more` (lines after `text`, folded behind "+n"); folded
+    parts are printed open in the PDF."""
+    return {"text": text, "title": title, "full": full, "more": more}
 
 
 def fold_cell(value: str | dict) -> str | dict:
