@@ -38,6 +38,10 @@ import torch  # noqa: E402
 
 from survey.layout import PER_IMAGE  # noqa: E402  (keys indexed by the row's image_index, not tensor_index)
 DPI = 130
+#: The text width of an A4 page in the report's print layout (inches): a wider figure is shrunk to it in the PDF,
+#: so `save_figure` enlarges its text by the same factor (at most MAX_TEXT_SCALE) to keep it legible there.
+A4_TEXT_WIDTH = 7.2
+MAX_TEXT_SCALE = 1.5
 #: PSNR above this (exact recovery, e.g. H(y) at full sampling) is drawn at the limit.
 PSNR_CAP = 60.0
 NETWORK_STYLE = {"network": "-", "reference (CS)": "--", "zero-filled H(y)": ":"}
@@ -53,6 +57,7 @@ def save_figure(fig, out: Path | str, svg: bool = False) -> list[Path]:
     """Write `fig` to out (.png) and, with svg, next to it as .svg; close it; return the paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    legible_at_a4(fig)
     png = out.with_suffix(".png")
     fig.savefig(png, dpi=DPI, bbox_inches="tight", facecolor="white")
     paths = [png]
@@ -61,6 +66,29 @@ def save_figure(fig, out: Path | str, svg: bool = False) -> list[Path]:
         paths.append(out.with_suffix(".svg"))
     plt.close(fig)
     return paths
+
+
+def legible_at_a4(fig) -> float:
+    """Enlarge every text of a figure wider than A4_TEXT_WIDTH by width / A4_TEXT_WIDTH (at most MAX_TEXT_SCALE),
+    so that shrunk to the page its text keeps the size it was drawn at; re-fits a tight layout. Returns the factor."""
+    width = float(fig.get_size_inches()[0])
+    scale = min(MAX_TEXT_SCALE, width / A4_TEXT_WIDTH)
+    if scale <= 1.0:
+        return 1.0
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_fontsize(text.get_fontsize() * scale)
+    from matplotlib.ticker import AutoLocator, MaxNLocator
+
+    for ax in fig.axes:   # larger tick labels need fewer ticks to stay apart
+        for axis in (ax.xaxis, ax.yaxis):
+            if type(axis.get_major_locator()) is AutoLocator:
+                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    if fig.get_layout_engine() is None or type(fig.get_layout_engine()).__name__ == "TightLayoutEngine":
+        try:
+            fig.tight_layout()
+        except (ValueError, RuntimeError):   # a figure tight_layout cannot fit keeps its layout
+            pass
+    return scale
 
 
 def as_image(t: torch.Tensor) -> np.ndarray:

@@ -30,6 +30,8 @@ from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, De
                                            format_interval, format_number, ledger_units, p, percent)
 from survey.analysis.sections.closing import limitations_section, provenance_section
 from survey.analysis.sections.generic import GenericSection
+from survey.analysis.sections.doc import parameters_cell as task_parameters
+from survey.analysis.sections.verdicts import headline_numbers, verdict_table
 from survey.analysis.sections.study import (CRITERION_METHOD, CriterionResult, Truths, correction_text, criterion_detail,
                                             criteria_section, device_section, evaluate_criteria, mark_missing_networks,
                                             overall_verdict, runs as recorded_runs, study_info)
@@ -213,9 +215,10 @@ def _methods_section(ctx: Context, sections: Sequence[Section], left: list[str],
                     "the problem."))
     tasks = ctx.info.get("tasks") or []
     if tasks:
-        rows = [[t["name"], json.dumps(t.get("params") or {}, sort_keys=True), format_number(t.get("images_per_unit")),
+        rows = [[t["name"], task_parameters(t.get("params") or {}), format_number(t.get("images_per_unit")),
                  format_number(t.get("repeats")), ", ".join(t.get("networks") or ["all"])] for t in tasks]
-        blocks.append(ctx.doc.table("Tasks as declared in the study file (list values expand to a grid).",
+        blocks.append(ctx.doc.table("Tasks as declared in the study file (list values expand to a grid; each task's "
+                                    "parameters folded, click to open).",
                                     ["task", "parameters", "images / unit", "repeats", "networks"], rows))
     for section in sections:
         step(f"methods: {section.table}")
@@ -289,8 +292,12 @@ def _summary(ctx: Context, results: list[CriterionResult], sections: Sequence[Se
         text += f" Parts of this report could not be shown ({len(left_out)}): see the list below."
     warning = (correction_text(results, correction)[0]
                if correction == "none" and any(r.groups for r in results) else None)
+    definitions = {d.key: d for s in sections for d in s.definitions}
+    family = correction_text(results, correction)[0] if any(r.groups for r in results) else ""
     return {"verdict": verdict, "text": text, "criteria": items, "counts": counts, "correction": correction,
-            "warning": warning, "left_out": list(dict.fromkeys(left_out))}
+            "warning": warning, "left_out": list(dict.fromkeys(left_out)), "verdicts": verdict_table(results),
+            "headline": headline_numbers(ctx.computed, definitions), "level": percent(CONFIDENCE),
+            "family": family if correction != "none" else ""}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -305,6 +312,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
     on_progress(done, total, step): hears each step as it starts (a progress bar).
     """
     import jinja2
+    import markupsafe
 
     given = Path(store).expanduser()   # printed commands name the store as given: run them from the same folder
     store = given.resolve()
@@ -368,6 +376,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              trim_blocks=True, lstrip_blocks=True)
+    env.filters["breakable"] = lambda text: markupsafe.Markup(str(markupsafe.escape(text)).replace("_", "_<wbr>"))
     html = env.get_template("report.html.j2").render(
         title=f"Stability evidence report: {info.get('name') or store.name}",
         study=info, store=str(given), summary=summary, sections=ctx.doc.sections,

@@ -139,3 +139,20 @@ def test_moved_figures_are_still_importable_from_figures():
     assert attack_grid is attacks.attack_grid and sweep_curves is sweeps.sweep_curves
     for name in figures.__all__:
         assert callable(getattr(figures, name)) or name == "PSNR_CAP"
+
+
+def test_wide_figures_get_text_that_stays_legible_shrunk_to_a4():
+    """A figure wider than the A4 text width is shrunk in the PDF: its text grows by the same factor (capped);
+    a figure that fits keeps its text as drawn."""
+    import matplotlib.pyplot as plt
+
+    from survey.analysis.figures import A4_TEXT_WIDTH, MAX_TEXT_SCALE, legible_at_a4, theme
+
+    theme()
+    for width, factor in ((A4_TEXT_WIDTH * 1.25, 1.25), (A4_TEXT_WIDTH * 3, MAX_TEXT_SCALE), (5.0, 1.0)):
+        fig, ax = plt.subplots(figsize=(width, 3))
+        label = ax.set_xlabel("relative perturbation")
+        before = label.get_fontsize()
+        assert legible_at_a4(fig) == pytest.approx(factor)
+        assert label.get_fontsize() == pytest.approx(before * factor)
+        plt.close(fig)

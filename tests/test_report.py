@@ -79,7 +79,7 @@ def test_report_numbers_are_the_numbers_of_estimate(built):
             assert any(r[:len(line)] == line for r in rows), (definition.key, line)
             found = next(r for r in rows if r[:len(line)] == line)
             assert f"Wilson {format_interval(wilson['ci_low'], wilson['ci_high'])}" in found[len(line)]
-            assert found[len(line) + 1] == primary["estimand"]
+            assert primary["estimand"] in found[len(line) + 1]   # long ones folded under their gist
             # rows sharing an image (ball draws, insertions) are judged for the population of images
             shared = definition.table == "ball" or definition.key == "insertion-lost"
             assert primary["method"] == ("cluster-exact" if shared else "clopper-pearson"), definition.key
@@ -132,7 +132,7 @@ def test_acceptance_verdicts_follow_the_primary_upper_bound_with_holm(built):
     # the ball's artefact persists almost surely around a worst case: its criterion fails
     assert results[1].status == "fail" and overall_verdict(results) == "fail"
     rows = parse_html(index.read_text()).rows
-    verdicts = [r[-2:] for r in rows if r and r[0] == study.criteria[1].name]
+    verdicts = [r[-2:] for r in rows if r and r[0] == "C2"]   # criteria are numbered C1, C2 ... in the table
     assert verdicts == [["FAIL", "FAIL"], ["FAIL", "FAIL"]]   # raw, then after Holm
 
 

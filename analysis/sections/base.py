@@ -63,14 +63,25 @@ class Section:
         return self.params
 
     def parameter_table(self, ctx: Context, params: Sequence[str], by: Sequence[str] = ("network",)) -> dict:
+        """The parameter combinations recorded in the rows, with row and image counts: parameters that are the
+        same in every row are named once in the caption, the rest are columns; the table is folded."""
         keys = ", ".join(sql_identifier(c) for c in [*by, *params])
         frame = execute(ctx.con, f"SELECT {keys}, count(*) AS rows_, count(DISTINCT image_id) AS images_ "
                                  f"FROM {sql_identifier(self.table)} GROUP BY ALL ORDER BY ALL LIMIT 40")
-        body = [[*(format_number(v) if not isinstance(v, str) else v for v in r[:-2]), int(r[-2]), int(r[-1])]
-                for r in frame.itertuples(index=False)]
+        shown = lambda v: format_number(v) if not isinstance(v, str) else (v or "–")  # noqa: E731
+        body = [[shown(v) for v in r[:-2]] + [int(r[-2]), int(r[-1])] for r in frame.itertuples(index=False)]
+        n = len(by)
+        same = [i for i in range(n, n + len(params)) if len({row[i] for row in body}) == 1] if len(body) > 1 else []
+        keep = [i for i in range(len(by) + len(params) + 2) if i not in same]
+        constant = "; ".join(f"{params[i - n]} = {body[0][i]}" for i in same)
+        columns = [*by, *params, "rows", "images"]
+        varying = len(params) - len(same)
         return ctx.doc.table(f"Parameters of the '{self.table}' rows as recorded in the store, with row and image "
-                             "counts.", [*by, *params, "rows", "images"], body,
-                             numeric=range(len(params) + len(by), len(params) + len(by) + 2))
+                             "counts" + (f"; the same in every row: {constant}." if constant else "."),
+                             [columns[i] for i in keep], [[row[i] for i in keep] for row in body],
+                             numeric=range(len(keep) - 2, len(keep)),
+                             fold=f"{len(body)} parameter combination{'s' if len(body) != 1 else ''} × "
+                                  f"{varying} varying parameter{'s' if varying != 1 else ''}")
 
     def failed_notes(self, ctx: Context) -> list[dict[str, Any]]:
         """"No data" for networks whose every unit of this table failed (the ledger's latest attempts)."""

@@ -10,7 +10,7 @@ from survey.analysis.db import execute, sql_identifier
 from survey.analysis.estimate import ASSUMPTIONS, METHODS, estimate
 from survey.analysis.sections.text import (CONFIDENCE, LEVELS, N_BOOT, SEED, distribution, estimate_command,
                                            format_interval, format_number, percent)
-from survey.analysis.sections.doc import METHOD_NAMES, Doc  # noqa: F401
+from survey.analysis.sections.doc import METHOD_NAMES, Doc, cell  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,28 @@ def estimate_table(doc: Doc, definition: Definition, by: Sequence[str], found: d
         shown = [str(v) if not isinstance(v, float) else format_number(v) for v in line["key"]]
         if marked:
             shown.insert(len(by), distribution(info, r.get("network"), r.get("dataset", dataset)) or "–")
-        secondary = "; ".join(f"{METHOD_NAMES.get(s['method'], s['method'])} {format_interval(s['ci_low'], s['ci_high'])}"
-                              for s in line["secondary"])
+        others = [f"{METHOD_NAMES.get(s['method'], s['method'])} {format_interval(s['ci_low'], s['ci_high'])}"
+                  for s in line["secondary"]]
+        secondary = cell(others[0] if others else "", more="\n".join(others[1:]) or None)
         body.append([*shown, r["n"], r["k"], r["clusters"], r["point"], format_interval(r["ci_low"], r["ci_high"]),
-                     METHOD_NAMES.get(r["method"], r["method"]), r["upper_bound"], secondary or "–", r["estimand"]])
+                     METHOD_NAMES.get(r["method"], r["method"]), r["upper_bound"], secondary if secondary["text"] else "–",
+                     _population(r["estimand"])])
     y_note = f" (curves: x = {definition.x}, y = {definition.y})" if definition.per == "curve" else ""
     first = len(by) + (2 if marked else 1)
     return doc.table(f"{definition.title}: P(bad) per {definition.unit}, bad = {definition.bad}"
                      f"{' where ' + definition.where if definition.where else ''}{y_note}.",
-                     columns, body, numeric=[*range(first, first + 5), first + 7],
+                     columns, body, numeric=[*range(first, first + 5), first + 6],
                      note=table_note(definition, found, n_boot=n_boot, seed=seed),
                      commands=list(commands.values()))
+
+
+def _population(estimand: str) -> str | dict:
+    """The population column: the estimand itself when short, else its gist folded over the whole text."""
+    from survey.analysis.sections.doc import LONG_CELL
+    from survey.analysis.sections.verdicts import population
+
+    text = str(estimand)
+    return text if len(text) <= LONG_CELL else cell(population(text), full=text)
 
 
 def table_note(definition: Definition, found: dict[str, list], *, n_boot: int = N_BOOT, seed: int = SEED) -> str:

@@ -12,6 +12,9 @@ from typing import Any, Sequence
 from survey.analysis.sections.text import format_number
 
 MAX_WORST = 6       # networks shown in worst-case figures
+#: A table cell longer than this (characters) is folded: its start shown, the whole value one click away (and
+#: printed in full in the PDF).
+LONG_CELL = 90
 #: How tables name the interval methods of `survey.analysis.estimate`.
 METHOD_NAMES = {"cluster-exact": "cluster-exact", "clopper-pearson": "Clopper–Pearson", "wilson": "Wilson",
                 "bootstrap": "image bootstrap"}
@@ -36,12 +39,14 @@ class Doc:
 
     def table(self, caption: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
               note: str | None = None, commands: Sequence[str] = (), status_column: int | None = None,
-              numeric: Sequence[int] = (), wrap: bool = False) -> dict[str, Any]:
+              numeric: Sequence[int] = (), wrap: bool = False, fold: str | None = None) -> dict[str, Any]:
+        """A numbered table block. Cells: strings, numbers (formatted) or `cell(...)` dicts; strings longer than
+        LONG_CELL are folded. fold: the whole table goes in a closed <details> with this summary (open in print)."""
         self.tables += 1
-        cells = [[c if isinstance(c, str) else format_number(c) for c in row] for row in rows]
+        cells = [[fold_cell(c) if isinstance(c, (str, dict)) else format_number(c) for c in row] for row in rows]
         return {"kind": "table", "number": self.tables, "caption": caption, "columns": list(columns),
                 "rows": cells, "note": note, "commands": list(commands), "status_column": status_column,
-                "numeric": list(numeric), "wrap": wrap}
+                "numeric": list(numeric), "wrap": wrap, "fold": fold}
 
     def figure(self, paths: Sequence[Path], caption: str) -> dict[str, Any]:
         self.figures += 1
@@ -52,6 +57,46 @@ class Doc:
 
     def figure_path(self, name: str) -> Path:
         return self.out / "figures" / name
+
+
+def cell(text: str, *, title: str | None = None, full: str | None = None,
+         more: str | None = None) -> dict[str, str | None]:
+    """A table cell shown as `text`: with `title` (a tooltip, e.g. the unabbreviated value), `full` (a folded
+    <details> under `text` holding the whole value) or `more` (lines after `text`, folded behind "+n"); folded
+    parts are printed open in the PDF."""
+    return {"text": text, "title": title, "full": full, "more": more}
+
+
+def fold_cell(value: str | dict) -> str | dict:
+    """A string cell longer than LONG_CELL as a folded cell (its first words, then the whole value)."""
+    if isinstance(value, dict) or len(value) <= LONG_CELL:
+        return value
+    head = value[:LONG_CELL - 30].rsplit(" ", 1)[0] if " " in value[:LONG_CELL - 30] else value[:LONG_CELL - 30]
+    return cell(head + " …", full=value)
+
+
+def parameter_text(value) -> str:
+    """A parameter value in a few characters: lists as [a, b, …], tables as {k=v, …}, numbers as the report prints."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={parameter_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(parameter_text(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value
+    return format_number(value)
+
+
+def parameters_cell(params: dict) -> dict | str:
+    """A task's parameters as one folded cell: "7 parameters: iterations=200, lam=0.01 …" over one line per
+    parameter (key = value); '–' when there are none."""
+    if not params:
+        return "–"
+    items = [f"{k} = {parameter_text(v)}" for k, v in sorted(params.items())]
+    head = ", ".join(items[:3]).replace(" = ", "=")
+    head = head if len(head) <= 60 else head[:57].rsplit(",", 1)[0]
+    return cell(f"{len(items)} parameter{'s' if len(items) != 1 else ''}: {head}"
+                + (" …" if len(items) > 3 or len(head) < len(", ".join(items[:3])) else ""),
+                full="\n".join(items))
 
 
 def p(text: str, cls: str | None = None) -> dict[str, Any]:

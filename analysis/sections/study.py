@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from survey.analysis.db import connect, execute, sql_identifier, tables as view_names
 from survey.analysis.estimate import estimate
+from survey.analysis.sections.doc import cell
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Doc, as_json, estimate_command,
                                            format_number, p, percent, records, training_data)
 
@@ -369,35 +370,39 @@ def criteria_section(doc: Doc, results: list[CriterionResult], correction: str =
                         f"{percent(family[0])}.", "not-run"))
     text, cls = correction_text(results, correction)
     blocks.append(p(text + " The same correction applies to FAIL (Holm over the one-sided tests of harm).", cls))
+    blocks.append({"kind": "list", "items": [
+        (f"C{i}.", f"{r.name} — table {r.table}: bad = {r.bad}" + (f" where {r.where}" if r.where else "")
+         + f"; by {', '.join(r.by) or 'all rows'}; limit {format_number(r.max_upper)}.")
+        for i, r in enumerate(results, 1)]})
     rows = []
-    for r in results:
+    for i, r in enumerate(results, 1):
+        name = cell(f"C{i}", title=r.name)
         if not r.groups:
-            rows.append([r.name, r.table, r.bad, r.where or "–", "–", "–", "–", "–", "–", "–", "–", "–", "–",
-                         format_number(r.max_upper), "–", "–", r.status.upper()])
+            rows.append([name, "–", "–", "–", "–", "–", "–", "–", "–", format_number(r.max_upper), "–", "–",
+                         r.status.upper()])
         for g in r.groups:
             group = ", ".join(f"{c}={g.get(c)}" for c in r.by) or "all"
             need = g.get("decide_clusters")
             decides = ("decided" if g["verdict"] != "INCONCLUSIVE" else
                        "none at this rate" if need is None else f"{need:,} {g.get('unit') or 'image'}s")
-            rows.append([r.name, r.table, r.bad, r.where or "–", group, g["n"], g["k"], g["point"], g["method"],
-                         g["lower_bound"], g["upper_bound"], g["p_value"],
-                         g["p_adjusted"] if correction != "none" else "–", format_number(r.max_upper),
+            rows.append([name, group, g["n"], g["k"], g["point"], g["method"], g["lower_bound"], g["upper_bound"],
+                         g["p_value"], g["p_adjusted"] if correction != "none" else "–", format_number(r.max_upper),
                          decides, g["verdict_raw"], g["verdict"]])
     adjusted = "verdict (Holm)" if correction == "holm" else "verdict (uncorrected)"
-    blocks.append(doc.table("Acceptance criteria from the study file, judged per group: the primary interval's "
+    blocks.append(doc.table("Acceptance criteria (C1 … as listed above), judged per group: the primary interval's "
                             "one-sided bounds against the limit (PASS below, FAIL above, INCONCLUSIVE across); the "
                             "raw verdict judges each decision alone, the adjusted one "
                             f"({correction}) the family; 'would decide at' is the number of clusters at which the "
                             "observed rate would decide it.",
-                            ["criterion", "table", "bad", "where", "group", "n", "k", "estimate", "primary method",
-                             "lower bound (one-sided)", "upper bound (one-sided)", "p-value (pass)",
-                             "adjusted p-value", "limit", "would decide at", "raw verdict", adjusted], rows,
-                            status_column=16, numeric=[5, 6, 7, 9, 10, 11, 12, 13],
+                            ["", "group", "n", "k", "estimate", "primary method", "lower bound (one-sided)",
+                             "upper bound (one-sided)", "p-value (pass)", "adjusted p-value", "limit",
+                             "would decide at", "raw verdict", adjusted], rows,
+                            status_column=13, numeric=[2, 3, 4, 6, 7, 8, 9, 10],
                             commands=[r.command for r in results]))
     for r in results:
         populations = sorted({str(g.get("estimand")) for g in r.groups if g.get("estimand")})
         if populations:
-            blocks.append(p(f"{r.name} — estimand: {'; '.join(populations)}."))
+            blocks.append(p(f"C{results.index(r) + 1}, {r.name} — estimand: {'; '.join(populations)}."))
     for r in results:
         if r.message:
             blocks.append(p(f"{r.name}: {r.status} — {r.message}", "not-run"))

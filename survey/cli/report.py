@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from survey.cli.common import StoreOption, command, fail, progress_bar, store_path
+from survey.cli.common import EXIT_FAILED, StoreOption, command, error, fail, progress_bar, store_path
 
 
 @command
@@ -18,13 +19,25 @@ def report(
     store: StoreOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: "
                                                            "reports/<study name>/).")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print it to report.pdf beside index.html (A4, page "
+                                                    "numbers, contents) with headless Chromium.")] = False,
 ) -> Path:
-    """Write the evidence report (index.html + figures/) for the store; prints the path of index.html.
+    """Write the evidence report (index.html + figures/) for the store; prints the path of index.html (and of
+    report.pdf with --pdf).
 
-    Example: survey report --study tasks/quick.toml --store results --out reports/quick
+    Example: survey report --study tasks/quick.toml --store results --out reports/quick --pdf
     """
     from survey.analysis.report import build_report
     from survey.spec import load_study
+
+    browser = None
+    if pdf:
+        from survey.analysis.pdf import find_browser
+
+        browser = find_browser()
+        if browser is None:
+            fail("--pdf: no Chromium on PATH (chromium, chromium-browser, google-chrome); install it "
+                 "(apt-get install chromium) or leave out --pdf")
 
     import warnings
 
@@ -41,6 +54,14 @@ def report(
     for line in verdict_lines(index):
         typer.echo(line)
     typer.echo(str(index))
+    if pdf:
+        from survey.analysis.pdf import write_pdf
+
+        try:
+            typer.echo(str(write_pdf(index, browser=browser)))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            error(f"--pdf: the report is written but not printed: {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
     return index
 
 
