@@ -64,7 +64,8 @@ def cpu_share(requested: float, actors: int) -> float:
 class ActorPool:
     """The actors of every network, their health, and the calls in flight."""
 
-    def __init__(self, engine: EngineSpec, handles: dict[str, NetworkHandle], networks: list[str]):
+    def __init__(self, engine: EngineSpec, handles: dict[str, NetworkHandle], networks: list[str],
+                 batches: dict[str, dict[str, int]] | None = None):
         gpus = gpu_share(engine)
         device = engine.device if engine.device != "auto" or gpus == 0 else "cuda"
         cpus = cpu_share(engine.cpus_per_actor, engine.actors_per_network * len(networks))
@@ -72,7 +73,8 @@ class ActorPool:
         # constructor arguments kept in its object store (a network's weights), and says so at error level.
         self.remote = ray.remote(max_restarts=0, max_task_retries=0)(SurveyWorker)
         self.options = dict(num_cpus=cpus, num_gpus=gpus)
-        self.args = {name: (handles[name], device, max(1, round(cpus))) for name in networks}
+        batches = batches or {}
+        self.args = {name: (handles[name], device, max(1, round(cpus)), batches.get(name, {})) for name in networks}
         self.actors = {name: [self._start(name) for _ in range(engine.actors_per_network)] for name in networks}
         self.healthy = {(name, i): True for name, pool in self.actors.items() for i in range(len(pool))}
         self.load: dict[tuple[str, int], int] = defaultdict(int)
@@ -214,12 +216,17 @@ class Dispatcher:
 
 def run_units(engine: EngineSpec, handles: dict[str, NetworkHandle], images: dict, ids: dict, units: list[Unit],
               writer: StoreWriter, provenance: Callable[[dict[str, dict]], None], units_per_call: int = 1,
-              on_progress: Callable[[dict], None] | None = None) -> Tally:
-    """Start the actors, share the images once, call `provenance(worker_info)`, then dispatch every unit."""
+              on_progress: Callable[[dict], None] | None = None, batches: dict[str, int] | None = None) -> Tally:
+    """Start the actors, share the images once, call `provenance(worker_info)`, then dispatch every unit.
+    `batches`: unit_id -> the task's `batch` where the memory budget makes it smaller (each actor gets its own)."""
     networks = list(dict.fromkeys(u.network for u in units))
     image_refs = {size: ray.put(imgs) for size, imgs in images.items()}
     ids_ref = ray.put(ids)
     refs = {name: (image_refs[handles[name].size], ids_ref) for name in networks}
-    pool = ActorPool(engine, handles, networks)
+    per_network: dict[str, dict[str, int]] = defaultdict(dict)
+    for unit in units:
+        if batches and unit.unit_id in batches:
+            per_network[unit.network][unit.unit_id] = batches[unit.unit_id]
+    pool = ActorPool(engine, handles, networks, per_network)
     provenance(pool.describe())
     return Dispatcher(engine, pool, refs, writer, units, units_per_call, on_progress).run()
