@@ -17,6 +17,7 @@ from typing import Callable
 import ray
 
 from survey.engine.networks import NetworkHandle
+from survey.engine.progress import RunProgress
 from survey.engine.worker import SurveyWorker, UnitOutcome
 from survey.engine.writer import StoreWriter
 from survey.plan import Unit
@@ -141,10 +142,11 @@ class Dispatcher:
             self.queues[unit.network].append(InFlight(unit))
         self.total = len(units)
         self.tally = Tally()
+        self.progress = RunProgress(units, engine.actors_per_network)
 
     def run(self) -> Tally:
         if self.on_progress is not None:
-            self.on_progress({"done": 0, "total": self.total, "rows": 0, "failed": 0})
+            self.on_progress(self.progress.snapshot())
         self._submit()
         try:
             while self.pool.calls or any(self.queues.values()):
@@ -182,8 +184,7 @@ class Dispatcher:
                 self._record(flight, outcome)
         self.writer.maybe_flush()
         if self.on_progress is not None:
-            t = self.tally
-            self.on_progress({"done": t.done + t.failed, "total": self.total, "rows": t.rows, "failed": t.failed})
+            self.on_progress(self.progress.snapshot())
 
     def _requeue_crashed(self, batch: list[InFlight], running: bool, err: Exception) -> None:
         for flight in batch:
@@ -198,6 +199,7 @@ class Dispatcher:
             self.writer.add_ok(outcome, flight.attempt)
             self.tally.done += 1
             self.tally.rows += len(outcome.rows)
+            self.progress.record(flight.unit.network, len(outcome.rows), outcome.seconds)
         elif outcome.retry and flight.attempt <= self.engine.retries:
             self.queues[flight.unit.network].append(replace(flight, attempt=flight.attempt + 1))
         else:
@@ -206,6 +208,7 @@ class Dispatcher:
     def _fail(self, flight: InFlight, error: str, seconds: float = 0.0) -> None:
         self.writer.add_failed(flight.unit, error, seconds, flight.attempt)
         self.tally.failed += 1
+        self.progress.record(flight.unit.network, 0, seconds, ok=False)
         self.tally.failures.append((flight.unit.unit_id, error.strip().splitlines()[-1]))
 
     def _fail_queued(self) -> None:
