@@ -25,8 +25,9 @@ from torch import nn
 
 
 class Blowup(nn.Module):
-    def __init__(self, log):
+    def __init__(self, log, detach=False):
         super().__init__()
+        self.detach = detach
         self.w = nn.Parameter(torch.linspace(0.5, 1.5, {CHANNELS}).view(1, {CHANNELS}, 1, 1))
         self.log = log
 
@@ -34,17 +35,18 @@ class Blowup(nn.Module):
         with open(self.log, "a") as f:
             f.write(f"{{os.getpid()}} {{y.shape[0]}}\\n")
         h = physics.H(y).real
-        return (h.expand(-1, self.w.shape[1], -1, -1) * self.w).sum(dim=1, keepdim=True)
+        out = (h.expand(-1, self.w.shape[1], -1, -1) * self.w).sum(dim=1, keepdim=True)
+        return out.detach() if self.detach else out   # detach: no gradient reaches y (a broken backward)
 
 
-def build(log):
-    return Blowup(log)
+def build(log, detach=False):
+    return Blowup(log, detach)
 '''
 
 SEVERITY = dict(families={"spike": [0.0, 0.01, 0.1]}, draws=4, batch=12, with_reference=False)
 
 
-def _study(folder, memory_gb, images_per_unit=1, task="severity"):
+def _study(folder, memory_gb, images_per_unit=1, task="severity", detach=False):
     params = ('{ families = { spike = [0.0, 0.01, 0.1] }, draws = 4, batch = 12, with_reference = false }'
               if task == "severity" else '{ iterations = 2, snapshot_levels = [0.01], with_reference = false }')
     body = f'''
@@ -54,7 +56,7 @@ store = "results"
 [[networks]]
 name = "blowup"
 factory = "tiny_net.py:build"
-kwargs = {{ log = "{folder / 'calls.log'}" }}
+kwargs = {{ log = "{folder / 'calls.log'}", detach = {str(detach).lower()} }}
 physics = {{ kind = "mri", size = {N}, ratio = 0.5, mask = "uniform-lines", seed = 0 }}
 
 [[datasets]]
@@ -146,4 +148,32 @@ def test_budget_too_small_for_one_image_is_one_line_before_any_work(tmp_path):
         run_study(load_study(path), store_dir=tmp_path / "results")
     message = str(err.value)
     assert "\n" not in message and "network 'blowup', task 'severity'" in message and "needs" in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_survey_run_with_a_budget_too_small_for_one_image_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+
+    path = _study(tmp_path, 1e-6)
+    result = CliRunner().invoke(app, ["run", str(path), "--store", str(tmp_path / "results")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "network 'blowup', task 'severity'" in lines[0] and "memory_gb" in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_survey_run_with_a_network_whose_memory_probe_fails_is_one_line_exit_2(tmp_path):
+    # the network answers forward calls (the preflight's probe) but no gradient reaches its input: the memory
+    # probe's forward + backward at the study's size fails
+    from typer.testing import CliRunner
+
+    from survey.cli import app
+
+    path = _study(tmp_path, 4, task="attack", detach=True)
+    result = CliRunner().invoke(app, ["run", str(path), "--store", str(tmp_path / "results")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "network 'blowup'" in lines[0] and "memory probe at 32 x 32 failed" in lines[0]
     assert not (tmp_path / "results").exists()
