@@ -46,7 +46,7 @@ def build(log, detach=False):
 SEVERITY = dict(families={"spike": [0.0, 0.01, 0.1]}, draws=4, batch=12, with_reference=False)
 
 
-def _study(folder, memory_gb, images_per_unit=1, task="severity", detach=False):
+def _study(folder, memory_gb, images_per_unit=1, task="severity", detach=False, count=2):
     params = ('{ families = { spike = [0.0, 0.01, 0.1] }, draws = 4, batch = 12, with_reference = false }'
               if task == "severity" else '{ iterations = 2, snapshot_levels = [0.01], with_reference = false }')
     body = f'''
@@ -62,7 +62,7 @@ physics = {{ kind = "mri", size = {N}, ratio = 0.5, mask = "uniform-lines", seed
 [[datasets]]
 name = "ellipses"
 split = "test"
-count = 2
+count = {count}
 
 [[tasks]]
 name = "{task}"
@@ -132,13 +132,15 @@ def test_budget_that_fits_the_batch_leaves_it_alone(tmp_path, ray_local):
 
 
 def test_unit_images_that_cannot_share_one_call_stop_before_ray(tmp_path):
-    # the attack's unit is one call of its 2 images forward + backward; the budget holds about one
-    path = _study(tmp_path, 30 * MB / 1024 ** 3, images_per_unit=2, task="attack")
+    # the attack's unit is one call of its 4 images forward + backward (8 MB block, its gradient: 16-24 MB per
+    # image); 40 MB holds one or two of them (the probe reads the per-image part within a factor 2)
+    path = _study(tmp_path, 40 * MB / 1024 ** 3, images_per_unit=4, task="attack", count=4)
     with pytest.raises(StudyError) as err:
         run_study(load_study(path), store_dir=tmp_path / "results")
     message = str(err.value)
-    assert "\n" not in message and "(attack) on network 'blowup'" in message
-    assert "set images_per_unit = 1" in message
+    assert "\n" not in message and "(attack) on network 'blowup'" in message, message
+    fits = int(message.split("set images_per_unit = ")[1].split()[0])
+    assert 1 <= fits < 4 and f"holds {fits}:" in message
     assert not (tmp_path / "results").exists()
 
 
