@@ -2,7 +2,10 @@
 Parquet store and ledger included) over a bare PyTorch loop doing the same forward and backward work
 (Algorithm 1 on the same network, operator and batch size), measured in one run. Target >= 0.9.
 
-    python -m benchmarks.engine_throughput [--images 64] [--per-unit 8] [--iterations 100]
+    python -m benchmarks.engine_throughput [--images 64] [--per-unit 8] [--iterations 100] [--size 64]
+
+At `--size 256` the same U-Net and operator recipe run on 256 x 256 images (fewer images and iterations fit
+the time: e.g. --images 8 --per-unit 4 --iterations 8).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ seed = 0
 name = "unet"
 factory = "survey.nets.unet:UNet"
 kwargs = {{ width = 16, depth = 3, input_mode = "magnitude" }}
-physics = {{ kind = "mri", size = 64, ratio = 0.2, mask = "gaussian-lines", seed = 0 }}
+physics = {{ kind = "mri", size = {size}, ratio = 0.2, mask = "gaussian-lines", seed = 0 }}
 [[datasets]]
 name = "ellipses"
 count = {images}
@@ -40,7 +43,7 @@ cpus_per_actor = {threads}
 """
 
 
-def bare_loop(images: torch.Tensor, per_unit: int, iterations: int, threads: int) -> float:
+def bare_loop(images: torch.Tensor, per_unit: int, iterations: int, threads: int, size: int = 64) -> float:
     """Seconds for the same attack work in plain PyTorch: momentum ascent on ||f(A(x + r)) - f(Ax)||^2."""
     from survey.nets.unet import UNet
     from survey.physics import make_physics
@@ -50,7 +53,7 @@ def bare_loop(images: torch.Tensor, per_unit: int, iterations: int, threads: int
     net = UNet(width=16, depth=3, input_mode="magnitude").eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    physics = make_physics("mri", size=64, ratio=0.2, mask="gaussian-lines", seed=0)
+    physics = make_physics("mri", size=size, ratio=0.2, mask="gaussian-lines", seed=0)
     start = time.perf_counter()
     for lo in range(0, images.shape[0], per_unit):
         x = images[lo:lo + per_unit]
@@ -68,7 +71,7 @@ def bare_loop(images: torch.Tensor, per_unit: int, iterations: int, threads: int
     return time.perf_counter() - start
 
 
-def engine_run(images: int, per_unit: int, iterations: int, threads: int) -> tuple[float, float]:
+def engine_run(images: int, per_unit: int, iterations: int, threads: int, size: int = 64) -> tuple[float, float]:
     """(seconds with a warm Ray cluster, seconds to start the embedded cluster) for the same work."""
     import ray
 
@@ -80,7 +83,7 @@ def engine_run(images: int, per_unit: int, iterations: int, threads: int) -> tup
     try:
         path = folder / "study.toml"
         path.write_text(textwrap.dedent(STUDY.format(images=images, per_unit=per_unit, iterations=iterations,
-                                                     threads=threads)))
+                                                     threads=threads, size=size)))
         start = time.perf_counter()
         connect(num_cpus=threads)
         startup = time.perf_counter() - start
@@ -100,16 +103,17 @@ def main() -> None:
     parser.add_argument("--per-unit", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64, help="image size in pixels (64, 256, ...)")
     args = parser.parse_args()
     from survey.data import load_dataset
 
-    images = load_dataset("ellipses", split="test", size=64, count=args.images).images
+    images = load_dataset("ellipses", split="test", size=args.size, count=args.images).images
     work = args.images * args.iterations
-    bare = bare_loop(images, args.per_unit, args.iterations, args.threads)
-    engine, startup = engine_run(args.images, args.per_unit, args.iterations, args.threads)
+    bare = bare_loop(images, args.per_unit, args.iterations, args.threads, args.size)
+    engine, startup = engine_run(args.images, args.per_unit, args.iterations, args.threads, args.size)
     print(f"machine: {machine()}")
     print(f"work: {args.images} images x {args.iterations} iterations, batch {args.per_unit}, U-Net 483k params, "
-          f"64 x 64 MRI")
+          f"{args.size} x {args.size} MRI")
     print(f"bare PyTorch loop: {work / bare:.1f} image-iterations/s ({bare:.1f} s)")
     print(f"survey engine:     {work / engine:.1f} image-iterations/s ({engine:.1f} s, warm cluster; "
           f"cluster start {startup:.1f} s)")

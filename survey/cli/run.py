@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, one_line, store_path
@@ -29,18 +29,28 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                         MofNCompleteColumn(),
-                        TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-    bar = None
+                        TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s, {task.fields[failed]} failed, "
+                                   "ETA {task.fields[eta]}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    bars: dict[str, int] = {}
+    last: dict = {}
 
-    def on_progress(p: dict) -> None:   # the bar appears with the first unit, never before a pre-run error
-        nonlocal bar
-        if bar is None:
+    def on_progress(p: dict) -> None:   # the bars appear with the first unit, never before a pre-run error
+        from survey.engine.progress import eta_text
+
+        if not bars:
             progress.start()
-            bar = progress.add_task(spec.name, total=p["total"], rows=0, rate="-", failed=0)
+            bars[""] = progress.add_task(spec.name, total=p["total"], rows=0, rate="-", failed=0, eta="-")
+            for name in p.get("networks", {}) if len(p.get("networks", {})) > 1 else ():
+                bars[name] = progress.add_task(f"  {name}", total=1, rows=0, rate="-", failed=0, eta="-")
         rate = p["rows"] / max(time.perf_counter() - t0, 1e-9)
-        progress.update(bar, completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
-                        failed=p["failed"])
+        progress.update(bars[""], completed=p["done"], total=p["total"], rows=p["rows"], rate=f"{rate:.0f}",
+                        failed=p["failed"], eta=eta_text(p.get("eta_s")))
+        for name, n in p.get("networks", {}).items():
+            if name in bars:
+                progress.update(bars[name], completed=n["done"] + n["failed"], total=n["total"], rows=n["rows"],
+                                rate=f"{n['rows_per_s']:.0f}", failed=n["failed"], eta=eta_text(n["eta_s"]))
+        last.update(p)
 
     def on_note(note: str) -> None:
         console.print(note, markup=False, highlight=False, style="yellow", soft_wrap=True)
@@ -48,7 +58,7 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     try:
         summary = run_study(spec, store_dir=store, address=address, on_progress=on_progress, on_note=on_note)
     finally:
-        if bar is not None:
+        if bars:
             progress.stop()
     for message in dict.fromkeys(one_line(w.message) for w in heard):
         if not any(message in note for note in summary.notes):
@@ -56,7 +66,11 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
     console.print(f"{spec.name}: {summary.done} units done, {summary.skipped} already in the store, "
                   f"{summary.failed} failed, {summary.rows} rows in {summary.seconds:.1f} s -> {summary.store}",
                   markup=False, highlight=False, soft_wrap=True)
+    from survey.engine.progress import network_line
     from survey.engine.scheduler import unreached_message
+
+    for name, p in last.get("networks", {}).items():   # per network: units, rows/s, measured seconds per unit
+        console.print(network_line(name, p), markup=False, highlight=False, soft_wrap=True)
 
     if summary.unreached:
         console.print(unreached_message(summary.unreached), markup=False, highlight=False, style="yellow",

@@ -5,6 +5,10 @@ memory budget, and (measured) seconds per unit from one image of each distinct t
 (task, network) pair fits), then per network probes its memory (survey.engine.memory) and, unless
 `measure=False`, times one image of the first unit of every distinct (task, parameters) on this machine
 with the task's real code, reading its peak memory. Nothing is written to a store; Ray is not started.
+
+`engine_batches(study, handles, units)` is what `survey run` calls on the driver before Ray starts: the same
+probe per network, once, gives every unit of a task with its own `batch` the batch the budget allows (sent to
+the actors, which build the task with it), and stops the run with one line when a unit cannot fit.
 """
 
 from __future__ import annotations
@@ -64,15 +68,22 @@ class StudyCost:
         return max((r.batch_peak_bytes for r in self.rows), default=0)
 
 
-def _batch_cap(unit) -> int:
-    """The most images (or draws) a task puts in one network call: its own `batch` where it has one,
-    else the unit's images."""
+def own_batch(unit) -> int | None:
+    """The task's own `batch` (samples per network call) where it has one, else None (the unit's images
+    are one call)."""
     from survey.tasks import make_task
 
     cap = getattr(make_task(unit.task, **unit.params), "batch", None)
     if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
         return cap
-    return max(unit.image_count, 1)
+    return None
+
+
+def _batch_cap(unit) -> int:
+    """The most images (or draws) a task puts in one network call: its own `batch` where it has one,
+    else the unit's images."""
+    cap = own_batch(unit)
+    return cap if cap is not None else max(unit.image_count, 1)
 
 
 def _group_key(unit) -> tuple:
@@ -94,14 +105,32 @@ def probe_network(study: Study, name: str, net, physics, device: str) -> dict[bo
 
 def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float) -> int:
     """Images (or draws) per network call of `unit` within `budget` bytes; StudyError naming network, task
-    and the memory one image needs when not even one fits."""
+    and the memory one image needs when not even one fits, or, for a task whose unit's images are one call
+    (no `batch` of its own; the ball's centre search), when the unit's images do not fit together (the
+    images per unit are part of a unit's identity, so the engine does not split them: the error says how
+    many fit)."""
+    images = max(unit.image_count, 1)
     try:
-        if memory.search_first(unit.task):   # its worst-case search: one image forward + backward
-            memory.batch_size(probes[True], budget, task=unit.task, cap=1)
-        return memory.batch_size(probes[memory.needs_backward(unit.task)], budget, task=unit.task,
-                                 cap=_batch_cap(unit))
+        if memory.search_first(unit.task):   # its worst-case search: the unit's images forward + backward
+            _whole_unit(study, unit, memory.batch_size(probes[True], budget, task=unit.task, cap=images),
+                        probes[True], budget)
+        batch = memory.batch_size(probes[memory.needs_backward(unit.task)], budget, task=unit.task,
+                                  cap=_batch_cap(unit))
     except memory.MemoryBudgetError as err:
         raise StudyError(f"{study.path}: {err}") from None
+    if own_batch(unit) is None:
+        _whole_unit(study, unit, batch, probes[memory.needs_backward(unit.task)], budget)
+    return batch
+
+
+def _whole_unit(study: Study, unit, fits: int, probe: memory.MemoryProbe, budget: float) -> None:
+    if fits < unit.image_count:
+        need = (probe.fixed + unit.image_count * probe.per_image * memory.HEADROOM) / memory.GB
+        raise StudyError(
+            f"{study.path}: [[tasks]] #{unit.task_index + 1} ({unit.task}) on network {unit.network!r}: a unit's "
+            f"{unit.image_count} {probe.size} x {probe.size} images are one network call and need {need:.2f} GB "
+            f"(probed), the memory budget of {budget / memory.GB:.2f} GB holds {fits}: set images_per_unit = {fits} "
+            f"in that entry, or raise [engine] memory_gb")
 
 
 def budget_batches(study: Study, handles: dict, units: list, device: str | None = None) -> dict[str, int]:
@@ -111,7 +140,7 @@ def budget_batches(study: Study, handles: dict, units: list, device: str | None 
     from survey.engine.worker import pick_device
 
     device = pick_device(device or study.engine.device)
-    budget = memory.budget_bytes(study.engine.memory_gb, device, study.engine.actors_per_network)
+    budget = memory.budget_bytes(study.engine.memory_gb, device, actor_count(study, units))
     batches: dict[str, int] = {}
     for name, handle in handles.items():
         mine = [u for u in units if u.network == name]
@@ -130,6 +159,36 @@ def budget_batches(study: Study, handles: dict, units: list, device: str | None 
     return batches
 
 
+def actor_count(study: Study, units: list) -> int:
+    """Actors that run side by side (every network with units has its own pool): the default budget's share."""
+    return study.engine.actors_per_network * max(len({u.network for u in units}), 1)
+
+
+def engine_batches(study: Study, handles: dict, units: list, device: str | None = None
+                   ) -> tuple[dict[str, int], list[str]]:
+    """What the actors need from the budget: unit_id -> `batch` for every unit of a task with its own `batch`
+    that the budget makes smaller (the others run as written), and one note per (network, task entry) so
+    shrunk. StudyError (one line) as `budget_batches`."""
+    batches = budget_batches(study, handles, units, device)
+    smaller: dict[str, int] = {}
+    shrunk: dict[tuple, tuple[int, int]] = {}
+    for unit in units:
+        own = own_batch(unit)
+        if own is not None and batches[unit.unit_id] < own:
+            smaller[unit.unit_id] = batches[unit.unit_id]
+            shrunk[(unit.network, unit.task_index, unit.task)] = (batches[unit.unit_id], own)
+    budget = memory.budget_bytes(study.engine.memory_gb, pick_device_of(study, device), actor_count(study, units))
+    notes = [f"network {net!r}, [[tasks]] #{index + 1} ({task}): {batch} samples per network call, not its batch "
+             f"= {own} (memory budget {budget / memory.GB:.2f} GB per actor)"
+             for (net, index, task), (batch, own) in shrunk.items()]
+    return smaller, notes
+
+
+def pick_device_of(study: Study, device: str | None = None) -> str:
+    from survey.engine.worker import pick_device
+    return pick_device(device or study.engine.device)
+
+
 def estimate_study(study: Study, *, measure: bool = True, device: str | None = None) -> StudyCost:
     """The plan's cost on this machine (see the module docstring); StudyError (one line) when a network's
     probe fails or the memory budget cannot hold one image of a task."""
@@ -142,7 +201,7 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
     check_tasks(study, work.units, handles)
     device = pick_device(device or study.engine.device)
     actors = study.engine.actors_per_network
-    budget = memory.budget_bytes(study.engine.memory_gb, device, actors)
+    budget = memory.budget_bytes(study.engine.memory_gb, device, actor_count(study, work.units))
     cost = StudyCost(study.name, device, budget, actors)
     groups: dict[tuple, list] = {}
     for unit in work.units:
@@ -182,4 +241,5 @@ def _measure_one_image(worker, unit, work) -> tuple[float, int]:
     return seconds, meter.peak()
 
 
-__all__ = ["StudyCost", "TaskCost", "budget_batches", "estimate_study", "probe_network", "unit_batch"]
+__all__ = ["StudyCost", "TaskCost", "actor_count", "budget_batches", "engine_batches", "estimate_study", "own_batch",
+           "probe_network", "unit_batch"]

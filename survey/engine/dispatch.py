@@ -17,6 +17,7 @@ from typing import Callable
 import ray
 
 from survey.engine.networks import NetworkHandle
+from survey.engine.progress import RunProgress
 from survey.engine.worker import SurveyWorker, UnitOutcome
 from survey.engine.writer import StoreWriter
 from survey.plan import Unit
@@ -64,7 +65,8 @@ def cpu_share(requested: float, actors: int) -> float:
 class ActorPool:
     """The actors of every network, their health, and the calls in flight."""
 
-    def __init__(self, engine: EngineSpec, handles: dict[str, NetworkHandle], networks: list[str]):
+    def __init__(self, engine: EngineSpec, handles: dict[str, NetworkHandle], networks: list[str],
+                 batches: dict[str, dict[str, int]] | None = None):
         gpus = gpu_share(engine)
         device = engine.device if engine.device != "auto" or gpus == 0 else "cuda"
         cpus = cpu_share(engine.cpus_per_actor, engine.actors_per_network * len(networks))
@@ -72,7 +74,8 @@ class ActorPool:
         # constructor arguments kept in its object store (a network's weights), and says so at error level.
         self.remote = ray.remote(max_restarts=0, max_task_retries=0)(SurveyWorker)
         self.options = dict(num_cpus=cpus, num_gpus=gpus)
-        self.args = {name: (handles[name], device, max(1, round(cpus))) for name in networks}
+        batches = batches or {}
+        self.args = {name: (handles[name], device, max(1, round(cpus)), batches.get(name, {})) for name in networks}
         self.actors = {name: [self._start(name) for _ in range(engine.actors_per_network)] for name in networks}
         self.healthy = {(name, i): True for name, pool in self.actors.items() for i in range(len(pool))}
         self.load: dict[tuple[str, int], int] = defaultdict(int)
@@ -139,10 +142,11 @@ class Dispatcher:
             self.queues[unit.network].append(InFlight(unit))
         self.total = len(units)
         self.tally = Tally()
+        self.progress = RunProgress(units, engine.actors_per_network)
 
     def run(self) -> Tally:
         if self.on_progress is not None:
-            self.on_progress({"done": 0, "total": self.total, "rows": 0, "failed": 0})
+            self.on_progress(self.progress.snapshot())
         self._submit()
         try:
             while self.pool.calls or any(self.queues.values()):
@@ -180,8 +184,7 @@ class Dispatcher:
                 self._record(flight, outcome)
         self.writer.maybe_flush()
         if self.on_progress is not None:
-            t = self.tally
-            self.on_progress({"done": t.done + t.failed, "total": self.total, "rows": t.rows, "failed": t.failed})
+            self.on_progress(self.progress.snapshot())
 
     def _requeue_crashed(self, batch: list[InFlight], running: bool, err: Exception) -> None:
         for flight in batch:
@@ -196,6 +199,7 @@ class Dispatcher:
             self.writer.add_ok(outcome, flight.attempt)
             self.tally.done += 1
             self.tally.rows += len(outcome.rows)
+            self.progress.record(flight.unit.network, len(outcome.rows), outcome.seconds)
         elif outcome.retry and flight.attempt <= self.engine.retries:
             self.queues[flight.unit.network].append(replace(flight, attempt=flight.attempt + 1))
         else:
@@ -204,6 +208,7 @@ class Dispatcher:
     def _fail(self, flight: InFlight, error: str, seconds: float = 0.0) -> None:
         self.writer.add_failed(flight.unit, error, seconds, flight.attempt)
         self.tally.failed += 1
+        self.progress.record(flight.unit.network, 0, seconds, ok=False)
         self.tally.failures.append((flight.unit.unit_id, error.strip().splitlines()[-1]))
 
     def _fail_queued(self) -> None:
@@ -214,12 +219,17 @@ class Dispatcher:
 
 def run_units(engine: EngineSpec, handles: dict[str, NetworkHandle], images: dict, ids: dict, units: list[Unit],
               writer: StoreWriter, provenance: Callable[[dict[str, dict]], None], units_per_call: int = 1,
-              on_progress: Callable[[dict], None] | None = None) -> Tally:
-    """Start the actors, share the images once, call `provenance(worker_info)`, then dispatch every unit."""
+              on_progress: Callable[[dict], None] | None = None, batches: dict[str, int] | None = None) -> Tally:
+    """Start the actors, share the images once, call `provenance(worker_info)`, then dispatch every unit.
+    `batches`: unit_id -> the task's `batch` where the memory budget makes it smaller (each actor gets its own)."""
     networks = list(dict.fromkeys(u.network for u in units))
     image_refs = {size: ray.put(imgs) for size, imgs in images.items()}
     ids_ref = ray.put(ids)
     refs = {name: (image_refs[handles[name].size], ids_ref) for name in networks}
-    pool = ActorPool(engine, handles, networks)
+    per_network: dict[str, dict[str, int]] = defaultdict(dict)
+    for unit in units:
+        if batches and unit.unit_id in batches:
+            per_network[unit.network][unit.unit_id] = batches[unit.unit_id]
+    pool = ActorPool(engine, handles, networks, per_network)
     provenance(pool.describe())
     return Dispatcher(engine, pool, refs, writer, units, units_per_call, on_progress).run()

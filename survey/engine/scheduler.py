@@ -13,6 +13,7 @@ from typing import Callable
 import ray
 
 from survey.engine.cluster import connect
+from survey.engine.cost import engine_batches
 from survey.engine.dispatch import run_units
 from survey.engine.networks import NetworkHandle
 from survey.engine.planning import plan_work
@@ -90,6 +91,11 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     todo = [u for u in work.units if u.unit_id not in done]
     if not todo and not reader.unreadable_fragments():
         return RunSummary(root, len(work.units), len(work.units), notes=notes)
+    # every network probed at its size: each unit's batch within the memory budget, or a unit that cannot fit
+    batches, batch_notes = engine_batches(study, handles, work.units)
+    for note in batch_notes if on_note is not None else ():
+        on_note(note)
+    notes += batch_notes
     store = Store.open(root)   # only once the study is known to be runnable and has work left
     try:
         repaired = [f"store: fragment {rel} could not be read (truncated?); moved aside as "
@@ -117,7 +123,7 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         previous = _terminate_as_interrupt()
         try:
             tally = run_units(study.engine, handles, work.images, work.ids, todo, writer, provenance,
-                              units_per_call, on_progress)
+                              units_per_call, on_progress, batches)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -27,6 +27,8 @@ class UnitOutcome:
     seconds: float = 0.0
     #: False for an error that a retry would meet again (a network that turned non-finite on its seeded input)
     retry: bool = True
+    #: samples per network call the task ran with when the memory budget made it smaller than its own `batch`
+    batch: int | None = None
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -38,12 +40,15 @@ def pick_device(requested: str = "auto") -> str:
 class SurveyWorker:
     """One copy of a network on one device. Created as a Ray actor by the scheduler (or used in-process)."""
 
-    def __init__(self, handle: NetworkHandle, device: str = "auto", threads: int = 1):
+    def __init__(self, handle: NetworkHandle, device: str = "auto", threads: int = 1,
+                 batches: dict[str, int] | None = None):
         torch.set_flush_denormal(True)
         torch.set_num_threads(max(1, int(threads)))
 
         self.device = pick_device(device)
         self.handle = handle
+        #: unit_id -> `batch` from the memory budget (survey.engine.cost.engine_batches), where smaller than the task's
+        self.batches = dict(batches or {})
         self.net = None  # built on the first units, after their plugins are imported (`_build`)
 
     def _build(self, units: list[Unit]) -> None:
@@ -92,12 +97,13 @@ class SurveyWorker:
                                   image_ids=ids[unit.dataset][lo:hi], reference=self.reference,
                                   network=unit.network, dataset=unit.dataset, unit_id=unit.unit_id,
                                   companions=self.companions)
-                task = make_task(unit.task, **unit.params)
+                batch = self.batches.get(unit.unit_id)
+                task = make_task(unit.task, **(unit.params if batch is None else {**unit.params, "batch": batch}))
                 result = task(ctx, generator_for(unit.unit_id, self.device))
                 check_rows(unit.network, unit.unit_id, unit.task, result.rows)
                 tensors = {k: v.detach().cpu() for k, v in result.tensors.items()}
                 rows = attach_units(result.rows, ctx.image_ids)   # volume_id / subject_id where the data says
-                outcomes.append(UnitOutcome(unit, rows, tensors, None, time.perf_counter() - start))
+                outcomes.append(UnitOutcome(unit, rows, tensors, None, time.perf_counter() - start, batch=batch))
             except BadOutputError as err:  # one line; the same seeded unit would meet it again
                 outcomes.append(UnitOutcome(unit, error=str(err), seconds=time.perf_counter() - start, retry=False))
             except Exception:  # noqa: BLE001 - recorded in the ledger, the survey goes on
