@@ -81,10 +81,19 @@ def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -
             z = F.pad(z, (pw, pw, ph, ph), mode="circular")
             return F.conv2d(z, w, b, module.stride, 0, module.dilation, module.groups)
         return F.conv2d(z, w, b, module.stride, module.padding, module.dilation, module.groups)
+    if isinstance(module, nn.AvgPool2d):  # nonnegative weights: |W| z = W z
+        if module.divisor_override is not None or (module.padding not in (0, (0, 0)) and not module.count_include_pad):
+            raise Unsupported(f"{module}: only average pooling that counts its zero padding has a bound rule")
+        return F.avg_pool2d(z, module.kernel_size, module.stride, module.padding, module.ceil_mode, True)
+    if isinstance(module, nn.Upsample):
+        if module.mode not in ("nearest", "bilinear"):  # both with nonnegative interpolation weights
+            raise Unsupported(f"{module}: only nearest and bilinear upsampling have a bound rule")
+        return F.interpolate(z, module.size, module.scale_factor, module.mode,
+                             module.align_corners if module.mode == "bilinear" else None)
     raise Unsupported(f"no bound rule for {type(module).__name__}")
 
 
-AFFINE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+AFFINE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.Upsample)
 PASS = (nn.Identity, nn.Dropout)
 
 
@@ -143,6 +152,15 @@ class CleanOps(Ops):
     def __init__(self):
         super().__init__()
         self.inputs: list[torch.Tensor] = []
+        self.kinds: list[tuple] = []       # ("leaky", slope), ("magnitude", eps), ("maxpool",)
+        self.shapes: list[torch.Size] = []  # output shape of each nonlinearity
+
+    def _note(self, z, kind, out):
+        self.next()
+        self.inputs.append(z)
+        self.kinds.append(kind)
+        self.shapes.append(out.shape)
+        return out
 
     def affine(self, m, z):
         return _linear(m, z, bias=True, absolute=False)
@@ -151,19 +169,15 @@ class CleanOps(Ops):
         return fn(z)
 
     def leaky(self, z, slope):
-        self.next()
-        self.inputs.append(z)
-        return torch.where(z > 0, z, slope * z)
+        if slope > 1:
+            raise Unsupported(f"LeakyReLU with negative_slope {slope} > 1: no bound rule")
+        return self._note(z, ("leaky", slope), torch.where(z > 0, z, slope * z))
 
     def magnitude(self, z, eps):
-        self.next()
-        self.inputs.append(z)
-        return torch.sqrt(z[:, :1] ** 2 + z[:, 1:2] ** 2 + eps)
+        return self._note(z, ("magnitude", eps), torch.sqrt(z[:, :1] ** 2 + z[:, 1:2] ** 2 + eps))
 
     def maxpool(self, z):
-        self.next()
-        self.inputs.append(z)
-        return F.max_pool2d(z, 2)
+        return self._note(z, ("maxpool",), F.max_pool2d(z, 2))
 
 
 def _windows(z: torch.Tensor) -> torch.Tensor:
@@ -217,8 +231,8 @@ class DeviationOps(Ops):
     """Bounds on the deviation R of each value from its linearisation, for one radius rho, as a box
     [c - w, c + w] carried in a batch of two (row 0: centre c, row 1: half-width w): linear layers map c with
     their weights and w with their absolute values; each nonlinearity adds its deviation xi, which has a
-    known sign (ReLU and leaky ReLU: >= 0 off the clean piece below zero, <= 0 above; |z| and max-pooling:
-    >= 0, by convexity), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
+    known sign (>= 0 for all four: each is convex, so it lies above its linearisation; leaky ReLU with a slope
+    at most 1), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
 
     def __init__(self, clean: CleanOps, rows: list[torch.Tensor], rho: float):
         super().__init__()
@@ -257,8 +271,7 @@ class DeviationOps(Ops):
         self.unstable += int((flip > 0).sum())
         self.units += flip.numel()
         d0 = torch.where(z0 > 0, 1.0, slope).to(box.dtype)
-        sign = torch.where(z0 > 0, -1.0, 1.0).to(box.dtype) * (1.0 if slope <= 1 else -1.0)
-        return self._signed(d0, box, abs(1 - slope) * flip, sign)
+        return self._signed(d0, box, (1 - slope) * flip, 1.0)
 
     def magnitude(self, box, eps):
         k = self.next()
@@ -292,11 +305,14 @@ class DeviationOps(Ops):
 
 class Program(NamedTuple):
     """A network written in Ops: `run(ops, h) -> output`, h the network input as (B, C, n, n) real
-    channels; `lift(r)`: the linear map from the perturbation to h (batched), `base`: h at the clean point."""
+    channels; `lift(r)`: the linear map from the perturbation to h (batched), `base`: h at the clean point;
+    `coefficients(g)`: a batch of gradients w.r.t. the input -> coefficients on the basis of the Jacobian's columns
+    (None: the flattened gradient)."""
 
     run: Callable[[Ops, torch.Tensor], torch.Tensor]
     lift: Callable[[torch.Tensor], torch.Tensor]
     base: torch.Tensor
+    coefficients: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -335,9 +351,10 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
 
 
 class LocalBound(NamedTuple):
-    """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho;
-    linear = rho ||J||_cert, remainder = ||s||_2; unstable / units: nonlinear units that may leave their
-    clean piece, of all."""
+    """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho, the least of
+    `backsub` (back-substitution, survey.certify.backsub) and `interval` (the deviations carried as boxes);
+    linear = rho ||J||_cert, remainder: the nonlinear units' share (bound - linear, up to rounding); unstable / units: nonlinear units that may leave their
+    clean piece under back-substitution's bounds, of all."""
 
     rho: float
     bound: float
@@ -345,19 +362,33 @@ class LocalBound(NamedTuple):
     remainder: float
     unstable: int
     units: int
+    interval: float = math.inf
+    backsub: float = math.inf
 
 
-def local_bound(program: Program, lin: Linearised, rho: float) -> LocalBound:
-    """The certified bound at radius `rho` from a linearisation (module docstring)."""
+def interval_bound(program: Program, lin: Linearised, rho: float) -> tuple[float, float]:
+    """(bound, remainder) with the deviations carried forward as boxes (DeviationOps)."""
     dev = DeviationOps(lin.clean, lin.rows, float(rho))
     with torch.no_grad():
         zero = torch.zeros_like(program.base)
         box = program.run(dev, torch.cat([zero, zero.real if zero.is_complex() else zero]))
     remainder = float(torch.linalg.vector_norm((box[:1].abs() + box[1:]).double())) * (1 + EVAL_MARGIN)
+    return (float(rho) * lin.norm + remainder) * (1 + 4 * 2.0 ** -53), remainder
+
+
+def local_bound(program: Program, lin: Linearised, rho: float, *, columns: int = 4096,
+                backward: bool = True) -> LocalBound:
+    """The certified bound at radius `rho` from a linearisation: the least of back-substitution and intervals."""
+    from survey.certify.backsub import backsub_bound
+
+    interval, rest = interval_bound(program, lin, rho)
+    back = backsub_bound(program, lin, float(rho), columns=columns, backward=backward)
     linear = float(rho) * lin.norm
-    return LocalBound(float(rho), (linear + remainder) * (1 + 4 * 2.0 ** -53), linear, remainder, dev.unstable,
-                      dev.units)
+    if interval < back.bound:
+        return LocalBound(float(rho), interval, linear, rest, back.unstable, back.units, interval, back.bound)
+    return LocalBound(float(rho), back.bound, linear, back.bound - linear if back.coordinate < back.spectral
+                      else back.remainder, back.unstable, back.units, interval, back.bound)
 
 
 __all__ = ["CleanOps", "DeviationOps", "EVAL_MARGIN", "LocalBound", "Linearised", "Ops", "Program", "TangentOps",
-           "Unsupported", "linearise", "local_bound"]
+           "Unsupported", "interval_bound", "linearise", "local_bound"]
