@@ -225,3 +225,93 @@ def test_layers_without_a_rule_are_named():
 
     with pytest.raises(Unsupported, match="no bound rule for Foreign"):
         certify_local(Foreign(), DENOISE, image(0), [0.1])
+
+
+class PoolNet(nn.Module):
+    """Conv, batch norm, leaky ReLU, average pooling, upsampling, a concatenation and a skip: every rule at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.LeakyReLU(0.1))
+        self.b = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+                               nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        self.c = nn.Sequential(nn.Conv2d(6, 1, 3, padding=1))
+
+    def forward(self, y, physics):
+        h = physics.H(y).real.to(self.c[0].weight.dtype)
+        z = self.a(h)
+        return h + self.c(torch.cat([self.b(z), z], 1))
+
+
+@program(PoolNet)
+def _pool(net, physics, domain):
+    def run(ops, u):
+        h = ops.linear_map(lambda v: physics.H(v).real, u)
+        z = ops.sequential(net.a, h, "a")
+        return ops.add(h, ops.sequential(net.c, ops.cat([ops.sequential(net.b, z, "b"), z]), "c"))
+    return run
+
+
+def _attack(f, x, rho, steps=60, restarts=8, seed=0):
+    """Projected gradient ascent on ||f(x + r) - f(x)|| over ||r|| <= rho, random restarts: a lower bound."""
+    g = gen(seed)
+    base = f(x).detach()
+    best = 0.0
+    for _ in range(restarts):
+        r = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        r = (r * rho / r.norm()).requires_grad_(True)
+        for _ in range(steps):
+            loss = (f(x + r) - base).norm()
+            (grad,) = torch.autograd.grad(loss, r)
+            with torch.no_grad():
+                r += rho * 0.2 * grad / grad.norm().clamp_min(1e-30)
+                r *= min(1.0, rho / float(r.norm()))
+            best = max(best, float(loss.detach()))
+        best = max(best, float((f(x + r) - base).norm()))
+    return best
+
+
+def test_every_rule_at_once_is_sound_and_back_substitution_is_the_tighter():
+    torch.manual_seed(3)
+    net = PoolNet().double()
+    with torch.no_grad():
+        net.a[1].running_mean.uniform_(-0.2, 0.2)
+        net.a[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = image(5)
+    radii = [0.02, 0.2]
+    found = certify_local(net, DENOISE, x, radii)
+    for rho, b in zip(radii, found.bounds):
+        reached = _attack(lambda u: net(DENOISE.A(u), DENOISE), x, rho)
+        assert reached <= b.bound <= b.interval, (rho, reached, b)
+        assert b.unstable > 0
+    assert found.bounds[1].backsub < found.bounds[1].interval
+
+
+def test_the_backward_pass_reads_the_measured_entries_in_the_measurement_domain():
+    # MRI (complex measurements on a mask), a U-Net on (Re, Im) of A* y, a radius so small that no unit can flip:
+    # the backward pass's coefficients must equal the Jacobian's rows (on the measured entries, re and im), so
+    # its remainder is zero up to rounding
+    from survey.certify.backsub import backward_remainder
+    from survey.certify.programs import basis_for, builder_for, coefficients_for
+    from survey.certify.propagate import Program, linearise
+    from survey.nets.unet import UNet
+
+    physics = make_physics("mri", size=8, ratio=0.5, mask="gaussian-lines", seed=0)
+    torch.manual_seed(0)
+    net = UNet(width=2, depth=1, input_mode="complex").double().eval()
+    x = image(6)
+    y = physics.A(x)
+    prog = Program(builder_for(net)(net, physics, "measurement"), lambda u: u, y,
+                   coefficients_for(physics, "measurement", x))
+    units, count = basis_for(physics, "measurement", x)
+    lin = linearise(prog, units, count)
+    rho = 1e-12
+    bounds = [(-rho * r[None], rho * r[None], torch.zeros_like(lin.clean.inputs[k] if kind[0] != "maxpool" else
+                                                               torch.nn.functional.max_pool2d(lin.clean.inputs[k], 2)))
+              for k, (r, kind) in enumerate(zip(lin.rows, lin.clean.kinds))]
+    up, down = backward_remainder(prog, lin, bounds, 1.0)
+    scale = float(lin.jacobian.abs().max())
+    assert float(up.abs().max()) <= 1e-12 * scale * count and float(down.abs().max()) <= 1e-12 * scale * count
+    with torch.no_grad():
+        assert torch.allclose(net(y, physics), lin.output)

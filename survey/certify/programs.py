@@ -19,7 +19,8 @@ from survey.certify.propagate import LocalBound, Linearised, Ops, Program, Unsup
 #: What a network may contain to get a certificate (shown by the bracket task's docs).
 SUPPORTED_LAYERS = (
     "Conv2d (zero or circular padding, any stride, dilation, groups)", "ConvTranspose2d", "Linear",
-    "BatchNorm2d (eval mode, running statistics)", "ReLU", "LeakyReLU", "MaxPool2d (2 x 2, stride 2)",
+    "BatchNorm2d (eval mode, running statistics)", "AvgPool2d (counting its zero padding)",
+    "Upsample (nearest, bilinear)", "ReLU", "LeakyReLU (slope <= 1)", "MaxPool2d (2 x 2, stride 2)",
     "Identity / Dropout (eval)", "residual sums and differences", "channel concatenation",
     "real part, (real, imaginary) channels and |z| of the easy reconstruction H(y)",
     "any linear network as a whole (IdentityNet, TikhonovNet, MatrixNet, ConvolutionNet)",

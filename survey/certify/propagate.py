@@ -65,6 +65,15 @@ def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -
         scale = scale.abs() if absolute else scale
         out = z * scale.view(1, -1, 1, 1)
         return out + shift.view(1, -1, 1, 1) if bias else out
+    if isinstance(module, nn.AvgPool2d):  # nonnegative weights: |W| z = W z
+        if module.divisor_override is not None or (module.padding not in (0, (0, 0)) and not module.count_include_pad):
+            raise Unsupported(f"{module}: only average pooling that counts its zero padding has a bound rule")
+        return F.avg_pool2d(z, module.kernel_size, module.stride, module.padding, module.ceil_mode, True)
+    if isinstance(module, nn.Upsample):
+        if module.mode not in ("nearest", "bilinear"):  # both with nonnegative interpolation weights
+            raise Unsupported(f"{module}: only nearest and bilinear upsampling have a bound rule")
+        return F.interpolate(z, module.size, module.scale_factor, module.mode,
+                             module.align_corners if module.mode == "bilinear" else None)
     w = module.weight.double()
     w = w.abs() if absolute else w
     b = module.bias.double() if (bias and module.bias is not None) else None
@@ -81,15 +90,6 @@ def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -
             z = F.pad(z, (pw, pw, ph, ph), mode="circular")
             return F.conv2d(z, w, b, module.stride, 0, module.dilation, module.groups)
         return F.conv2d(z, w, b, module.stride, module.padding, module.dilation, module.groups)
-    if isinstance(module, nn.AvgPool2d):  # nonnegative weights: |W| z = W z
-        if module.divisor_override is not None or (module.padding not in (0, (0, 0)) and not module.count_include_pad):
-            raise Unsupported(f"{module}: only average pooling that counts its zero padding has a bound rule")
-        return F.avg_pool2d(z, module.kernel_size, module.stride, module.padding, module.ceil_mode, True)
-    if isinstance(module, nn.Upsample):
-        if module.mode not in ("nearest", "bilinear"):  # both with nonnegative interpolation weights
-            raise Unsupported(f"{module}: only nearest and bilinear upsampling have a bound rule")
-        return F.interpolate(z, module.size, module.scale_factor, module.mode,
-                             module.align_corners if module.mode == "bilinear" else None)
     raise Unsupported(f"no bound rule for {type(module).__name__}")
 
 
