@@ -108,8 +108,8 @@ class BracketTask(Task):
     "measurement"; iterations, restarts: the budget search's (worst_case), started also from the top singular
     vector; tol: Lanczos tolerance for sigma_estimate; targets: among "network", "H", "reference";
     max_inputs: largest input count certified (the dense Jacobian holds max_inputs^2 doubles); chunk: input
-    basis vectors per tangent pass; columns: most units of one layer that may flip pushed one by one in the
-    back-substitution (more: as one box); backward: also the backward pass with chord relaxations (2 x outputs
+    basis vectors per tangent pass; pushed_units: most units that may flip pushed one by one in the
+    back-substitution, over all layers (a layer beyond: as one box); backward: also the backward pass with chord relaxations (2 x outputs
     objectives per budget) for the output's remainder.
     """
 
@@ -128,7 +128,7 @@ class BracketTask(Task):
     targets: tuple[str, ...] = TARGETS
     max_inputs: int = 4096
     chunk: int = 128
-    columns: int = 4096
+    pushed_units: int = 4096
     backward: bool = True
 
     def __post_init__(self):
@@ -142,7 +142,7 @@ class BracketTask(Task):
                           nonempty=True)
         validate.integer(self, "max_inputs", low=1, high=16384)
         validate.integer(self, "chunk", low=1)
-        validate.integer(self, "columns", low=1)
+        validate.integer(self, "pushed_units", low=1)
         validate.flag(self, "backward")
 
     def check_image_size(self, n_rows: int, n_cols: int) -> None:
@@ -200,7 +200,7 @@ class BracketTask(Task):
                 radii = [eps * float(scale[i]) for eps in self.budgets]
                 try:
                     local = certify_local(f, physics, x[i:i + 1], radii, domain=self.domain, chunk=self.chunk,
-                                          columns=self.columns, backward=self.backward)
+                                          columns=self.pushed_units, backward=self.backward)
                     why = ""
                 except Unsupported as err:
                     local, why = None, str(err)

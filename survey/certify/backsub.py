@@ -24,8 +24,9 @@ and the bounds at each nonlinearity give its gamma. The row norms come from the 
 basis vector, survey.certify.propagate.linearise). P and N are built layer by layer: the units of layer m that can
 leave their clean piece (gamma > 0) are pushed forward as columns e_u gamma_u through the clean linearisation
 (the tangent semantics of the program, convolutions as convolutions, never a dense matrix at image size), and
-each later value accumulates their positive and negative parts. A layer with more than `columns` such units is
-pushed as one box instead ([0, gamma] through W and |W|: looser, but one pass). At the output,
+each later value accumulates their positive and negative parts. Once `columns` units have been pushed (over all
+layers), a layer whose units would exceed that is pushed as one box instead ([0, gamma] through W and |W|: looser,
+but one pass). At the output,
 
     max ||f(A(x + r)) - f(Ax)|| <= min( rho ||J||_cert + ||max(P, N)||_2,  ||rho ||J_j|| + max(P_j, N_j)||_2 ),
 
@@ -292,7 +293,7 @@ class BacksubBound(NamedTuple):
     """bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho; spectral = rho ||J||_cert + ||R||, coordinate =
     ||rho ||J_j|| + |R_j| ||, R the bound on the remainder per output coordinate (forward: max(P, N); the backward
     pass's chord bound where it is smaller); unstable / units as in LocalBound; pushed: columns pushed; boxed:
-    layers pushed as boxes (more than `columns` units that may flip)."""
+    layers pushed as boxes (beyond the `columns` budget)."""
 
     bound: float
     spectral: float
@@ -306,8 +307,8 @@ class BacksubBound(NamedTuple):
 
 def backsub_bound(program: Program, lin: Linearised, rho: float, *, columns: int = 4096, chunk: int = 256,
                   backward: bool = True, backward_chunk: int = 64) -> BacksubBound:
-    """The back-substituted bound at radius `rho` (module docstring); at most `columns` units of one layer are
-    pushed one by one (`chunk` per pass), more go as one box; `backward`: also the backward pass with the chord
+    """The back-substituted bound at radius `rho` (module docstring); at most `columns` units in all are pushed
+    one by one (`chunk` per pass), the layers beyond go as one box each; `backward`: also the backward pass with the chord
     relaxation for the output's remainder (2 x outputs objectives, `backward_chunk` per pass)."""
     clean = lin.clean
     count = len(clean.inputs)
@@ -329,7 +330,7 @@ def backsub_bound(program: Program, lin: Linearised, rho: float, *, columns: int
         if where.numel() == 0:
             continue
         with torch.no_grad():
-            if where.numel() > columns:
+            if pushed + where.numel() > columns:
                 boxed += 1
                 half = (gamma / 2).expand(2, *gamma.shape[1:]).contiguous()
                 _push(program, PushOps(clean, k, half, pos, neg, box=True), zero, count)

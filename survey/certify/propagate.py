@@ -333,8 +333,11 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
               chunk: int = 128) -> Linearised:
     """Clean pass, then the tangent pass over `count` input basis vectors (basis(indices) -> batch of
     perturbations), `chunk` at a time; the dense Jacobian's certified norm."""
+    import time
+
     from survey.certify.spectral import dense_bound
 
+    start = time.perf_counter()
     clean = CleanOps()
     with torch.no_grad():
         output = program.run(clean, program.base)
@@ -347,14 +350,15 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
             columns.append(out.reshape(part.numel(), -1))
     jac = torch.cat(columns).T.contiguous()
     rows = [torch.sqrt(q) for q in (squares or [])]
-    return Linearised(clean, output, jac, dense_bound(jac.cpu()) * (1 + EVAL_MARGIN), rows, count)
+    norm = dense_bound(jac.cpu()) * (1 + EVAL_MARGIN)
+    return Linearised(clean, output, jac, norm, rows, count, {"seconds": time.perf_counter() - start})
 
 
 class LocalBound(NamedTuple):
     """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho, the least of
     `backsub` (back-substitution, survey.certify.backsub) and `interval` (the deviations carried as boxes);
     linear = rho ||J||_cert, remainder: the nonlinear units' share (bound - linear, up to rounding); unstable / units: nonlinear units that may leave their
-    clean piece under back-substitution's bounds, of all."""
+    clean piece under back-substitution's bounds, of all; seconds: what this radius cost after the linearisation."""
 
     rho: float
     bound: float
@@ -364,6 +368,7 @@ class LocalBound(NamedTuple):
     units: int
     interval: float = math.inf
     backsub: float = math.inf
+    seconds: float = 0.0
 
 
 def interval_bound(program: Program, lin: Linearised, rho: float) -> tuple[float, float]:
@@ -381,13 +386,17 @@ def local_bound(program: Program, lin: Linearised, rho: float, *, columns: int =
     """The certified bound at radius `rho` from a linearisation: the least of back-substitution and intervals."""
     from survey.certify.backsub import backsub_bound
 
+    import time
+
+    start = time.perf_counter()
     interval, rest = interval_bound(program, lin, rho)
     back = backsub_bound(program, lin, float(rho), columns=columns, backward=backward)
     linear = float(rho) * lin.norm
+    took = time.perf_counter() - start
     if interval < back.bound:
-        return LocalBound(float(rho), interval, linear, rest, back.unstable, back.units, interval, back.bound)
+        return LocalBound(float(rho), interval, linear, rest, back.unstable, back.units, interval, back.bound, took)
     return LocalBound(float(rho), back.bound, linear, back.bound - linear if back.coordinate < back.spectral
-                      else back.remainder, back.unstable, back.units, interval, back.bound)
+                      else back.remainder, back.unstable, back.units, interval, back.bound, took)
 
 
 __all__ = ["CleanOps", "DeviationOps", "EVAL_MARGIN", "LocalBound", "Linearised", "Ops", "Program", "TangentOps",
