@@ -261,18 +261,21 @@ def _relaxations(clean: CleanOps, bounds: list) -> list:
     return out
 
 
-def backward_remainder(program: Program, lin: Linearised, bounds: list, rho: float, *,
-                       chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per output coordinate j, (upper on R_j, upper on -R_j) for R = f(A(x + r)) - f(Ax) - J r, by the backward
-    pass with the chord relaxation: e_j . delta <= a_j . r + c_j over the ball, so R_j <= rho ||a_j - J_j|| + c_j."""
+def backward_remainder(program: Program, lin: Linearised, bounds: list, rho: float, *, chunk: int = 64,
+                       outputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output coordinate j (all, or the indices `outputs`), (upper on R_j, upper on -R_j) for R = f(A(x + r)) -
+    f(Ax) - J r, by the backward pass with the chord relaxation: e_j . delta <= a_j . r + c_j over the ball, so
+    R_j <= rho ||a_j - J_j|| + c_j."""
     relax = _relaxations(lin.clean, bounds)
-    outputs = lin.jacobian.shape[0]
+    total = lin.jacobian.shape[0]
+    outputs = torch.arange(total) if outputs is None else outputs
     jac = lin.jacobian.to(program.base.device)
-    up = torch.empty(outputs, dtype=torch.float64, device=jac.device)
+    up = torch.empty(outputs.numel(), dtype=torch.float64, device=jac.device)
     down = torch.empty_like(up)
-    for part in torch.arange(outputs).split(chunk):
+    for where in torch.arange(outputs.numel()).split(chunk):
+        part = outputs[where]
         k = part.numel()
-        seed = torch.zeros(2 * k, outputs, dtype=torch.float64, device=jac.device)
+        seed = torch.zeros(2 * k, total, dtype=torch.float64, device=jac.device)
         seed[torch.arange(k), part] = 1.0
         seed[torch.arange(k, 2 * k), part] = -1.0
         const = _Const(2 * k, seed)
@@ -285,7 +288,7 @@ def backward_remainder(program: Program, lin: Linearised, bounds: list, rho: flo
         sign = torch.cat([torch.ones(k), -torch.ones(k)]).to(coef)[:, None]
         linear = coef - sign * jac[torch.cat([part, part]).to(jac.device)]
         found = rho * torch.linalg.vector_norm(linear, dim=1) + const[0]
-        up[part], down[part] = found[:k], found[k:]
+        up[where], down[where] = found[:k], found[k:]
     return up, down
 
 
@@ -343,9 +346,12 @@ def backsub_bound(program: Program, lin: Linearised, rho: float, *, columns: int
                 _push(program, PushOps(clean, k, inject.view(part.numel(), *gamma.shape[1:]), pos, neg, box=False),
                       zero, count)
     up, down = pos[count].flatten().double() * margin, neg[count].flatten().double() * margin
-    if backward and count:
-        b_up, b_down = backward_remainder(program, lin, bounds, rho, chunk=backward_chunk)
-        up, down = torch.minimum(up, b_up * margin), torch.minimum(down, b_down * margin)
+    reached = torch.nonzero(torch.maximum(up, down) > 0).squeeze(1)
+    if backward and reached.numel():  # coordinates that no unit's deviation reaches have R_j = 0 already
+        b_up, b_down = backward_remainder(program, lin, bounds, rho, chunk=backward_chunk, outputs=reached.cpu())
+        reached = reached.to(up.device)
+        up[reached] = torch.minimum(up[reached], b_up.to(up.device) * margin)
+        down[reached] = torch.minimum(down[reached], b_down.to(up.device) * margin)
     extra = torch.maximum(up, down).clamp_min(0)
     remainder = float(torch.linalg.vector_norm(extra)) * margin
     spectral = rho * lin.norm + remainder
