@@ -1,32 +1,23 @@
-"""A certified bound on max ||f(A(x + r)) - f(Ax)|| over the ball ||r|| <= rho, by bound propagation.
+"""A certified bound on max ||f(A(x + r)) - f(Ax)|| over the ball ||r|| <= rho, by bound propagation: the
+operations programs are written in, the clean and tangent passes, and the interval bound.
 
-Written around the clean point: every nonlinearity phi (ReLU, leaky ReLU, |z|, 2 x 2 max-pooling) is its
-linearisation at the clean pre-activation z0 plus a deviation, phi(z0 + d) - phi(z0) = D0 d + xi with
-D0 = phi'(z0), and |xi_j| <= gamma_j(beta_j) whenever |d_j| <= beta_j:
+Written around the clean point: every nonlinearity phi (ReLU, leaky ReLU with slope a <= 1, |z|, 2 x 2
+max-pooling) is convex, so phi(z0 + d) - phi(z0) = D0 d + xi with D0 = phi'(z0) and 0 <= xi_j <= gamma_j(beta_j)
+whenever |d_j| <= beta_j:
 
     ReLU                 gamma = max(0, beta - |z0|)                (exact: 0 for a neuron that cannot flip)
-    leaky ReLU(a)        gamma = |1 - a| max(0, beta - |z0|)
+    leaky ReLU(a)        gamma = (1 - a) max(0, beta - |z0|)
     |z| (eps in root)    gamma = min(2 b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, m_min the least
                          value of sqrt(|z|^2 + eps) within b of z0 (Taylor with the Hessian bound 1 / m)
     2 x 2 max-pooling    gamma = max(0, max_{i != i*} (a_i - a_i* + beta_i + beta_i*)), i* the clean argmax
 
-Unrolled through the network (the CROWN-style linear relaxation, with the relaxation centred at the
-clean point, so it is exact for every neuron that cannot change its pattern over the ball):
-
-    f(A(x + r)) - f(Ax) = J r + R,     J the clean Jacobian,    |R| <= s (elementwise),
-
-where s comes from one forward pass of the deviations through the network as boxes (centre through W,
-half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1| elementwise; each deviation has a known sign), and the bound on the input change of each
-nonlinearity is beta = rho ||row of its clean Jacobian|| + (the deviations arriving there). The row norms
-and J come from the network's tangent map applied to every input basis vector (batched), once per image:
-they do not depend on rho, so every budget costs one more cheap pass. Then
-
-    max ||f(A(x + r)) - f(Ax)|| <= rho ||J||_cert + ||s||_2,
-
-||J||_cert a certified norm of the dense J (survey.certify.spectral). On a linear network s = 0 and the
-bound is rho sigma_1, exactly. Each term is rho times a non-decreasing function of rho, so bound / rho is
-non-decreasing: the certified gain at rho also bounds the gain of every smaller perturbation. Arithmetic is
-float64; the rounding of the network's own evaluation is covered by a relative margin EVAL_MARGIN.
+Then f(A(x + r)) - f(Ax) = J r + R, J the clean Jacobian. The interval bound (`interval_bound`) carries the
+xi's forward as boxes (centre through W, half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1|), with beta =
+rho ||row of the clean Jacobian|| + the box arriving, and gives rho ||J||_cert + ||s||_2, |R| <= s. The row norms
+and J come from the tangent map applied to every input basis vector (batched), once per image (`linearise`).
+`local_bound` reports the least of this and the back-substituted bound (survey.certify.backsub), which keeps
+the cancellations between paths that the boxes lose. On a linear network both are rho sigma_1, exactly.
+Arithmetic is float64; the rounding of the network's own evaluation is covered by a relative margin EVAL_MARGIN.
 """
 
 from __future__ import annotations
