@@ -308,13 +308,28 @@ class BacksubBound(NamedTuple):
     boxed: int
 
 
-def backsub_bound(program: Program, lin: Linearised, rho: float, *, columns: int = 4096, chunk: int = 256,
-                  backward: bool = True, backward_chunk: int = 64) -> BacksubBound:
+#: Bytes one batch of the pushes or of the backward pass may hold (the chunks are sized to it).
+WORKING_BYTES = 2 ** 31
+
+
+def _chunks(clean: CleanOps) -> tuple[int, int]:
+    """(columns per push, objectives per backward pass) that keep a batch within WORKING_BYTES: a push holds a few
+    activations at a time, the backward pass (autograd) about two per layer."""
+    sizes = [z[0].numel() for z in clean.inputs] or [1]
+    push = max(1, min(256, WORKING_BYTES // (8 * 4 * max(sizes))))
+    back = max(1, min(64, WORKING_BYTES // (8 * 2 * 2 * sum(sizes))))
+    return push, back
+
+
+def backsub_bound(program: Program, lin: Linearised, rho: float, *, columns: int = 4096, chunk: int | None = None,
+                  backward: bool = True, backward_chunk: int | None = None) -> BacksubBound:
     """The back-substituted bound at radius `rho` (module docstring); at most `columns` units in all are pushed
     one by one (`chunk` per pass), the layers beyond go as one box each; `backward`: also the backward pass with the chord
     relaxation for the output's remainder (2 x outputs objectives, `backward_chunk` per pass)."""
     clean = lin.clean
     count = len(clean.inputs)
+    sized = _chunks(clean)
+    chunk, backward_chunk = chunk or sized[0], backward_chunk or sized[1]
     pos = [torch.zeros_like(z[0]) for z in clean.inputs] + [torch.zeros_like(lin.output[0])]
     neg = [torch.zeros_like(p) for p in pos]
     margin = 1 + EVAL_MARGIN
