@@ -120,7 +120,7 @@ class BracketTask(Task):
     needs_grad = True
     list_params = ("budgets", "targets")
 
-    budgets: tuple[float, ...] = (0.001, 0.01)
+    budgets: tuple[float, ...] = (0.0001, 0.001, 0.01)
     domain: str = "image"
     iterations: int = 60
     restarts: int = 4
