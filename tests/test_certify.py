@@ -267,7 +267,7 @@ def _attack(f, x, rho, steps=60, restarts=8, seed=0):
                 r += rho * 0.2 * grad / grad.norm().clamp_min(1e-30)
                 r *= min(1.0, rho / float(r.norm()))
             best = max(best, float(loss.detach()))
-        best = max(best, float((f(x + r) - base).norm()))
+        best = max(best, float((f(x + r) - base).norm().detach()))
     return best
 
 
@@ -315,3 +315,20 @@ def test_the_backward_pass_reads_the_measured_entries_in_the_measurement_domain(
     assert float(up.abs().max()) <= 1e-12 * scale * count and float(down.abs().max()) <= 1e-12 * scale * count
     with torch.no_grad():
         assert torch.allclose(net(y, physics), lin.output)
+
+
+def test_a_magnitude_input_unet_is_bounded_above_its_attack():
+    # |A* y| as the input (|z| near zero at the background is the hard case), max-pooling, a transposed conv
+    from survey.nets.unet import UNet
+
+    physics = make_physics("mri", size=8, ratio=0.5, mask="gaussian-lines", seed=0)
+    torch.manual_seed(1)
+    net = UNet(width=3, depth=1, input_mode="magnitude").double().eval()
+    x = image(7)
+    x[..., :2, :] = 0.0  # a background strip
+    radii = [1e-3, 3e-2]
+    found = certify_local(net, physics, x, radii)
+    for rho, b in zip(radii, found.bounds):
+        reached = _attack(lambda u: net(physics.A(u), physics), x, rho)
+        assert reached <= b.bound <= b.interval, (rho, reached, b)
+    assert found.bounds[0].bound <= 3 * _attack(lambda u: net(physics.A(u), physics), x, radii[0])

@@ -6,7 +6,8 @@ lo <= d <= hi (elementwise):
 
     ReLU / leaky ReLU(a)   gamma = (1 - a) max(0, -(z0 + lo))  where z0 > 0 (D0 = 1),
                            gamma = (1 - a) max(0, z0 + hi)     elsewhere (D0 = a)
-    |z| (eps in the root)  gamma = min(2 b, b^2 / (2 m_min)), b the largest |change| of (re, im)
+    |z| (eps in the root)  gamma = min((1 + |g|) b, b^2 / (2 m_min)), b the largest |change| of (re, im),
+                           g the clean gradient (|z| is 1-Lipschitz), m_min as in survey.certify.propagate
     2 x 2 max-pooling      gamma = max(0, max_{i != i*} (z0_i - z0_i* + hi_i - lo_i*)), i* the clean argmax
 
 With these relaxations (slopes D0 in the lower and the upper bound alike) the network's deviation is exactly
@@ -54,7 +55,8 @@ def _gamma(kind: tuple, z0: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) ->
         b = torch.sqrt(big[:, :1] ** 2 + big[:, 1:2] ** 2)
         norm0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2)
         m_min = torch.sqrt((norm0 - b).clamp_min(0) ** 2 + eps)
-        return torch.minimum(2 * b, b * b / (2 * m_min))
+        slope = norm0 / torch.sqrt(norm0 ** 2 + eps)  # |gradient| at the clean point, <= 1
+        return torch.minimum((1 + slope) * b, b * b / (2 * m_min))
     win = _windows(z0)
     top, arg = win.max(-1, keepdim=True)
     spread = win - top + _windows(hi) - _windows(lo).gather(-1, arg)

@@ -7,8 +7,9 @@ whenever |d_j| <= beta_j:
 
     ReLU                 gamma = max(0, beta - |z0|)                (exact: 0 for a neuron that cannot flip)
     leaky ReLU(a)        gamma = (1 - a) max(0, beta - |z0|)
-    |z| (eps in root)    gamma = min(2 b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, m_min the least
-                         value of sqrt(|z|^2 + eps) within b of z0 (Taylor with the Hessian bound 1 / m)
+    |z| (eps in root)    gamma = min((1 + |g|) b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, g the clean
+                         gradient (|z| is 1-Lipschitz), m_min the least value of sqrt(|z|^2 + eps) within b of
+                         z0 (Taylor with the Hessian bound 1 / m)
     2 x 2 max-pooling    gamma = max(0, max_{i != i*} (a_i - a_i* + beta_i + beta_i*)), i* the clean argmax
 
 Then f(A(x + r)) - f(Ax) = J r + R, J the clean Jacobian. The interval bound (`interval_bound`) carries the
@@ -272,7 +273,7 @@ class DeviationOps(Ops):
         norm0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2)
         m0 = torch.sqrt(norm0 ** 2 + eps)
         m_min = torch.sqrt((norm0 - b).clamp_min(0) ** 2 + eps)
-        gamma = torch.minimum(2 * b, b * b / (2 * m_min))
+        gamma = torch.minimum((1 + norm0 / m0) * b, b * b / (2 * m_min))
         self.units += gamma.numel()
         self.unstable += int((b >= norm0).sum())
         g = z0 / m0
