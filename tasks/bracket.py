@@ -8,10 +8,12 @@ H and the reference solver on the same images:
                      the worst gain over the ball ||r|| <= eps ||x||;
     sigma_estimate   sigma_1 of the local Jacobian as a gain (tasks/spectrum.py, Lanczos): an estimate of the
                      worst gain as eps -> 0, neither a lower nor an upper bound at a finite eps;
-    certified_upper  a certified upper bound on that worst gain: the smaller of the local bound by bound
-                     propagation over the ball (survey.certify.programs) and the certified global Lipschitz
-                     bound (survey.nets.lipschitz), both as gains; None, with the layer that lacks a rule in
-                     `missing`, where a target has no certificate (the reference solver's soft thresholds).
+    certified_upper  a certified upper bound on that worst gain: the least of the local bound by linear bound
+                     propagation with back-substitution over the ball (survey.certify.backsub), the local
+                     bound with the deviations carried as intervals (survey.certify.propagate) and the
+                     certified global Lipschitz bound (survey.nets.lipschitz), all as gains (all sound; `method`
+                     names the one used); None, with the layer that lacks a rule in `missing`, where a target has
+                     no certificate (the reference solver's soft thresholds).
 
 gain = (||f(A(x + r)) - f(Ax)|| / ||f(Ax)||) / eps. The certificate holds for every r in the ball, smaller ones
 included (the local bound over rho is non-decreasing in rho), so lower_bound <= certified_upper always;
@@ -53,7 +55,11 @@ BRACKET_COLUMNS: dict[str, Column] = {
     "certified_upper": Column("certified upper bound on the worst gain over the ball (min of local and global); "
                               "None where the target has no certificate"),
     "gap": Column("certified_upper / lower_bound (1: the worst case is pinned down)"),
-    "local_upper": Column("the bound propagation's certified gain over the ball (None without a rule)"),
+    "local_upper": Column("the bound propagation's certified gain over the ball: the least of back-substitution "
+                          "and intervals (None without a rule)"),
+    "backsub_upper": Column("linear bound propagation with back-substitution, as a gain (None without a rule)"),
+    "interval_upper": Column("the deviations carried as intervals (boxes through |W|), as a gain (None without a rule)"),
+    "method": Column("which bound certified_upper is: 'back-substitution', 'interval' or 'global' ('' without one)"),
     "global_upper": Column("the certified global Lipschitz bound as a gain (None without a rule or certificate)"),
     "linear_part": Column("eps ||J||_cert as a gain: the linearisation's share of local_upper"),
     "remainder_part": Column("the nonlinear units' share of local_upper, as a gain"),
@@ -102,7 +108,9 @@ class BracketTask(Task):
     "measurement"; iterations, restarts: the budget search's (worst_case), started also from the top singular
     vector; tol: Lanczos tolerance for sigma_estimate; targets: among "network", "H", "reference";
     max_inputs: largest input count certified (the dense Jacobian holds max_inputs^2 doubles); chunk: input
-    basis vectors per tangent pass.
+    basis vectors per tangent pass; pushed_units: most units that may flip pushed one by one in the
+    back-substitution, over all layers (a layer beyond: as one box); backward: also the backward pass with chord relaxations (2 x outputs
+    objectives per budget) for the output's remainder.
     """
 
     table = "bracket"
@@ -112,7 +120,7 @@ class BracketTask(Task):
     needs_grad = True
     list_params = ("budgets", "targets")
 
-    budgets: tuple[float, ...] = (0.001, 0.01)
+    budgets: tuple[float, ...] = (0.0001, 0.001, 0.01)
     domain: str = "image"
     iterations: int = 60
     restarts: int = 4
@@ -120,6 +128,8 @@ class BracketTask(Task):
     targets: tuple[str, ...] = TARGETS
     max_inputs: int = 4096
     chunk: int = 128
+    pushed_units: int = 4096
+    backward: bool = True
 
     def __post_init__(self):
         validate.sequence(self, "budgets", validate.numbers_in(0.0, 1.0, low_open=True), "budgets in (0, 1]",
@@ -132,6 +142,8 @@ class BracketTask(Task):
                           nonempty=True)
         validate.integer(self, "max_inputs", low=1, high=16384)
         validate.integer(self, "chunk", low=1)
+        validate.integer(self, "pushed_units", low=1)
+        validate.flag(self, "backward")
 
     def check_image_size(self, n_rows: int, n_cols: int) -> None:
         """ValueError when the dense Jacobian of n_rows x n_cols images would not fit (see `max_inputs`)."""
@@ -187,7 +199,8 @@ class BracketTask(Task):
             for i in range(x.shape[0]):
                 radii = [eps * float(scale[i]) for eps in self.budgets]
                 try:
-                    local = certify_local(f, physics, x[i:i + 1], radii, domain=self.domain, chunk=self.chunk)
+                    local = certify_local(f, physics, x[i:i + 1], radii, domain=self.domain, chunk=self.chunk,
+                                          columns=self.pushed_units, backward=self.backward)
                     why = ""
                 except Unsupported as err:
                     local, why = None, str(err)
@@ -196,8 +209,12 @@ class BracketTask(Task):
                     lb = float(found.gain[e, i])
                     gl = None if glob is None else glob * float(scale[i]) * eps / unit
                     lo = None if local is None else local.bounds[e].bound / unit
-                    candidates = [v for v in (lo, gl) if v is not None]
-                    cert = min(candidates) if candidates else None
+                    back = None if local is None else local.bounds[e].backsub / unit
+                    box = None if local is None else local.bounds[e].interval / unit
+                    candidates = {k: v for k, v in (("back-substitution", back), ("interval", box), ("global", gl))
+                                  if v is not None}
+                    method = min(candidates, key=candidates.get) if candidates else ""
+                    cert = candidates[method] if candidates else None
                     cols["image_id"].append(ctx.image_ids[i])
                     cols["image_index"].append(i)
                     cols["domain"].append(self.domain)
@@ -208,6 +225,9 @@ class BracketTask(Task):
                     cols["certified_upper"].append(cert)
                     cols["gap"].append(None if cert is None or lb <= 0 else cert / lb)
                     cols["local_upper"].append(lo)
+                    cols["backsub_upper"].append(back)
+                    cols["interval_upper"].append(box)
+                    cols["method"].append(method)
                     cols["global_upper"].append(gl)
                     cols["linear_part"].append(None if local is None else local.bounds[e].linear / unit)
                     cols["remainder_part"].append(None if local is None else local.bounds[e].remainder / unit)

@@ -20,6 +20,7 @@ from survey.tasks.budget import worst_case
 from survey.tasks.spectrum import leading_directions
 
 N = 16
+TIGHT = 3.0  # certified / attack at eps = 1e-4 on the zoo networks at 8 x 8 (measured: see docs/CERTIFY.md)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -50,9 +51,13 @@ def test_bracket_rows_hold_attack_below_certificate_and_the_identity_at_one():
     for r in rows:
         if r["target"] == "reference":
             assert r["certified_upper"] is None and "no bound rule for SoftReference" in r["missing"]
+            assert r["method"] == "" and r["backsub_upper"] is None
             continue
         assert r["missing"] == "" and r["lower_bound"] <= r["certified_upper"] * (1 + 1e-9), r
         assert r["gap"] >= 1 - 1e-9 and r["certified_upper"] <= r["global_upper"] * (1 + 1e-12)
+        assert r["certified_upper"] == min(r["backsub_upper"], r["interval_upper"], r["global_upper"])
+        assert r["local_upper"] == min(r["backsub_upper"], r["interval_upper"])
+        assert r["method"] in ("back-substitution", "interval", "global")
         if r["target"] == "H":  # denoise: H = I, the bracket is [1, 1]
             for key in ("lower_bound", "sigma_estimate", "certified_upper"):
                 assert r[key] == pytest.approx(1.0, abs=1e-6), (key, r)
@@ -80,10 +85,14 @@ def test_the_task_docs_list_the_supported_layers():
     assert "Layers with a bound rule" in doc and "ConvTranspose2d" in doc and "MaxPool2d" in doc
 
 
+ZOO_SIZE = 8
+
+
 @pytest.mark.slow
 def test_no_attack_exceeds_the_certificate_on_any_zoo_network():
-    # every zoo network, trained weights, at 16 x 16 (the convolutional ones run at any size); those without a
-    # rule must say which part lacks one
+    # every trained zoo network, at 8 x 8 (the convolutional ones run at any size), at budgets where the
+    # back-substituted certificate is within a small factor of the attack (so the test can fail); those without
+    # a rule must say which part lacks one
     from survey.data import load_dataset
     from survey.nets.zoo import entry, is_trained, load_network, zoo_names
 
@@ -93,10 +102,11 @@ def test_no_attack_exceeds_the_certificate_on_any_zoo_network():
             continue
         e = entry(name)
         net, _ = load_network(name)
-        physics = make_physics(**{**e.physics, "size": N}) if e.architecture != "automap" else load_network(name)[1]
+        physics = make_physics(**{**e.physics, "size": ZOO_SIZE}) if e.architecture != "automap" else \
+            load_network(name)[1]
         size = physics.size
         x = load_dataset(e.dataset, size=size, count=1).images.double()
-        budgets = [1e-3, 1e-2]
+        budgets = [1e-4, 1e-3]
         rho = [b * float(x.norm()) for b in budgets]
         try:
             found = certify_local(net, physics, x, rho)
@@ -106,12 +116,15 @@ def test_no_attack_exceeds_the_certificate_on_any_zoo_network():
             continue
         net64 = net.double()
         starts = leading_directions(net64, physics, x, 1, generator=gen(1))
-        attack = worst_case(net64, physics, x, budgets, iterations=40, restarts=6, starts=starts, generator=gen(2))
+        attack = worst_case(net64, physics, x, budgets, iterations=40, restarts=8, starts=starts, generator=gen(2))
         with torch.no_grad():
             clean = float(net64(physics.A(x), physics).norm())
         for k, bound in enumerate(found.bounds):
             reached = float(attack.out_change_rel[k, 0]) * clean
             assert reached <= bound.bound, (name, budgets[k], reached, bound)
+            assert reached <= bound.interval and bound.bound <= bound.interval
+            if k == 0:  # the bound is a bracket, not a formality: within a small factor at eps = 1e-4
+                assert bound.bound <= TIGHT * reached, (name, reached, bound)
         checked += 1
     assert checked >= 1
 

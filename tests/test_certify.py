@@ -149,8 +149,12 @@ def test_the_identity_is_bounded_by_the_radius_itself():
 
 TINY = make_physics("denoise", size=2, sigma=0.1)
 
+#: Declared before the back-substitution was run on them: every seed, every radius listed, within 2x.
+DECLARED_SEEDS = (0, 1, 2, 3, 4)
+DECLARED_RATIO = 2.0
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+
+@pytest.mark.parametrize("seed", DECLARED_SEEDS)
 def test_one_hidden_layer_bound_is_above_the_exact_maximum_and_within_2x(seed):
     # 300 ReLU units on a 2-D input (the network reads two of the four pixels: the 4-D ball projects onto the
     # disk of the same radius); the exact maximum enumerates the line arrangement's vertices and arcs
@@ -160,27 +164,42 @@ def test_one_hidden_layer_bound_is_above_the_exact_maximum_and_within_2x(seed):
     found = certify_local(TinyMLP(seq, 2), TINY, x, radii)
     for rho, b in zip(radii, found.bounds):
         exact = disk_maximum(seq, x.flatten()[:2], rho)
-        assert exact <= b.bound, (seed, rho, exact, b.bound)
-        if rho <= 0.1:  # measured 1.09-1.94 here; at rho = 0.4 (a third of the units unstable) 2.3-3.8
-            assert b.bound <= 2 * exact, (seed, rho, exact, b.bound)
+        assert exact <= b.bound <= b.interval, (seed, rho, exact, b)
+        if rho <= 0.1:  # declared; measured 1.08-1.65 (back-substitution), 1.09-2.00 by intervals alone
+            assert b.bound <= DECLARED_RATIO * exact, (seed, rho, exact, b.bound)
         assert b.unstable > 0  # the test reaches the nonlinear part
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_two_hidden_layer_bound_is_above_the_exact_maximum(seed):
+@pytest.mark.parametrize("seed", DECLARED_SEEDS)
+def test_two_hidden_layer_bound_is_above_the_exact_maximum_and_within_2x(seed):
     # 200 ReLU units on a 1-D input; the exact maximum sweeps the segment through every activation pattern
     seq = mlp([1, 100, 100, 3], seed)
     x = torch.rand(1, 1, 2, 2, generator=gen(seed), dtype=torch.float64)
     radii = [0.05, 0.2]
     found = certify_local(TinyMLP(seq, 1), TINY, x, radii)
-    ratios = []
     for rho, b in zip(radii, found.bounds):
         exact = segment_maximum(seq, x.flatten()[:1], rho)
-        assert exact <= b.bound, (seed, rho, exact, b.bound)
-        ratios.append(b.bound / exact)
-    # within 2x at rho = 0.05 for seeds 0 and 2 (1.19, 1.43); seed 1 is 4.6x: the interval step between the
-    # hidden layers is loose (docs/CERTIFY.md), so 2x is not claimed for two hidden layers
-    assert ratios[0] <= (2.0 if seed != 1 else 5.0)
+        assert exact <= b.bound <= b.interval, (seed, rho, exact, b)
+        if rho <= 0.05:  # declared; measured 1.02-1.48 (intervals alone: 1.16-4.45)
+            assert b.bound <= DECLARED_RATIO * exact, (seed, rho, exact, b.bound)
+    # back-substitution through the hidden layers is what closes the gap: without it (intervals) seed 1 is 4.4x
+    if seed == 1:
+        assert found.bounds[0].interval > 3 * found.bounds[0].bound
+
+
+def test_back_substitution_keeps_cancellations_that_intervals_lose():
+    # f(v) = relu(relu(v) + 5) - relu(relu(v) + 5) = 0: the first unit flips over |r| <= 1, the second layer cannot;
+    # the flip reaches the output along two paths that cancel (W_3 D_2 W_2 = 0), which back-substitution sees and
+    # boxes through |W_3| |D_2| |W_2| do not
+    layers = [nn.Linear(1, 1), nn.Linear(1, 2), nn.Linear(2, 1, bias=False)]
+    with torch.no_grad():
+        for lin, w, b in zip(layers, ([[1.0]], [[1.0], [1.0]], [[1.0, -1.0]]), ([0.0], [5.0, 5.0], None)):
+            lin.double().weight.copy_(torch.tensor(w))
+            if b is not None:
+                lin.bias.copy_(torch.tensor(b))
+    seq = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
+    b = certify_local(TinyMLP(seq, 1), TINY, torch.zeros(1, 1, 2, 2, dtype=torch.float64), [1.0]).bounds[0]
+    assert b.unstable == 1 and b.backsub <= 1e-12 and b.interval >= 1.0
 
 
 def test_the_bound_over_rho_never_decreases():
@@ -206,3 +225,110 @@ def test_layers_without_a_rule_are_named():
 
     with pytest.raises(Unsupported, match="no bound rule for Foreign"):
         certify_local(Foreign(), DENOISE, image(0), [0.1])
+
+
+class PoolNet(nn.Module):
+    """Conv, batch norm, leaky ReLU, average pooling, upsampling, a concatenation and a skip: every rule at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.LeakyReLU(0.1))
+        self.b = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+                               nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        self.c = nn.Sequential(nn.Conv2d(6, 1, 3, padding=1))
+
+    def forward(self, y, physics):
+        h = physics.H(y).real.to(self.c[0].weight.dtype)
+        z = self.a(h)
+        return h + self.c(torch.cat([self.b(z), z], 1))
+
+
+@program(PoolNet)
+def _pool(net, physics, domain):
+    def run(ops, u):
+        h = ops.linear_map(lambda v: physics.H(v).real, u)
+        z = ops.sequential(net.a, h, "a")
+        return ops.add(h, ops.sequential(net.c, ops.cat([ops.sequential(net.b, z, "b"), z]), "c"))
+    return run
+
+
+def _attack(f, x, rho, steps=60, restarts=8, seed=0):
+    """Projected gradient ascent on ||f(x + r) - f(x)|| over ||r|| <= rho, random restarts: a lower bound."""
+    g = gen(seed)
+    base = f(x).detach()
+    best = 0.0
+    for _ in range(restarts):
+        r = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        r = (r * rho / r.norm()).requires_grad_(True)
+        for _ in range(steps):
+            loss = (f(x + r) - base).norm()
+            (grad,) = torch.autograd.grad(loss, r)
+            with torch.no_grad():
+                r += rho * 0.2 * grad / grad.norm().clamp_min(1e-30)
+                r *= min(1.0, rho / float(r.norm()))
+            best = max(best, float(loss.detach()))
+        best = max(best, float((f(x + r) - base).norm().detach()))
+    return best
+
+
+def test_every_rule_at_once_is_sound_and_back_substitution_is_the_tighter():
+    torch.manual_seed(3)
+    net = PoolNet().double()
+    with torch.no_grad():
+        net.a[1].running_mean.uniform_(-0.2, 0.2)
+        net.a[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = image(5)
+    radii = [0.02, 0.2]
+    found = certify_local(net, DENOISE, x, radii)
+    for rho, b in zip(radii, found.bounds):
+        reached = _attack(lambda u: net(DENOISE.A(u), DENOISE), x, rho)
+        assert reached <= b.bound <= b.interval, (rho, reached, b)
+        assert b.unstable > 0
+    assert found.bounds[1].backsub < found.bounds[1].interval
+
+
+def test_the_backward_pass_reads_the_measured_entries_in_the_measurement_domain():
+    # MRI (complex measurements on a mask), a U-Net on (Re, Im) of A* y, a radius so small that no unit can flip:
+    # the backward pass's coefficients must equal the Jacobian's rows (on the measured entries, re and im), so
+    # its remainder is zero up to rounding
+    from survey.certify.backsub import backward_remainder
+    from survey.certify.programs import basis_for, builder_for, coefficients_for
+    from survey.certify.propagate import Program, linearise
+    from survey.nets.unet import UNet
+
+    physics = make_physics("mri", size=8, ratio=0.5, mask="gaussian-lines", seed=0)
+    torch.manual_seed(0)
+    net = UNet(width=2, depth=1, input_mode="complex").double().eval()
+    x = image(6)
+    y = physics.A(x)
+    prog = Program(builder_for(net)(net, physics, "measurement"), lambda u: u, y,
+                   coefficients_for(physics, "measurement", x))
+    units, count = basis_for(physics, "measurement", x)
+    lin = linearise(prog, units, count)
+    rho = 1e-12
+    bounds = [(-rho * r[None], rho * r[None], torch.zeros_like(lin.clean.inputs[k] if kind[0] != "maxpool" else
+                                                               torch.nn.functional.max_pool2d(lin.clean.inputs[k], 2)))
+              for k, (r, kind) in enumerate(zip(lin.rows, lin.clean.kinds))]
+    up, down = backward_remainder(prog, lin, bounds, 1.0)
+    scale = float(lin.jacobian.abs().max())
+    assert float(up.abs().max()) <= 1e-12 * scale * count and float(down.abs().max()) <= 1e-12 * scale * count
+    with torch.no_grad():
+        assert torch.allclose(net(y, physics), lin.output)
+
+
+def test_a_magnitude_input_unet_is_bounded_above_its_attack():
+    # |A* y| as the input (|z| near zero at the background is the hard case), max-pooling, a transposed conv
+    from survey.nets.unet import UNet
+
+    physics = make_physics("mri", size=8, ratio=0.5, mask="gaussian-lines", seed=0)
+    torch.manual_seed(1)
+    net = UNet(width=3, depth=1, input_mode="magnitude").double().eval()
+    x = image(7)
+    x[..., :2, :] = 0.0  # a background strip
+    radii = [1e-3, 3e-2]
+    found = certify_local(net, physics, x, radii)
+    for rho, b in zip(radii, found.bounds):
+        reached = _attack(lambda u: net(physics.A(u), physics), x, rho)
+        assert reached <= b.bound <= b.interval, (rho, reached, b)
+    assert found.bounds[0].bound <= 3 * _attack(lambda u: net(physics.A(u), physics), x, radii[0])

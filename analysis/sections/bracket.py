@@ -43,14 +43,18 @@ class BracketSection(Section):
     method = ("For every image and budget eps (||r|| <= eps ||x||), three numbers on the scale of the gain "
               "(relative output change over relative input change): the budget search's best gain (reached, so a "
               "lower bound on the worst gain), sigma_1 of the local Jacobian (Lanczos: an estimate of the worst "
-              "gain as eps -> 0, neither bound at a finite eps) and a certified upper bound: bound propagation over "
-              "the ball (every ReLU, leaky ReLU, |z| and max-pooling linearised at the clean point, with the "
-              "deviation of each unit that may leave its clean piece bounded and carried through the network with "
-              "absolute weights, plus eps times a certified norm of the dense clean Jacobian), or the certified "
-              "global Lipschitz bound (layer norms from exact circular spectra and Gram iteration, with their "
-              "rounding error), whichever is smaller. The truth lies between the attack and the certificate; the "
-              "gap is their ratio. A target with a layer that has no bound rule (the reference's soft thresholds) "
-              "gets no certificate.")
+              "gain as eps -> 0, neither bound at a finite eps) and a certified upper bound, the least of three sound "
+              "ones: linear bound propagation with back-substitution over the ball (every ReLU, leaky ReLU, |z| and "
+              "max-pooling relaxed around the clean point; the deviation of each unit that may leave its clean "
+              "piece carried to every later layer through the composed clean linearisation, and chord relaxations "
+              "back-substituted from the output; plus eps times a certified norm of the dense clean Jacobian), the "
+              "same with the deviations carried as intervals through absolute weights, and the certified global "
+              "Lipschitz bound (layer norms from exact circular spectra and Gram iteration, with their rounding "
+              "error). The truth lies between the attack and the certificate; the gap is their ratio. H is linear: "
+              "its certificate is eps sigma_1 exactly and its bracket closes. The reference (the compressed-sensing "
+              "solver, soft thresholds iterated to a tolerance) has no bound rule: a certified bound for it is "
+              "probably not available with these methods (its iterations would have to be unrolled and bounded "
+              "to convergence), so it gets the attack and the estimate only.")
     params = ("domain",)
 
     def result_figures(self, ctx: Context) -> list[dict[str, Any]]:
@@ -72,7 +76,11 @@ class BracketSection(Section):
     def medians(frame: pd.DataFrame) -> pd.DataFrame:
         keys = ["network", "domain", "target", "budget"]
         grouped = frame.groupby(keys, sort=True)
-        out = grouped[["lower_bound", "sigma_estimate", "certified_upper", "gap"]].median()
+        columns = ["lower_bound", "sigma_estimate", "certified_upper", "gap"]
+        columns += [c for c in ("interval_upper", "global_upper") if c in frame.columns]
+        out = grouped[columns].median()
+        if "method" in frame.columns:
+            out["method"] = grouped["method"].agg(lambda s: ", ".join(sorted({m for m in s if m})))
         out["images"] = grouped["image_id"].nunique()
         out["missing"] = grouped["missing"].agg(lambda s: next((m for m in s if m), ""))
         out = out.reset_index()
@@ -83,14 +91,21 @@ class BracketSection(Section):
         rows = []
         for r in self.medians(frame).itertuples(index=False):
             cert = None if pd.isna(r.certified_upper) else float(r.certified_upper)
+            box = getattr(r, "interval_upper", None)
+            glob = getattr(r, "global_upper", None)
             rows.append([r.network, r.domain, r.target, float(r.budget), int(r.images), float(r.lower_bound),
                          float(r.sigma_estimate), cert, None if pd.isna(r.gap) else float(r.gap),
-                         r.missing if cert is None else ""])
+                         None if box is None or pd.isna(box) else float(box),
+                         None if glob is None or pd.isna(glob) else float(glob),
+                         getattr(r, "method", ""), r.missing if cert is None else ""])
         return ctx.doc.table("Per network, target and budget: medians over images of the attack's gain (lower "
                              "bound), local sigma_1 as a gain (estimate), the certified upper bound and the gap "
-                             "(certified / attack); where there is no certificate, the layer without a rule.",
+                             "(certified / attack), beside the interval-only and the global certified bounds it is "
+                             "the least of, and which one it is; where there is no certificate, the layer without "
+                             "a rule.",
                              ["network", "domain", "target", "eps", "images", "attack (lower)", "sigma_1 (estimate)",
-                              "certified (upper)", "gap", "no certificate because"], rows, numeric=range(3, 9),
+                              "certified (upper)", "gap", "intervals only", "global", "certified by",
+                              "no certificate because"], rows, numeric=range(3, 11),
                              wrap=True)
 
     def gap_lines(self, frame: pd.DataFrame) -> list[str]:

@@ -19,7 +19,8 @@ from survey.certify.propagate import LocalBound, Linearised, Ops, Program, Unsup
 #: What a network may contain to get a certificate (shown by the bracket task's docs).
 SUPPORTED_LAYERS = (
     "Conv2d (zero or circular padding, any stride, dilation, groups)", "ConvTranspose2d", "Linear",
-    "BatchNorm2d (eval mode, running statistics)", "ReLU", "LeakyReLU", "MaxPool2d (2 x 2, stride 2)",
+    "BatchNorm2d (eval mode, running statistics)", "AvgPool2d (counting its zero padding)",
+    "Upsample (nearest, bilinear)", "ReLU", "LeakyReLU (slope <= 1)", "MaxPool2d (2 x 2, stride 2)",
     "Identity / Dropout (eval)", "residual sums and differences", "channel concatenation",
     "real part, (real, imaginary) channels and |z| of the easy reconstruction H(y)",
     "any linear network as a whole (IdentityNet, TikhonovNet, MatrixNet, ConvolutionNet)",
@@ -157,8 +158,24 @@ def basis_for(physics, domain: str, like: torch.Tensor) -> tuple[Callable[[torch
     return unit_entries, count
 
 
+def coefficients_for(physics, domain: str, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Gradients w.r.t. the perturbation (B, *shape) -> coefficients on basis_for's basis (B, count): the flat
+    image; the measured entries' (real, imaginary) parts in the measurement domain."""
+    if domain == "image":
+        return lambda g: g.flatten(1)
+    mask = physics.measured_mask()
+    y = physics.A(like)
+    full = torch.broadcast_to(mask != 0, y.shape).reshape(-1)
+    positions = torch.nonzero(full).squeeze(1)
+
+    def pick(g):
+        g = g.flatten(1)[:, positions.to(g.device)]
+        return torch.view_as_real(g).flatten(1) if torch.is_complex(g) else g
+    return pick
+
+
 def certify_local(net, physics, x: torch.Tensor, radii: Sequence[float], *, domain: str = "image",
-                  chunk: int = 128) -> ImageCertificate:
+                  chunk: int = 128, columns: int = 4096, backward: bool = True) -> ImageCertificate:
     """Certified bounds on max ||f(y(x) + y(r)) - f(y(x))|| over ||r|| <= rho for each rho in `radii`, at one
     image x (1, 1, n, n); the network and physics are read in float64 (copies, on the network's device; the
     certificate of the dense Jacobian runs on the CPU). Unsupported names the first layer without a rule."""
@@ -172,13 +189,14 @@ def certify_local(net, physics, x: torch.Tensor, radii: Sequence[float], *, doma
     run = build(net64, phys64, domain)
     base = x64 if domain == "image" else phys64.A(x64)
     units, count = basis_for(phys64, domain, x64)
-    prog = Program(run, lambda u: u, base)
+    prog = Program(run, lambda u: u, base, coefficients_for(phys64, domain, x64))
 
     def basis(index):
         return units(index).to(device)
     lin = linearise(prog, basis, count, chunk=chunk)
-    return ImageCertificate(lin, [local_bound(prog, lin, float(r)) for r in radii])
+    return ImageCertificate(lin, [local_bound(prog, lin, float(r), columns=columns, backward=backward)
+                                  for r in radii])
 
 
 __all__ = ["ImageCertificate", "PROGRAMS", "SUPPORTED_LAYERS", "basis_for", "builder_for", "certify_local",
-           "easy_channels", "measurement", "program"]
+           "coefficients_for", "easy_channels", "measurement", "program"]

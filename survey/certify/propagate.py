@@ -1,32 +1,24 @@
-"""A certified bound on max ||f(A(x + r)) - f(Ax)|| over the ball ||r|| <= rho, by bound propagation.
+"""A certified bound on max ||f(A(x + r)) - f(Ax)|| over the ball ||r|| <= rho, by bound propagation: the
+operations programs are written in, the clean and tangent passes, and the interval bound.
 
-Written around the clean point: every nonlinearity phi (ReLU, leaky ReLU, |z|, 2 x 2 max-pooling) is its
-linearisation at the clean pre-activation z0 plus a deviation, phi(z0 + d) - phi(z0) = D0 d + xi with
-D0 = phi'(z0), and |xi_j| <= gamma_j(beta_j) whenever |d_j| <= beta_j:
+Written around the clean point: every nonlinearity phi (ReLU, leaky ReLU with slope a <= 1, |z|, 2 x 2
+max-pooling) is convex, so phi(z0 + d) - phi(z0) = D0 d + xi with D0 = phi'(z0) and 0 <= xi_j <= gamma_j(beta_j)
+whenever |d_j| <= beta_j:
 
     ReLU                 gamma = max(0, beta - |z0|)                (exact: 0 for a neuron that cannot flip)
-    leaky ReLU(a)        gamma = |1 - a| max(0, beta - |z0|)
-    |z| (eps in root)    gamma = min(2 b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, m_min the least
-                         value of sqrt(|z|^2 + eps) within b of z0 (Taylor with the Hessian bound 1 / m)
+    leaky ReLU(a)        gamma = (1 - a) max(0, beta - |z0|)
+    |z| (eps in root)    gamma = min((1 + |g|) b, b^2 / (2 m_min)),  b = ||(beta_re, beta_im)||, g the clean
+                         gradient (|z| is 1-Lipschitz), m_min the least value of sqrt(|z|^2 + eps) within b of
+                         z0 (Taylor with the Hessian bound 1 / m)
     2 x 2 max-pooling    gamma = max(0, max_{i != i*} (a_i - a_i* + beta_i + beta_i*)), i* the clean argmax
 
-Unrolled through the network (the CROWN-style linear relaxation, with the relaxation centred at the
-clean point, so it is exact for every neuron that cannot change its pattern over the ball):
-
-    f(A(x + r)) - f(Ax) = J r + R,     J the clean Jacobian,    |R| <= s (elementwise),
-
-where s comes from one forward pass of the deviations through the network as boxes (centre through W,
-half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1| elementwise; each deviation has a known sign), and the bound on the input change of each
-nonlinearity is beta = rho ||row of its clean Jacobian|| + (the deviations arriving there). The row norms
-and J come from the network's tangent map applied to every input basis vector (batched), once per image:
-they do not depend on rho, so every budget costs one more cheap pass. Then
-
-    max ||f(A(x + r)) - f(Ax)|| <= rho ||J||_cert + ||s||_2,
-
-||J||_cert a certified norm of the dense J (survey.certify.spectral). On a linear network s = 0 and the
-bound is rho sigma_1, exactly. Each term is rho times a non-decreasing function of rho, so bound / rho is
-non-decreasing: the certified gain at rho also bounds the gain of every smaller perturbation. Arithmetic is
-float64; the rounding of the network's own evaluation is covered by a relative margin EVAL_MARGIN.
+Then f(A(x + r)) - f(Ax) = J r + R, J the clean Jacobian. The interval bound (`interval_bound`) carries the
+xi's forward as boxes (centre through W, half-width through |W|: |W_2 D W_1| <= |W_2| |D| |W_1|), with beta =
+rho ||row of the clean Jacobian|| + the box arriving, and gives rho ||J||_cert + ||s||_2, |R| <= s. The row norms
+and J come from the tangent map applied to every input basis vector (batched), once per image (`linearise`).
+`local_bound` reports the least of this and the back-substituted bound (survey.certify.backsub), which keeps
+the cancellations between paths that the boxes lose. On a linear network both are rho sigma_1, exactly.
+Arithmetic is float64; the rounding of the network's own evaluation is covered by a relative margin EVAL_MARGIN.
 """
 
 from __future__ import annotations
@@ -65,6 +57,15 @@ def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -
         scale = scale.abs() if absolute else scale
         out = z * scale.view(1, -1, 1, 1)
         return out + shift.view(1, -1, 1, 1) if bias else out
+    if isinstance(module, nn.AvgPool2d):  # nonnegative weights: |W| z = W z
+        if module.divisor_override is not None or (module.padding not in (0, (0, 0)) and not module.count_include_pad):
+            raise Unsupported(f"{module}: only average pooling that counts its zero padding has a bound rule")
+        return F.avg_pool2d(z, module.kernel_size, module.stride, module.padding, module.ceil_mode, True)
+    if isinstance(module, nn.Upsample):
+        if module.mode not in ("nearest", "bilinear"):  # both with nonnegative interpolation weights
+            raise Unsupported(f"{module}: only nearest and bilinear upsampling have a bound rule")
+        return F.interpolate(z, module.size, module.scale_factor, module.mode,
+                             module.align_corners if module.mode == "bilinear" else None)
     w = module.weight.double()
     w = w.abs() if absolute else w
     b = module.bias.double() if (bias and module.bias is not None) else None
@@ -84,7 +85,7 @@ def _linear(module: nn.Module, z: torch.Tensor, *, bias: bool, absolute: bool) -
     raise Unsupported(f"no bound rule for {type(module).__name__}")
 
 
-AFFINE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+AFFINE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.Upsample)
 PASS = (nn.Identity, nn.Dropout)
 
 
@@ -143,6 +144,15 @@ class CleanOps(Ops):
     def __init__(self):
         super().__init__()
         self.inputs: list[torch.Tensor] = []
+        self.kinds: list[tuple] = []       # ("leaky", slope), ("magnitude", eps), ("maxpool",)
+        self.shapes: list[torch.Size] = []  # output shape of each nonlinearity
+
+    def _note(self, z, kind, out):
+        self.next()
+        self.inputs.append(z)
+        self.kinds.append(kind)
+        self.shapes.append(out.shape)
+        return out
 
     def affine(self, m, z):
         return _linear(m, z, bias=True, absolute=False)
@@ -151,19 +161,15 @@ class CleanOps(Ops):
         return fn(z)
 
     def leaky(self, z, slope):
-        self.next()
-        self.inputs.append(z)
-        return torch.where(z > 0, z, slope * z)
+        if slope > 1:
+            raise Unsupported(f"LeakyReLU with negative_slope {slope} > 1: no bound rule")
+        return self._note(z, ("leaky", slope), torch.where(z > 0, z, slope * z))
 
     def magnitude(self, z, eps):
-        self.next()
-        self.inputs.append(z)
-        return torch.sqrt(z[:, :1] ** 2 + z[:, 1:2] ** 2 + eps)
+        return self._note(z, ("magnitude", eps), torch.sqrt(z[:, :1] ** 2 + z[:, 1:2] ** 2 + eps))
 
     def maxpool(self, z):
-        self.next()
-        self.inputs.append(z)
-        return F.max_pool2d(z, 2)
+        return self._note(z, ("maxpool",), F.max_pool2d(z, 2))
 
 
 def _windows(z: torch.Tensor) -> torch.Tensor:
@@ -217,8 +223,8 @@ class DeviationOps(Ops):
     """Bounds on the deviation R of each value from its linearisation, for one radius rho, as a box
     [c - w, c + w] carried in a batch of two (row 0: centre c, row 1: half-width w): linear layers map c with
     their weights and w with their absolute values; each nonlinearity adds its deviation xi, which has a
-    known sign (ReLU and leaky ReLU: >= 0 off the clean piece below zero, <= 0 above; |z| and max-pooling:
-    >= 0, by convexity), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
+    known sign (>= 0 for all four: each is convex, so it lies above its linearisation; leaky ReLU with a slope
+    at most 1), so it enters as the box [0, gamma] or [-gamma, 0] (module docstring)."""
 
     def __init__(self, clean: CleanOps, rows: list[torch.Tensor], rho: float):
         super().__init__()
@@ -257,8 +263,7 @@ class DeviationOps(Ops):
         self.unstable += int((flip > 0).sum())
         self.units += flip.numel()
         d0 = torch.where(z0 > 0, 1.0, slope).to(box.dtype)
-        sign = torch.where(z0 > 0, -1.0, 1.0).to(box.dtype) * (1.0 if slope <= 1 else -1.0)
-        return self._signed(d0, box, abs(1 - slope) * flip, sign)
+        return self._signed(d0, box, (1 - slope) * flip, 1.0)
 
     def magnitude(self, box, eps):
         k = self.next()
@@ -268,7 +273,7 @@ class DeviationOps(Ops):
         norm0 = torch.sqrt(z0[:, :1] ** 2 + z0[:, 1:2] ** 2)
         m0 = torch.sqrt(norm0 ** 2 + eps)
         m_min = torch.sqrt((norm0 - b).clamp_min(0) ** 2 + eps)
-        gamma = torch.minimum(2 * b, b * b / (2 * m_min))
+        gamma = torch.minimum((1 + norm0 / m0) * b, b * b / (2 * m_min))
         self.units += gamma.numel()
         self.unstable += int((b >= norm0).sum())
         g = z0 / m0
@@ -292,11 +297,14 @@ class DeviationOps(Ops):
 
 class Program(NamedTuple):
     """A network written in Ops: `run(ops, h) -> output`, h the network input as (B, C, n, n) real
-    channels; `lift(r)`: the linear map from the perturbation to h (batched), `base`: h at the clean point."""
+    channels; `lift(r)`: the linear map from the perturbation to h (batched), `base`: h at the clean point;
+    `coefficients(g)`: a batch of gradients w.r.t. the input -> coefficients on the basis of the Jacobian's columns
+    (None: the flattened gradient)."""
 
     run: Callable[[Ops, torch.Tensor], torch.Tensor]
     lift: Callable[[torch.Tensor], torch.Tensor]
     base: torch.Tensor
+    coefficients: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -317,8 +325,11 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
               chunk: int = 128) -> Linearised:
     """Clean pass, then the tangent pass over `count` input basis vectors (basis(indices) -> batch of
     perturbations), `chunk` at a time; the dense Jacobian's certified norm."""
+    import time
+
     from survey.certify.spectral import dense_bound
 
+    start = time.perf_counter()
     clean = CleanOps()
     with torch.no_grad():
         output = program.run(clean, program.base)
@@ -331,13 +342,15 @@ def linearise(program: Program, basis: Callable[[torch.Tensor], torch.Tensor], c
             columns.append(out.reshape(part.numel(), -1))
     jac = torch.cat(columns).T.contiguous()
     rows = [torch.sqrt(q) for q in (squares or [])]
-    return Linearised(clean, output, jac, dense_bound(jac.cpu()) * (1 + EVAL_MARGIN), rows, count)
+    norm = dense_bound(jac.cpu()) * (1 + EVAL_MARGIN)
+    return Linearised(clean, output, jac, norm, rows, count, {"seconds": time.perf_counter() - start})
 
 
 class LocalBound(NamedTuple):
-    """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho;
-    linear = rho ||J||_cert, remainder = ||s||_2; unstable / units: nonlinear units that may leave their
-    clean piece, of all."""
+    """The certified bound at one radius: bound >= max ||f(A(x + r)) - f(Ax)|| over ||r|| <= rho, the least of
+    `backsub` (back-substitution, survey.certify.backsub) and `interval` (the deviations carried as boxes);
+    linear = rho ||J||_cert, remainder: the nonlinear units' share (bound - linear, up to rounding); unstable / units: nonlinear units that may leave their
+    clean piece under back-substitution's bounds, of all; seconds: what this radius cost after the linearisation."""
 
     rho: float
     bound: float
@@ -345,19 +358,38 @@ class LocalBound(NamedTuple):
     remainder: float
     unstable: int
     units: int
+    interval: float = math.inf
+    backsub: float = math.inf
+    seconds: float = 0.0
 
 
-def local_bound(program: Program, lin: Linearised, rho: float) -> LocalBound:
-    """The certified bound at radius `rho` from a linearisation (module docstring)."""
+def interval_bound(program: Program, lin: Linearised, rho: float) -> tuple[float, float]:
+    """(bound, remainder) with the deviations carried forward as boxes (DeviationOps)."""
     dev = DeviationOps(lin.clean, lin.rows, float(rho))
     with torch.no_grad():
         zero = torch.zeros_like(program.base)
         box = program.run(dev, torch.cat([zero, zero.real if zero.is_complex() else zero]))
     remainder = float(torch.linalg.vector_norm((box[:1].abs() + box[1:]).double())) * (1 + EVAL_MARGIN)
+    return (float(rho) * lin.norm + remainder) * (1 + 4 * 2.0 ** -53), remainder
+
+
+def local_bound(program: Program, lin: Linearised, rho: float, *, columns: int = 4096,
+                backward: bool = True) -> LocalBound:
+    """The certified bound at radius `rho` from a linearisation: the least of back-substitution and intervals."""
+    from survey.certify.backsub import backsub_bound
+
+    import time
+
+    start = time.perf_counter()
+    interval, rest = interval_bound(program, lin, rho)
+    back = backsub_bound(program, lin, float(rho), columns=columns, backward=backward)
     linear = float(rho) * lin.norm
-    return LocalBound(float(rho), (linear + remainder) * (1 + 4 * 2.0 ** -53), linear, remainder, dev.unstable,
-                      dev.units)
+    took = time.perf_counter() - start
+    if interval < back.bound:
+        return LocalBound(float(rho), interval, linear, rest, back.unstable, back.units, interval, back.bound, took)
+    return LocalBound(float(rho), back.bound, linear, back.bound - linear if back.coordinate < back.spectral
+                      else back.remainder, back.unstable, back.units, interval, back.bound, took)
 
 
 __all__ = ["CleanOps", "DeviationOps", "EVAL_MARGIN", "LocalBound", "Linearised", "Ops", "Program", "TangentOps",
-           "Unsupported", "linearise", "local_bound"]
+           "Unsupported", "interval_bound", "linearise", "local_bound"]
