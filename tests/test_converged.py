@@ -223,3 +223,18 @@ def test_linear_map_through_the_converged_path_reaches_its_top_singular_value():
     assert solver.stats["not_converged"] == 0 and solver.stats["adjoint_not_converged"] == 0
     ratio = found.gain / exact
     assert float(ratio.min()) >= 0.999 and float(ratio.max()) <= 1 + 1e-6
+
+
+def test_the_unregularised_control_gains_the_same_at_every_tolerance():
+    # With lam_w = lam_tv = 0 the solver path solves least squares from H's image: a linear, well-posed map on
+    # Fourier sampling, so its worst case cannot depend on where the solve stops once it has converged.
+    physics, x = operator("mri"), images(2)
+    gains = []
+    for tolerance in (1e-4, 1e-6):
+        solver = ConvergedCS(make_reference(physics, lam_w=0.0, lam_tv=0.0), tolerance=tolerance,
+                             max_iterations=20000, adjoint_tolerance=1e-3)
+        gains.append(worst_case(solver, physics, x, (0.02,), iterations=8, restarts=1, gradient="adjoint",
+                                generator=gen(7)).gain)
+        assert solver.stats["not_converged"] == 0
+    assert torch.allclose(gains[0], gains[1], rtol=5e-3)
+    assert float(gains[1].max()) < 1.05  # near the identity's 1, where the regularised solver reaches 3
