@@ -17,36 +17,10 @@ import time
 import torch
 
 from benchmarks.common import machine
-from survey.physics import make_physics
+from benchmarks.converged_setup import OPERATORS, blobs, operator
 from survey.solvers.converged import ConvergedCS
 from survey.solvers.cs import make_reference
 from survey.tasks.budget import worst_case
-
-OPERATORS = {
-    "mri": dict(kind="mri", ratio=0.4),
-    "pmri": dict(kind="pmri", ratio=0.4, coils=4),
-    "radon": dict(kind="radon", views=12),
-    "limited-angle": dict(kind="radon", views=12, angular_range=150),
-    "denoise": dict(kind="denoise"),
-}
-
-
-def blobs(count: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth blobs in [0, 1], float64 (as tests/test_converged.py)."""
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.linspace(-1, 1, size, dtype=torch.float64)
-    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    out = []
-    for _ in range(count):
-        img = torch.zeros(size, size, dtype=torch.float64)
-        for _ in range(3):
-            cx, cy, radius, value = (torch.rand(4, generator=g, dtype=torch.float64)
-                                     * torch.tensor([1.0, 1.0, 0.4, 0.8], dtype=torch.float64)
-                                     + torch.tensor([-0.5, -0.5, 0.2, 0.2], dtype=torch.float64))
-            img = img + value * torch.sigmoid((radius - ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt()) * 12)
-        out.append(img / img.max())
-    return torch.stack(out)[:, None]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,8 +40,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     x = blobs(args.images, args.size)
     for name in args.operators:
-        params = dict(OPERATORS[name])
-        physics = make_physics(params.pop("kind"), size=args.size, **params).to(torch.float64)
+        physics = operator(name, args.size)
         gains, seconds = {}, {}
         for rule in ("implicit", "unroll"):
             solver = ConvergedCS(make_reference(physics), tolerance=args.tolerance, max_iterations=50000,

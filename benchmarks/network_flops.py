@@ -7,6 +7,14 @@ settings that might help on this CPU (channels_last, torch.compile, threads).
 FLOPs are counted by torch.utils.flop_counter (matmuls and convolutions, forward and backward); the peak
 is the best of a few n x n fp32 matmuls (n = 2048). Both are measured in the same run, so the fraction
 is meaningful even on a loaded machine; the absolute rates are not.
+
+What limits it: a torch.profiler run splits the step's self CPU time into the ops that carry the FLOPs
+(convolutions and matmuls, forward and backward) and the rest (batch norm, activations, the skip
+connections' cat / copy, additions: memory-bound, no FLOPs counted). The convolutions' own rate is the
+FLOPs over their time; the bound is the fraction the whole would reach with the convolutions at the
+matmul peak and the rest as measured: (F / peak) / (F / peak + t_rest). The benchmark prints the
+measured fraction, that bound and which of the two (convolution efficiency or memory-bound rest)
+keeps it below 75%.
 """
 
 from __future__ import annotations
@@ -43,6 +51,29 @@ def flops(net, physics, y: torch.Tensor) -> int:
     with counter:
         step(net, physics, y)
     return counter.get_total_flops()
+
+
+#: Self-time op names that carry the counted FLOPs (substrings of the profiler's op names).
+FLOP_OPS = ("conv", "mm", "matmul", "linear", "addmm", "bmm")
+
+
+def breakdown(net, physics, y: torch.Tensor, steps: int = 2) -> tuple[float, float, list[tuple[str, float]]]:
+    """(seconds per step in FLOP-carrying ops, seconds per step in the rest, the rest's 5 largest ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step(net, physics, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step(net, physics, y)
+    heavy, rest, others = 0.0, 0.0, {}
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6 / steps
+        if any(key in event.key.lower() for key in FLOP_OPS):
+            heavy += seconds
+        else:
+            rest += seconds
+            others[event.key] = others.get(event.key, 0.0) + seconds
+    return heavy, rest, sorted(others.items(), key=lambda kv: -kv[1])[:5]
 
 
 def timed(fn, repeats: int) -> float:
@@ -91,6 +122,24 @@ def main() -> None:
             net.to(memory_format=torch.contiguous_format)
     peak_after = matmul_peak()
     print(f"matmul peak again after the runs: {peak_after:.1f} GFLOP/s (load changes between blocks)")
+    best_peak = max(peak, peak_after)
+    heavy, rest, top = breakdown(net, physics, y)
+    total = heavy + rest
+    measured = count / total / 1e9 / best_peak
+    conv_rate = count / heavy / 1e9
+    bound = (count / best_peak / 1e9) / (count / best_peak / 1e9 + rest)
+    print(f"profiled step: {1e3 * total:.1f} ms, {heavy / total:.0%} in convolutions / matmuls "
+          f"({conv_rate:.1f} GFLOP/s there, {conv_rate / best_peak:.0%} of the peak), {rest / total:.0%} in the rest: "
+          + ", ".join(f"{name} {1e3 * sec:.1f} ms" for name, sec in top))
+    print(f"measured fraction of the matmul peak {measured:.0%}; with the convolutions at the peak and the rest as "
+          f"measured at most {bound:.0%}")
+    if measured >= 0.75:
+        print("limit: none (>= 75% of the peak)")
+    elif bound < 0.75:
+        print(f"limit: the memory-bound rest ({rest / total:.0%} of the time, no FLOPs): even convolutions at the "
+              f"peak leave the whole at {bound:.0%} < 75%")
+    else:
+        print(f"limit: the convolutions' own efficiency ({conv_rate / best_peak:.0%} of the peak at these shapes)")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks import converged_setup
+from benchmarks.converged_setup import OPERATORS
 from survey.metrics import norms
-from survey.physics import make_physics
 from survey.solvers import tv
 from survey.solvers.converged import ConvergedCS, ConvergedSolver, singular_direction
 from survey.solvers.cs import make_reference
@@ -15,34 +16,14 @@ from survey.solvers.fixed_point import ProxGradientProblem, solve
 from survey.tasks.budget import worst_case
 
 N = 16
-OPERATORS = {
-    "mri": dict(kind="mri", ratio=0.4),
-    "pmri": dict(kind="pmri", ratio=0.4, coils=4),
-    "radon": dict(kind="radon", views=12),
-    "limited-angle": dict(kind="radon", views=12, angular_range=150),
-    "denoise": dict(kind="denoise"),
-}
 
 
 def operator(name: str):
-    params = dict(OPERATORS[name])
-    return make_physics(params.pop("kind"), size=N, **params).to(torch.float64)
+    return converged_setup.operator(name, N)
 
 
 def images(count: int = 4, seed: int = 0) -> torch.Tensor:
-    """Smooth blobs in [0, 1] (piecewise-smooth, like the slices the reference is tuned on)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, N, dtype=torch.float64),
-                            torch.linspace(-1, 1, N, dtype=torch.float64), indexing="ij")
-    out = []
-    for _ in range(count):
-        img = torch.zeros(N, N, dtype=torch.float64)
-        for _ in range(3):
-            cx, cy, radius, value = (torch.rand(4, generator=g, dtype=torch.float64) * torch.tensor(
-                [1.0, 1.0, 0.4, 0.8], dtype=torch.float64) + torch.tensor([-0.5, -0.5, 0.2, 0.2], dtype=torch.float64))
-            img = img + value * torch.sigmoid((radius - ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt()) * 12)
-        out.append(img / img.max())
-    return torch.stack(out)[:, None]
+    return converged_setup.blobs(count, N, seed)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -89,6 +70,9 @@ def test_warm_start_reaches_the_same_solution_in_fewer_iterations():
     fresh = ConvergedCS(make_reference(physics), tolerance=1e-7, max_iterations=20000, warm_start=False)
     expected = fresh(nudged, physics)
     assert bool((solver.last_report.iterations < cold).all())
+    # Per call, the mean iterations per image: the cold solve's, then the warm one's.
+    assert solver.stats["forward_history"] == [float(cold.double().mean()),
+                                               float(solver.last_report.iterations.double().mean())]
     # Two solves to a residual of 1e-7 agree to the problem's conditioning times that.
     assert float(norms(warm - expected).max() / norms(expected).min()) < 1e-4
 
@@ -239,3 +223,18 @@ def test_linear_map_through_the_converged_path_reaches_its_top_singular_value():
     assert solver.stats["not_converged"] == 0 and solver.stats["adjoint_not_converged"] == 0
     ratio = found.gain / exact
     assert float(ratio.min()) >= 0.999 and float(ratio.max()) <= 1 + 1e-6
+
+
+def test_the_unregularised_control_gains_the_same_at_every_tolerance():
+    # With lam_w = lam_tv = 0 the solver path solves least squares from H's image: a linear, well-posed map on
+    # Fourier sampling, so its worst case cannot depend on where the solve stops once it has converged.
+    physics, x = operator("mri"), images(2)
+    gains = []
+    for tolerance in (1e-4, 1e-6):
+        solver = ConvergedCS(make_reference(physics, lam_w=0.0, lam_tv=0.0), tolerance=tolerance,
+                             max_iterations=20000, adjoint_tolerance=1e-3)
+        gains.append(worst_case(solver, physics, x, (0.02,), iterations=8, restarts=1, gradient="adjoint",
+                                generator=gen(7)).gain)
+        assert solver.stats["not_converged"] == 0
+    assert torch.allclose(gains[0], gains[1], rtol=5e-3)
+    assert float(gains[1].max()) < 1.05  # near the identity's 1, where the regularised solver reaches 3

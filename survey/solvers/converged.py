@@ -19,7 +19,7 @@ steps of a search do; the backward CG starts from the previous adjoint solution.
 the same to the tolerance whatever the start. `last_report` holds the latest forward solve's
 per-image report (survey.solvers.fixed_point.SolveReport); `stats` counts every solve since
 `reset_stats()`: solves, images, iterations, images not converged, CG iterations and CG solves that
-missed their tolerance.
+missed their tolerance, and per call the mean iterations per image (`forward_history`, `adjoint_history`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class ConvergedSolver(nn.Module):
     def reset_stats(self) -> None:
         """Zero the counters in `stats` and forget the warm starts."""
         self.stats = dict(solves=0, images=0, iterations=0, not_converged=0, adjoint_solves=0,
-                          adjoint_iterations=0, adjoint_not_converged=0)
+                          adjoint_iterations=0, adjoint_not_converged=0, forward_history=[], adjoint_history=[])
         self._warm = {}
 
     # -- warm starts and bookkeeping ----------------------------------------------------------
@@ -161,6 +161,7 @@ class ConvergedSolver(nn.Module):
         self.stats["images"] += int(report.iterations.numel())
         self.stats["iterations"] += int(report.iterations.sum())
         self.stats["not_converged"] += int((~report.converged).sum())
+        self.stats["forward_history"].append(float(report.iterations.double().mean()))
         if self.warm_start:
             self._warm[("z", tuple(y.shape), y.dtype, y.device)] = (y.detach().clone(), z.detach().clone())
 
@@ -170,6 +171,7 @@ class ConvergedSolver(nn.Module):
     def _after_adjoint(self, u: torch.Tensor, report) -> None:
         self.stats["adjoint_solves"] += 1
         self.stats["adjoint_iterations"] += int(report.iterations.sum())
+        self.stats["adjoint_history"].append(float(report.iterations.double().mean()))
         self.stats["adjoint_not_converged"] += int((report.residual > self.adjoint_tolerance).sum())
         if self.warm_start:
             self._warm[("u", tuple(u.shape), u.dtype, u.device)] = u.detach().clone()
