@@ -36,8 +36,8 @@ def call_tokens(manifest: dict[str, Any]) -> set[str]:
     functions = {spec.get("function") for spec in (manifest.get("calls") or {}).values()}
     if "rare_distribution" in functions:
         words.add("rare")
-    if "paired_gain_ratio" in functions:
-        words |= {"attacks", "attacked", "gain", "search"}
+    if "paired_gain_ratio" in functions:   # the columns it reads beside its arguments
+        words |= {"attacks", "attacked", "gain", "search", "levelled_off", "solver_converged"}
     return words
 
 
@@ -115,8 +115,8 @@ def write_extract(store: Path | str, out: Path | str, manifest: dict[str, Any] |
             wrong = _check(manifest, out)
             if not wrong:
                 return record
-            if attempt == 0:
-                full |= {t for t in wrong if t in kept}
+            if attempt == 0:   # a table whose numbers moved keeps every column ("?": every table does)
+                full |= set(kept) if "?" in wrong else {t for t in wrong if t in kept}
                 for table in full:
                     shutil.rmtree(out / table, ignore_errors=True)
                 continue
@@ -132,6 +132,8 @@ def _check(manifest: dict[str, Any], out: Path) -> set[str]:
     from survey.analysis.verify import recompute
 
     _, differ = recompute(manifest, out)
+    if not differ:
+        return set()
     tables = set()
     for d in differ:
         spec = manifest["calls"].get(d["call"]) or {}
@@ -142,6 +144,8 @@ def _check(manifest: dict[str, Any], out: Path) -> set[str]:
             tables |= {c.get("table") for c in kwargs.get("criteria") or []}
         elif spec.get("function") == "rare_distribution":
             tables.add("rare")
+        elif spec.get("function") == "paired_gain_ratio":
+            tables.add("attacks")
         else:
             tables |= set(re.findall(r'FROM "?([A-Za-z_]+)', kwargs.get("sql", "")))
     return tables or {"?"}

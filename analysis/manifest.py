@@ -184,8 +184,8 @@ def record_criteria(numbers: Numbers, results: Sequence[Any], criteria: Sequence
         prefix = f"criteria/{i}"
         numbers.record(f"{prefix}/status", r.status, spec, {"criterion": i}, "status", r.command)
         numbers.rows("criteria", spec, [{"criterion": i, **{c: g.get(c) for c in r.by}, **g} for g in r.groups],
-                     ["criterion", *r.by], r.command, fields=("n", "k", "point", "lower_bound", "upper_bound", "p_value",
-                                              "p_adjusted", "verdict_raw", "verdict"))
+                     ["criterion", *r.by], r.command, fields=("n", "k", "point", "lower_bound", "upper_bound",
+                                                              "p_value", "p_adjusted", "verdict_raw", "verdict"))
 
 
 def record_counts(numbers: Numbers, con, tables: Sequence[str]) -> None:

@@ -118,8 +118,8 @@ class AttacksSection(Section):
         for key, rows, versus in (("attacks:paired", versus_ref, "reference"), ("attacks:paired-H", versus_h, "H")):
             ctx.computed[key] = {"by": by, "network": list(rows.values() if isinstance(rows, dict) else rows),
                                  "reference": [], "commands": {"network": command} if versus == "reference" else {},
-                                 "calls": {"network": call("paired_gain_ratio", by=by, denominator=versus,
-                                                           n_boot=ctx.n_boot, seed=ctx.seed)}}
+                                 "calls": {"network": call("paired_gain_ratio", table="attacks", by=by,
+                                                           denominator=versus, n_boot=ctx.n_boot, seed=ctx.seed)}}
         return [h3("Worst case at matched budgets"),
                 ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
                               "domain), network beside the reference's and H's own worst cases found by the same "
