@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -115,7 +116,7 @@ def _change_one_row(extract: Path) -> tuple[str, str]:
     gains = table.column("gain").to_pylist()
     gains[i] = gains[i] * 10
     table = table.set_column(table.schema.get_field_index("gain"), "gain",
-                             pc.cast(pc.array(gains), table.schema.field("gain").type))
+                             pc.cast(pa.array(gains), table.schema.field("gain").type))
     pq.write_table(table, extract / rel, compression="zstd")
     return rel, rows[i]["image_id"]
 
@@ -151,7 +152,7 @@ def test_a_store_of_another_study_is_one_line_exit_2(tmp_path):
     runs = copy / "runs" / "part-extract.parquet"
     table = pq.read_table(runs)
     table = table.set_column(table.schema.get_field_index("study"), "study",
-                             pc.cast(pc.array(["another"] * len(table)), table.schema.field("study").type))
+                             pc.cast(pa.array(["another"] * len(table)), table.schema.field("study").type))
     pq.write_table(table, runs)
     result = invoke("verify", str(REPORT), "--store", str(copy))
     assert result.exit_code == 2, result.output
