@@ -24,6 +24,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from survey.analysis.manifest import record_report, write_manifest
 from survey.analysis.db import connect, execute, nan_counts, sql_identifier, tables as view_names, unreadable
 from survey.analysis.sections.base import (CONFIDENCE, N_BOOT, SEED, Context, Definition, Doc, Section,
                                            definition_commands, definition_estimates, estimate_command,
@@ -365,6 +366,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         summary = _guarded(left, [], "the summary's row counts", _summary, ctx, results, sections, correction, left)
         if summary is None:
             summary = _summary(ctx, results, [], correction, left)
+        manifest = _guarded(left, closing, "the manifest", record_report, ctx, results, tables, study, runs)
     finally:
         con.close()
     data = {"correction": correction,
@@ -385,6 +387,7 @@ def build_report(store: Path | str, out: Path | str, study=None, *, svg: bool = 
         data_json=json.dumps(data, default=str, sort_keys=True).replace("</", "<\\/"))
     index = out / "index.html"
     index.write_text(html, encoding="utf-8")
+    write_manifest(out, manifest)   # None: a stale manifest.json is removed
     if on_progress is not None:
         on_progress(1, 1, "written")
     return index

@@ -19,6 +19,7 @@ import torch
 
 from survey.analysis.db import execute
 from survey.analysis.paired import paired_gain_ratio
+from survey.analysis.recompute import call
 from survey.analysis.figures import NETWORK_STYLE, as_image, fmt, panel, save_figure, theme, plt, row_tensors
 from survey.analysis.sections.base import (CONFIDENCE, MAX_WORST, Context, Definition, Section, format_interval,
                                            format_number, h3, p,
@@ -114,6 +115,11 @@ class AttacksSection(Section):
                          (f"{r['dropped']} ({'; '.join(r['dropped_reasons'])})" if r.get("dropped") else "0")
                          if versus_ref else "–"])
         command = f"survey estimate --paired --table attacks --store {ctx.given}"
+        for key, rows, versus in (("attacks:paired", versus_ref, "reference"), ("attacks:paired-H", versus_h, "H")):
+            ctx.computed[key] = {"by": by, "network": list(rows.values() if isinstance(rows, dict) else rows),
+                                 "reference": [], "commands": {"network": command} if versus == "reference" else {},
+                                 "calls": {"network": call("paired_gain_ratio", table="attacks", by=by,
+                                                           denominator=versus, n_boot=ctx.n_boot, seed=ctx.seed)}}
         return [h3("Worst case at matched budgets"),
                 ctx.doc.table("Worst case at each budget (||r|| <= eps ||x||; ||e|| <= eps ||Ax|| in the measurement "
                               "domain), network beside the reference's and H's own worst cases found by the same "

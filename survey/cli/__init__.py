@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from survey import __version__
-from survey.cli import analyze, datasets, demo, physics, plan, report, run, schema, tasks, zoo
+from survey.cli import analyze, datasets, demo, physics, plan, report, run, schema, tasks, verify, zoo
 
 app = typer.Typer(
     name="survey",
@@ -33,6 +33,8 @@ app.command("estimate")(analyze.estimate)
 app.command("plan-size")(analyze.plan_size)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
+app.command("verify")(verify.verify)
+app.command("extract")(verify.extract)
 
 
 def _version(value: bool) -> None:
