@@ -64,7 +64,14 @@ def ray_local():
 
     from survey.engine.cluster import connect
 
-    started = connect(num_cpus=2)
+    for attempt in range(3):   # Ray waits a fixed 30 s for its raylet: a loaded machine (xdist) can miss that
+        try:
+            started = connect(num_cpus=2)
+            break
+        except Exception as err:  # noqa: BLE001 - ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+            ray.shutdown()
     yield ray
     if started:
         ray.shutdown()
