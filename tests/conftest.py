@@ -64,7 +64,14 @@ def ray_local():
 
     from survey.engine.cluster import connect
 
-    started = connect(num_cpus=2)
+    for attempt in range(3):   # Ray waits a fixed 30 s for its raylet: a loaded machine (xdist) can miss that
+        try:
+            started = connect(num_cpus=2)
+            break
+        except Exception as err:  # noqa: BLE001 - ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+            ray.shutdown()
     yield ray
     if started:
         ray.shutdown()
@@ -81,13 +88,37 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+#: Modules that run first, longest first: under pytest-xdist (`make test`, `-n auto --dist loadgroup`) a worker
+#: starts the demo (a whole study on its own Ray cluster) at once while the others take everything else.
+FIRST = ("tests/test_demo.py",)
+
+#: Fixtures whose users share one xdist group (one worker), so that a session-scoped study runs once.
+SHARED_FIXTURES = ("study_store",)
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (it appends "@group" to each node id)
 def pytest_collection_modifyitems(config, items):
     """Tiers: every test on a Ray cluster (the `ray_local` fixture, directly or through a store fixture) is
-    slow, so `make test-fast` (-m "not slow") keeps to unit and property tests; `make test` runs all."""
+    slow, so `make test-fast` (-m "not slow") keeps to unit and property tests; `make test` runs all.
+
+    Under pytest-xdist with `--dist loadgroup` each test module is one group (its module-scoped fixtures
+    are built once, on one worker), the users of a shared session fixture one group, and the longest
+    modules come first."""
     slow = pytest.mark.slow
+    group: dict[str, str] = {}   # module path -> xdist group
     for item in items:
-        if "ray_local" in getattr(item, "fixturenames", ()):
+        module = item.nodeid.split("::")[0]
+        fixtures = getattr(item, "fixturenames", ())
+        if "ray_local" in fixtures:
             item.add_marker(slow)
+        shared = [name for name in SHARED_FIXTURES if name in fixtures]
+        if shared or module not in group:
+            group[module] = shared[0] if shared else module
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+    rank = {path: i for i, path in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FIRST)))   # stable: order kept otherwise
 
 
 # -- the evidence report: a small real store, HTML parsing, headless Chromium ------------------------------

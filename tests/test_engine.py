@@ -97,44 +97,54 @@ def test_failing_unit_is_recorded_and_survey_completes(tmp_path, ray_local):
     assert "0 units done, 2 already in the store, 2 failed" in result.output
 
 
-#: TinyNet that holds every call while the file `hold` exists: the test decides when units may finish.
+#: TinyNet that, after its first `free` calls in a process, holds every call while the file `hold` exists: a
+#: few units finish on each actor and the rest wait for the test, however fast or loaded the machine is.
 HELD_NET = TINY_NET + '''
 
 class Held(TinyNet):
-    def __init__(self, hold):
+    def __init__(self, hold, free):
         super().__init__()
-        self.hold = hold
+        self.hold, self.free, self.calls = hold, free, 0
 
     def forward(self, y, physics):
         import os
         import time
-        while os.path.exists(self.hold):  # released by the test deleting the file
+        self.calls += 1
+        while self.calls > self.free and os.path.exists(self.hold):  # released by the test deleting the file
             time.sleep(0.02)
         return super().forward(y, physics)
 
 
-def build_held(hold):
-    return Held(hold)
+def build_held(hold, free):
+    return Held(hold, free)
 '''
+
+#: Calls a held network makes freely per process: the driver's probe and one or two 20-iteration units (about
+#: 22 calls each) on each of the 2 actors, never all 24 units.
+FREE_CALLS = 60
 
 
 def _held_study(tmp_path):
-    """A 24-unit study whose network holds while tmp_path/hold exists; (study path, store, hold file)."""
+    """A 24-unit study whose network holds after FREE_CALLS calls while tmp_path/hold exists (it does when
+    this returns); (study path, store, hold file)."""
     hold = tmp_path / "hold"
     body = STUDY.format(crash_batch=0, fail_batch=0, count=12, per_unit=1, iterations=20)
     body = body.replace('factory = "tiny_net.py:build"', 'factory = "tiny_net.py:build_held"')
-    body = body.replace("kwargs = { fail_batch = 0, crash_batch = 0 }", f'kwargs = {{ hold = "{hold}" }}')
+    body = body.replace("kwargs = { fail_batch = 0, crash_batch = 0 }",
+                        f'kwargs = {{ hold = "{hold}", free = {FREE_CALLS} }}')
     body = body.replace("snapshot_levels = [0.05]", "snapshot_levels = [100.0]") + "flush_seconds = 0.2\n"
+    hold.touch()
     return write_study(tmp_path, body, net_source=HELD_NET), tmp_path / "results", hold
 
 
-def _wait_for_first_unit_then_hold(proc, store_dir, hold) -> None:
-    """Let units finish until the ledger holds one, then hold the rest: the run is surely unfinished."""
+def _wait_for_first_unit(proc, store_dir, hold) -> None:
+    """Wait until the ledger holds a unit; the rest are held (`hold` exists): the run is surely unfinished."""
+    assert hold.exists()
     deadline = time.time() + 600  # a bound for a broken engine only; the state decides, not the clock
     while time.time() < deadline and proc.poll() is None and not list((store_dir / "_ledger").glob("part-*.parquet")):
         time.sleep(0.05)
-    hold.touch()
     assert proc.poll() is None, "the survey stopped before its first unit was recorded"
+    assert list((store_dir / "_ledger").glob("part-*.parquet")), "no unit was recorded within 600 s"
 
 
 @pytest.mark.slow
@@ -144,7 +154,7 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    _wait_for_first_unit_then_hold(proc, store_dir, hold)
+    _wait_for_first_unit(proc, store_dir, hold)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = Store(store_dir).finished_units()
@@ -171,7 +181,7 @@ def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path, si
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    _wait_for_first_unit_then_hold(proc, store_dir, hold)
+    _wait_for_first_unit(proc, store_dir, hold)
     proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
