@@ -101,8 +101,12 @@ def best_of(score: torch.Tensor, groups: int, per_group: int) -> tuple[torch.Ten
     """The best of each group of candidates (e.g. the starts of one image and budget), by largest score.
 
     score: (groups * per_group,) group-major -> winner (groups,) index within its group, and flat (groups,)
-    its index into `score`; ties go to the first candidate."""
-    winner = score.view(groups, per_group).argmax(dim=1)
+    its index into `score`; ties, and scores within a relative 1e-9 of the best (rounding, e.g. the +v and -v
+    starts of a linear map), go to the first candidate, so the choice does not depend on the CPU's rounding."""
+    table = score.view(groups, per_group)
+    top = table.max(dim=1, keepdim=True).values
+    near = table >= top - 1e-9 * top.abs()
+    winner = near.to(torch.int8).argmax(dim=1)      # the first True
     flat = torch.arange(groups, device=winner.device) * per_group + winner
     return winner, flat
 
