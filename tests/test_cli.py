@@ -35,10 +35,14 @@ def test_every_command_shares_one_store_option():
     from survey.cli.common import StoreOption
 
     commands = dict(_walk(get_command(app)))
-    helps = {path: next(p.help for p in cmd.params if p.name == "store")
-             for path, cmd in commands.items() if any(p.name == "store" for p in cmd.params)}
+    stores = {path: next(p for p in cmd.params if p.name == "store")
+              for path, cmd in commands.items() if any(p.name == "store" for p in cmd.params)}
+    # every command whose store defaults to ./results takes it through the one shared option; verify and extract
+    # must be told which store (no default), so theirs is required
+    helps = {path: p.help for path, p in stores.items() if not p.required}
     assert {("run",), ("status",), ("forget",), ("query",), ("estimate",), ("report",), ("demo",)} <= set(helps)
     assert set(helps.values()) == {StoreOption.__metadata__[0].help}
+    assert {path for path, p in stores.items() if p.required} == {("verify",), ("extract",)}
 
 
 def test_version():

@@ -30,7 +30,7 @@ from survey.spec import EngineSpec
 class StandIn:
     """Records what the pool hands a worker; reports the GPU Ray assigned (no network is built)."""
 
-    def __init__(self, handle, device, threads):
+    def __init__(self, handle, device, threads, batches=None):
         self.device, self.threads = device, threads
 
     def describe(self):

@@ -254,7 +254,7 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stdout + report.stderr
     index = tmp_path / "reports" / "spectrum-e2e" / "index.html"
-    html = index.read_text()
+    html = index.read_text().replace("<wbr>", "")   # headers may break after an underscore
     assert "Local Jacobian spectrum and Lipschitz bounds" in html and "bound / max sigma_1" in html
     browser = chromium()
     if browser is None:
