@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from survey.analysis.recompute import call, call_from_command, call_key, printed_value
+from survey.nets.zoo import file_sha256
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -37,14 +38,6 @@ SECONDARY = ("ci_low", "ci_high")
 #: Row fields that tell rows of one call apart beside the group columns, per function.
 DISCRIMINATORS = {"estimate": ("method",), "per_image_distribution": ("level",), "rare_distribution": ("level",),
                   "sweep_slopes": (), "paired_gain_ratio": (), "criteria": ("method",), "sql": ()}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fragments(store: Path | str) -> dict[str, dict[str, Any]]:
@@ -61,7 +54,7 @@ def fragments(store: Path | str) -> dict[str, dict[str, Any]]:
             rows = pq.ParquetFile(path).metadata.num_rows
         except Exception:  # noqa: BLE001 - an unreadable fragment is still hashed, its rows unknown
             rows = None
-        found[rel] = {"sha256": sha256_file(path), "rows": rows}
+        found[rel] = {"sha256": file_sha256(path), "rows": rows}
     return found
 
 
