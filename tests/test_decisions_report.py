@@ -18,6 +18,7 @@ from survey.analysis.report import build_report, evaluate_criteria, overall_verd
 from survey.spec import StudyError, parse_study
 from survey.store import Store
 from tests.conftest import write_study
+from tests.stand_ins import StudyStandIn as _Study
 
 IMAGES = 7
 DRAWS = 20
@@ -27,17 +28,6 @@ BAD_IMAGES = {"net-a": {0, 1}, "net-b": set()}
 PERSISTS = "out_change_rel >= 0.5 * center_change_rel AND artefact_cos >= 0.5"
 
 
-class _Study:
-    """Stands in for a Study: what the report reads of it."""
-
-    def __init__(self, info):
-        self.info = info
-
-    def model_dump(self):
-        return self.info
-
-    def digest(self):
-        return "0" * 64
 
 
 def _ball_store(root, datasets=("ellipses",)):

@@ -18,6 +18,7 @@ from survey.analysis.report import build_report
 from survey.cli.report import report
 from survey.store import Store
 from tests.conftest import CHROMIUM_FLAGS
+from tests.stand_ins import StudyStandIn as _Study
 
 IMAGES, DRAWS = 6, 10
 #: net-a: images 0 and 1 bad on every draw (its criterion fails); net-b: none bad (too few images to pass)
@@ -28,17 +29,6 @@ CRITERIA = [{"name": "Ball points are rarely bad perturbations", "table": "ball"
 pytestmark = pytest.mark.slow   # two browser launches and two PDF prints: about 20-40 s here
 
 
-class _Study:
-    """What the report reads of a Study (a dict of its fields, a digest)."""
-
-    def __init__(self, info):
-        self.info = info
-
-    def model_dump(self):
-        return self.info
-
-    def digest(self):
-        return "0" * 64
 
 
 def _store(root: Path) -> Path:
