@@ -169,6 +169,45 @@ def check(root: Path, path: Path) -> Findings:
     return found
 
 
+def fill(root: Path, path: Path) -> dict[str, list[str]]:
+    """Write each claim's recomputed value into its marks in the claims file's docs (after a rerun: mark the
+    numbers, add their claims, fill); doc -> the claim ids whose text changed. A mark without a claim, or a
+    claim that cannot be recomputed, raises ValueError naming it, and no doc is written."""
+    spec = load(path)
+    claims: dict[str, Any] = spec.get("claims") or {}
+    stores: dict[str, str] = spec.get("stores") or {}
+    values: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    changed: dict[str, list[str]] = {}
+
+    def value(cid: str) -> str:
+        if cid not in claims:
+            raise ValueError(f"mark {cid!r} has no claim in {path}")
+        if cid not in values:
+            try:
+                values[cid] = recompute(claims[cid], stores, root)
+            except Exception as exc:  # noqa: BLE001 - named, then nothing is written
+                raise ValueError(f"claim {cid!r} could not be recomputed: {exc}") from exc
+        return values[cid]
+
+    for doc in spec.get("docs") or {}:
+        text = (root / doc).read_text(encoding="utf-8")
+        ids: list[str] = []
+
+        def put(match: re.Match) -> str:
+            new = value(match.group(1))
+            if match.group(2).strip() != new:
+                ids.append(match.group(1))
+            return f"<!-- n:{match.group(1)} -->{new}<!-- /n -->"
+
+        texts[doc] = MARK.sub(put, text)
+        changed[doc] = ids
+    for doc, text in texts.items():
+        if changed[doc]:
+            (root / doc).write_text(text, encoding="utf-8")
+    return changed
+
+
 def unmarked_lists(root: Path, path: Path) -> dict[str, list[str]]:
     """doc -> its unmarked numbers in the claim sections, in reading order (to fill [settings] after a rewrite)."""
     spec = load(path)
@@ -179,10 +218,19 @@ def unmarked_lists(root: Path, path: Path) -> dict[str, list[str]]:
     return out
 
 
-if __name__ == "__main__":   # python -m survey.analysis.claims docs/claims.toml: the unmarked numbers, as TOML
+if __name__ == "__main__":
+    # python -m survey.analysis.claims [docs/claims.toml]: the unmarked numbers, as TOML;
+    # python -m survey.analysis.claims fill [docs/claims.toml]: write the recomputed values into the marks
     import json
     import sys
 
-    claims_file = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/claims.toml")
+    args = sys.argv[1:]
+    filling = args[:1] == ["fill"]
+    rest = args[1:] if filling else args
+    claims_file = Path(rest[0] if rest else "docs/claims.toml")
+    if filling:
+        for doc, ids in fill(Path.cwd(), claims_file).items():
+            print(f"{doc}: {len(ids)} value(s) changed" + (f" ({', '.join(ids)})" if ids else ""))
+        sys.exit(0)
     for doc, numbers in unmarked_lists(Path.cwd(), claims_file).items():
         print(f"{json.dumps(doc)} = {json.dumps(numbers, ensure_ascii=False)}")

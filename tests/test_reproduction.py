@@ -167,3 +167,25 @@ def test_every_committed_report_with_a_manifest_verifies_on_its_committed_extrac
     for report, extract in spec["reports"].items():
         result = CliRunner().invoke(app, ["verify", str(ROOT / report), "--store", str(ROOT / extract)])
         assert result.exit_code == 0, (report, result.output[-3000:])
+
+
+def test_fill_writes_recomputed_values_into_the_marks_and_refuses_a_mark_without_a_claim(tmp_path):
+    """After a rerun the docs are filled from the extract: a stale value is replaced, a right one kept, and a
+    mark that names no claim stops the fill before any doc is written."""
+    from survey.analysis.claims import check, fill
+
+    spec = tomllib.loads(CLAIMS.read_text())
+    store, path = next(iter(spec["stores"].items()))
+    doc, claims = tmp_path / "doc.md", tmp_path / "claims.toml"
+    claims.write_text(f'[stores]\n"{store}" = "{(ROOT / path).as_posix()}"\n[docs]\n"doc.md" = ["Findings"]\n'
+                      f'[claims.rows]\nsql = "SELECT count(*) AS n FROM runs"\nstore = "{store}"\n')
+    doc.write_text("# t\n\n## Findings\n\nThe store holds <!-- n:rows -->999<!-- /n --> run(s).\n")
+    assert fill(tmp_path, claims) == {"doc.md": ["rows"]}
+    assert "<!-- n:rows -->999<!-- /n -->" not in doc.read_text()
+    assert check(tmp_path, claims).problems == []
+    assert fill(tmp_path, claims) == {"doc.md": []}
+    written = doc.read_text()
+    doc.write_text(written + "\nAnd <!-- n:nope -->3<!-- /n -->.\n")
+    with pytest.raises(ValueError, match="'nope' has no claim"):
+        fill(tmp_path, claims)
+    assert doc.read_text() == written + "\nAnd <!-- n:nope -->3<!-- /n -->.\n"
