@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -181,13 +182,14 @@ def record_criteria(numbers: Numbers, results: Sequence[Any], criteria: Sequence
                                                               "p_value", "p_adjusted", "verdict_raw", "verdict"))
 
 
-def record_counts(numbers: Numbers, con, tables: Sequence[str]) -> None:
-    """The summary's row count of each table the store holds."""
+def record_counts(numbers: Numbers, con, tables: Sequence[str], store: str | Path) -> None:
+    """The summary's row count of each table the store holds (its command names the store as given)."""
     from survey.analysis.db import execute, sql_identifier
     for table in tables:
         sql = f"SELECT count(*) AS count FROM {sql_identifier(table)}"
         n = int(execute(con, sql)["count"].iloc[0])
-        numbers.record(f"rows/{table}", n, call("sql", sql=sql), {}, "count", f'survey query "{sql}"')
+        command = shlex.join(["survey", "query", sql, "--store", str(store)])
+        numbers.record(f"rows/{table}", n, call("sql", sql=sql), {}, "count", command)
 
 
 def coverage(sections: Sequence[dict[str, Any]], commands: set[str]) -> dict[str, Any]:
@@ -292,7 +294,7 @@ def record_report(ctx, results: Sequence[Any], summary_tables: Sequence[str], st
     record_criteria(numbers, results, info.get("criteria") or [], n_boot=ctx.n_boot, seed=ctx.seed,
                     correction=info.get("correction") or "holm", cluster=(info.get("analysis") or {}).get("cluster"))
     left = record_computed(numbers, ctx.computed)
-    record_counts(numbers, ctx.con, [t for t in summary_tables if t in ctx.known])
+    record_counts(numbers, ctx.con, [t for t in summary_tables if t in ctx.known], ctx.given)
     study_sha = (study.digest() if study is not None else None) or (runs[-1].get("study_sha256") if runs else None)
     manifest = build_manifest(ctx.store, ctx.given, info, study_sha, runs, numbers, left, ctx.doc.sections)
     for section in ctx.doc.sections:
