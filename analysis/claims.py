@@ -24,11 +24,13 @@ differs, an unmarked number not listed, a listed number no longer in the doc, a 
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,12 @@ def _store(name: str, stores: dict[str, str], root: Path) -> Path:
     return root / stores[name]
 
 
+@lru_cache(maxsize=256)
+def _rows(store: str, spec: str) -> list[dict[str, Any]]:
+    """The rows of one call on one store: claims that quote the same table share one computation."""
+    return run_call(Path(store), json.loads(spec))
+
+
 def recompute(claim: dict[str, Any], stores: dict[str, str], root: Path) -> str:
     """The claim's value as the doc should print it, recomputed on its store's extract."""
     if "command" in claim:
@@ -109,7 +117,7 @@ def recompute(claim: dict[str, Any], stores: dict[str, str], root: Path) -> str:
                                           "kwargs": claim["call"].get("kwargs") or {}}
     else:
         raise ValueError("a claim needs command, sql or call")
-    rows = run_call(_store(str(name), stores, root), spec)
+    rows = _rows(str(_store(str(name), stores, root)), json.dumps(spec, sort_keys=True))
     key = claim.get("row") or {}
     matches = [r for r in rows if all(r.get(c) == v for c, v in key.items())]
     if not matches:
@@ -221,7 +229,6 @@ def unmarked_lists(root: Path, path: Path) -> dict[str, list[str]]:
 if __name__ == "__main__":
     # python -m survey.analysis.claims [docs/claims.toml]: the unmarked numbers, as TOML;
     # python -m survey.analysis.claims fill [docs/claims.toml]: write the recomputed values into the marks
-    import json
     import sys
 
     args = sys.argv[1:]
