@@ -5,7 +5,10 @@ weights) and per task entry of TASKS (every task that applies to single-coil MRI
 or draws so one image of each runs here), a study at each size goes through the engine's own planning
 (`survey.engine.cost`: preflight, the driver's memory probe, the budget's batch) and one image of each task
 is run in-process with the task's real code, as `survey plan` measures it (Ray is not started, nothing is
-stored). The reference's own cost is the `attack-reference` entry (the unrolled CS solver attacked), run
+stored). Every (network, size) is set up first; then each task runs at every size back to back, sizes ascending
+in odd rounds and descending in even ones (--rounds), so a load that drifts meets all sizes alike. A cell is
+the least CPU time of the process over the rounds (1 torch thread: what one quiet core takes; wall time under a
+shared machine's load is kept in the JSON beside it) and the largest measured peak memory above the start. The reference's own cost is the `attack-reference` entry (the unrolled CS solver attacked), run
 with the U-Net's study (it does not depend on the network). Bracket is left out: its certificate forms the
 dense Jacobian (n^2 inputs), refused above 64 x 64.
 
@@ -14,7 +17,8 @@ A 1,000-image study of a task at these settings = 1,000 x its seconds per image 
 The GPU column is extrapolated, not measured: the task's counted FLOPs (torch.utils.flop_counter, convolutions
 and matrix products only, counted at the smallest size and scaled by (n / n0)^2, exact for these fully
 convolutional networks at fixed iteration counts) over an assumed sustained rate (--gpu-tflops); FFTs,
-wavelets and the CS solver's own work are not counted, so it is a lower bound on time.
+wavelets and the CS solver's own work are not counted, so it is a lower bound on time; tasks that run under
+`torch.inference_mode` (severity) are not seen by the counter (n/a).
 
 Run: nice -n 15 .venv/bin/python -m benchmarks.scale_tasks [--sizes 64 128 320 256] [--out FILE]\n(sizes run in the order given, the table ascending; --out is written after each size, and --table FILE\nprints the table of a saved run)
 """
@@ -26,6 +30,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,8 +85,21 @@ def study_text(label: str, n: int, memory_gb: float) -> tuple[str, list[str]]:
     return text, [lab for lab, _ in entries]
 
 
-def measure(label: str, n: int, memory_gb: float, flops: bool) -> dict[str, dict]:
-    """task label -> seconds, measured peak bytes, probed peak bytes of one call, batch (and FLOPs)."""
+@dataclass
+class Setup:
+    """One (network, size): its study's units and budget batches, and a worker holding the built network."""
+
+    label: str
+    size: int
+    labels: list[str]
+    units: list
+    work: object
+    worker: object
+    rows: dict[str, dict]       # task label -> probed peak of one call at the budget's batch, batch
+
+
+def prepare(label: str, n: int, memory_gb: float, folder: Path) -> Setup:
+    """Preflight, plan, the driver's memory probe and the budget's batch per entry, as `survey plan` does."""
     from survey.engine import cost, memory
     from survey.engine.planning import plan_work
     from survey.engine.preflight import check_tasks, checked_networks
@@ -89,29 +107,59 @@ def measure(label: str, n: int, memory_gb: float, flops: bool) -> dict[str, dict
     from survey.spec import load_study
 
     text, labels = study_text(label, n, memory_gb)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "study.toml"
-        path.write_text(text)
-        study = load_study(path)
-        handles = checked_networks(study)
-        work = plan_work(study, handles)
-        check_tasks(study, work.units, handles)
-        budget = memory.budget_bytes(memory_gb, "cpu")
-        worker = SurveyWorker(handles["net"], "cpu", threads=torch.get_num_threads())
-        worker._build(work.units[:1])
-        probes = cost.probe_network(study, "net", worker.net, worker.physics, "cpu")
-        out: dict[str, dict] = {}
-        for unit in work.units:   # one unit per entry (one image each)
-            name = labels[unit.task_index]
-            batch = cost.unit_batch(study, unit, probes, budget)
-            probe = probes[memory.needs_backward(unit.task)]
-            seconds, peak = cost.measure_one_image(worker, unit, work)
-            row = {"seconds": seconds, "peak": peak, "probe_peak": probe.peak(batch), "batch": batch}
-            if flops:
-                row["flops"] = _count_flops(worker, unit, work)
-            out[name] = row
-            print(f"{label} {n} px {name}: {seconds:.2f} s, {peak / 2 ** 20:.0f} MB", flush=True)
-        return out
+    path = folder / f"study-{list(NETWORKS).index(label)}-{n}.toml"
+    path.write_text(text)
+    study = load_study(path)
+    handles = checked_networks(study)
+    work = plan_work(study, handles)
+    check_tasks(study, work.units, handles)
+    budget = memory.budget_bytes(memory_gb, "cpu")
+    worker = SurveyWorker(handles["net"], "cpu", threads=torch.get_num_threads())
+    worker._build(work.units[:1])
+    probes = cost.probe_network(study, "net", worker.net, worker.physics, "cpu")
+    rows = {}
+    for unit in work.units:   # one unit per entry (one image each)
+        batch = cost.unit_batch(study, unit, probes, budget)
+        rows[labels[unit.task_index]] = {"probe_peak": probes[memory.needs_backward(unit.task)].peak(batch),
+                                         "batch": batch}
+    return Setup(label, n, labels, list(work.units), work, worker, rows)
+
+
+def run_entry(setup: Setup, index: int) -> dict:
+    """CPU seconds (this process, all threads), wall seconds and measured peak bytes of entry `index`'s one image."""
+    from survey.engine import cost
+
+    unit = setup.units[index]
+    cpu = time.process_time()
+    seconds, peak = cost.measure_one_image(setup.worker, unit, setup.work)
+    return {"cpu_s": time.process_time() - cpu, "wall_s": seconds, "peak": peak}
+
+
+def measure(setups: list[Setup], rounds: int, flops: bool) -> dict:
+    """label -> size -> task -> the best CPU and wall seconds over `rounds` (sizes ascending, then descending,
+    alternating: load that drifts meets every size alike), the largest measured peak, the probe's peak and
+    batch, and (at the smallest size) FLOPs."""
+    out: dict = {}
+    for r in range(rounds):
+        for label in dict.fromkeys(s.label for s in setups):
+            mine = sorted((s for s in setups if s.label == label), key=lambda s: s.size, reverse=r % 2 == 1)
+            for index, task in enumerate(mine[0].labels):
+                for setup in mine:
+                    got = run_entry(setup, index)
+                    cell = out.setdefault(label, {}).setdefault(str(setup.size), {}).setdefault(
+                        task, {**setup.rows[task], "cpu_s": [], "wall_s": [], "peak": 0})
+                    cell["cpu_s"].append(got["cpu_s"])
+                    cell["wall_s"].append(got["wall_s"])
+                    cell["peak"] = max(cell["peak"], got["peak"])
+                    print(f"round {r + 1} {label} {setup.size} px {task}: {got['cpu_s']:.2f} s CPU, "
+                          f"{got['wall_s']:.2f} s wall, {got['peak'] / 2 ** 20:.0f} MB", flush=True)
+                    if flops and r == 0 and setup.size == min(s.size for s in mine):
+                        cell["flops"] = _count_flops(setup.worker, setup.units[index], setup.work)
+    for by_size in out.values():
+        for cells in by_size.values():
+            for cell in cells.values():
+                cell["seconds"], cell["wall"] = min(cell["cpu_s"]), min(cell["wall_s"])
+    return out
 
 
 class _Flops(TorchDispatchMode):
@@ -176,6 +224,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 320])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="repeats per cell, sizes ascending then descending")
     parser.add_argument("--memory-gb", type=float, default=8.0)
     parser.add_argument("--gpu-tflops", type=float, default=20.0,
                         help="assumed sustained TFLOP/s of one GPU for the extrapolated column")
@@ -190,13 +239,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     started = time.time()
-    results: dict = {label: {} for label in args.networks}
-    for n in args.sizes:
-        for label in args.networks:
-            results[label][str(n)] = measure(label, n, args.memory_gb, flops=n == min(args.sizes))
-        if args.out:   # after every size: a run cut short keeps what it measured
-            Path(args.out).write_text(json.dumps({"machine": machine(), "sizes": args.sizes,
-                                                  "wall_s": time.time() - started, "results": results}, indent=1))
+    with tempfile.TemporaryDirectory() as folder:
+        setups = [prepare(label, n, args.memory_gb, Path(folder)) for n in args.sizes for label in args.networks]
+        print(f"prepared {len(setups)} (network, size) in {time.time() - started:.0f} s", flush=True)
+        results = measure(setups, args.rounds, flops=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine(), "sizes": args.sizes, "rounds": args.rounds,
+                                              "wall_s": time.time() - started, "results": results}, indent=1))
     print(f"\nmachine: {machine()}; wall {time.time() - started:.0f} s\n")
     print(table(results, args.sizes, args.gpu_tflops))
 
