@@ -5,22 +5,24 @@ weights) and per task entry of TASKS (every task that applies to single-coil MRI
 or draws so one image of each runs here), a study at each size goes through the engine's own planning
 (`survey.engine.cost`: preflight, the driver's memory probe, the budget's batch) and one image of each task
 is run in-process with the task's real code, as `survey plan` measures it (Ray is not started, nothing is
-stored). Every (network, size) is set up first; then each task runs at every size back to back, sizes ascending
-in odd rounds and descending in even ones (--rounds), so a load that drifts meets all sizes alike. A cell is
-the least CPU time of the process over the rounds (1 torch thread: what one quiet core takes; wall time under a
-shared machine's load is kept in the JSON beside it) and the largest measured peak memory above the start. The reference's own cost is the `attack-reference` entry (the unrolled CS solver attacked), run
-with the U-Net's study (it does not depend on the network). Bracket is left out: its certificate forms the
-dense Jacobian (n^2 inputs), refused above 64 x 64.
+stored). Every (network, size) is set up first; then each task runs at every size back to back, sizes
+ascending in odd rounds and descending in even ones (--rounds), so a load that drifts meets all sizes alike.
+A cell is the least CPU time of the process over the rounds (1 torch thread: what one quiet core takes; the
+wall time is kept in the JSON beside it) and the largest measured peak memory above the start. The
+reference's own cost is the `attack-reference` entry (the unrolled CS solver attacked), run with the U-Net's
+study (it does not depend on the network). Bracket is left out: its certificate forms the dense Jacobian
+(n^2 inputs), refused above 64 x 64.
 
 Fitted exponent: cost ~ n^k over the sizes run (least squares on log-log, `benchmarks.scale.exponent`).
 A 1,000-image study of a task at these settings = 1,000 x its seconds per image at the largest size, one actor.
-The GPU column is extrapolated, not measured: the task's counted FLOPs (torch.utils.flop_counter, convolutions
-and matrix products only, counted at the smallest size and scaled by (n / n0)^2, exact for these fully
-convolutional networks at fixed iteration counts) over an assumed sustained rate (--gpu-tflops); FFTs,
+The GPU column is extrapolated, not measured: the task's counted FLOPs (torch.utils.flop_counter's registry:
+convolutions and matrix products only), counted at the smallest size and scaled by (n / n0)^2 (exact for these
+fully convolutional networks at fixed iteration counts), over an assumed sustained rate (--gpu-tflops); FFTs,
 wavelets and the CS solver's own work are not counted, so it is a lower bound on time; tasks that run under
 `torch.inference_mode` (severity) are not seen by the counter (n/a).
 
-Run: nice -n 15 .venv/bin/python -m benchmarks.scale_tasks [--sizes 64 128 320 256] [--out FILE]\n(sizes run in the order given, the table ascending; --out is written after each size, and --table FILE\nprints the table of a saved run)
+Run: nice -n 15 .venv/bin/python -m benchmarks.scale_tasks [--sizes 64 128 256 320] [--rounds 2] [--out FILE]
+(`--tasks attack severity`: only the entries whose label starts so; `--table FILE`: the table of a saved run)
 """
 
 from __future__ import annotations
@@ -69,14 +71,17 @@ TASKS = [
                                 'n_cert = 4, targets = ["network"] }'),
 ]
 REFERENCE = ("reference: attack-reference (2 it.)",
-             'name = "attack-reference"\nparams = { iterations = 2, snapshot_iterations = [0, 2], snapshot_levels = [] }')
+             'name = "attack-reference"\nparams = { iterations = 2, snapshot_iterations = [0, 2], '
+             'snapshot_levels = [] }')
 STUDY_IMAGES = 1000
 
 
-def study_text(label: str, n: int, memory_gb: float) -> tuple[str, list[str]]:
-    """The study for network `label` at n x n and the labels of its task entries, in order."""
+def study_text(label: str, n: int, memory_gb: float, only: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The study for network `label` at n x n and the labels of its task entries, in order (those whose label
+    starts with one of `only`, when given)."""
     factory, kwargs = NETWORKS[label]
     entries = TASKS + ([REFERENCE] if label == next(iter(NETWORKS)) else [])
+    entries = [e for e in entries if not only or e[0].startswith(only)]
     tasks = "\n\n".join(f"[[tasks]]\n{toml}" for _, toml in entries)
     text = (f'name = "scale-tasks"\nstore = "results"\n\n[[networks]]\nname = "net"\nfactory = "{factory}"\n'
             f'kwargs = {kwargs}\nphysics = {{ kind = "mri", size = {n}, mask = "fastmri-random", '
@@ -98,7 +103,7 @@ class Setup:
     rows: dict[str, dict]       # task label -> probed peak of one call at the budget's batch, batch
 
 
-def prepare(label: str, n: int, memory_gb: float, folder: Path) -> Setup:
+def prepare(label: str, n: int, memory_gb: float, folder: Path, only: tuple[str, ...] = ()) -> Setup:
     """Preflight, plan, the driver's memory probe and the budget's batch per entry, as `survey plan` does."""
     from survey.engine import cost, memory
     from survey.engine.planning import plan_work
@@ -106,7 +111,7 @@ def prepare(label: str, n: int, memory_gb: float, folder: Path) -> Setup:
     from survey.engine.worker import SurveyWorker
     from survey.spec import load_study
 
-    text, labels = study_text(label, n, memory_gb)
+    text, labels = study_text(label, n, memory_gb, only)
     path = folder / f"study-{list(NETWORKS).index(label)}-{n}.toml"
     path.write_text(text)
     study = load_study(path)
@@ -224,6 +229,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 320])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tasks", nargs="+", default=[], help="only the task labels starting with these")
     parser.add_argument("--rounds", type=int, default=2, help="repeats per cell, sizes ascending then descending")
     parser.add_argument("--memory-gb", type=float, default=8.0)
     parser.add_argument("--gpu-tflops", type=float, default=20.0,
@@ -240,7 +246,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     started = time.time()
     with tempfile.TemporaryDirectory() as folder:
-        setups = [prepare(label, n, args.memory_gb, Path(folder)) for n in args.sizes for label in args.networks]
+        setups = [prepare(label, n, args.memory_gb, Path(folder), tuple(args.tasks))
+                  for n in args.sizes for label in args.networks]
         print(f"prepared {len(setups)} (network, size) in {time.time() - started:.0f} s", flush=True)
         results = measure(setups, args.rounds, flops=True)
     if args.out:
