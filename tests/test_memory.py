@@ -132,3 +132,38 @@ def test_probe_of_a_parameter_free_network():
 
     probe = memory.probe_memory(Zero(), _physics(), network="H")
     assert probe.per_image >= 2 * N * N * (4 + 8)   # at least the image and its complex data, twice
+
+
+class _Held(torch.autograd.Function):
+    """sum_k w_k h keeping its (B, K, n, n) block for backward, where one more block is made while it lives."""
+
+    @staticmethod
+    def forward(ctx, h, w):
+        block = h.expand(-1, w.shape[1], -1, -1) * w
+        ctx.save_for_backward(block, w)
+        return block.sum(dim=1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        block, w = ctx.saved_tensors
+        return (grad.expand_as(block) * w).sum(dim=1, keepdim=True), None
+
+
+class Held(Blowup):
+    """Exactly 2 blocks per image at the peak of a forward + backward, and no large buffer freed before another
+    is allocated within a call: what the resident set shows does not depend on malloc's reuse of freed pages."""
+
+    def forward(self, y, physics):
+        return _Held.apply(physics.H(y).real, self.w)
+
+
+def test_probe_reads_an_exact_per_image_memory_on_every_call():
+    channels = 8 * MB // (N * N * 4)
+    block = _block_bytes(channels)
+    net, physics = Held(channels), _physics()
+    probes = [memory.probe_memory(net, physics, network="held") for _ in range(3)]
+    for probe in probes:   # each one: its unread first call keeps one-time allocations out of the readings
+        assert 2 * block - 1 * MB <= probe.per_image <= 2 * block + 1 * MB, (probe, block)   # 16 MB +- 1
+        assert probe.fixed <= 1 * MB, probe
+    # 48 MB holds floor(48 / (16 x HEADROOM)) = 2 such images, whichever probe
+    assert {memory.batch_size(p, 48 * MB, task="attack") for p in probes} == {2}

@@ -220,13 +220,13 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
             probe = probes[memory.needs_backward(first.task)]
             seconds = peak = None
             if measure:
-                seconds, peak = _measure_one_image(worker, first, work)
+                seconds, peak = measure_one_image(worker, first, work)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
                                       batch, probe.peak(1), probe.peak(batch), seconds, peak))
     return cost
 
 
-def _measure_one_image(worker, unit, work) -> tuple[float, int]:
+def measure_one_image(worker, unit, work) -> tuple[float, int]:
     """Seconds and peak memory (bytes above the start) of `unit` cut to its first image, run in-process."""
     one = dataclasses.replace(unit, image_stop=unit.image_start + 1)
     size = worker.handle.size
@@ -242,4 +242,4 @@ def _measure_one_image(worker, unit, work) -> tuple[float, int]:
 
 
 __all__ = ["StudyCost", "TaskCost", "actor_count", "budget_batches", "engine_batches", "estimate_study", "own_batch",
-           "probe_network", "unit_batch"]
+           "measure_one_image", "probe_network", "unit_batch"]

@@ -1,8 +1,8 @@
 """Memory probe and memory-bounded batch sizes: how many images of a task fit an actor's budget.
 
 `probe_memory(net, physics)` measures the peak memory of one forward (+ backward to the input, for the
-gradient tasks) at batch 1 and batch 2 at the network's own image size, giving a fixed part and a
-per-image part in bytes. On CUDA it reads `torch.cuda.max_memory_allocated`; on the CPU the process's
+gradient tasks) at batch 1 and batch 2 at the network's own image size, after one unread call, giving a
+fixed part and a per-image part in bytes. On CUDA it reads `torch.cuda.max_memory_allocated`; on the CPU the process's
 peak resident set (Linux VmHWM, reset through /proc/self/clear_refs), falling back to the growth of
 `resource.getrusage` ru_maxrss (which can only rise, so it may read low after a bigger earlier peak).
 Resetting VmHWM also resets the process's ru_maxrss: after a probe, neither is a whole-process peak.
@@ -144,6 +144,10 @@ def probe_memory(net, physics, *, network: str = "network", backward: bool = Tru
     meter = PeakMeter(device)
     peaks, seconds, floor = [], 0.0, 0
     try:
+        # a first call, not read: one-time allocations (autograd's engine, FFT plans) would otherwise count in
+        # the batch-1 peak, making the per-image part read low and the fixed part high
+        _one_call(net, physics, torch.rand(1, 1, n, n, generator=torch.Generator().manual_seed(0)).to(device),
+                  backward)
         for batch in (1, 2):
             x = torch.rand(batch, 1, n, n, generator=torch.Generator().manual_seed(batch)).to(device)
             meter.start()
