@@ -59,11 +59,12 @@ def probe(name: str, size: int, samples: int) -> dict:
              if kind[0] == "leaky" else (None, None, torch.zeros(shape, dtype=z.dtype))
              for kind, z, shape in zip(clean.kinds, clean.inputs, clean.shapes)]
 
-    def backward():
+    def backward(count=samples):
         with torch.enable_grad():
-            t = torch.zeros(samples, *x.shape[1:], dtype=x.dtype, requires_grad=True)
-            o = prog.run(BackwardOps(clean, relax, _Const(samples, x)), t)
+            t = torch.zeros(count, *x.shape[1:], dtype=x.dtype, requires_grad=True)
+            o = prog.run(BackwardOps(clean, relax, _Const(count, x)), t)
             torch.autograd.grad(o, t, torch.ones_like(o))
+    backward(1)  # warm-up: the first backward pass of a process pays autograd's set-up
     out["backward"] = _cpu(backward)
     per = {k: v[0] / samples for k, v in out.items()}
     outputs = output.numel()
