@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}; CPU seconds (all threads), per sample (batches of --samples: real chunks of 64-256 are cheaper per sample) and per image")
+    print(f"machine: {machine()}; CPU seconds (all threads), per sample (batches of --samples; whole runs measured up to 2x more per sample) and per image")
     for size in args.sizes:
         for name in args.networks:
             r = probe(name, size, args.samples)
