@@ -187,3 +187,50 @@ def test_distances():
     assert float(patch_change(ref, ref).abs().max()) == 0
     complex_ref = ref.to(torch.complex128) * 1j
     torch.testing.assert_close(relative_l2(complex_ref * 1.1, complex_ref), torch.full((2,), 0.1, dtype=torch.float64))
+
+
+# -- threads -------------------------------------------------------------------------------------------
+
+def test_moves_keep_bookkeeping_on_one_thread_the_network_on_the_callers_and_the_same_numbers(monkeypatch):
+    """The moves' and the score's small operations run on one CPU thread, the network on the caller's count,
+    restored afterwards; the estimate is bit for bit the one computed without the switch."""
+    import contextlib
+
+    import survey.rare.particles as particles
+    import survey.rare.score as score_module
+
+    physics = make_physics("denoise", size=8)
+    family = make_family("gaussian")
+    x = torch.rand((1, 1, 8, 8), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    seen = {"network": set(), "distance": set()}
+
+    def net(u, phys):
+        seen["network"].add(torch.get_num_threads())
+        return u
+
+    def distance(out, ref):
+        seen["distance"].add(torch.get_num_threads())
+        return relative_l2(out, ref)
+
+    delta = math.sqrt(float(stats.chi2.isf(1e-3, 64))) * 0.05 / float(x.norm())   # p = 1e-3: a few levels
+
+    def estimate():
+        score = perturbation_score(net, physics, physics.A(x), family, 0.05, batch=32, distance=distance)
+        return splitting(score, 64, delta, generator=torch.Generator().manual_seed(3), n_particles=20, mcmc_steps=2,
+                         runs=2)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        switched = estimate()
+        assert torch.get_num_threads() == 2
+        assert seen == {"network": {2}, "distance": {1}}
+        for module in (particles, score_module):
+            monkeypatch.setattr(module, "bookkeeping", contextlib.nullcontext)
+            monkeypatch.setattr(module, "network", contextlib.nullcontext)
+        plain = estimate()
+    finally:
+        torch.set_num_threads(threads)
+    assert switched.levels > 0 and switched.calls == plain.calls
+    assert (switched.p, switched.ci_low, switched.ci_high) == (plain.p, plain.ci_low, plain.ci_high)
+    assert switched.info["accept"] == plain.info["accept"]

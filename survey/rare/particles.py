@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from survey.rare.result import Score, scores_of
+from survey.rare.threads import bookkeeping, network
 
 STEP_RANGE = (1e-4, 1e3)
 #: Share of steps that propose an independent draw, while the set's estimated probability is at least
@@ -34,9 +35,12 @@ def fresh_share(log_p: torch.Tensor) -> torch.Tensor:
 
 
 def score_batch(score: Score, z: torch.Tensor) -> torch.Tensor:
-    """score over a (..., d) batch of latents: (...) float64 scores, one call for all of them."""
+    """score over a (..., d) batch of latents: (...) float64 scores, one call for all of them (on the caller's
+    CPU threads inside the moves' one-thread bookkeeping: survey.rare.threads)."""
     flat = z.reshape(-1, z.shape[-1])
-    return scores_of(score, flat).to(z.device).reshape(z.shape[:-1])
+    with network():
+        s = scores_of(score, flat)
+    return s.to(z.device).reshape(z.shape[:-1])
 
 
 @dataclass
@@ -63,7 +67,15 @@ def pcn_moves(score: Score, z: torch.Tensor, s: torch.Tensor, level: torch.Tenso
     which changes the law the kernel leaves invariant).
     fresh: (M,) the probability that a step proposes an independent draw w ~ N(0, I) instead (the pCN step
     with h = infinity: also invariant, and the only move that can reach a failure region no particle is in;
-    worth its call only where the set is not yet rare). Acceptance rates count the local proposals only."""
+    worth its call only where the set is not yet rare). Acceptance rates count the local proposals only.
+    The moves' own tensor operations run on one CPU thread, the score calls on the caller's (survey.rare.threads)."""
+    with bookkeeping():
+        return _pcn_moves(score, z, s, level, chain, step, steps, generator, target_accept, adapt_within, fresh)
+
+
+def _pcn_moves(score: Score, z: torch.Tensor, s: torch.Tensor, level: torch.Tensor, chain: torch.Tensor,
+               step: torch.Tensor, steps: int, generator: torch.Generator, target_accept: float, adapt_within: bool,
+               fresh: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, MoveStats]:
     step = step.clone()
     z, s = z.clone(), s.clone()   # updated in place below (accepted rows only)
     accepted = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from survey.rare.distance import relative_l2
+from survey.rare.threads import bookkeeping, network
 
 
 def perturbation_score(net: Callable, physics, y: torch.Tensor, family, severity, *,
@@ -19,7 +20,8 @@ def perturbation_score(net: Callable, physics, y: torch.Tensor, family, severity
     tensor: one image); the network runs `batch` latents at a time. Gradients flow when the caller
     enables them (importance sampling); the clean output f(y) is computed once (or passed as `clean`).
     x: the object (1, 1, n, n), handed on to families that need it (`needs_image`, physical families).
-    Counting calls is the estimators' job (one score value = one network evaluation).
+    Counting calls is the estimators' job (one score value = one network evaluation). The perturbation and
+    the distance run on one CPU thread, the network on the caller's threads (survey.rare.threads).
     """
     if y.shape[0] != 1:
         raise ValueError("perturbation_score scores one image: y must have batch 1")
@@ -30,10 +32,13 @@ def perturbation_score(net: Callable, physics, y: torch.Tensor, family, severity
 
     def score(z: torch.Tensor) -> torch.Tensor:
         out = []
-        for part in z.split(batch):
-            perturbed = family.perturb(y, part.to(y.device), severity, physics, x=x)
-            out.append(distance(net(perturbed, physics), clean))
-        return torch.cat(out)
+        with bookkeeping():
+            for part in z.split(batch):
+                perturbed = family.perturb(y, part.to(y.device), severity, physics, x=x)
+                with network():
+                    image = net(perturbed, physics)
+                out.append(distance(image, clean))
+            return torch.cat(out)
 
     return score
 
