@@ -2,7 +2,9 @@
 raylet and workers, `survey` subprocesses), one JSON line per test appended to FILE (one file serves
 several xdist workers). CPU seconds, unlike wall time, stay comparable while other work shares the cores.
 
-Linux only (reads /proc); fixture setup is charged to the first test that needs the fixture."""
+Linux only (reads /proc); fixture setup is charged to the first test that needs the fixture. A lower bound for
+tests whose grandchildren exit unreaped (a `survey run` subprocess's Ray workers, killed at its shutdown, are
+counted only while they are alive at the start or end of the test)."""
 
 from __future__ import annotations
 
