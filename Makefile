@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # CPU build by default; on a GPU machine: make TORCH_SPEC="torch" demo
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-fast install dev clean
+.PHONY: demo test test-fast test-cpu install dev clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,13 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(XDIST)
+
+# The whole suite as `make test` runs it, with the CPU seconds of every test (its process and its children, Ray's
+# included: tests/cpu_clock.py) in test-cpu.jsonl; prints the costliest modules and tests.
+test-cpu: $(VENV)/.installed
+	rm -f test-cpu.jsonl
+	-$(PY) -m pytest -q $(XDIST) --cpu-clock test-cpu.jsonl
+	$(PY) -m tests.cpu_clock test-cpu.jsonl
 
 clean:
 	rm -rf $(VENV) results reports/quick

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cpu_clock import pytest_addoption, pytest_runtest_protocol  # noqa: F401 - `--cpu-clock FILE`
+
 TINY_NET = '''
 import torch
 from torch import nn
