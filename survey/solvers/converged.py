@@ -30,6 +30,7 @@ from torch import nn
 from survey.physics.base import LinearPhysics
 from survey.solvers import tv
 from survey.solvers.cs import CSReconstructor, make_reference, soft_threshold
+from survey.solvers.wavelet_matrix import MatrixWavelet
 from survey.solvers.fixed_point import (FixedPoint, ProxGradientProblem, SolveReport, check_tolerance,
                                         fixed_point, implicit_jvp, implicit_vjp, solve)
 
@@ -48,8 +49,8 @@ class CSProblem(ProxGradientProblem):
         self.reference, self.physics = reference, physics
         self.s = reference.weight_scale(physics)
         self.step = 1.0 / reference.lipschitz(physics)
-        self.wavelet = reference.wavelet
-        self.threshold = self.step * reference.lam_w * self.wavelet.detail_mask(shape, device, dtype)
+        self.wavelet = MatrixWavelet(reference.wavelet, shape, dtype, device)
+        self.threshold = self.step * reference.lam_w * reference.wavelet.detail_mask(shape, device, dtype)
 
     def initial(self, y: torch.Tensor) -> torch.Tensor:
         z = _real(self.physics.H(y))
