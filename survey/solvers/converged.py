@@ -13,6 +13,10 @@ Gradients (`gradient`):
 - "unroll": autograd through every FISTA iteration of the same tolerance-stopped solve (the
   cross-check; memory grows with the iterations).
 
+The wavelet transforms run as per-level matrix products (survey.solvers.wavelet_matrix: the same map as
+the reference's `Wavelet2D`, fewer calls); CG products apply the projection once (their iterates stay in
+range(P)).
+
 Warm starts: with `warm_start`, a solve starts from the previous call's solution for every image
 whose measurements are within `warm_radius` (relative) of that call's, which is what consecutive
 steps of a search do; the backward CG starts from the best multiple of the previous adjoint solution. The solution is
