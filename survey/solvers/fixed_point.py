@@ -176,8 +176,8 @@ def cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x0: tor
        tolerance: float, cap: int) -> tuple[torch.Tensor, CGReport]:
     """Batched conjugate gradients for M u = rhs, M symmetric PSD acting per image; stops an image when
     its relative residual is below `tolerance` (at most `cap` iterations). A start x0 is first scaled per
-    image by the alpha minimising ||rhs - alpha M x0|| (0 where it does not help), so a warm start never
-    begins with a residual above ||rhs||."""
+    image by the alpha minimising ||rhs - alpha M x0|| (0 where M x0 = 0), so a warm start never begins with
+    a residual above ||rhs||."""
     if x0 is None:
         x, r = torch.zeros_like(rhs), rhs.clone()
     else:
