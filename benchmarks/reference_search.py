@@ -3,7 +3,7 @@
 and the gain against the solver's tolerance (is the reference's worst case a property of compressed
 sensing or of stopping FISTA after 200 iterations?).
 
-    python -m benchmarks.reference_search cost [--size 64] [--images 2] [--iterations 10] [--tolerance 1e-4]
+    python -m benchmarks.reference_search cost [--images 2] [--iterations 10] [--tolerances 1e-4] [--adjoint 1e-3 1e-1]
     python -m benchmarks.reference_search tolerance [--tolerances 1e-2 1e-3 1e-4 1e-5 1e-6] [--iterations 30]
     python -m benchmarks.reference_search warm [--tolerances 1e-5]     (what a warm start saves)
 
@@ -87,15 +87,17 @@ def cost(args) -> None:
     gain, sec, _ = search(unrolled, physics, x, args.budget, args.iterations)
     rows.append(("unrolled FISTA, 200 iterations (today)", gain, sec, ""))
     for tol in args.tolerances:
-        solver = converged(physics, tol)
-        gain, sec, _ = search(solver, physics, x, args.budget, args.iterations)
-        s = solver.stats
-        note = (f"{s['iterations'] / max(s['images'], 1):.0f} FISTA it./solve, "
-                f"{s['adjoint_iterations'] / max(s['adjoint_solves'] * x.shape[0], 1):.0f} CG it./image, "
-                f"{s['not_converged']} solves not converged")
-        rows.append((f"converged to {tol:g}, implicit gradients, warm starts", gain, sec, note))
-        print(f"  per call at {tol:g} (mean per image; the first is the clean solve), FISTA: "
-              f"{profile(s['forward_history'])}; CG: {profile(s['adjoint_history'])}", flush=True)
+        for adjoint in args.adjoint:
+            solver = converged(physics, tol, adjoint=adjoint)
+            gain, sec, _ = search(solver, physics, x, args.budget, args.iterations)
+            s = solver.stats
+            note = (f"{s['iterations'] / max(s['images'], 1):.0f} FISTA it./solve, "
+                    f"{s['adjoint_iterations'] / max(s['adjoint_solves'] * x.shape[0], 1):.0f} CG it./image, "
+                    f"{s['not_converged']} solves not converged")
+            rows.append((f"converged to {tol:g} (adjoint CG to {max(adjoint, tol):g}), implicit gradients, "
+                         "warm starts", gain, sec, note))
+            print(f"  per call at {tol:g} / adjoint {adjoint:g} (mean per image; the first is the clean solve), "
+                  f"FISTA: {profile(s['forward_history'])}; CG: {profile(s['adjoint_history'])}", flush=True)
     if args.unroll_check:
         solver = converged(physics, args.tolerances[0], gradient="unroll")
         gain, sec, _ = search(solver, physics, x, args.budget, args.iterations)
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--tolerances", type=float, nargs="+", default=None)
     parser.add_argument("--unroll-check", action="store_true", help="also time the full unroll of the converged solve")
+    parser.add_argument("--adjoint", type=float, nargs="+", default=[1e-3],
+                        help="relative residuals of the adjoint CG (cost mode; floored at the tolerance)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

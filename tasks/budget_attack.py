@@ -41,6 +41,10 @@ from survey.tasks.base import Column, TaskContext, TaskResult, register
 from survey.tasks.budget import top_singular_direction, worst_case
 from survey.tasks.budget_objectives import OBJECTIVES, change, check_objective
 
+#: Relative residual at which the reference's adjoint CG stops inside a search (at least the solve tolerance).
+#: Looser residuals steer the search elsewhere: benchmarks/README.md, "How loosely the adjoint CG may stop".
+ADJOINT_TOLERANCE = 1e-3
+
 #: Columns only the budget search writes (beside ATTACK_COLUMNS).
 BUDGET_COLUMNS: dict[str, Column] = {
     "search_objective": Column("budget search: the measure ascended, 'l2', 'patch' (largest window change) or "
@@ -137,10 +141,10 @@ class BudgetAttack(AttackTask):
     def attacked(self, ctx: TaskContext, name: str):
         """As AttackTask's, but the reference solved to `reference_tolerance` when one is given."""
         if name == "reference" and self.reference_tolerance and isinstance(ctx.reference, CSReconstructor):
-            # The search needs the gradient's direction only: its CG stops at a relative residual of 1e-3.
+            # The search needs the gradient's direction only: its CG stops at ADJOINT_TOLERANCE.
             tolerance = float(self.reference_tolerance)
             return ConvergedCS(ctx.reference, tolerance=tolerance, max_iterations=self.reference_max_iterations,
-                               adjoint_tolerance=max(tolerance, 1e-3))
+                               adjoint_tolerance=max(tolerance, ADJOINT_TOLERANCE))
         return super().attacked(ctx, name)
 
     def _starts(self, f, physics, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
@@ -279,4 +283,4 @@ class BudgetAttackReference(BudgetAttack):
     target: str = "reference"
 
 
-__all__ = ["BUDGET_COLUMNS", "BudgetAttack", "BudgetAttackReference"]
+__all__ = ["ADJOINT_TOLERANCE", "BUDGET_COLUMNS", "BudgetAttack", "BudgetAttackReference"]

@@ -12,7 +12,7 @@ from survey.metrics import norms
 from survey.solvers import tv
 from survey.solvers.converged import ConvergedCS, ConvergedSolver, singular_direction
 from survey.solvers.cs import make_reference
-from survey.solvers.fixed_point import ProxGradientProblem, solve
+from survey.solvers.fixed_point import ProxGradientProblem, cg, solve
 from survey.tasks.budget import worst_case
 
 N = 16
@@ -238,3 +238,25 @@ def test_the_unregularised_control_gains_the_same_at_every_tolerance():
         assert solver.stats["not_converged"] == 0
     assert torch.allclose(gains[0], gains[1], rtol=5e-3)
     assert float(gains[1].max()) < 1.05  # near the identity's 1, where the regularised solver reaches 3
+
+
+def test_cg_scales_a_warm_start_so_it_never_starts_worse_than_zero():
+    # A badly scaled start (100 times the solution, or its negative) is replaced by its best multiple: the
+    # solve converges from it as from zero, and the exact solution as a start needs no iteration at all.
+    g = gen(5)
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))[0]
+    matrix = basis @ torch.diag(torch.logspace(0, 3, 64, dtype=torch.float64)) @ basis.T
+
+    def apply(w):
+        return (w.flatten(1) @ matrix).view(w.shape)
+
+    rhs = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    exact = torch.linalg.solve(matrix, rhs.flatten(1).T).T.reshape(rhs.shape)
+    cold, cold_report = cg(apply, rhs, None, 1e-10, 2000)
+    start = torch.stack([100 * exact[0], -exact[1], torch.randn(exact[2].shape, generator=g, dtype=torch.float64)])
+    warm, warm_report = cg(apply, rhs, start, 1e-10, 2000)
+    assert torch.allclose(cold, exact, atol=1e-6) and torch.allclose(warm, exact, atol=1e-6)
+    assert bool((warm_report.residual < 1e-10).all())
+    assert warm_report.iterations[:2].tolist() == [0, 0]  # a multiple of the solution is the solution
+    _, again = cg(apply, rhs, exact, 1e-10, 2000)
+    assert again.iterations.tolist() == [0, 0, 0]

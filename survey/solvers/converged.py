@@ -13,9 +13,13 @@ Gradients (`gradient`):
 - "unroll": autograd through every FISTA iteration of the same tolerance-stopped solve (the
   cross-check; memory grows with the iterations).
 
+The wavelet transforms run as per-level matrix products (survey.solvers.wavelet_matrix: the same map as
+the reference's `Wavelet2D`, fewer calls); CG products apply the projection once (their iterates stay in
+range(P)).
+
 Warm starts: with `warm_start`, a solve starts from the previous call's solution for every image
 whose measurements are within `warm_radius` (relative) of that call's, which is what consecutive
-steps of a search do; the backward CG starts from the previous adjoint solution. The solution is
+steps of a search do; the backward CG starts from the best multiple of the previous adjoint solution. The solution is
 the same to the tolerance whatever the start. `last_report` holds the latest forward solve's
 per-image report (survey.solvers.fixed_point.SolveReport); `stats` counts every solve since
 `reset_stats()`: solves, images, iterations, images not converged, CG iterations and CG solves that
@@ -29,7 +33,8 @@ from torch import nn
 
 from survey.physics.base import LinearPhysics
 from survey.solvers import tv
-from survey.solvers.cs import CSReconstructor, make_reference, soft_threshold
+from survey.solvers.cs import CSReconstructor, make_reference
+from survey.solvers.wavelet_matrix import MatrixWavelet
 from survey.solvers.fixed_point import (FixedPoint, ProxGradientProblem, SolveReport, check_tolerance,
                                         fixed_point, implicit_jvp, implicit_vjp, solve)
 
@@ -48,8 +53,10 @@ class CSProblem(ProxGradientProblem):
         self.reference, self.physics = reference, physics
         self.s = reference.weight_scale(physics)
         self.step = 1.0 / reference.lipschitz(physics)
-        self.wavelet = reference.wavelet
-        self.threshold = self.step * reference.lam_w * self.wavelet.detail_mask(shape, device, dtype)
+        self.wavelet = MatrixWavelet(reference.wavelet, shape, dtype, device)
+        self.threshold = self.step * reference.lam_w * reference.wavelet.detail_mask(shape, device, dtype)
+        self._below = -self.threshold
+        self._tv_at = None
 
     def initial(self, y: torch.Tensor) -> torch.Tensor:
         z = _real(self.physics.H(y))
@@ -64,7 +71,9 @@ class CSProblem(ProxGradientProblem):
         return grad
 
     def prox(self, v: torch.Tensor) -> torch.Tensor:
-        return self.wavelet.inverse(soft_threshold(self.wavelet(v), self.threshold))
+        c = self.wavelet(v)
+        # c - clamp(c, -t, t) is the soft threshold sign(c) max(|c| - t, 0), to the last bit, in two calls.
+        return self.wavelet.inverse(c - torch.clamp(c, self._below, self.threshold))
 
     def support(self, v: torch.Tensor) -> torch.Tensor:
         kept = (self.wavelet(v).abs() > self.threshold) | (self.threshold == 0)
@@ -76,7 +85,9 @@ class CSProblem(ProxGradientProblem):
     def hessian(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = _real(self.physics.A_adjoint(self.physics.A(w))) / self.s
         if self.reference.lam_tv > 0:
-            out = out + self.reference.lam_tv * tv.smoothed_tv_hessian(z, w, self.reference.eps)
+            if self._tv_at is None or self._tv_at[0] is not z:  # CG applies it many times at one z
+                self._tv_at = (z, tv.smoothed_tv_hessian_at(z, self.reference.eps))
+            out = out + self.reference.lam_tv * self._tv_at[1](w)
         return out
 
     def data_jvp(self, dy: torch.Tensor) -> torch.Tensor:

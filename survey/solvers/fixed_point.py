@@ -132,17 +132,25 @@ def solve(problem: ProxGradientProblem, y: torch.Tensor, z0: torch.Tensor | None
         active = torch.arange(count, device=z.device)
         tiny = torch.finfo(z.dtype).tiny
         for k in range(cap):
-            z_a, w_a = z[active], w[active]
-            z_new = problem.step_map(w_a, y[active])
+            whole = active.numel() == count  # no gather / scatter while every image runs
+            z_a, w_a = (z, w) if whole else (z[active], w[active])
+            z_new = problem.step_map(w_a, y if whole else y[active])
             size = _norms(z_new).clamp_min(tiny)
-            change_a = (_norms(z_new - z_a) / size).detach()
-            residual_a = (_norms(z_new - w_a) / (problem.step * size)).detach()
-            restart = _inner(w_a - z_new, z_new - z_a) > 0
-            t_a = t[active]
+            moved, mapped = z_new - z_a, z_new - w_a
+            change_a = (_norms(moved) / size).detach()
+            residual_a = (_norms(mapped) / (problem.step * size)).detach()
+            restart = _inner(mapped, moved) < 0
+            t_a = t if whole else t[active]
             t_next = (1 + torch.sqrt(1 + 4 * t_a * t_a)) / 2
             beta = torch.where(restart, torch.zeros_like(t_a), (t_a - 1) / t_next)
-            w_new = z_new + _view(beta, z_new) * (z_new - z_a)
+            w_new = z_new + _view(beta, z_new) * moved
             done = (change_a < tolerance) & (residual_a < tolerance)
+            if whole and not bool(done.any()):
+                z, w = z_new, w_new
+                t = torch.where(restart, torch.ones_like(t_a), t_next)
+                change, residual = change_a, residual_a
+                iterations.fill_(k + 1)
+                continue
             if track:
                 z, w = z.index_copy(0, active, z_new), w.index_copy(0, active, w_new)
             else:
@@ -167,9 +175,15 @@ class CGReport(NamedTuple):
 def cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x0: torch.Tensor | None,
        tolerance: float, cap: int) -> tuple[torch.Tensor, CGReport]:
     """Batched conjugate gradients for M u = rhs, M symmetric PSD acting per image; stops an image when
-    its relative residual is below `tolerance` (at most `cap` iterations)."""
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    r = rhs - apply(x) if x0 is not None else rhs.clone()
+    its relative residual is below `tolerance` (at most `cap` iterations). A start x0 is first scaled per
+    image by the alpha minimising ||rhs - alpha M x0|| (0 where M x0 = 0), so a warm start never begins with
+    a residual above ||rhs||."""
+    if x0 is None:
+        x, r = torch.zeros_like(rhs), rhs.clone()
+    else:
+        m0 = apply(x0)
+        alpha = _inner(rhs, m0) / _inner(m0, m0).clamp_min(torch.finfo(rhs.dtype).tiny)
+        x, r = _view(alpha, x0) * x0, rhs - _view(alpha, m0) * m0
     p = r.clone()
     rs = _inner(r, r)
     scale = _norms(rhs).clamp_min(torch.finfo(rhs.dtype).tiny)
@@ -212,10 +226,10 @@ def fixed_point(problem: ProxGradientProblem, y: torch.Tensor, z0: torch.Tensor 
 
 
 def implicit_system(problem: ProxGradientProblem, point: FixedPoint) -> Callable[[torch.Tensor], torch.Tensor]:
-    """w -> P Hess P w at the fixed point."""
+    """w -> P Hess P w at the fixed point, for w in range(P) (then P w = w, so one projection suffices:
+    CG started in range(P) with a right-hand side there keeps every iterate and direction there)."""
     def apply(w: torch.Tensor) -> torch.Tensor:
-        pw = problem.project(point.support, w)
-        return problem.project(point.support, problem.hessian(point.z, pw))
+        return problem.project(point.support, problem.hessian(point.z, w))
     return apply
 
 

@@ -59,9 +59,18 @@ def smoothed_tv_grad(x: torch.Tensor, eps: float) -> torch.Tensor:
 def smoothed_tv_hessian(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     """Hessian of `smoothed_tv` at x applied to w: D^T [ D w / rho - g (g . D w) / rho^3 ], g = D x,
     rho = sqrt(|g|^2 + eps^2) per pixel (symmetric positive semi-definite; same shape as x)."""
+    return smoothed_tv_hessian_at(x, eps)(w)
+
+
+def smoothed_tv_hessian_at(x: torch.Tensor, eps: float):
+    """w -> `smoothed_tv_hessian(x, w, eps)`, with D x and rho computed once (for many products at one x)."""
     if eps <= 0:
         raise ValueError(f"smoothed TV needs eps > 0, got eps={eps}")
-    g, d = gradient(x), gradient(w)
+    g = gradient(x)
     inv = (_magnitude_squared(g) + eps * eps).rsqrt().unsqueeze(-3)
-    along = (g * d).sum(dim=-3, keepdim=True)
-    return gradient_adjoint(d * inv - g * along * inv.pow(3))
+    g_scaled = g * inv.pow(3)
+
+    def apply(w: torch.Tensor) -> torch.Tensor:
+        d = gradient(w)
+        return gradient_adjoint(d * inv - g_scaled * (g * d).sum(dim=-3, keepdim=True))
+    return apply
