@@ -26,7 +26,7 @@ XDIST := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
 # Everything (what CI runs); test-fast: unit and property tests only (-m "not slow").
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(XDIST)
+	$(PY) -m pytest -q $(XDIST) --durations=30
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(XDIST)
