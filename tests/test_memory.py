@@ -158,12 +158,15 @@ class Held(Blowup):
 
 
 def test_probe_reads_an_exact_per_image_memory_on_every_call():
-    channels = 8 * MB // (N * N * 4)
+    # blocks of 32 MB: the resident set moves by a megabyte or two for reasons of its own (the allocator, other
+    # threads), so the exact answer is asserted to within 4 MB, a small fraction of the 64 MB per image
+    channels = 32 * MB // (N * N * 4)
     block = _block_bytes(channels)
     net, physics = Held(channels), _physics()
     probes = [memory.probe_memory(net, physics, network="held") for _ in range(3)]
     for probe in probes:   # each one: its unread first call keeps one-time allocations out of the readings
-        assert 2 * block - 1 * MB <= probe.per_image <= 2 * block + 1 * MB, (probe, block)   # 16 MB +- 1
-        assert probe.fixed <= 1 * MB, probe
-    # 48 MB holds floor(48 / (16 x HEADROOM)) = 2 such images, whichever probe
-    assert {memory.batch_size(p, 48 * MB, task="attack") for p in probes} == {2}
+        assert 2 * block - 4 * MB <= probe.per_image <= 2 * block + 4 * MB, (probe, block)   # 64 MB +- 4
+        assert probe.fixed <= 4 * MB, probe
+    # 200 MB holds floor((200 - fixed) / (64 x HEADROOM)) = 2 such images, whichever probe reading in range
+    assert memory.HEADROOM == 1.25
+    assert {memory.batch_size(p, 200 * MB, task="attack") for p in probes} == {2}
