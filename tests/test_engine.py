@@ -110,6 +110,8 @@ class Held(TinyNet):
         import os
         import time
         self.calls += 1
+        if self.calls > self.free and os.path.exists(self.hold):   # this process holds from here on: says so
+            open(f"{self.hold}.held-{os.getpid()}", "w").close()
         while self.calls > self.free and os.path.exists(self.hold):  # released by the test deleting the file
             time.sleep(0.02)
         return super().forward(y, physics)
@@ -137,14 +139,20 @@ def _held_study(tmp_path):
     return write_study(tmp_path, body, net_source=HELD_NET), tmp_path / "results", hold
 
 
-def _wait_for_first_unit(proc, store_dir, hold) -> None:
-    """Wait until the ledger holds a unit; the rest are held (`hold` exists): the run is surely unfinished."""
+def _wait_for_first_unit(proc, store_dir, hold, actors: int = 0) -> None:
+    """Wait until the ledger holds a unit and `actors` actors hold their calls (`hold` exists): the run is
+    surely unfinished, and with every actor held no call returns until the test lets them go."""
     assert hold.exists()
     deadline = time.time() + 600  # a bound for a broken engine only; the state decides, not the clock
-    while time.time() < deadline and proc.poll() is None and not list((store_dir / "_ledger").glob("part-*.parquet")):
+
+    def waiting() -> bool:
+        recorded = list((store_dir / "_ledger").glob("part-*.parquet"))
+        return not recorded or len(list(hold.parent.glob(f"{hold.name}.held-*"))) < actors
+
+    while time.time() < deadline and proc.poll() is None and waiting():
         time.sleep(0.05)
     assert proc.poll() is None, "the survey stopped before its first unit was recorded"
-    assert list((store_dir / "_ledger").glob("part-*.parquet")), "no unit was recorded within 600 s"
+    assert not waiting(), f"no unit recorded, or fewer than {actors} actors held, within 600 s"
 
 
 @pytest.mark.slow
@@ -175,13 +183,14 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path, signum):
     """Ctrl-C or SIGTERM to `survey run`: finished units are flushed, exit 130 with a resume hint; the
-    rerun does only the rest and exits 0. The rest are held (not raced): the signal always finds work."""
+    rerun does only the rest and exits 0. The rest are held (not raced): the signal always finds work, and
+    it comes while both actors hold their calls, so the driver is waiting on calls that do not return."""
     path, store_dir, hold = _held_study(tmp_path)
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    _wait_for_first_unit(proc, store_dir, hold)
+    _wait_for_first_unit(proc, store_dir, hold, actors=2)
     proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]

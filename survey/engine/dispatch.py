@@ -10,12 +10,14 @@ input would meet it again). A later `survey run` retries every failed unit.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import ray
 
+from survey.engine.interrupts import Interrupts
 from survey.engine.networks import NetworkHandle
 from survey.engine.progress import RunProgress
 from survey.engine.worker import SurveyWorker, UnitOutcome
@@ -25,6 +27,9 @@ from survey.spec import EngineSpec
 
 #: Seconds to wait for a restarting actor when no other actor of its network is alive.
 RECOVERY_TIMEOUT = 600.0
+
+#: Seconds between looks at a noted Ctrl-C / SIGTERM while no call returns (survey.engine.interrupts).
+SIGNAL_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,10 @@ class Dispatcher:
     """The loop: submit, wait for the next finished call, record its outcomes, submit again."""
 
     def __init__(self, engine: EngineSpec, pool: ActorPool, refs: dict, writer: StoreWriter, units: list[Unit],
-                 units_per_call: int = 1, on_progress: Callable[[dict], None] | None = None):
+                 units_per_call: int = 1, on_progress: Callable[[dict], None] | None = None,
+                 interrupts: Interrupts | None = None):
         self.engine, self.pool, self.refs, self.writer = engine, pool, refs, writer
+        self.interrupts = interrupts if interrupts is not None else Interrupts()   # unopened: notes nothing
         self.units_per_call, self.on_progress = units_per_call, on_progress
         self.queues: dict[str, deque[InFlight]] = defaultdict(deque)
         for unit in units:
@@ -167,10 +174,17 @@ class Dispatcher:
         self.pool.submit(self.queues, self.engine.max_in_flight, self.units_per_call, self.refs)
 
     def _next_ready(self):
-        stalled = not self.pool.calls
-        ready, _ = ray.wait(list(self.pool.calls) + list(self.pool.pings), num_returns=1,
-                            timeout=RECOVERY_TIMEOUT if stalled else None)
-        return ready[0] if ready else None
+        """The next call or ping that returned; None when every actor is down and none came back in time.
+        Raises KeyboardInterrupt here, between calls, when a signal was noted."""
+        deadline = time.monotonic() + RECOVERY_TIMEOUT if not self.pool.calls else None
+        while True:
+            self.interrupts.check()
+            wait = SIGNAL_POLL if deadline is None else min(SIGNAL_POLL, max(deadline - time.monotonic(), 0.0))
+            ready, _ = ray.wait(list(self.pool.calls) + list(self.pool.pings), num_returns=1, timeout=wait)
+            if ready:
+                return ready[0]
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def _collect(self, ref) -> None:
         name, i, batch = self.pool.returned(ref)
@@ -219,9 +233,11 @@ class Dispatcher:
 
 def run_units(engine: EngineSpec, handles: dict[str, NetworkHandle], images: dict, ids: dict, units: list[Unit],
               writer: StoreWriter, provenance: Callable[[dict[str, dict]], None], units_per_call: int = 1,
-              on_progress: Callable[[dict], None] | None = None, batches: dict[str, int] | None = None) -> Tally:
+              on_progress: Callable[[dict], None] | None = None, batches: dict[str, int] | None = None,
+              interrupts: Interrupts | None = None) -> Tally:
     """Start the actors, share the images once, call `provenance(worker_info)`, then dispatch every unit.
-    `batches`: unit_id -> the task's `batch` where the memory budget makes it smaller (each actor gets its own)."""
+    `batches`: unit_id -> the task's `batch` where the memory budget makes it smaller (each actor gets its own);
+    `interrupts`: an open Interrupts whose noted signal stops the dispatch between calls."""
     networks = list(dict.fromkeys(u.network for u in units))
     image_refs = {size: ray.put(imgs) for size, imgs in images.items()}
     ids_ref = ray.put(ids)
@@ -232,4 +248,4 @@ def run_units(engine: EngineSpec, handles: dict[str, NetworkHandle], images: dic
             per_network[unit.network][unit.unit_id] = batches[unit.unit_id]
     pool = ActorPool(engine, handles, networks, per_network)
     provenance(pool.describe())
-    return Dispatcher(engine, pool, refs, writer, units, units_per_call, on_progress).run()
+    return Dispatcher(engine, pool, refs, writer, units, units_per_call, on_progress, interrupts).run()

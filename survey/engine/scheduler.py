@@ -3,8 +3,6 @@ Ray actors and stream outcomes into the store (see preflight, planning, dispatch
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ import ray
 from survey.engine.cluster import connect
 from survey.engine.cost import engine_batches
 from survey.engine.dispatch import run_units
+from survey.engine.interrupts import Interrupts
 from survey.engine.networks import NetworkHandle
 from survey.engine.planning import plan_work
 from survey.engine.preflight import check_tasks, checked_networks
@@ -76,7 +75,8 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
     loaded, before any work; the summary keeps them, and the run's `runs` row records them.
 
     Raises StudyError (nothing written, Ray not started) when a network fails its probe or a task can
-    never run; KeyboardInterrupt (also on SIGTERM) after flushing every finished unit."""
+    never run; KeyboardInterrupt on Ctrl-C or SIGTERM, at the dispatcher's next wait, after flushing every
+    finished unit (survey.engine.interrupts)."""
     started = time.perf_counter()
     network_notes: list[str] = []
     handles = checked_networks(study, network_notes)   # every network builds and answers a probe
@@ -120,13 +120,11 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
                             RUN_COLUMNS)
 
         started_ray = connect(address)
-        previous = _terminate_as_interrupt()
         try:
-            tally = run_units(study.engine, handles, work.images, work.ids, todo, writer, provenance,
-                              units_per_call, on_progress, batches)
+            with Interrupts() as interrupts:   # after ray.init, which sets a SIGTERM handler of its own
+                tally = run_units(study.engine, handles, work.images, work.ids, todo, writer, provenance,
+                                  units_per_call, on_progress, batches, interrupts)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
             if started_ray:
                 ray.shutdown()
         summary.done, summary.failed, summary.rows, summary.failures = (tally.done, tally.failed, tally.rows,
@@ -137,14 +135,3 @@ def run_study(study: Study, store_dir: Path | str | None = None, address: str | 
         store.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _terminate_as_interrupt():
-    """Let SIGTERM stop a survey like Ctrl-C (flush finished units, shut Ray down); returns the old handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, interrupt)
