@@ -163,7 +163,7 @@ params = { search = "budget", budgets = [0.02, 0.05], iterations = 8, restarts =
 [[tasks]]
 name = "ball"
 images_per_unit = 2
-params = { level = 0.05, radius = [0.25, 1.0], draws = 50, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 8, restarts = 1 } }
+params = { level = 0.05, radius = [0.25, 1.0], draws = 50, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 8, restarts = 1, singular_start = false } }
 """
 
 
