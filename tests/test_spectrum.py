@@ -218,15 +218,23 @@ count = 1
 
 [[tasks]]
 name = "spectrum"
+networks = ["dagan"]
 images_per_unit = 1
 params = { k = 4, iterations = 8, tol = 1e-3, with_reference = false }
+
+[[tasks]]
+name = "spectrum"
+networks = ["med50", "dncnn"]
+images_per_unit = 1
+params = { k = 4, iterations = 8, tol = 1e-3, with_reference = false, upper_bound = false }
 """
 
 
 @pytest.mark.slow
 def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
     """The pipeline of tasks/spectrum.toml (three zoo networks of three modalities), shrunk to k = 4 on one
-    image without the reference for CPU time: rows in the store, the section in a headless browser."""
+    image without the reference, the global bound on one network, for CPU time: rows in the store, the section
+    in a headless browser."""
     import subprocess
     import sys
 
@@ -247,9 +255,12 @@ def test_survey_run_fills_the_spectrum_table_and_its_section_renders(tmp_path):
     rows = [{**r, "network": next(part.split("=", 1)[1] for part in f.parts if part.startswith("network="))}
             for f in (tmp_path / "results" / "spectrum").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
     assert {r["network"] for r in rows} == {"dagan", "med50", "dncnn"} and len(rows) == 12
-    for r in rows:
+    for r in rows:   # the global bound on dagan only: its certified dense norms are most of this test's time
         assert r["h_sigma"] is not None and r["sigma"] > 0
-        assert r["upper_bound"] is not None and r["upper_bound"] >= r["sigma"]
+        if r["network"] == "dagan":
+            assert r["upper_bound"] is not None and r["upper_bound"] >= r["sigma"]
+        else:
+            assert r["upper_bound"] is None
     report = subprocess.run([sys.executable, "-m", "survey.cli.main", "report", "--study", str(path)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stdout + report.stderr
