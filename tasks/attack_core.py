@@ -239,6 +239,18 @@ class AttackTask(Task):
         """The perturbation's `Domain`."""
         return domain(self.domain)
 
+    @property
+    def differentiated(self) -> tuple[str, ...]:
+        """The targets the search differentiates through."""
+        return (self.target,)
+
+    @property
+    def backprops_reference(self) -> bool:
+        """Whether the search backpropagates through the unrolled reference solver, whose memory then counts
+        beside the network's (survey.engine.cost); a reference solved to `reference_tolerance` (implicit
+        gradients) does not unroll."""
+        return "reference" in self.differentiated and not getattr(self, "reference_tolerance", 0.0)
+
     def foreground(self, x: torch.Tensor) -> torch.Tensor:
         return foreground_support(x, self.support_threshold, self.support_dilation)
 

@@ -160,6 +160,18 @@ class Ball(Task):
         return attack.search == "budget" and attack.domain == "image" and self.noise_domain == "image"
 
     @property
+    def centre_targets(self) -> tuple[str, ...]:
+        """The targets searched beside the network for their own centres (see `centres`)."""
+        if not self.own_centres:
+            return ()
+        return ("H", "reference") if self.with_reference else ("H",)
+
+    @property
+    def backprops_reference(self) -> bool:
+        """Whether the centre's search backpropagates through the unrolled reference (survey.engine.cost)."""
+        return self.center != "clean" and self.attack_task(self.centre_targets).backprops_reference
+
+    @property
     def radii(self) -> tuple[float, ...]:
         return self.radius if isinstance(self.radius, tuple) else (self.radius,)
 
@@ -183,7 +195,7 @@ class Ball(Task):
                     "attack_iterations_run": None, "center_psnr_visibility": None}
             return Centre(torch.zeros_like(x), "image", [dict(info) for _ in range(x.shape[0])])
         own = self.own_centres
-        matched = ("H", "reference") if own and self.with_reference else ("H",) if own else ()
+        matched = self.centre_targets
         attack = self.attack_task(matched)
         # The reference's numbers at the network's snapshot are not needed: the ball computes its own.
         if own:

@@ -130,6 +130,11 @@ class BudgetAttack(AttackTask):
             except ValueError as err:
                 raise ValueError(f"{name}.reference_tolerance: {err}") from None
 
+    @property
+    def differentiated(self) -> tuple[str, ...]:
+        """The target and every matched target: each one is searched alike."""
+        return (self.target, *self.matched)
+
     def check_image_size(self, n_rows: int, n_cols: int) -> None:
         """ValueError naming the parameter when the window or the region of interest does not fit."""
         try:

@@ -96,3 +96,65 @@ def test_budget_batches_for_the_engine_give_every_unit_a_batch_within_its_cap(tm
     import pytest
     with pytest.raises(StudyError, match="network 'tiny', task 'attack'"):
         budget_batches(tiny, handles, units)
+
+
+MATCHED = """
+[[tasks]]
+name = "attack"
+images_per_unit = 1
+params = { search = "budget", budgets = [0.02], iterations = 2, restarts = 1, singular_start = false, matched = ["reference", "H"]REF }
+"""
+
+
+def _matched(tmp_path, extra: str = ""):
+    from survey.engine.preflight import checked_networks
+    from survey.plan import plan
+    from survey.spec import load_study
+
+    body = tiny_study("plan-test", MATCHED.replace("REF", extra), count=1).replace("size = 16", "size = 64")
+    study = load_study(write_study(tmp_path, body))
+    handles = checked_networks(study)
+    return study, handles, plan(study, {"ellipses": 1})
+
+
+def test_a_search_through_the_unrolled_reference_is_sized_by_the_reference(tmp_path):
+    """The budget search backpropagates through the unrolled reference (200 FISTA iterations held for the
+    backward): a budget that holds the network's image but not the reference's stops the run before Ray,
+    naming the reference; solved to a tolerance (implicit gradients, nothing unrolled) it fits."""
+    import pytest
+
+    from survey.engine import cost, memory
+    from survey.spec import StudyError
+
+    study, handles, units = _matched(tmp_path)
+    net, physics = handles["tiny"].build("cpu")
+    network = cost.probe_network(study, "tiny", net, physics, "cpu")[True]
+    reference = cost.probe_reference(study, "tiny", physics, "cpu")
+    need = {who: p.fixed + p.per_image * memory.HEADROOM for who, p in (("net", network), ("ref", reference))}
+    assert need["ref"] > 4 * need["net"], (network, reference)   # the unroll's iterates, kept for the backward
+    between = (need["net"] + need["ref"]) / 2 / memory.GB
+
+    def at(study, gb):
+        return study.model_copy(update={"engine": study.engine.model_copy(update={"memory_gb": gb})})
+
+    with pytest.raises(StudyError, match=r"network 'tiny \(its unrolled reference\)', task 'attack'"):
+        cost.budget_batches(at(study, between), handles, units)
+    converged, handles, units = _matched(tmp_path / "converged", ", reference_tolerance = 1e-3")
+    assert not cost.backprops_reference(units[0])
+    assert set(cost.budget_batches(at(converged, between), handles, units).values()) == {1}
+
+
+def test_tasks_say_whether_their_search_unrolls_the_reference():
+    from survey.tasks import make_task
+
+    budget = {"search": "budget", "budgets": [0.02], "iterations": 2}
+    assert make_task("attack", **budget, matched=["reference"]).backprops_reference
+    assert not make_task("attack", **budget, matched=["reference"], reference_tolerance=1e-3).backprops_reference
+    assert not make_task("attack", **budget, matched=["H"]).backprops_reference
+    assert make_task("attack", search="paper", target="reference", iterations=2).backprops_reference
+    assert not make_task("attack", search="paper", iterations=2).backprops_reference
+    search = {"search": "budget", "iterations": 2}   # the ball sets the budget (its level)
+    own = make_task("ball", center="worst-case", with_reference=True, attack=search)
+    assert own.centre_targets == ("H", "reference") and own.backprops_reference
+    assert not make_task("ball", center="worst-case", with_reference=False, attack=search).backprops_reference
+    assert not make_task("ball", center="clean", radius_kind="relative-x", with_reference=True).backprops_reference

@@ -103,23 +103,57 @@ def probe_network(study: Study, name: str, net, physics, device: str) -> dict[bo
     return probes
 
 
-def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float) -> int:
-    """Images (or draws) per network call of `unit` within `budget` bytes; StudyError naming network, task
-    and the memory one image needs when not even one fits, or, for a task whose unit's images are one call
-    (no `batch` of its own; the ball's centre search), when the unit's images do not fit together (the
-    images per unit are part of a unit's identity, so the engine does not split them: the error says how
-    many fit)."""
+def backprops_reference(unit) -> bool:
+    """Whether the unit's search backpropagates through the unrolled reference solver (its task says so)."""
+    from survey.tasks import make_task
+
+    return bool(getattr(make_task(unit.task, **unit.params), "backprops_reference", False))
+
+
+def probe_reference(study: Study, name: str, physics, device: str) -> memory.MemoryProbe:
+    """Forward + backward probe of the unrolled reference solver a worker builds for network `name`
+    (`make_reference` at its physics, made differentiable as the attack does); StudyError when it fails."""
+    from survey.numerics import differentiable
+    from survey.solvers.cs import make_reference
+
+    label = f"{name} (its unrolled reference)"
+    try:
+        return memory.probe_memory(differentiable(make_reference(physics)), physics, network=label,
+                                   backward=True, device=device)
+    except Exception as err:  # noqa: BLE001 - reported like a network's probe
+        raise StudyError(f"{study.path}: network {name!r}: memory probe of its reference at {physics.size} x "
+                         f"{physics.size} failed: {type(err).__name__}: {' '.join(str(err).split())}") from None
+
+
+def search_probe(probes: dict[bool, memory.MemoryProbe], reference: memory.MemoryProbe | None
+                 ) -> memory.MemoryProbe:
+    """The probe a gradient search is sized by: the network's forward + backward, or the unrolled reference's
+    where it is larger (targets are searched one after the other: the peak is the larger of the two)."""
+    network = probes[True]
+    if reference is None or reference.peak(1) <= network.peak(1):
+        return network
+    return reference
+
+
+def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float,
+               reference: memory.MemoryProbe | None = None) -> int:
+    """Images (or draws) per network call of `unit` within `budget` bytes; StudyError naming network (or its
+    reference, `reference`: its probe, for a unit whose search backpropagates through it), task and the memory
+    one image needs when not even one fits, or, for a task whose unit's images are one call (no `batch` of its
+    own; the ball's centre search), when the unit's images do not fit together (the images per unit are part
+    of a unit's identity, so the engine does not split them: the error says how many fit)."""
     images = max(unit.image_count, 1)
+    searched = search_probe(probes, reference)
+    inner = searched if memory.needs_backward(unit.task) else probes[False]
     try:
         if memory.search_first(unit.task):   # its worst-case search: the unit's images forward + backward
-            _whole_unit(study, unit, memory.batch_size(probes[True], budget, task=unit.task, cap=images),
-                        probes[True], budget)
-        batch = memory.batch_size(probes[memory.needs_backward(unit.task)], budget, task=unit.task,
-                                  cap=_batch_cap(unit))
+            _whole_unit(study, unit, memory.batch_size(searched, budget, task=unit.task, cap=images),
+                        searched, budget)
+        batch = memory.batch_size(inner, budget, task=unit.task, cap=_batch_cap(unit))
     except memory.MemoryBudgetError as err:
         raise StudyError(f"{study.path}: {err}") from None
     if own_batch(unit) is None:
-        _whole_unit(study, unit, batch, probes[memory.needs_backward(unit.task)], budget)
+        _whole_unit(study, unit, batch, inner, budget)
     return batch
 
 
@@ -150,11 +184,13 @@ def budget_batches(study: Study, handles: dict, units: list, device: str | None 
         plugins.load(mine[0].plugins, mine[0].study_dir or None)  # a plugin may register the operator
         net, physics = handle.build(device)
         probes = probe_network(study, name, net, physics, device)
+        reference = probe_reference(study, name, physics, device) if any(map(backprops_reference, mine)) else None
         per_group: dict[tuple, int] = {}
         for unit in mine:
             key = _group_key(unit)
             if key not in per_group:
-                per_group[key] = unit_batch(study, unit, probes, budget)
+                per_group[key] = unit_batch(study, unit, probes, budget,
+                                            reference if backprops_reference(unit) else None)
             batches[unit.unit_id] = per_group[key]
     return batches
 
@@ -213,11 +249,16 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
         worker = SurveyWorker(handle, device, threads=torch.get_num_threads())
         worker._build(groups[keys[0]][:1])  # the units' plugins, then the network, as on an actor
         probes = probe_network(study, name, worker.net, worker.physics, device)
+        reference = None
         for key in keys:
             units = groups[key]
             first = units[0]
-            batch = unit_batch(study, first, probes, budget)
-            probe = probes[memory.needs_backward(first.task)]
+            own = backprops_reference(first)
+            if own and reference is None:
+                reference = probe_reference(study, name, worker.physics, device)
+            batch = unit_batch(study, first, probes, budget, reference if own else None)
+            probe = search_probe(probes, reference if own else None) if memory.needs_backward(first.task) \
+                else probes[False]
             seconds = peak = None
             if measure:
                 seconds, peak = measure_one_image(worker, first, work)
