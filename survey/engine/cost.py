@@ -127,12 +127,15 @@ def probe_reference(study: Study, name: str, physics, device: str) -> memory.Mem
 
 def search_probe(probes: dict[bool, memory.MemoryProbe], reference: memory.MemoryProbe | None
                  ) -> memory.MemoryProbe:
-    """The probe a gradient search is sized by: the network's forward + backward, or the unrolled reference's
-    where it is larger (targets are searched one after the other: the peak is the larger of the two)."""
+    """The probe a gradient search is sized by: the network's forward + backward, or with the unrolled reference
+    the larger of the two in each part (targets are searched one after the other: the peak is the larger one),
+    named after the one with the larger one-image peak."""
     network = probes[True]
-    if reference is None or reference.peak(1) <= network.peak(1):
+    if reference is None:
         return network
-    return reference
+    larger = reference if reference.peak(1) > network.peak(1) else network
+    return dataclasses.replace(larger, fixed=max(network.fixed, reference.fixed),
+                               per_image=max(network.per_image, reference.per_image))
 
 
 def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budget: float,
