@@ -17,6 +17,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -187,14 +188,15 @@ def budget_batches(study: Study, handles: dict, units: list, device: str | None 
         plugins.load(mine[0].plugins, mine[0].study_dir or None)  # a plugin may register the operator
         net, physics = handle.build(device)
         probes = probe_network(study, name, net, physics, device)
-        reference = probe_reference(study, name, physics, device) if any(map(backprops_reference, mine)) else None
-        per_group: dict[tuple, int] = {}
+        firsts: dict[tuple, Any] = {}   # one unit per distinct (task entry, parameters): they share a batch
         for unit in mine:
-            key = _group_key(unit)
-            if key not in per_group:
-                per_group[key] = unit_batch(study, unit, probes, budget,
-                                            reference if backprops_reference(unit) else None)
-            batches[unit.unit_id] = per_group[key]
+            firsts.setdefault(_group_key(unit), unit)
+        unrolls = {key: backprops_reference(unit) for key, unit in firsts.items()}
+        reference = probe_reference(study, name, physics, device) if any(unrolls.values()) else None
+        per_group = {key: unit_batch(study, unit, probes, budget, reference if unrolls[key] else None)
+                     for key, unit in firsts.items()}
+        for unit in mine:
+            batches[unit.unit_id] = per_group[_group_key(unit)]
     return batches
 
 
