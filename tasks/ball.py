@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 from survey.metrics import norms, psnr, ssim
+from survey.solvers.converged import ConvergedSolver
 from survey.tasks import validate
 from survey.tasks.attack import Attack
 from survey.tasks.ball_parts import BALL_COLUMNS, Centre, Recording, draw_seeds, gaussian_directions
@@ -88,7 +89,8 @@ class Ball(Task):
     (one unit, shared centre and directions); radius_kind: "relative-r", "relative-x", "absolute".
     draws: draws per (image, radius); batch: at most this many samples per network call (but at
     least one draw of every image and radius). with_reference: also run the reference solver on the
-    first `reference_draws` draws. bad_threshold: optional, rows get bad = out_change_rel >= it.
+    first `reference_draws` draws (solved to the embedded budget search's `reference_tolerance` when it
+    sets one, as its centre was: `ref_solver_tolerance`, `ref_solver_converged`). bad_threshold: optional, rows get bad = out_change_rel >= it.
     with_ssim: also SSIM per draw (on by default: `survey.metrics.ssim` costs 2-3% of a small U-Net's
     forward pass, benchmarks/ssim_speed.py; off, rows hold None).
     keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
@@ -240,13 +242,31 @@ class Ball(Task):
         center_restart, attack_iterations_run, center_psnr_visibility. persist_rel and artefact_cos
         are None for a clean centre.
         """
-        reference = ctx.reference if self.with_reference else None
-        if self.with_reference and reference is None:
+        if self.with_reference and ctx.reference is None:
             raise ValueError(f"{type(self).__name__}: with_reference=True needs a reference solver in the context")
+        reference = self.reference_solver(ctx) if self.with_reference else None
         centre = self._centre(ctx, generator)
         seeds = draw_seeds(generator, self.draws)
         with torch.inference_mode():
-            return self._run(ctx, reference, centre, seeds, generator.device)
+            result = self._run(ctx, reference, centre, seeds, generator.device)
+        converged = None
+        if isinstance(reference, ConvergedSolver):   # every solve the ball made: clean, centres and draws
+            converged = reference.stats["not_converged"] == 0
+        tolerance = reference.tolerance if isinstance(reference, ConvergedSolver) else None
+        for row in result.rows:
+            row["ref_solver_tolerance"], row["ref_solver_converged"] = tolerance, converged
+        return result
+
+    def reference_solver(self, ctx: TaskContext):
+        """The reference the draws are scored on: the one the centre's search attacked, i.e. solved to the
+        embedded budget search's `reference_tolerance` when it has one (one solution map for centre and
+        draws), else the context's (unrolled) reference."""
+        attack = self.attack_task() if self.center != "clean" else None
+        if attack is not None and getattr(attack, "reference_tolerance", 0.0):
+            solver = attack.attacked(ctx, "reference")
+            if isinstance(solver, ConvergedSolver):
+                return solver
+        return ctx.reference
 
     def _run(self, ctx: TaskContext, reference, centre: Centre, seeds: list[int],
              draw_device: torch.device) -> TaskResult:

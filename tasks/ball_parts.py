@@ -115,6 +115,10 @@ BALL_COLUMNS: dict[str, Column] = {
     "ref_psnr": Column("PSNR of the reference's g(y') against x; None where it did not run", "dB"),
     "ref_point_gain": Column("the same point gain for the reference (around its own centre with centres = 'own'); "
                              "None where it did not run"),
+    "ref_solver_tolerance": Column("the reference solved to this tolerance (the embedded budget search's "
+                                   "reference_tolerance, centre and draws alike); None: the unrolled reference"),
+    "ref_solver_converged": Column("every reference solve of the unit (centres and draws) reached "
+                                   "ref_solver_tolerance within its cap; None without a tolerance"),
     "bad": Column("out_change_rel >= bad_threshold; None when no threshold is set"),
 }
 

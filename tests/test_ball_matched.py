@@ -94,3 +94,30 @@ def test_paired_ball_differences_and_what_the_ball_adds(tmp_path):
     assert h["network_as_centre"] == 1.0 and h["other_as_centre"] == 1.0
     assert h["p_sign_flip"] == pytest.approx(2 / 16) and h["direction"] == "no difference shown"   # 4 images
     assert h["centres"] == "own"
+
+
+def test_a_converged_reference_scores_centre_and_draws_on_one_solution_map():
+    """With the embedded budget search's `reference_tolerance`, the ball's reference numbers come from the
+    solver solved to that tolerance (not the unrolled one the context holds), and the rows say so; a cap
+    too small to converge is recorded as not converged. The unrolled path records neither."""
+    from survey.metrics import psnr
+    from survey.solvers.converged import ConvergedCS
+
+    physics, x = mri(), images()
+    reference = make_reference(physics, iterations=10)
+    ctx = context(IdentityNet(), physics, x, reference)
+    kw = dict(with_reference=True, reference_draws=2)
+    solved = ball(4, attack={"reference_tolerance": 1e-6}, **kw)(ctx, generator_for("solved")).rows
+    exact = psnr(ConvergedCS(reference, tolerance=1e-6)(physics.A(x), physics), x).tolist()
+    unrolled = psnr(reference(physics.A(x), physics), x).tolist()
+    for r in solved:
+        assert r["ref_solver_tolerance"] == 1e-6 and r["ref_solver_converged"] is True
+        assert r["ref_psnr_clean"] == pytest.approx(exact[r["image_index"]], abs=1e-3)
+        assert abs(r["ref_psnr_clean"] - unrolled[r["image_index"]]) > 0.05
+    assert sum(r["has_reference"] for r in solved) == 2 * 2 and sum(r["point_gain"] >= 2 for r in solved) == 0
+    capped = ball(2, attack={"reference_tolerance": 1e-6, "reference_max_iterations": 2}, **kw)(
+        ctx, generator_for("solved")).rows
+    assert {r["ref_solver_converged"] for r in capped} == {False}
+    plain = ball(2, **kw)(ctx, generator_for("solved")).rows
+    assert {(r["ref_solver_tolerance"], r["ref_solver_converged"]) for r in plain} == {(None, None)}
+    assert plain[0]["ref_psnr_clean"] == pytest.approx(unrolled[plain[0]["image_index"]], abs=1e-6)
