@@ -155,10 +155,12 @@ def test_zoo_networks_bound_their_sigma_1_on_test_images():
     from survey.tasks.bracket import zoo_gap
     from survey.nets.zoo import is_trained
 
-    for name in ("automap", "deepmri", "dagan"):
+    # Two trained networks, a dense one and a convolutional one (deepmri's cascade took 69 of this test's 94 s:
+    # its architecture is checked at test size in test_every_zoo_architecture_is_bounded_above_its_local_sigma_1).
+    for name, count in (("automap", 2), ("dagan", 1)):
         if not is_trained(name):
             continue
-        found = zoo_gap(name, count=2)
+        found = zoo_gap(name, count=count)
         assert found.bound.value is not None and max(found.sigma) <= found.bound.value, (name, found)
 
 
