@@ -90,7 +90,8 @@ class Ball(Task):
     draws: draws per (image, radius); batch: at most this many samples per network call (but at
     least one draw of every image and radius). with_reference: also run the reference solver on the
     first `reference_draws` draws (solved to the embedded budget search's `reference_tolerance` when it
-    sets one, as its centre was: `ref_solver_tolerance`, `ref_solver_converged`). bad_threshold: optional, rows get bad = out_change_rel >= it.
+    sets one, as its centre was: `ref_solver_tolerance`, `ref_solver_converged`). bad_threshold:
+    optional, rows get bad = out_change_rel >= it.
     with_ssim: also SSIM per draw (on by default: `survey.metrics.ssim` costs 2-3% of a small U-Net's
     forward pass, benchmarks/ssim_speed.py; off, rows hold None).
     keep_tensors: return the per-image centre, clean and centre outputs and the first draw's output.
@@ -249,10 +250,10 @@ class Ball(Task):
         seeds = draw_seeds(generator, self.draws)
         with torch.inference_mode():
             result = self._run(ctx, reference, centre, seeds, generator.device)
-        converged = None
-        if isinstance(reference, ConvergedSolver):   # every solve the ball made: clean, centres and draws
-            converged = reference.stats["not_converged"] == 0
-        tolerance = reference.tolerance if isinstance(reference, ConvergedSolver) else None
+        solved = isinstance(reference, ConvergedSolver)
+        tolerance = reference.tolerance if solved else None
+        # every solve the ball made (clean, centres and draws) reached the tolerance within its cap
+        converged = reference.stats["not_converged"] == 0 if solved else None
         for row in result.rows:
             row["ref_solver_tolerance"], row["ref_solver_converged"] = tolerance, converged
         return result

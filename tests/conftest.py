@@ -157,7 +157,7 @@ params = { iterations = 40, lam = 0.01, eta = 0.05, tau = 0.001, snapshot_levels
 [[tasks]]
 name = "attack"
 images_per_unit = 4
-params = { search = "budget", budgets = [0.02], iterations = 4, restarts = 1, singular_start = false, matched = ["reference", "H"] }
+params = { search = "budget", budgets = [0.02], iterations = 4, restarts = 1, singular_start = false, matched = ["reference", "H"], reference_tolerance = 1e-4 }
 
 [[tasks]]
 name = "ball"

@@ -46,7 +46,7 @@ def context(net, physics, x, reference=None) -> TaskContext:
 
 def ball(draws: int, radius=0.25, level=0.05, **kw):
     return make_task("ball", level=level, radius=radius, draws=draws, batch=512, keep_tensors=False,
-                     attack=dict(search="budget", iterations=20, restarts=1, **kw.pop("attack", {})), **kw)
+                     attack={**dict(search="budget", iterations=20, restarts=1), **kw.pop("attack", {})}, **kw)
 
 
 def old_rule(row) -> bool:
@@ -158,12 +158,12 @@ count = 2
 [[tasks]]
 name = "attack"
 images_per_unit = 2
-params = { search = "budget", budgets = [0.02, 0.05], iterations = 8, restarts = 1, singular_start = false, matched = ["reference", "H"] }
+params = { search = "budget", budgets = [0.02, 0.05], iterations = 8, restarts = 1, singular_start = false, matched = ["reference", "H"], reference_tolerance = 1e-4 }
 
 [[tasks]]
 name = "ball"
 images_per_unit = 2
-params = { level = 0.05, radius = [0.25, 1.0], draws = 50, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 8, restarts = 1, singular_start = false } }
+params = { level = 0.05, radius = [0.25, 1.0], draws = 50, with_reference = true, reference_draws = 4, attack = { search = "budget", iterations = 8, restarts = 1, singular_start = false, reference_tolerance = 1e-4 } }
 """
 
 

@@ -107,7 +107,7 @@ def test_a_converged_reference_scores_centre_and_draws_on_one_solution_map():
     reference = make_reference(physics, iterations=10)
     ctx = context(IdentityNet(), physics, x, reference)
     kw = dict(with_reference=True, reference_draws=2)
-    solved = ball(4, attack={"reference_tolerance": 1e-6}, **kw)(ctx, generator_for("solved")).rows
+    solved = ball(4, attack={"reference_tolerance": 1e-6, "iterations": 4}, **kw)(ctx, generator_for("solved")).rows
     exact = psnr(ConvergedCS(reference, tolerance=1e-6)(physics.A(x), physics), x).tolist()
     unrolled = psnr(reference(physics.A(x), physics), x).tolist()
     for r in solved:
@@ -115,9 +115,9 @@ def test_a_converged_reference_scores_centre_and_draws_on_one_solution_map():
         assert r["ref_psnr_clean"] == pytest.approx(exact[r["image_index"]], abs=1e-3)
         assert abs(r["ref_psnr_clean"] - unrolled[r["image_index"]]) > 0.05
     assert sum(r["has_reference"] for r in solved) == 2 * 2 and sum(r["point_gain"] >= 2 for r in solved) == 0
-    capped = ball(2, attack={"reference_tolerance": 1e-6, "reference_max_iterations": 2}, **kw)(
+    capped = ball(2, attack={"reference_tolerance": 1e-6, "reference_max_iterations": 2, "iterations": 2}, **kw)(
         ctx, generator_for("solved")).rows
     assert {r["ref_solver_converged"] for r in capped} == {False}
-    plain = ball(2, **kw)(ctx, generator_for("solved")).rows
+    plain = ball(2, attack={"iterations": 2}, **kw)(ctx, generator_for("solved")).rows
     assert {(r["ref_solver_tolerance"], r["ref_solver_converged"]) for r in plain} == {(None, None)}
     assert plain[0]["ref_psnr_clean"] == pytest.approx(unrolled[plain[0]["image_index"]], abs=1e-6)

@@ -180,28 +180,32 @@ def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path, signum):
-    """Ctrl-C or SIGTERM to `survey run`: finished units are flushed, exit 130 with a resume hint; the
-    rerun does only the rest and exits 0. The rest are held (not raced): the signal always finds work, and
-    it comes while both actors hold their calls, so the driver is waiting on calls that do not return."""
+def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path):
+    """Ctrl-C to `survey run`, then SIGTERM to the resumed run: each time finished units are flushed, exit 130
+    with a resume hint; the last rerun does only the rest and exits 0. The rest are held (not raced): the signal
+    always finds work, and it comes while both actors hold their calls, so the driver is waiting on calls that
+    do not return. (Both signals in one store: one study and one completing run instead of two.)"""
     path, store_dir, hold = _held_study(tmp_path)
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    _wait_for_first_unit(proc, store_dir, hold, actors=2)
-    proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 130, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
-    kept = Store(store_dir).finished_units()
-    assert 0 < len(kept) < 24
-    assert not list(store_dir.rglob(".tmp-*"))
+    kept: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        for marker in hold.parent.glob(f"{hold.name}.held-*"):   # the last run's actors are gone
+            marker.unlink()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        _wait_for_first_unit(proc, store_dir, hold, actors=2)
+        proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 130, (signum, stderr[-2000:])
+        assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
+        kept.append(len(Store(store_dir).finished_units()))
+        assert 0 < kept[-1] < 24 and kept[-1] >= kept[0]
+        assert not list(store_dir.rglob(".tmp-*"))
     hold.unlink()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"{len(kept)} already in the store" in done.stdout
+    assert f"{kept[-1]} already in the store" in done.stdout
     assert len(Store(store_dir).finished_units()) == 24
 
 
