@@ -72,3 +72,8 @@ def test_survey_run_prints_units_rows_per_s_and_eta_per_network(tmp_path, ray_lo
         (line,) = [line for line in lines if line.startswith(f"{name}: ")]
         assert line.startswith(f"{name}: 3/3 units, 3 rows, ") and " rows/s, " in line and "ETA 0 s" in line
         assert " s per unit" in line and "- s per unit" not in line
+    # not a terminal: plain lines as the run goes (the first report, then every 30 s, the last), no bars
+    plain = [line for line in lines if line.startswith("progress-test progress: ")]
+    assert len(plain) >= 2 and int(plain[0].split(": ")[1].split("/")[0]) < 6
+    assert plain[-1].startswith("progress-test progress: 6/6 units, 6 rows, 0 failed, ETA ")
+    assert not any("━" in line for line in lines)

@@ -13,6 +13,10 @@ from rich.table import Table
 from survey.cli.common import EXIT_FAILED, StoreOption, command, fail, one_line, store_path
 
 
+#: Seconds between plain progress lines when the output is not a terminal.
+PLAIN_EVERY_S = 30.0
+
+
 def run_and_print(study: Path, store: Path | None = None, address: str | None = None):
     """Run STUDY with a progress bar and print its summary; returns the `RunSummary`."""
     import time
@@ -34,10 +38,21 @@ def run_and_print(study: Path, store: Path | None = None, address: str | None = 
                         TimeElapsedColumn(), console=console, transient=False)
     bars: dict[str, int] = {}
     last: dict = {}
+    plain = not console.is_terminal   # a pipe or a log file: plain lines instead of bars that show only at the end
+    said = {"at": -float("inf"), "done": -1}
 
     def on_progress(p: dict) -> None:   # the bars appear with the first unit, never before a pre-run error
         from survey.engine.progress import eta_text
 
+        if plain:   # the first report, then at most one line per PLAIN_EVERY_S, and the last
+            now, done = time.perf_counter(), p["done"] + p["failed"]
+            if done != said["done"] and (now - said["at"] >= PLAIN_EVERY_S or done >= p["total"]):
+                console.print(f"{spec.name} progress: {done}/{p['total']} units, {p['rows']} rows, {p['failed']} "
+                              f"failed, ETA {eta_text(p.get('eta_s'))}", markup=False, highlight=False,
+                              soft_wrap=True)
+                said.update(at=now, done=done)
+            last.update(p)
+            return
         if not bars:
             progress.start()
             bars[""] = progress.add_task(spec.name, total=p["total"], rows=0, rate="-", failed=0, eta="-")
