@@ -96,6 +96,7 @@ def test_paired_ball_differences_and_what_the_ball_adds(tmp_path):
     assert h["centres"] == "own"
 
 
+@pytest.mark.slow   # a ball with the reference solved to a tolerance at every draw (~8 s)
 def test_a_converged_reference_scores_centre_and_draws_on_one_solution_map():
     """With the embedded budget search's `reference_tolerance`, the ball's reference numbers come from the
     solver solved to that tolerance (not the unrolled one the context holds), and the rows say so; a cap

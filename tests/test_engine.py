@@ -156,57 +156,45 @@ def _wait_for_first_unit(proc, store_dir, hold, actors: int = 0) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_driver_then_rerun_finds_every_unit_once(tmp_path):
-    path, store_dir, hold = _held_study(tmp_path)
-    cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    _wait_for_first_unit(proc, store_dir, hold)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = Store(store_dir).finished_units()
-    assert 0 < len(partial) < 24
-    hold.unlink()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    ledger = [e for e in Store(store_dir).ledger().to_pylist() if e["status"] == "ok"]
-    assert sorted(e["unit_id"] for e in ledger) == sorted({e["unit_id"] for e in ledger})
-    assert len(ledger) == 24
-    rows = _rows(store_dir)
-    keys = [(r["unit_id"], r["image_id"], r.get("restart"), r.get("snapshot"), r.get("iteration")) for r in rows]
-    assert len(keys) == len(set(keys)), "rows were duplicated"
-    assert {r["unit_id"] for r in rows} == {e["unit_id"] for e in ledger}
-
-
-@pytest.mark.slow
-def test_interrupted_run_exits_130_keeps_finished_units_and_resumes(tmp_path):
+def test_sigint_sigterm_and_sigkill_keep_finished_units_and_the_rerun_does_each_unit_once(tmp_path):
     """Ctrl-C to `survey run`, then SIGTERM to the resumed run: each time finished units are flushed, exit 130
-    with a resume hint; the last rerun does only the rest and exits 0. The rest are held (not raced): the signal
-    always finds work, and it comes while both actors hold their calls, so the driver is waiting on calls that
-    do not return. (Both signals in one store: one study and one completing run instead of two.)"""
+    with a resume hint. Then SIGKILL to the next run's whole process group (no handler runs). The last rerun does
+    only the rest and exits 0, and every unit is in the ledger and the tables once. The rest are held (not raced):
+    each signal always finds work, and it comes while both actors hold their calls, so the driver is waiting on
+    calls that do not return. (The three signals in one store: one study and one completing run.)"""
     path, store_dir, hold = _held_study(tmp_path)
     cmd = [sys.executable, "-m", "survey.cli.main", "run", str(path), "--store", str(store_dir)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     kept: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         for marker in hold.parent.glob(f"{hold.name}.held-*"):   # the last run's actors are gone
             marker.unlink()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        killed = signum == signal.SIGKILL   # no pipe then: a survivor of the group could hold it open
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+                                stderr=subprocess.DEVNULL if killed else subprocess.PIPE)
         _wait_for_first_unit(proc, store_dir, hold, actors=2)
-        proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 130, (signum, stderr[-2000:])
-        assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
+        if killed:
+            os.killpg(proc.pid, signal.SIGKILL)   # the driver and everything it started, as an OOM killer would
+            proc.wait(timeout=300)
+        else:
+            proc.send_signal(signum)   # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM
+            _, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 130, (signum, stderr[-2000:])
+            assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume"
+            assert not list(store_dir.rglob(".tmp-*"))
         kept.append(len(Store(store_dir).finished_units()))
-        assert 0 < kept[-1] < 24 and kept[-1] >= kept[0]
-        assert not list(store_dir.rglob(".tmp-*"))
+        assert 0 < kept[-1] < 24 and kept[-1] >= kept[0], (signum, kept)
     hold.unlink()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{kept[-1]} already in the store" in done.stdout
-    assert len(Store(store_dir).finished_units()) == 24
+    ledger = [e for e in Store(store_dir).ledger().to_pylist() if e["status"] == "ok"]
+    assert sorted(e["unit_id"] for e in ledger) == sorted({e["unit_id"] for e in ledger})
+    assert len(ledger) == 24 and len(Store(store_dir).finished_units()) == 24
+    rows = _rows(store_dir)
+    keys = [(r["unit_id"], r["image_id"], r.get("restart"), r.get("snapshot"), r.get("iteration")) for r in rows]
+    assert len(keys) == len(set(keys)), "rows were duplicated"
+    assert {r["unit_id"] for r in rows} == {e["unit_id"] for e in ledger}
 
 
 def test_unit_that_kills_its_actor_is_failed_after_restarts_and_the_rest_finish(tmp_path, ray_local):

@@ -22,6 +22,7 @@ def _copy(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow   # runs make_examples.py in a fresh interpreter (~10 s)
 def test_byo_files_are_what_the_script_makes_and_agree(tmp_path):
     """The committed weights are make_examples.py's, and the archive and TorchScript file compute what
     net.py with those weights computes, at any batch size."""

@@ -31,6 +31,7 @@ def _folder(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow   # a fresh interpreter in the study folder (~5 s)
 def test_load_study_in_a_folder_with_its_own_tasks_module(tmp_path):
     path = _folder(tmp_path)
     code = ("import sys; sys.path.insert(0, '.'); from survey.spec import load_study; "

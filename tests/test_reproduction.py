@@ -72,6 +72,7 @@ def test_every_table_is_followed_by_the_commands_that_produced_it():
     assert tables >= 5  # one per claim at least
 
 
+@pytest.mark.slow   # every printed command of the committed reports run on their extracts (~8 s)
 def test_every_command_names_the_paper_store_and_runs_on_its_committed_extract():
     """The commands under REPRODUCTION's tables run as printed on the extract that stands in for the store."""
     extract = ROOT / tomllib.loads(CLAIMS.read_text())["stores"][STORE]
@@ -102,6 +103,7 @@ def test_committed_paper_report_is_complete():
     assert len(shown) >= 2 and all((ROOT / p).is_file() for p in shown)
 
 
+@pytest.mark.slow   # a headless browser renders the whole paper report (~15 s)
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_committed_paper_report_renders_in_a_headless_browser(tmp_path):
     url = REPORT.resolve().as_uri()
@@ -118,6 +120,7 @@ def test_committed_paper_report_renders_in_a_headless_browser(tmp_path):
 
 # -- every quoted number has a claim, and every claim recomputes from a committed extract ------------------
 
+@pytest.mark.slow   # every claim of docs/claims.toml recomputed from its extract (~6 s)
 def test_every_quoted_number_is_recomputed_from_a_committed_extract():
     """Marked numbers against their claims; unmarked numbers of the claim sections against the lists."""
     from survey.analysis.claims import check

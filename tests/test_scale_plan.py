@@ -1,6 +1,7 @@
 """`survey plan STUDY`: units, probed memory, measured cost per unit and expected time, before anything runs;
 bad budgets and networks whose probe fails are one line, exit 2."""
 
+import pytest
 from typer.testing import CliRunner
 
 from survey.cli import app
@@ -93,7 +94,6 @@ def test_budget_batches_for_the_engine_give_every_unit_a_batch_within_its_cap(tm
     assert {batches[u.unit_id] for u in units if u.task == "attack"} == {1}   # the unit's one image
     assert {batches[u.unit_id] for u in units if u.task == "ball"} == {3}     # the ball's own batch caps it
     tiny = study.model_copy(update={"engine": study.engine.model_copy(update={"memory_gb": 1e-6})})
-    import pytest
     with pytest.raises(StudyError, match="network 'tiny', task 'attack'"):
         budget_batches(tiny, handles, units)
 
@@ -117,12 +117,11 @@ def _matched(tmp_path, extra: str = ""):
     return study, handles, plan(study, {"ellipses": 1})
 
 
+@pytest.mark.slow   # probes the backward through 200 unrolled FISTA iterations (~20 s)
 def test_a_search_through_the_unrolled_reference_is_sized_by_the_reference(tmp_path):
     """The budget search backpropagates through the unrolled reference (200 FISTA iterations held for the
     backward): a budget that holds the network's image but not the reference's stops the run before Ray,
     naming the reference; solved to a tolerance (implicit gradients, nothing unrolled) it fits."""
-    import pytest
-
     from survey.engine import cost, memory
     from survey.spec import StudyError
 

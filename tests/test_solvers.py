@@ -160,6 +160,7 @@ def test_cs_denoises():
     assert cs_db >= h_db + 1.0
 
 
+@pytest.mark.slow   # the reference on six Radon view counts of real slices (~8 s)
 def test_weights_fixed_at_the_training_operator_let_the_reference_use_more_views():
     """Weights relative to each operator's own ||A||^2 grow with the view count, and the reference stagnates
     (35.1 dB at 90 and 180 views); fixed at the 50-view operator, more views mean more data (41 dB at 180)."""

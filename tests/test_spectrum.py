@@ -121,6 +121,7 @@ def automap():
     return net.double(), physics
 
 
+@pytest.mark.slow   # the dense Jacobian: one backward per input pixel (~10 s)
 def test_automap_sigma_1_matches_the_dense_autograd_jacobian(automap):
     net, physics = automap
     x = nn.functional.avg_pool2d(torch.rand(1, 1, 32, 32, generator=gen(4), dtype=torch.float64), 3, 1, 1)
