@@ -37,7 +37,8 @@ class TaskCost:
     batch: int                       # images (draws) per network call: what the budget allows, at most the
                                      # task's own `batch` (else the unit's images)
     probe_peak_bytes: int            # probed peak of one image (forward, or forward + backward)
-    batch_peak_bytes: int            # probed peak of one call at `batch` (fixed + batch x per image)
+    batch_peak_bytes: int            # planned peak of one call at `batch`: fixed + batch x per image x the
+                                     # task's working set (memory.WORKING_SET), before the headroom
     seconds_per_image: float | None  # measured on one image (None: not measured)
     peak_bytes: int | None           # measured peak memory of that one-image run
 
@@ -65,7 +66,7 @@ class StudyCost:
         return None if not per or any(p is None for p in per) else max(per)
 
     def peak_bytes(self) -> int:
-        """Largest probed peak of one call at its batch over every task (at most the budget by construction)."""
+        """Largest planned peak of one call at its batch over every task (at most the budget by construction)."""
         return max((r.batch_peak_bytes for r in self.rows), default=0)
 
 
@@ -151,8 +152,8 @@ def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budge
     inner = searched if memory.needs_backward(unit.task) else probes[False]
     try:
         if memory.search_first(unit.task):   # its worst-case search: the unit's images forward + backward
-            _whole_unit(study, unit, memory.batch_size(searched, budget, task=unit.task, cap=images),
-                        searched, budget)
+            _whole_unit(study, unit, memory.batch_size(searched, budget, task=unit.task, cap=images, search=True),
+                        searched, budget, search=True)
         batch = memory.batch_size(inner, budget, task=unit.task, cap=_batch_cap(unit))
     except memory.MemoryBudgetError as err:
         raise StudyError(f"{study.path}: {err}") from None
@@ -161,9 +162,9 @@ def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budge
     return batch
 
 
-def _whole_unit(study: Study, unit, fits: int, probe: memory.MemoryProbe, budget: float) -> None:
+def _whole_unit(study: Study, unit, fits: int, probe: memory.MemoryProbe, budget: float, search: bool = False) -> None:
     if fits < unit.image_count:
-        need = (probe.fixed + unit.image_count * probe.per_image * memory.HEADROOM) / memory.GB
+        need = (probe.fixed + unit.image_count * memory.per_image_need(probe, unit.task, search)) / memory.GB
         raise StudyError(
             f"{study.path}: [[tasks]] #{unit.task_index + 1} ({unit.task}) on network {unit.network!r}: a unit's "
             f"{unit.image_count} {probe.size} x {probe.size} images are one network call and need {need:.2f} GB "
@@ -267,8 +268,9 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
             seconds = peak = None
             if measure:
                 seconds, peak = measure_one_image(worker, first, work)
+            planned = probe.fixed + batch * probe.per_image * memory.WORKING_SET.get(first.task, 1.0)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
-                                      batch, probe.peak(1), probe.peak(batch), seconds, peak))
+                                      batch, probe.peak(1), int(planned), seconds, peak))
     return cost
 
 
