@@ -25,7 +25,7 @@ def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "plan-test on cpu: budget 2.00 GB per actor" in out
-    row = next(line for line in out.splitlines() if "attack" in line)
+    row = next(line for line in out.splitlines() if "attack" in line and "│" in line)
     cells = [c.strip() for c in row.strip("│┃ ").split("│")]
     assert cells[:4] == ["tiny", "attack", "2", "2"]          # 2 units of 1 image each
     assert cells[4] == "1"                                       # batch: the unit's one image
@@ -34,6 +34,9 @@ def test_plan_prints_units_cost_and_expected_time_and_writes_nothing(tmp_path):
     peak, budget = out.split("peak memory per actor ")[1].split(" GB")[:2]
     assert float(peak) <= float(budget.split("of ")[1])            # the plan's batches honour the budget
     assert not (folder / "results").exists()                     # nothing written to a store
+    # each step as it starts (a large study's plan takes minutes): the probe, then each timed image, k of N
+    assert "plan-test plan: network 'tiny': building and probing memory" in out
+    assert "task 'attack': timing one image (1 of 1)" in out
 
 
 BALL = TASKS + """

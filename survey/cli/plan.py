@@ -45,7 +45,9 @@ def plan(
     from survey.spec import load_study
 
     spec = load_study(study)
-    cost = estimate_study(spec, measure=measure, device=device)
+    steps = Console(stderr=True, width=200)   # each probe and timed image as it starts, apart from the table
+    cost = estimate_study(spec, measure=measure, device=device,
+                          on_step=lambda text: steps.print(f"{spec.name} plan: {text}", markup=False, highlight=False))
     table = Table("network", "task", "units", "images", "batch", "MB/image (probe)", "s/image", "s/unit",
                   "peak MB (1 image)", "expected", title=f"{cost.study} on {cost.device}: budget "
                   f"{_gb(cost.budget_bytes)} GB per actor, {cost.actors} actor(s) per network")

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -231,9 +231,12 @@ def pick_device_of(study: Study, device: str | None = None) -> str:
     return pick_device(device or study.engine.device)
 
 
-def estimate_study(study: Study, *, measure: bool = True, device: str | None = None) -> StudyCost:
+def estimate_study(study: Study, *, measure: bool = True, device: str | None = None,
+                   on_step: Callable[[str], None] | None = None) -> StudyCost:
     """The plan's cost on this machine (see the module docstring); StudyError (one line) when a network's
-    probe fails or the memory budget cannot hold one image of a task."""
+    probe fails or the memory budget cannot hold one image of a task. on_step(text) hears, when measuring, each
+    network's probe and each timed image as it starts (`survey plan` prints them: a large study's plan takes
+    minutes)."""
     from survey.engine.planning import plan_work
     from survey.engine.preflight import check_tasks, checked_networks
     from survey.engine.worker import SurveyWorker, pick_device
@@ -248,10 +251,14 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
     groups: dict[tuple, list] = {}
     for unit in work.units:
         groups.setdefault(_group_key(unit), []).append(unit)
+    say = on_step or (lambda text: None)
+    steps, total = 0, len(groups) if measure else 0
     for name, handle in handles.items():
         keys = [k for k in groups if k[0] == name]
         if not keys:
             continue
+        if measure:   # without timing the plan is the probes alone: quick, and an error there stays one line
+            say(f"network {name!r}: building and probing memory")
         worker = SurveyWorker(handle, device, threads=torch.get_num_threads())
         worker._build(groups[keys[0]][:1])  # the units' plugins, then the network, as on an actor
         probes = probe_network(study, name, worker.net, worker.physics, device)
@@ -267,6 +274,8 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
                 else probes[False]
             seconds = peak = None
             if measure:
+                steps += 1
+                say(f"network {name!r}, task {first.task!r}: timing one image ({steps} of {total})")
                 seconds, peak = measure_one_image(worker, first, work)
             planned = probe.fixed + batch * probe.per_image * memory.WORKING_SET.get(first.task, 1.0)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
