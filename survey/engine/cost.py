@@ -277,7 +277,7 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
                 steps += 1
                 say(f"network {name!r}, task {first.task!r}: timing one image ({steps} of {total})")
                 seconds, peak = measure_one_image(worker, first, work)
-            planned = probe.fixed + batch * probe.per_image * memory.WORKING_SET.get(first.task, 1.0)
+            planned = probe.fixed + batch * probe.per_image * memory.working_set(first.task)
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
                                       batch, probe.peak(1), int(planned), seconds, peak))
     return cost

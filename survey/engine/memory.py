@@ -194,10 +194,15 @@ def search_first(task: str) -> bool:
     return task in SEARCH_FIRST_TASKS
 
 
+def working_set(task: str, search: bool = False) -> float:
+    """`task`'s working memory per image over its probed call (WORKING_SET; a gradient search, `search`, as an
+    attack's)."""
+    return WORKING_SET.get("attack" if search else task, 1.0)
+
+
 def per_image_need(probe: MemoryProbe, task: str, search: bool = False) -> float:
-    """Bytes one image of `task` is planned at: the probed per-image part x WORKING_SET x HEADROOM (a gradient
-    search, `search`, as an attack's)."""
-    return probe.per_image * WORKING_SET.get("attack" if search else task, 1.0) * HEADROOM
+    """Bytes one image of `task` is planned at: the probed per-image part x `working_set` x HEADROOM."""
+    return probe.per_image * working_set(task, search) * HEADROOM
 
 
 def batch_size(probe: MemoryProbe, budget_bytes: float, *, task: str, cap: int | None = None,
@@ -242,4 +247,4 @@ def budget_bytes(memory_gb: float | None, device: str | torch.device = "cpu", ac
 
 __all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "PeakMeter", "available_bytes",
            "WORKING_SET", "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "per_image_need",
-           "probe_memory", "search_first"]
+           "probe_memory", "search_first", "working_set"]
