@@ -338,8 +338,10 @@ class SpectrumTask(Task):
     """Top-k singular values and vectors of the local Jacobian, for the network, the reference and H.
 
     k: how many singular values per image; domain: "image" or "measurement"; iterations: most J^T J
-    products per image and method (default max(3k, k + 30)); tol: residual tolerance that stops
-    Lanczos early; with_reference / with_h: also the unrolled reference solver and H on the same
+    products per image and method (default max(3k, k + 30)); block: vectors per Lanczos block (each
+    product runs on images x block samples, so time and memory per product grow with it; 1 is plain
+    Lanczos, cheapest at large sizes, a larger block resolves clustered values faster); tol: residual
+    tolerance that stops Lanczos early; with_reference / with_h: also the unrolled reference solver and H on the same
     images; keep_vectors: return the singular vectors (tensors "v", "ref_v", "h_v", aligned with the
     rows); upper_bound: compute the network's global Lipschitz bound (survey.nets.lipschitz).
     """
@@ -353,6 +355,7 @@ class SpectrumTask(Task):
     k: int = 20
     domain: str = "image"
     iterations: int | None = None
+    block: int = 4
     tol: float = 1e-4
     with_reference: bool = True
     with_h: bool = True
@@ -364,6 +367,7 @@ class SpectrumTask(Task):
         validate.choice(self, "domain", tuple(DOMAINS))
         if self.iterations is not None:
             validate.integer(self, "iterations", low=1)
+        validate.integer(self, "block", low=1)
         validate.positive(self, "tol")
         for key in ("with_reference", "with_h", "keep_vectors", "upper_bound"):
             validate.flag(self, key)
@@ -387,7 +391,7 @@ class SpectrumTask(Task):
         for prefix, f in targets.items():
             generator.set_state(state)  # every method starts from the same random vectors
             found = top_singular(f, physics, x, self.k, domain=self.domain, iterations=self.iterations,
-                                 tol=self.tol, generator=generator)
+                                 block=self.block, tol=self.tol, generator=generator)
             kk = found.sigma.shape[1]
             count = kk if count is None else min(count, kk)
             rel = found.sigma * (scale / norms(found.clean).clamp_min(torch.finfo(scale.dtype).tiny))[:, None]

@@ -71,7 +71,7 @@ params = { family = "gaussian", severities = [20.0], thresholds = [0.05], distan
 
 [[tasks]]
 name = "spectrum"
-params = { k = 1, iterations = 2, with_reference = false, upper_bound = false }
+params = { k = 1, iterations = 2, block = 1, with_reference = false, upper_bound = false }
 
 [[tasks]]
 name = "detect"

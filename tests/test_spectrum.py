@@ -196,6 +196,11 @@ def test_spectrum_task_rows_tensors_and_sigma_rel():
         float(effective_rank(torch.tensor([r["sigma"] for r in rows[:4]], dtype=torch.float64))), rel=1e-9)
     with pytest.raises(ValueError, match="SpectrumTask.k"):
         make_task("spectrum", k=0)
+    # plain Lanczos (block = 1, a quarter of the samples per product) reaches the same values
+    single, _ = make_task("spectrum", k=4, iterations=40, tol=1e-9, block=1)(ctx, generator_for("spectrum-test"))
+    assert [r["sigma"] for r in single] == pytest.approx([r["sigma"] for r in rows], rel=1e-6)
+    with pytest.raises(ValueError, match="SpectrumTask.block"):
+        make_task("spectrum", block=0)
 
 
 E2E_STUDY = """
