@@ -35,7 +35,7 @@ count = {count}
 [[tasks]]
 name = "attack"
 images_per_unit = {per_unit}
-params = {{ iterations = {iterations}, lam = [0.01, 0.1], eta = 0.01, tau = 0.001, snapshot_levels = [0.05] }}
+params = {{ iterations = {iterations}, lam = [0.01, 0.1], eta = 0.01, tau = 0.001, snapshot_levels = [0.05], with_reference = false }}
 
 [engine]
 actors_per_network = 2
