@@ -44,3 +44,29 @@ def test_large_images_fall_back_to_the_convolutions():
     x = torch.randn(1, 1, side, side, generator=torch.Generator().manual_seed(2))
     assert not fast.dense
     assert torch.equal(fast(x), bank(x)) and torch.equal(fast.inverse(x), bank.inverse(x))
+
+
+def test_the_unrolled_reference_solves_and_differentiates_the_same_on_either_transform(monkeypatch):
+    """The FISTA reference (survey.solvers.cs) on the matrix products and on the convolutions (MAX_SIDE 0 forces
+    them): the same solution and the same input gradient through the unroll, to float64 rounding."""
+    import survey.solvers.wavelet_matrix as wavelet_matrix
+    from survey.physics import make_physics
+    from survey.solvers import make_reference
+
+    physics = make_physics("mri", size=16, ratio=0.4, mask="gaussian-lines", seed=0)
+    reference = make_reference(physics, iterations=30, unrolled=True)
+    g = torch.Generator().manual_seed(3)
+    y = physics.A(torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=g)).detach().requires_grad_(True)
+    w = torch.randn(2, 1, 16, 16, dtype=torch.float64, generator=g)
+
+    def solve_and_gradient():
+        z = reference(y, physics)
+        (grad,) = torch.autograd.grad((z * w).sum(), y)
+        return z.detach(), grad
+
+    fast = solve_and_gradient()
+    monkeypatch.setattr(wavelet_matrix, "MAX_SIDE", 0)
+    slow = solve_and_gradient()
+    assert torch.allclose(fast[0], slow[0], atol=1e-12, rtol=0)
+    assert torch.allclose(fast[1], slow[1], atol=1e-12, rtol=0)
+    assert fast[0].abs().max() > 0.1 and fast[1].abs().max() > 1e-3   # not trivially zero

@@ -13,7 +13,8 @@ it is the objective 1/2 ||A z - y||^2 + s lam_w ||W_d z||_1 + s lam_tv TV_eps(z)
 Scheme: FISTA (Beck & Teboulle 2009) on the smooth part f = data + lam_tv TV_eps, whose gradient
 Re A*(A z - y) / s + lam_tv D^T(D z / sqrt(|D z|^2 + eps^2)) is L-Lipschitz with
 L = 1 + 8 lam_tv / eps; fixed step 1 / L. The non-smooth part lam_w ||W_d z||_1 has an exact
-prox because W is orthogonal: W^T soft(W z, lam_w / L) on details. This avoids a nested prox of
+prox because W is orthogonal: W^T soft(W z, lam_w / L) on details (W as per-level matrix products up to
+128 px a side, survey.solvers.wavelet_matrix: the same map, a fraction of the calls). This avoids a nested prox of
 the sum and keeps every iteration a fixed, differentiable map, so `unrolled=True` gives a graph
 that attacks can differentiate with respect to y. Warm start: Re H(y). Iterations are fixed (no
 stopping rule), so a batch gives exactly the per-image results.
