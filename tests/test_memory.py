@@ -99,6 +99,18 @@ def test_searches_and_detectors_are_planned_at_their_measured_working_set():
         memory.batch_size(probe, 150 * MB, task="detect")
 
 
+def test_the_spectrum_is_planned_per_lanczos_block():
+    """The spectrum's block Lanczos held 1.60-2.55x the probed call per block (benchmarks/README.md): an image is
+    planned at 2.1 x block x the probe before the headroom; without its parameters it cannot be planned."""
+    probe = memory.MemoryProbe("net", 64, True, fixed=10 * MB, per_image=100 * MB, seconds_per_image=0.1,
+                               method="vmhwm")
+    budget = 10 * MB + 8 * 262.5 * MB   # 262.5 MB = 100 MB x 2.1 x 1.25: 8 images at block 1
+    assert [memory.batch_size(probe, budget, task="spectrum", params={"block": b}) for b in (1, 2, 4)] == [8, 4, 2]
+    assert memory.batch_size(probe, budget, task="spectrum", params={"block": 1}, search=True) == 14   # as a search
+    with pytest.raises(ValueError, match="'spectrum' is planned per 'block'"):
+        memory.working_set("spectrum")
+
+
 def test_budget_too_small_for_one_image_names_network_task_and_need():
     probe = memory.MemoryProbe("e2e-varnet", 320, True, fixed=0, per_image=2 * memory.GB, seconds_per_image=1.0,
                                method="vmhwm")

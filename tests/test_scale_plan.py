@@ -160,3 +160,39 @@ def test_tasks_say_whether_their_search_unrolls_the_reference():
     assert own.centre_targets == ("H", "reference") and own.backprops_reference
     assert not make_task("ball", center="worst-case", with_reference=False, attack=search).backprops_reference
     assert not make_task("ball", center="clean", radius_kind="relative-x", with_reference=True).backprops_reference
+
+
+SPECTRUM = """
+[[tasks]]
+name = "spectrum"
+images_per_unit = 2
+params = { k = 1, iterations = 2, block = BLOCK, with_reference = false, upper_bound = false }
+"""
+
+
+def test_the_spectrum_unit_is_sized_per_lanczos_block(tmp_path, monkeypatch):
+    """A spectrum unit's images are one Lanczos run of `block` linearisations each: a budget that holds its two
+    images at block 1 refuses them at block 4 before Ray, with the memory they need (the network's probe fixed
+    at 10 MB + 100 MB per image: a tiny network's own reading moves by more than the margins here)."""
+    from survey.engine import cost, memory
+    from survey.engine.preflight import checked_networks
+    from survey.plan import plan
+    from survey.spec import StudyError, load_study
+
+    MB = 1024 ** 2
+    probe = memory.MemoryProbe("tiny", 16, True, fixed=10 * MB, per_image=100 * MB, seconds_per_image=0.01,
+                               method="vmhwm")
+    monkeypatch.setattr(cost, "probe_network", lambda *args, **kwargs: {True: probe, False: probe})
+
+    def budget_batches(block, gb):
+        body = tiny_study("plan-test", SPECTRUM.replace("BLOCK", str(block)), count=2)
+        study = load_study(write_study(tmp_path / str(block), body))
+        study = study.model_copy(update={"engine": study.engine.model_copy(update={"memory_gb": gb})})
+        return cost.budget_batches(study, checked_networks(study), plan(study, {"ellipses": 2}))
+
+    gb = (10 + 2 * 2 * 262.5) * MB / memory.GB   # 262.5 MB = 100 MB x 2.1 x 1.25: block 1's two images twice over
+    assert set(budget_batches(1, gb).values()) == {2}
+    with pytest.raises(StudyError, match=r"\(spectrum\) on network 'tiny': a unit's 2 16 x 16 images are one "
+                                         r"network call and need 2.06 GB \(probed\), the memory budget of 1.04 GB "
+                                         r"holds 1"):
+        budget_batches(4, gb)

@@ -70,6 +70,13 @@ class StudyCost:
         return max((r.batch_peak_bytes for r in self.rows), default=0)
 
 
+def task_params(unit) -> dict:
+    """The unit's task parameters with their defaults filled in (what memory.working_set reads)."""
+    from survey.tasks import make_task
+
+    return make_task(unit.task, **unit.params).params()
+
+
 def own_batch(unit) -> int | None:
     """The task's own `batch` (samples per network call) where it has one, else None (the unit's images
     are one call)."""
@@ -154,7 +161,7 @@ def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budge
         if memory.search_first(unit.task):   # its worst-case search: the unit's images forward + backward
             _whole_unit(study, unit, memory.batch_size(searched, budget, task=unit.task, cap=images, search=True),
                         searched, budget, search=True)
-        batch = memory.batch_size(inner, budget, task=unit.task, cap=_batch_cap(unit))
+        batch = memory.batch_size(inner, budget, task=unit.task, cap=_batch_cap(unit), params=task_params(unit))
     except memory.MemoryBudgetError as err:
         raise StudyError(f"{study.path}: {err}") from None
     if own_batch(unit) is None:
@@ -164,7 +171,8 @@ def unit_batch(study: Study, unit, probes: dict[bool, memory.MemoryProbe], budge
 
 def _whole_unit(study: Study, unit, fits: int, probe: memory.MemoryProbe, budget: float, search: bool = False) -> None:
     if fits < unit.image_count:
-        need = (probe.fixed + unit.image_count * memory.per_image_need(probe, unit.task, search)) / memory.GB
+        need = (probe.fixed + unit.image_count * memory.per_image_need(probe, unit.task, search,
+                                                                       task_params(unit))) / memory.GB
         raise StudyError(
             f"{study.path}: [[tasks]] #{unit.task_index + 1} ({unit.task}) on network {unit.network!r}: a unit's "
             f"{unit.image_count} {probe.size} x {probe.size} images are one network call and need {need:.2f} GB "
@@ -277,7 +285,7 @@ def estimate_study(study: Study, *, measure: bool = True, device: str | None = N
                 steps += 1
                 say(f"network {name!r}, task {first.task!r}: timing one image ({steps} of {total})")
                 seconds, peak = measure_one_image(worker, first, work)
-            planned = probe.fixed + batch * probe.per_image * memory.working_set(first.task)
+            planned = probe.fixed + batch * probe.per_image * memory.working_set(first.task, params=task_params(first))
             cost.rows.append(TaskCost(name, first.task, key[2], len(units), sum(u.image_count for u in units),
                                       batch, probe.peak(1), int(planned), seconds, peak))
     return cost
@@ -299,4 +307,4 @@ def measure_one_image(worker, unit, work) -> tuple[float, int]:
 
 
 __all__ = ["StudyCost", "TaskCost", "actor_count", "budget_batches", "engine_batches", "estimate_study", "own_batch",
-           "measure_one_image", "probe_network", "unit_batch"]
+           "measure_one_image", "probe_network", "task_params", "unit_batch"]

@@ -7,7 +7,7 @@ peak resident set (Linux VmHWM, reset through /proc/self/clear_refs), falling ba
 `resource.getrusage` ru_maxrss (which can only rise, so it may read low after a bigger earlier peak).
 Resetting VmHWM also resets the process's ru_maxrss: after a probe, neither is a whole-process peak.
 
-`batch_size(...)` turns a budget into a batch: floor((budget - fixed) / (per_image * WORKING_SET[task] *
+`batch_size(...)` turns a budget into a batch: floor((budget - fixed) / (per_image * working_set(task) *
 HEADROOM)), capped by a task's own fixed `batch`; a budget that cannot hold one image raises `MemoryBudgetError`
 naming network, task and the memory needed. `default_budget_bytes(device, actors)`: the actor's share of
 the free memory (MemAvailable on the CPU, free GPU memory on CUDA) times `DEFAULT_FRACTION`.
@@ -37,9 +37,15 @@ SEARCH_FIRST_TASKS = frozenset({"ball"})
 #: at 320 x 320 (benchmarks/README.md, "Scale") the attack and the budget search held 1.33-1.42x the network's
 #: probed forward + backward and detect 1.90x, above the 1.25 headroom. Set after seeing those measurements:
 #: 1.2 and 1.6 bring them to 1.5x and 2.0x. Any gradient search counts as an attack (the ball's centre search).
-#: The other tasks keep the probed call (their 320 px readings were not compared with it); spectrum (Lanczos,
-#: 1.59 GB there) is not probed on its own.
+#: The other tasks keep the probed call (their 320 px readings were not compared with it), except spectrum (below).
 WORKING_SET = {"attack": 1.2, "detect": 1.6}
+#: Tasks whose working memory per image grows with one of their parameters: (parameter, factor per unit of it).
+#: The spectrum's block Lanczos linearises each image `block` times, each a forward with its double-backward
+#: graph: 1.60-1.70x the probed forward + backward per block for dagan at 64 x 64, 1.98-2.55x for the narrow
+#: 8-coil VarNet at 320 x 320 (blocks 1, 2, 4 on 1 and 2 images, /proc VmHWM; benchmarks/README.md "Scale").
+#: Set after seeing them: 2.1 per block, 2.6x with HEADROOM. (Before, spectrum was planned at 1x: at block 4 a
+#: tenth of what the VarNet held.)
+WORKING_SET_PER = {"spectrum": ("block", 2.1)}
 
 
 class MemoryBudgetError(ValueError):
@@ -194,24 +200,31 @@ def search_first(task: str) -> bool:
     return task in SEARCH_FIRST_TASKS
 
 
-def working_set(task: str, search: bool = False) -> float:
+def working_set(task: str, search: bool = False, params: dict | None = None) -> float:
     """`task`'s working memory per image over its probed call (WORKING_SET; a gradient search, `search`, as an
-    attack's)."""
+    attack's; for a task in WORKING_SET_PER, its factor times the parameter's value in `params`, the task's
+    parameters with their defaults)."""
+    if not search and task in WORKING_SET_PER:
+        name, factor = WORKING_SET_PER[task]
+        value = (params or {}).get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+            raise ValueError(f"working_set: task {task!r} is planned per {name!r}; its parameters give {value!r}")
+        return factor * value
     return WORKING_SET.get("attack" if search else task, 1.0)
 
 
-def per_image_need(probe: MemoryProbe, task: str, search: bool = False) -> float:
+def per_image_need(probe: MemoryProbe, task: str, search: bool = False, params: dict | None = None) -> float:
     """Bytes one image of `task` is planned at: the probed per-image part x `working_set` x HEADROOM."""
-    return probe.per_image * working_set(task, search) * HEADROOM
+    return probe.per_image * working_set(task, search, params) * HEADROOM
 
 
 def batch_size(probe: MemoryProbe, budget_bytes: float, *, task: str, cap: int | None = None,
-               search: bool = False) -> int:
+               search: bool = False, params: dict | None = None) -> int:
     """Largest batch whose planned peak (fixed + batch x `per_image_need`) fits `budget_bytes`, at most `cap`."""
     room = budget_bytes - probe.fixed
-    fits = int(room // per_image_need(probe, task, search)) if room > 0 else 0
+    fits = int(room // per_image_need(probe, task, search, params)) if room > 0 else 0
     if fits < 1:
-        need = (probe.fixed + per_image_need(probe, task, search)) / GB
+        need = (probe.fixed + per_image_need(probe, task, search, params)) / GB
         raise MemoryBudgetError(
             f"network {probe.network!r}, task {task!r}: one {probe.size} x {probe.size} image needs "
             f"{need:.2f} GB ({'forward + backward' if probe.backward else 'forward'}, probed), the memory budget "
@@ -246,5 +259,5 @@ def budget_bytes(memory_gb: float | None, device: str | torch.device = "cpu", ac
 
 
 __all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "PeakMeter", "available_bytes",
-           "WORKING_SET", "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "per_image_need",
+           "WORKING_SET", "WORKING_SET_PER", "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "per_image_need",
            "probe_memory", "search_first", "working_set"]
