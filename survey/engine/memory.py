@@ -259,5 +259,5 @@ def budget_bytes(memory_gb: float | None, device: str | torch.device = "cpu", ac
 
 
 __all__ = ["DEFAULT_FRACTION", "GB", "HEADROOM", "MemoryBudgetError", "MemoryProbe", "PeakMeter", "available_bytes",
-           "WORKING_SET", "WORKING_SET_PER", "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward", "per_image_need",
-           "probe_memory", "search_first", "working_set"]
+           "WORKING_SET", "WORKING_SET_PER", "batch_size", "budget_bytes", "default_budget_bytes", "needs_backward",
+           "per_image_need", "probe_memory", "search_first", "working_set"]

@@ -14,8 +14,8 @@ Scheme: FISTA (Beck & Teboulle 2009) on the smooth part f = data + lam_tv TV_eps
 Re A*(A z - y) / s + lam_tv D^T(D z / sqrt(|D z|^2 + eps^2)) is L-Lipschitz with
 L = 1 + 8 lam_tv / eps; fixed step 1 / L. The non-smooth part lam_w ||W_d z||_1 has an exact
 prox because W is orthogonal: W^T soft(W z, lam_w / L) on details (W as per-level matrix products up to
-128 px a side, survey.solvers.wavelet_matrix: the same map, a fraction of the calls). This avoids a nested prox of
-the sum and keeps every iteration a fixed, differentiable map, so `unrolled=True` gives a graph
+128 px a side, survey.solvers.wavelet_matrix: the same map, a fraction of the calls). This avoids a
+nested prox of the sum and keeps every iteration a fixed, differentiable map, so `unrolled=True` gives a graph
 that attacks can differentiate with respect to y. Warm start: Re H(y). Iterations are fixed (no
 stopping rule), so a batch gives exactly the per-image results.
 
@@ -41,8 +41,8 @@ from torch import nn
 
 from survey.physics.base import LinearPhysics
 from survey.solvers import tv
-from survey.solvers.wavelets import Wavelet2D
 from survey.solvers.wavelet_matrix import MatrixWavelet
+from survey.solvers.wavelets import Wavelet2D
 
 _PARAM_NAMES = ("lam_w", "lam_tv", "iterations", "wavelet", "levels", "eps")
 
