@@ -205,3 +205,27 @@ def test_certified_and_estimated_bounds_are_labelled_apart():
     both = lipschitz_bound(net, physics, estimate=True)
     assert plain.estimate is None and plain.certified and both.value == pytest.approx(plain.value)
     assert both.estimate is not None and both.estimate <= both.value * (1 + NORM_MARGIN) ** 5
+
+
+@pytest.mark.parametrize("kind,params", [("mri", dict(ratio=0.4, mask="gaussian-lines", seed=0)),
+                                         ("radon", dict(views=8)), ("pmri", dict(coils=2, ratio=0.5, seed=0))])
+def test_the_input_norms_bound_the_exact_ones_with_data_from_the_gram(kind, params):
+    """The certified input norms against the dense SVD: ||A|| from the square root of ||A^T A||'s bound (never
+    below the exact norm, within 1e-6 of it), ||A* A|| shared with ||H A|| only where the two maps are equal."""
+    from survey.nets.lipschitz import physics_inputs
+
+    physics = make_physics(kind, size=16, **params).to(torch.float64)
+    inputs = physics_inputs(physics, "image")
+    eye = torch.eye(256, dtype=torch.float64).view(256, 1, 16, 16)
+    with torch.no_grad():
+        a = physics.A(eye).reshape(256, -1)
+        a = torch.cat([a.real, a.imag], dim=1) if torch.is_complex(a) else a
+        gram = physics.A_adjoint(physics.A(eye))
+        h_of_a = physics.H(physics.A(eye))
+    exact = float(torch.linalg.matrix_norm(a, 2))
+    assert exact <= inputs.data <= exact * (1 + 1e-6), (inputs.data, exact)
+    assert inputs.layers["input: A r"] == inputs.data and inputs.certified and not inputs.uncertified
+    assert float(torch.linalg.matrix_norm(gram.real.reshape(256, 256), 2)) <= inputs.adj
+    same = torch.equal(gram.real, h_of_a.real)
+    assert same == (kind != "radon")   # the Fourier operators' H is their adjoint; Radon's is the FBP
+    assert (inputs.adj == inputs.h) == same

@@ -178,6 +178,17 @@ def map_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ..
     return map_bound(lambda u: apply(u.to(dtype)), shape, complex_=complex_, mask=mask)
 
 
+def _same_dense_map(first: Callable, second: Callable, shape: tuple[int, ...]) -> bool:
+    """Whether two real linear maps on `shape` have the same dense matrix, bit for bit (False above
+    CERTIFY_LIMIT inputs, where no dense matrix is built)."""
+    if math.prod(shape) > CERTIFY_LIMIT:
+        return False
+    from survey.certify.spectral import map_matrix
+
+    return torch.equal(map_matrix(lambda u: first(u.to(torch.float64)), shape),
+                       map_matrix(lambda u: second(u.to(torch.float64)), shape))
+
+
 def _real(t: torch.Tensor) -> torch.Tensor:
     return t.real if torch.is_complex(t) else t
 
@@ -198,9 +209,18 @@ def physics_inputs(physics, domain: str, certified: bool = True) -> Inputs:
     inputs = Inputs(physics, domain, 0.0, 0.0, 1.0, certified=certified)
     if domain == "image":
         image = (1, 1, n, n)
-        inputs.h = inputs.map_norm("input: H(A r)", lambda r: _real(physics.H(physics.A(r))), image)
-        inputs.adj = inputs.map_norm("input: A*(A r)", lambda r: _real(physics.A_adjoint(physics.A(r))), image)
-        inputs.data = inputs.map_norm("input: A r", lambda r: physics.A(r), image)
+        h_of_a = lambda r: _real(physics.H(physics.A(r)))   # noqa: E731
+        gram = lambda r: _real(physics.A_adjoint(physics.A(r)))   # noqa: E731 - A^T A, A as a real-linear map
+        inputs.h = inputs.map_norm("input: H(A r)", h_of_a, image)
+        if certified and _same_dense_map(h_of_a, gram, image):   # H = A* (Fourier sampling): one norm, not two
+            inputs.adj = inputs.layers["input: A*(A r)"] = inputs.h
+        else:
+            inputs.adj = inputs.map_norm("input: A*(A r)", gram, image)
+        # ||A||^2 = ||A^T A||: the square root of a bound on the Gram's norm bounds ||A|| (rounded up), which spares
+        # the dense matrix of A itself (as costly as the other two together)
+        inputs.data = inputs.layers["input: A r"] = math.nextafter(math.sqrt(inputs.adj), math.inf)
+        if "input: A*(A r)" in inputs.uncertified:
+            inputs.uncertified.append("input: A r")
     else:
         mshape = (1, *physics.measurement_shape)
         cdtype = torch.complex128 if physics.complex_measurements else torch.float64
