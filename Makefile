@@ -20,8 +20,8 @@ demo: $(VENV)/.installed
 
 # Tests run on every core (pytest-xdist, one torch thread per worker: tests/conftest.py); each test module
 # stays on one worker (its module fixtures are built once) and the demo starts first. JOBS=0 runs them in
-# one process. Measured on 2 cores, 2026-12-07: test-fast 84-94 s, the whole suite 824 s at the newest fresh-clone
-# run, quiet (962-1080 s in seven runs before the reference's wavelet products; 3 workers took 1147 s). pytest stays below 9: see pyproject.
+# one process. Measured on 2 cores, 2026-12-07: test-fast 84-94 s, the whole suite 813-860 s in three fresh-clone
+# runs, quiet (962-1080 s in seven runs before the reference's wavelet products; 3 workers took 1147 s). pytest stays below 9: see pyproject.
 JOBS ?= auto
 XDIST := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
