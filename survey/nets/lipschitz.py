@@ -32,6 +32,7 @@ registered by a user before first use is kept (the zoo's rules fill in the rest)
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
@@ -83,11 +84,14 @@ class Inputs:
     layers: dict[str, float | None] = field(default_factory=dict)
     certified: bool = True
     uncertified: list[str] = field(default_factory=list)
+    #: certified norms by dense matrix (shape, sha256 of its bytes): a map equal to one bounded before, bit for
+    #: bit (H = A* on Fourier sampling), reuses its bound
+    bounded: dict = field(default_factory=dict, repr=False)
 
     def map_norm(self, label: str, apply: Callable, shape: tuple[int, ...], *, dtype: torch.dtype = torch.float64,
                  mask: torch.Tensor | None = None) -> float:
         """||apply|| (see `map_norm`), certified when this is the certified pass; records the label."""
-        value = map_norm(apply, shape, dtype=dtype, mask=mask, certified=self.certified)
+        value = map_norm(apply, shape, dtype=dtype, mask=mask, certified=self.certified, bounded=self.bounded)
         if value is None:
             self.uncertified.append(label)
             value = operator_norm(apply, shape, dtype=dtype, mask=mask)
@@ -162,31 +166,27 @@ CERTIFY_LIMIT = 4096
 
 def map_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *,
              dtype: torch.dtype = torch.float64, mask: torch.Tensor | None = None,
-             certified: bool = True) -> float | None:
-    """||L|| of a linear map: certified from its dense matrix (survey.certify.spectral.map_bound) when
+             certified: bool = True, bounded: dict | None = None) -> float | None:
+    """||L|| of a linear map: certified from its dense matrix (survey.certify.spectral.dense_bound) when
     `certified` and it has at most CERTIFY_LIMIT real inputs (None when it has more), else the Lanczos
-    estimate `operator_norm`."""
+    estimate `operator_norm`. `bounded`: certified norms by matrix (see `Inputs.bounded`), read and filled."""
     if not certified:
         return operator_norm(apply, shape, dtype=dtype, mask=mask)
-    from survey.certify.spectral import map_bound
-
     complex_ = dtype.is_complex
     count = int(mask.ne(0).sum()) * (2 if complex_ else 1) if mask is not None and mask.numel() == math.prod(shape) \
         else math.prod(shape) * (2 if complex_ else 1)
     if count > CERTIFY_LIMIT:
         return None
-    return map_bound(lambda u: apply(u.to(dtype)), shape, complex_=complex_, mask=mask)
+    from survey.certify.spectral import dense_bound, map_matrix
 
-
-def _same_dense_map(first: Callable, second: Callable, shape: tuple[int, ...]) -> bool:
-    """Whether two real linear maps on `shape` have the same dense matrix, bit for bit (False above
-    CERTIFY_LIMIT inputs, where no dense matrix is built)."""
-    if math.prod(shape) > CERTIFY_LIMIT:
-        return False
-    from survey.certify.spectral import map_matrix
-
-    return torch.equal(map_matrix(lambda u: first(u.to(torch.float64)), shape),
-                       map_matrix(lambda u: second(u.to(torch.float64)), shape))
+    matrix = map_matrix(lambda u: apply(u.to(dtype)), shape, complex_=complex_, mask=mask)
+    key = (tuple(matrix.shape), hashlib.sha256(matrix.contiguous().numpy().tobytes()).hexdigest())
+    if bounded is None or key not in bounded:
+        value = dense_bound(matrix)
+        if bounded is None:
+            return value
+        bounded[key] = value
+    return bounded[key]
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
@@ -212,12 +212,9 @@ def physics_inputs(physics, domain: str, certified: bool = True) -> Inputs:
         h_of_a = lambda r: _real(physics.H(physics.A(r)))   # noqa: E731
         gram = lambda r: _real(physics.A_adjoint(physics.A(r)))   # noqa: E731 - A^T A, A as a real-linear map
         inputs.h = inputs.map_norm("input: H(A r)", h_of_a, image)
-        if certified and _same_dense_map(h_of_a, gram, image):   # H = A* (Fourier sampling): one norm, not two
-            inputs.adj = inputs.layers["input: A*(A r)"] = inputs.h
-        else:
-            inputs.adj = inputs.map_norm("input: A*(A r)", gram, image)
-        # ||A||^2 = ||A^T A||: the square root of a bound on the Gram's norm bounds ||A|| (rounded up), which spares
-        # the dense matrix of A itself (as costly as the other two together)
+        inputs.adj = inputs.map_norm("input: A*(A r)", gram, image)   # H = A* (Fourier sampling): H's bound reused
+        # ||A||^2 = ||A^T A|| (A_adjoint the exact adjoint: survey.testing.check_physics): the square root of a
+        # bound on the Gram's norm bounds ||A|| (rounded up), which spares the dense bound of A itself
         inputs.data = inputs.layers["input: A r"] = math.nextafter(math.sqrt(inputs.adj), math.inf)
         if "input: A*(A r)" in inputs.uncertified:
             inputs.uncertified.append("input: A r")
