@@ -41,7 +41,7 @@ SEARCH_FIRST_TASKS = frozenset({"ball"})
 WORKING_SET = {"attack": 1.2, "detect": 1.6}
 #: Tasks whose working memory per image grows with one of their parameters: (parameter, factor per unit of it).
 #: The spectrum's block Lanczos linearises each image `block` times, each a forward with its double-backward
-#: graph: 1.60-1.82x the probed forward + backward per block for dagan at 64 x 64, 1.98-2.55x for the narrow
+#: graph: 1.60-1.82x the probed forward + backward per block for dagan at 64 x 64, 1.85-2.55x for the narrow
 #: 8-coil VarNet at 320 x 320 (blocks 1, 2, 4 on 1 and 2 images, /proc VmHWM; benchmarks/README.md "Scale").
 #: Set after seeing them: 2.1 per block, 2.6x with HEADROOM. (Before, spectrum was planned at 1x: at block 4 a
 #: tenth of what the VarNet held.)
